@@ -1,0 +1,5 @@
+import sys
+
+from primary.main import main
+
+sys.exit(main())

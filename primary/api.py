@@ -1,0 +1,81 @@
+"""The primary's HTTP API: append, read, health.
+
+Routes validate the request (primary.append_request), then hand it to the
+Appender. Thread: Waitress workers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import bottle
+
+from primary.append_request import BadRequest, check_content_type, parse_append
+from primary.appender import Appender
+from primary.config import PrimaryConfig
+from primary.replicator import Replicator
+from shared.http import json_error, json_response, new_app, raw_json
+from shared.ordered_log import OrderedLog
+
+
+def make_app(
+    config: PrimaryConfig, store: OrderedLog, replicator: Replicator, appender: Appender
+) -> bottle.Bottle:
+    app = new_app()
+
+    @app.post("/messages")
+    def append_message():
+        try:
+            check_content_type(bottle.request.content_type)
+            request = parse_append(_read_body(config.max_body_bytes), config.cluster_size)
+        except BadRequest as exc:
+            return json_error(exc.status, exc.message)
+        result = appender.append(request)
+        return json_response(result.status, result.body, result.headers)
+
+    @app.get("/messages")
+    def list_messages():
+        return raw_json(200, store.render_messages())
+
+    @app.get("/health")
+    def health():
+        now = time.monotonic()
+        log_length = len(store)
+        secondaries = []
+        for status in replicator.statuses():
+            secondaries.append(
+                {
+                    "name": status.name,
+                    "endpoint": status.endpoint,
+                    "state": status.health(now, config.replication).value,
+                    "last_heard_s_ago": (
+                        None if status.last_heard is None else round(now - status.last_heard, 3)
+                    ),
+                    "acked_length": status.acked_length,
+                    "lag": max(0, log_length - status.acked_length),
+                }
+            )
+        return json_response(
+            200,
+            {
+                "status": "ok",
+                "role": "primary",
+                "node": config.node_name,
+                "epoch": replicator.epoch,
+                "length": log_length,
+                "secondaries": secondaries,
+            },
+        )
+
+    return app
+
+
+def _read_body(limit: int) -> bytes:
+    """The request body; 413 if it is longer than ``limit`` bytes."""
+    length = bottle.request.content_length
+    body = b""
+    if length <= limit:  # -1 when unknown: read, but never more than limit + 1 bytes
+        body = bottle.request.environ["wsgi.input"].read(length if length >= 0 else limit + 1)
+    if length > limit or len(body) > limit:
+        raise BadRequest(413, f"body is larger than the {limit}-byte limit (MAX_MESSAGE_BYTES)")
+    return body

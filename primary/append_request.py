@@ -1,0 +1,127 @@
+"""Validation of ``POST /messages``: raw request in, AppendRequest or a 4xx out.
+
+Pure functions, no state; thread: any. Every rejection names what is wrong,
+and nothing is appended for it. The rules:
+
+- Content-Type, when sent, must be JSON (``application/json`` or ``*+json``): else 415.
+  (The body size limit, 413, is checked while reading it, in primary.api.)
+- The body is UTF-8 JSON holding an object: else 400.
+- Its fields are ``message`` (required string), ``w`` and ``timeout``
+  (optional); any other field is rejected, so a typo such as ``"timout"``
+  cannot silently drop a setting.
+- ``w`` is an integer in 1..cluster size, or ``"all"`` or ``"majority"``;
+  absent means ``"all"``. Booleans and floats are not integers.
+- ``timeout`` is a number of seconds in (0, MAX_TIMEOUT_S]; absent or null
+  means wait as long as it takes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from primary.config import majority
+
+#: The longest wait a client may ask for. Past an hour a client should poll.
+MAX_TIMEOUT_S = 3600
+ALLOWED_FIELDS = ("message", "w", "timeout")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class AppendRequest:
+    message: str
+    w: int
+    timeout: float | None
+
+
+def parse_append(body: bytes, cluster_size: int) -> AppendRequest:
+    document = _decode_json(body)
+    if not isinstance(document, dict):
+        raise BadRequest(400, "body must be a JSON object")
+    unknown = sorted(set(document) - set(ALLOWED_FIELDS))
+    if unknown:
+        raise BadRequest(
+            400, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: message, w, timeout"
+        )
+    return AppendRequest(
+        message=_message(document),
+        w=resolve_w(document.get("w", "all"), cluster_size),
+        timeout=_timeout(document.get("timeout")),
+    )
+
+
+def check_content_type(content_type: str) -> None:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise BadRequest(415, f"Content-Type must be application/json, got {media_type!r}")
+
+
+def resolve_w(value: object, cluster_size: int) -> int:
+    """Turn a write concern into a node count, the primary included."""
+    if value == "all":
+        return cluster_size
+    if value == "majority":
+        return majority(cluster_size)
+    if type(value) is not int:
+        raise BadRequest(
+            400, f"'w' must be an integer, \"all\" or \"majority\", got {_describe(value)}"
+        )
+    if not 1 <= value <= cluster_size:
+        raise BadRequest(
+            400,
+            f"'w' must be between 1 and {cluster_size} (the primary and "
+            f"{cluster_size - 1} secondaries), got {value}",
+        )
+    return value
+
+
+def _decode_json(body: bytes) -> object:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(400, f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(400, "body is not valid JSON: nested too deeply") from None
+
+
+def _message(document: dict) -> str:
+    if "message" not in document:
+        raise BadRequest(400, "'message' is required")
+    message = document["message"]
+    if not isinstance(message, str):
+        raise BadRequest(400, f"'message' must be a string, got {_describe(message)}")
+    return message
+
+
+def _timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise BadRequest(400, f"'timeout' must be a number of seconds, got {_describe(value)}")
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise BadRequest(400, f"'timeout' must be more than 0 and at most {MAX_TIMEOUT_S} seconds")
+    return float(value)
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return {int: "an integer", float: "a number", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )

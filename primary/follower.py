@@ -1,0 +1,264 @@
+"""What the primary knows about one secondary, and what to send it next.
+
+This module is sans-I/O: a Follower never touches a socket or a clock of its
+own. The replicator's I/O thread feeds it replies and the time, asks it what
+to send, and does the sending. That keeps the replication rules (pipelining,
+retries, catch-up, health) testable without sockets.
+
+Thread: the replicator's I/O thread only, except ``status``, an immutable
+snapshot that the I/O thread republishes and any thread may read.
+
+The bookkeeping, per secondary:
+
+    seqs  0 ......... acked_length ........... next_seq ........ log length
+          |  held, contiguous  | held or in flight  |  not sent yet   |
+
+- ``acked_length``: the secondary holds every seq below it (its own report).
+- ``held_above``: seqs at or past acked_length that it acknowledged singly
+  (random delays store them out of order).
+- flights: APPEND frames sent and not fully acknowledged, by corr_id.
+  A flight is resent, with the same corr_id, when its retry time passes;
+  the timeout adapts to the measured round trip (RFC 6298, with Karn's rule)
+  and doubles, with jitter, per secondary, up to ``retry_backoff_max``.
+- A new incarnation in a reply means the secondary restarted: forget the
+  flights and resend from the length it reports ("rewind"). The same happens
+  when an Unhealthy secondary answers again.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from dataclasses import dataclass
+
+from primary.config import ReplicationSettings
+from shared import protocol
+
+log = logging.getLogger(__name__)
+
+#: Retry timeout before any round trip has been measured, and its floor.
+INITIAL_RETRY_S = 1.0
+MIN_RETRY_S = 0.2
+#: Doublings of the retry timeout are counted up to here (the cap applies anyway).
+MAX_BACKOFF_EXPONENT = 16
+
+
+class Health(str, enum.Enum):
+    UNKNOWN = "unknown"  # never heard from since the primary started
+    HEALTHY = "healthy"
+    SUSPECTED = "suspected"
+    UNHEALTHY = "unhealthy"
+
+
+def health_at(
+    now: float, last_heard: float | None, watching_since: float, settings: ReplicationSettings
+) -> Health:
+    """Health from silence, counted in missed heartbeats. Pure; thread: any."""
+    silent_for = now - (watching_since if last_heard is None else last_heard)
+    missed = int(silent_for / settings.heartbeat_interval)
+    if missed >= settings.unhealthy_after:
+        return Health.UNHEALTHY
+    if last_heard is None:
+        return Health.UNKNOWN
+    return Health.SUSPECTED if missed >= settings.suspect_after else Health.HEALTHY
+
+
+@dataclass(frozen=True)
+class FollowerStatus:
+    """A consistent snapshot for other threads (/health, the quorum check)."""
+
+    name: str
+    endpoint: str
+    watching_since: float
+    last_heard: float | None
+    acked_length: int
+    incarnation: str | None
+
+    def health(self, now: float, settings: ReplicationSettings) -> Health:
+        return health_at(now, self.last_heard, self.watching_since, settings)
+
+
+@dataclass
+class Flight:
+    corr_id: str
+    start: int  # first seq not yet known to be held; advances as ACKs arrive
+    stop: int
+    sent_at: float
+    retry_at: float
+    resent: bool = False
+
+
+@dataclass(frozen=True)
+class Send:
+    """One APPEND to put on the wire: seqs [start, stop) under corr_id."""
+
+    corr_id: str
+    start: int
+    stop: int
+    resend: bool
+
+
+class Follower:
+    def __init__(self, name: str, endpoint: str, settings: ReplicationSettings, now: float) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self._settings = settings
+        self._watching_since = now
+        self._last_heard: float | None = None
+        self._incarnation: str | None = None
+        self._retired_incarnations: set[str] = set()
+        self.acked_length = 0
+        self._held_above: set[int] = set()
+        self._next_seq = 0
+        self._flights: dict[str, Flight] = {}
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._backoff_exponent = 0
+        self.status = self._snapshot()
+
+    # -- queries --------------------------------------------------------------
+
+    def holds(self, seq: int) -> bool:
+        return seq < self.acked_length or seq in self._held_above
+
+    def health(self, now: float) -> Health:
+        return health_at(now, self._last_heard, self._watching_since, self._settings)
+
+    def retry_deadline(self, now: float) -> float | None:
+        """When the earliest flight is due for a resend, if any is to be resent."""
+        if self.health(now) is Health.UNHEALTHY:
+            return None
+        return min((f.retry_at for f in self._flights.values()), default=None)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    # -- what to send ---------------------------------------------------------
+
+    def next_send(self, log_length: int, now: float) -> Send | None:
+        """The next APPEND to send, or None. Commit it with ``sent`` once on the wire."""
+        if self.health(now) is Health.UNHEALTHY:
+            return None  # only heartbeats probe it until it answers
+        for flight in self._flights.values():
+            if flight.retry_at <= now:
+                return Send(flight.corr_id, flight.start, flight.stop, resend=True)
+        if len(self._flights) >= self._settings.max_flights or self._next_seq >= log_length:
+            return None
+        stop = min(log_length, self._next_seq + self._settings.batch_max_entries)
+        return Send(protocol.new_corr_id(), self._next_seq, stop, resend=False)
+
+    def sent(self, send: Send, stop: int, now: float) -> None:
+        """Record that seqs [send.start, stop) went out under send.corr_id."""
+        if send.resend:
+            flight = self._flights.pop(send.corr_id)
+            flight.resent = True
+            self._backoff_exponent = min(self._backoff_exponent + 1, MAX_BACKOFF_EXPONENT)
+            log.warning(
+                "resending seqs %d..%d to %s (no ACK after %.2fs)",
+                flight.start, flight.stop - 1, self.name, now - flight.sent_at,
+            )
+        else:
+            flight = Flight(send.corr_id, send.start, stop, now, now)
+            self._next_seq = stop
+        flight.sent_at = now
+        flight.retry_at = now + self._retry_timeout()
+        self._flights[send.corr_id] = flight  # re-inserted: dict order stays oldest-first
+
+    # -- what the secondary said ---------------------------------------------
+
+    def on_ack(self, ack: protocol.Ack, now: float) -> bool | None:
+        """Apply an ACK. None if its corr_id is unknown (late or bogus): it is ignored.
+        Otherwise True if the secondary now holds seqs it did not before."""
+        flight = self._flights.get(ack.corr_id)
+        if flight is None:
+            return None
+        confirmed = [
+            seq
+            for start, stop in ack.acked
+            for seq in range(max(start, flight.start), min(stop, flight.stop))
+        ]
+        progress = self.on_status(ack.status, now)
+        for seq in confirmed:
+            if not self.holds(seq):
+                self._held_above.add(seq)
+                progress = True
+        if self._flights.get(ack.corr_id) is flight:
+            self._advance(flight, now)
+        self._publish()
+        return progress
+
+    def on_status(self, status: protocol.Status, now: float) -> bool:
+        """Apply the status every reply carries. True if holdings grew."""
+        if status.incarnation in self._retired_incarnations:
+            return False  # a reply that outlived a restart, held back on the way
+        was_unhealthy = self.health(now) is Health.UNHEALTHY
+        self._last_heard = now
+        restarted = self._incarnation not in (None, status.incarnation)
+        if restarted:
+            log.warning(
+                "%s restarted (it holds %d messages): resending from there",
+                self.name, status.length,
+            )
+            self._retired_incarnations.add(self._incarnation)
+            self._rewind(status.length)
+        elif was_unhealthy:
+            log.info("%s answers again: resending from %d", self.name, status.length)
+            self._rewind(max(status.length, self.acked_length))
+        self._incarnation = status.incarnation
+        grew = status.length > self.acked_length
+        if grew:
+            self.acked_length = status.length
+            self._held_above = {s for s in self._held_above if s >= status.length}
+            for flight in list(self._flights.values()):
+                self._advance(flight, now)
+        self._publish()
+        return grew
+
+    # -- internals ------------------------------------------------------------
+
+    def _advance(self, flight: Flight, now: float) -> None:
+        while flight.start < flight.stop and self.holds(flight.start):
+            flight.start += 1
+        if flight.start == flight.stop:
+            del self._flights[flight.corr_id]
+            if not flight.resent:  # Karn: a resent flight's round trip is ambiguous
+                self._sample_round_trip(now - flight.sent_at)
+
+    def _rewind(self, length: int) -> None:
+        self.acked_length = length
+        self._held_above.clear()
+        self._flights.clear()
+        self._next_seq = length
+        self._backoff_exponent = 0
+
+    def _sample_round_trip(self, rtt: float) -> None:
+        # Karn: only a measured round trip undoes the backoff. Resetting it on
+        # any ACK would resend every flight to a secondary slower than the
+        # first guess forever, and never measure it.
+        self._backoff_exponent = 0
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+
+    def _retry_timeout(self) -> float:
+        base = INITIAL_RETRY_S if self._srtt is None else self._srtt + 4 * self._rttvar
+        timeout = max(MIN_RETRY_S, base) * 2**self._backoff_exponent
+        # Jitter keeps the resends of many flights, or of many primaries, apart.
+        return min(self._settings.retry_backoff_max, timeout) * random.uniform(0.8, 1.2)
+
+    def _publish(self) -> None:
+        self.status = self._snapshot()
+
+    def _snapshot(self) -> FollowerStatus:
+        return FollowerStatus(
+            self.name,
+            self.endpoint,
+            self._watching_since,
+            self._last_heard,
+            self.acked_length,
+            self._incarnation,
+        )

@@ -1,0 +1,5 @@
+import sys
+
+from secondary.main import main
+
+sys.exit(main())

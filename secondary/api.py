@@ -1,0 +1,40 @@
+"""The secondary's HTTP API: read the replicated log, report health.
+
+A secondary never accepts writes; POST /messages answers 405. Routes only
+read the OrderedLog (own lock) and the Receiver's read-only properties.
+Thread: Waitress workers.
+"""
+
+from __future__ import annotations
+
+import bottle
+
+from secondary.receiver import Receiver
+from shared.http import json_response, new_app, raw_json
+from shared.ordered_log import OrderedLog
+
+
+def make_app(store: OrderedLog, receiver: Receiver, node_name: str) -> bottle.Bottle:
+    app = new_app()
+
+    @app.get("/messages")
+    def list_messages():
+        return raw_json(200, store.render_messages())
+
+    @app.get("/health")
+    def health():
+        return json_response(
+            200,
+            {
+                "status": "ok",
+                "role": "secondary",
+                "node": node_name,
+                "incarnation": receiver.incarnation,
+                "primary_epoch": receiver.primary_epoch,
+                "replication_endpoint": receiver.endpoint,
+                "length": len(store),
+                "waiting": receiver.waiting_count,
+            },
+        )
+
+    return app

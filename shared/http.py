@@ -1,0 +1,67 @@
+"""HTTP pieces both roles share: JSON answers and JSON errors for Bottle apps.
+
+Every answer either role gives, success or error, is JSON. Bottle's own
+errors (404 unknown path, 405 wrong method, 500 crash) would be HTML; the
+handler installed here turns them into ``{"error": ...}`` and keeps the
+traceback in the log, never in the response.
+
+Thread: any Waitress worker thread (Bottle's request/response are thread-local).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import bottle
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+_REASONS = {
+    404: "no such endpoint",
+    405: "method not allowed on this endpoint",
+    500: "internal error; the server log has the details",
+}
+
+
+def json_response(status: int, payload: dict, headers: dict | None = None) -> bottle.HTTPResponse:
+    """A complete response; return it or raise it from a route."""
+    return bottle.HTTPResponse(
+        body=json.dumps(payload).encode(),
+        status=status,
+        headers={"Content-Type": JSON, **(headers or {})},
+    )
+
+
+def json_error(status: int, message: str, headers: dict | None = None, **details) -> bottle.HTTPResponse:
+    return json_response(status, {"error": message, **details}, headers)
+
+
+def raw_json(status: int, body: bytes) -> bottle.HTTPResponse:
+    """Send bytes that already are a JSON document."""
+    return bottle.HTTPResponse(body=body, status=status, headers={"Content-Type": JSON})
+
+
+def new_app() -> bottle.Bottle:
+    """A Bottle app whose every error page is a JSON ``{"error": ...}`` object."""
+    app = bottle.Bottle()
+    app.default_error_handler = _json_error_page
+    return app
+
+
+def _json_error_page(error: bottle.HTTPError) -> bytes:
+    if error.status_code >= 500:
+        log.error(
+            "%s %s failed: %r\n%s",
+            bottle.request.method,
+            bottle.request.path,
+            error.exception,
+            error.traceback or "",
+        )
+    bottle.response.content_type = JSON
+    reason = _REASONS.get(error.status_code, error.body or error.status_line)
+    if error.status_code == 405:
+        reason = f"{reason}; allowed: {bottle.response.get_header('Allow', '')}"
+    return json.dumps({"error": reason}).encode()

@@ -1,0 +1,63 @@
+"""Process-wide logging: colorlog on stderr, the thread name on every line.
+
+Call ``setup_logging`` once, from the main thread, before Waitress starts
+(Waitress calls ``logging.basicConfig``, which does nothing once the root
+logger has a handler). After that any thread may log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+import colorlog
+
+FORMAT = (
+    "%(log_color)s%(asctime)s.%(msecs)03d %(levelname)-7s%(reset)s "
+    "%(cyan)s%(threadName)-13s%(reset)s %(name)s: %(message)s"
+)
+#: Waitress warns "Task queue depth is N" whenever every worker is busy, once
+#: per queued request. Under a burst that is thousands of identical lines.
+WAITRESS_QUEUE_WARNING_INTERVAL_S = 10.0
+
+
+def setup_logging(level: str) -> None:
+    """Install one colour handler on the root logger at ``level``.
+
+    colorlog colours stderr only when it is a TTY, unless the environment
+    sets FORCE_COLOR (docker logs are no TTY) or NO_COLOR.
+    """
+    handler = colorlog.StreamHandler(sys.stderr)
+    handler.setFormatter(colorlog.ColoredFormatter(FORMAT, datefmt="%H:%M:%S", stream=sys.stderr))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("waitress.queue").addFilter(
+        RateLimitFilter(WAITRESS_QUEUE_WARNING_INTERVAL_S)
+    )
+
+
+class RateLimitFilter(logging.Filter):
+    """Let one record through per interval and count the ones held back."""
+
+    def __init__(self, interval_s: float, clock=time.monotonic) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_allowed = 0.0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            now = self._clock()
+            if now < self._next_allowed:
+                self._suppressed += 1
+                return False
+            if self._suppressed:
+                record.msg = f"{record.msg} ({self._suppressed} similar lines suppressed)"
+            self._next_allowed = now + self._interval_s
+            self._suppressed = 0
+            return True

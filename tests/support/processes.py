@@ -1,0 +1,154 @@
+"""Real ``python -m primary`` / ``python -m secondary`` processes on 127.0.0.1.
+
+Every process binds port 0 and announces the ports it got in its "ready"
+log line; the harness reads them from there. A restarted node asks for the
+same ports again, as a restarted server would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.http import get_health
+from tests.support.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+_HTTP = re.compile(r"ready: HTTP (http://127\.0\.0\.1:\d+)")
+_REPLICATION = re.compile(r"ready: HTTP \S+ replication (tcp://127\.0\.0\.1:\d+)")
+
+
+class Node:
+    def __init__(self, role: str, name: str, log_dir: Path, env: dict[str, str]) -> None:
+        self.role = role
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.env = {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": "0", "NODE_NAME": name, **env}
+        if role == "secondary":
+            self.env.setdefault("REPLICATION_BIND", "tcp://127.0.0.1:0")
+        self.url: str | None = None
+        self.replication_endpoint: str | None = None
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Node":
+        """Launch the process; call ``wait_ready`` before using it."""
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "NO_COLOR": "1",
+            "LOG_LEVEL": "INFO",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **self.env,
+        }
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.role],
+                cwd=REPO,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> "Node":
+        def announced():
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+            return _HTTP.search(self.log(since_start=True))
+
+        match = wait_until(announced, timeout, what=f"{self.name} to announce its ports")
+        self.url = match.group(1)
+        if self.role == "secondary":
+            self.replication_endpoint = _REPLICATION.search(self.log(since_start=True)).group(1)
+        wait_until(lambda: get_health(self.url), timeout, what=f"{self.name} /health")
+        return self
+
+    def restart(self) -> "Node":
+        """Start again on the same ports (after ``stop`` or ``kill``)."""
+        assert self.process is None or self.process.poll() is not None, "still running"
+        self.env["HTTP_PORT"] = self.url.rsplit(":", 1)[1]
+        if self.role == "secondary":
+            self.env["REPLICATION_BIND"] = self.replication_endpoint
+        return self.start().wait_ready()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self, since_start: bool = False) -> str:
+        if not self.log_path.exists():
+            return ""
+        data = self.log_path.read_bytes()
+        return data[self._log_offset if since_start else 0 :].decode(errors="replace")
+
+
+class Cluster:
+    """One primary and named secondaries; ``down`` names secondaries that are
+    configured in the primary but not running when it starts."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        secondaries: dict[str, dict[str, str]],
+        primary_env: dict[str, str] | None = None,
+        down: tuple[str, ...] = (),
+    ) -> None:
+        self.secondaries = {
+            name: Node("secondary", name, log_dir, env) for name, env in secondaries.items()
+        }
+        self.primary = Node("primary", "primary", log_dir, primary_env or {})
+        self._down = down
+
+    def start(self) -> "Cluster":
+        for node in self.secondaries.values():
+            node.start()
+        for node in self.secondaries.values():
+            node.wait_ready()
+        for name in self._down:
+            self.secondaries[name].stop()
+        self.primary.env["SECONDARIES"] = ",".join(
+            f"{name}={node.replication_endpoint}" for name, node in self.secondaries.items()
+        )
+        self.primary.start().wait_ready()
+        return self
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [self.primary, *self.secondaries.values()]
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {node.name: node.url for node in self.nodes}
+
+    def __getitem__(self, name: str) -> Node:
+        return self.primary if name == "primary" else self.secondaries[name]
+
+    def shutdown(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                node.resume()  # a paused process cannot act on SIGTERM
+                try:
+                    node.stop(timeout=10)
+                except subprocess.TimeoutExpired:
+                    node.kill()
