@@ -1,0 +1,102 @@
+"""Configuration parsing: defaults, valid values, and one-line errors naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from primary.config import PrimaryConfig, SecondarySpec, majority
+from secondary.config import SecondaryConfig
+from shared.config import ConfigError, DelayRange, env_delay
+from tests.support.processes import REPO
+
+
+def test_primary_defaults():
+    config = PrimaryConfig.from_env({})
+    assert (config.http_host, config.http_port, config.http_threads) == ("0.0.0.0", 8000, 64)
+    assert config.secondaries == () and config.cluster_size == 1
+
+
+def test_secondaries_named_and_unnamed():
+    config = PrimaryConfig.from_env(
+        {"SECONDARIES": "a=tcp://host-a:5555, tcp://10.0.0.2:6000 ,"}
+    )
+    assert config.secondaries == (
+        SecondarySpec("a", "tcp://host-a:5555"),
+        SecondarySpec("10.0.0.2:6000", "tcp://10.0.0.2:6000"),
+    )
+    assert config.cluster_size == 3
+
+
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"HTTP_PORT": "http"}, "HTTP_PORT"),
+        ({"HTTP_PORT": "70000"}, "HTTP_PORT"),
+        ({"HTTP_THREADS": "0"}, "HTTP_THREADS"),
+        ({"SECONDARIES": "udp://x:1"}, "SECONDARIES"),
+        ({"SECONDARIES": "tcp://x"}, "SECONDARIES"),
+        ({"SECONDARIES": "a=tcp://x:1,a=tcp://y:1"}, "SECONDARIES"),
+        ({"SECONDARIES": "primary=tcp://x:1"}, "SECONDARIES"),
+        ({"SECONDARIES": "bad name=tcp://x:1"}, "SECONDARIES"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"HEARTBEAT_INTERVAL": "0"}, "HEARTBEAT_INTERVAL"),
+        ({"SUSPECT_AFTER": "5", "UNHEALTHY_AFTER": "2"}, "UNHEALTHY_AFTER"),
+    ],
+)
+def test_primary_rejects_bad_values_naming_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=f"^{variable}:"):
+        PrimaryConfig.from_env(env)
+
+
+def test_majority():
+    assert [majority(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+
+
+def test_secondary_config():
+    config = SecondaryConfig.from_env(
+        {"REPLICATION_BIND": "tcp://*:7000", "REPLICATION_DELAY": "0.5-2", "NODE_NAME": "s9"}
+    )
+    assert config.replication_bind == "tcp://*:7000"
+    assert config.replication_delay == DelayRange(0.5, 2.0)
+    assert config.node_name == "s9"
+
+
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"REPLICATION_BIND": "0.0.0.0:5555"}, "REPLICATION_BIND"),
+        ({"REPLICATION_DELAY": "-1"}, "REPLICATION_DELAY"),
+        ({"REPLICATION_DELAY": "3-1"}, "REPLICATION_DELAY"),
+        ({"REPLICATION_DELAY": "soon"}, "REPLICATION_DELAY"),
+        ({"REPLICATION_DELAY": "nan"}, "REPLICATION_DELAY"),
+        ({"FAULT_DROP_ACKS": "1.5"}, "FAULT_DROP_ACKS"),
+        ({"NODE_NAME": "has space"}, "NODE_NAME"),
+    ],
+)
+def test_secondary_rejects_bad_values_naming_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=f"^{variable}:"):
+        SecondaryConfig.from_env(env)
+
+
+def test_delay_draws_per_message_within_the_range():
+    fixed = env_delay({"D": "1.5"}, "D")
+    assert fixed.draw() == 1.5 and bool(fixed)
+    ranged = env_delay({"D": "0.1-0.2"}, "D")
+    draws = {ranged.draw() for _ in range(200)}
+    assert all(0.1 <= d <= 0.2 for d in draws) and len(draws) > 100
+    assert not env_delay({}, "D")
+
+
+@pytest.mark.parametrize("role, env", [("primary", "HTTP_PORT=abc"), ("secondary", "REPLICATION_DELAY=x")])
+def test_process_exits_non_zero_with_a_one_line_message(role, env):
+    name, value = env.split("=")
+    result = subprocess.run(
+        [sys.executable, "-m", role], cwd=REPO, env={name: value}, capture_output=True,
+        text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0], result.stderr

@@ -1,0 +1,157 @@
+"""The per-secondary replication state machine, driven without sockets or real time."""
+
+from __future__ import annotations
+
+import pytest
+
+from primary.config import ReplicationSettings
+from primary.follower import INITIAL_RETRY_S, Follower, Health, health_at
+from shared import protocol
+
+SETTINGS = ReplicationSettings(
+    heartbeat_interval=1.0, suspect_after=2, unhealthy_after=4, retry_backoff_max=8.0,
+    batch_max_entries=10, max_flights=3,
+)
+
+
+def status(length, incarnation="inc-1"):
+    return protocol.Status("s1", incarnation, length)
+
+
+def ack(send, length, acked=None, incarnation="inc-1"):
+    ranges = [(send.start, send.stop)] if acked is None else acked
+    return protocol.Ack(send.corr_id, status(length, incarnation), ranges)
+
+
+def send_next(follower, log_length, now):
+    send = follower.next_send(log_length, now)
+    assert send is not None
+    follower.sent(send, send.stop, now)
+    return send
+
+
+@pytest.fixture
+def follower():
+    f = Follower("s1", "tcp://x:1", SETTINGS, now=0.0)
+    f.on_status(status(0), 0.0)  # first contact: healthy, empty
+    return f
+
+
+def test_sends_new_entries_in_batches_and_pipelines(follower):
+    first = send_next(follower, 25, 0.0)
+    second = send_next(follower, 25, 0.0)
+    third = send_next(follower, 25, 0.0)
+    assert (first.start, first.stop, second.start, second.stop) == (0, 10, 10, 20)
+    assert (third.start, third.stop) == (20, 25)
+    assert follower.next_send(25, 0.0) is None  # all sent, none overdue
+    assert follower.in_flight == 3
+
+
+def test_window_of_flights_bounds_what_is_unacknowledged(follower):
+    sends = [send_next(follower, 100, 0.0) for _ in range(SETTINGS.max_flights)]
+    assert follower.next_send(100, 0.0) is None  # window full
+    follower.on_ack(ack(sends[0], 10), 0.1)
+    assert follower.next_send(100, 0.1).start == 30
+
+
+def test_ack_matched_by_corr_id_grows_holdings(follower):
+    send = send_next(follower, 3, 0.0)
+    assert not follower.holds(0)
+    assert follower.on_ack(ack(send, 3), 0.05) is True
+    assert all(follower.holds(s) for s in range(3)) and follower.acked_length == 3
+    assert follower.in_flight == 0
+
+
+def test_unknown_and_late_acks_are_ignored(follower):
+    send = send_next(follower, 2, 0.0)
+    stranger = protocol.Ack("not-ours", status(2), [(0, 2)])
+    assert follower.on_ack(stranger, 0.01) is None
+    assert not follower.holds(0) and follower.acked_length == 0
+    follower.on_ack(ack(send, 2), 0.02)
+    assert follower.on_ack(ack(send, 2), 0.03) is None  # late duplicate of a finished flight
+
+
+def test_ack_cannot_confirm_seqs_outside_its_flight(follower):
+    send = send_next(follower, 2, 0.0)
+    follower.on_ack(ack(send, 0, acked=[(0, 50)]), 0.01)
+    assert follower.holds(1) and not follower.holds(2)
+
+
+def test_out_of_order_acks_count_before_the_prefix_closes(follower):
+    send = send_next(follower, 3, 0.0)
+    follower.on_ack(ack(send, 0, acked=[(2, 3)]), 0.01)  # seq 2 stored, 0 and 1 not yet
+    assert follower.holds(2) and not follower.holds(0) and follower.acked_length == 0
+    follower.on_ack(ack(send, 3, acked=[(0, 2)]), 0.02)
+    assert follower.acked_length == 3 and follower.in_flight == 0
+
+
+def test_a_status_length_settles_flights_whose_acks_were_lost(follower):
+    send_next(follower, 5, 0.0)
+    assert follower.on_status(status(5), 0.5) is True
+    assert follower.in_flight == 0 and follower.retry_deadline(0.5) is None
+
+
+def test_overdue_flight_is_resent_with_the_same_corr_id_and_backoff(follower):
+    send = send_next(follower, 3, 0.0)
+    deadline = follower.retry_deadline(0.0)
+    assert INITIAL_RETRY_S * 0.8 <= deadline <= INITIAL_RETRY_S * 1.2
+    assert follower.next_send(3, deadline - 0.01) is None
+    resend = follower.next_send(3, deadline)
+    assert resend.resend and resend.corr_id == send.corr_id and (resend.start, resend.stop) == (0, 3)
+    follower.sent(resend, resend.stop, deadline)
+    second_wait = follower.retry_deadline(deadline) - deadline
+    assert second_wait >= 2 * INITIAL_RETRY_S * 0.8  # doubled
+    follower.on_ack(ack(send, 3), deadline + 0.1)  # the ACK of either attempt counts
+    assert follower.in_flight == 0
+
+
+def test_backoff_is_capped(follower):
+    send_next(follower, 1, 0.0)
+    now = 0.0
+    for _ in range(12):  # a lossy link: PONGs get through, the APPEND never does
+        now = follower.retry_deadline(now)
+        follower.on_status(status(0), now)
+        follower.sent(follower.next_send(1, now), 1, now)
+    assert follower.retry_deadline(now) - now <= SETTINGS.retry_backoff_max * 1.2
+
+
+def test_round_trip_measurement_sets_the_retry_timeout(follower):
+    for i in range(8):  # a secondary that takes 3 s, measured on flights sent once
+        follower.on_status(status(i), 10.0 * i)  # its PONGs keep it healthy
+        send = send_next(follower, i + 1, 10.0 * i)
+        follower.on_ack(ack(send, i + 1), 10.0 * i + 3.0)
+    follower.on_status(status(8), 100.0)
+    send_next(follower, 9, 100.0)
+    assert follower.retry_deadline(100.0) - 100.0 > 3.0 * 1.2
+
+
+def test_restart_rewinds_to_the_reported_length(follower):
+    for _ in range(2):
+        send = send_next(follower, 20, 0.0)
+        follower.on_ack(ack(send, send.stop), 0.1)
+    assert follower.acked_length == 20
+    follower.on_status(status(0, incarnation="inc-2"), 1.0)  # restarted empty
+    assert follower.acked_length == 0 and not follower.holds(5)
+    assert send_next(follower, 20, 1.0).start == 0
+    # a reply from the old run, delayed on the way, must not undo the rewind
+    assert follower.on_status(status(20, incarnation="inc-1"), 1.1) is False
+    assert follower.acked_length == 0
+
+
+def test_health_follows_missed_heartbeats():
+    settings = SETTINGS
+    assert health_at(3.9, None, 0.0, settings) is Health.UNKNOWN
+    assert health_at(4.0, None, 0.0, settings) is Health.UNHEALTHY
+    assert health_at(11.5, 10.0, 0.0, settings) is Health.HEALTHY
+    assert health_at(12.0, 10.0, 0.0, settings) is Health.SUSPECTED
+    assert health_at(14.0, 10.0, 0.0, settings) is Health.UNHEALTHY
+
+
+def test_unhealthy_secondary_gets_no_data_until_it_answers(follower):
+    send_next(follower, 5, 0.0)
+    assert follower.health(10.0) is Health.UNHEALTHY
+    assert follower.next_send(50, 10.0) is None
+    assert follower.retry_deadline(10.0) is None  # no spinning on an overdue resend
+    follower.on_status(status(2), 10.5)  # back, holding 2
+    assert follower.health(10.5) is Health.HEALTHY
+    assert send_next(follower, 50, 10.5).start == 2  # resends from what it holds

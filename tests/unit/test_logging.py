@@ -1,0 +1,39 @@
+"""Logging setup: thread names on every line, and no flood of Waitress queue warnings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from shared.logging_setup import RateLimitFilter, setup_logging
+
+
+def test_every_line_names_its_thread(capsys):
+    setup_logging("INFO")
+    try:
+        worker = threading.Thread(
+            target=lambda: logging.getLogger("t").info("from the worker"), name="replicator-io"
+        )
+        worker.start()
+        worker.join()
+        logging.getLogger("t").debug("below the level")
+    finally:
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "replicator-io" in err and "from the worker" in err and "INFO" in err
+    assert "below the level" not in err
+
+
+def test_rate_limit_filter_lets_one_through_per_interval_and_counts_the_rest():
+    now = [0.0]
+    limiter = RateLimitFilter(10.0, clock=lambda: now[0])
+
+    def record():
+        return logging.LogRecord("waitress.queue", logging.WARNING, __file__, 1, "Task queue depth is %d", (3,), None)
+
+    assert limiter.filter(record())
+    assert not any(limiter.filter(record()) for _ in range(500))
+    now[0] = 10.0
+    passed = record()
+    assert limiter.filter(passed)
+    assert "500 similar lines suppressed" in passed.getMessage()

@@ -1,0 +1,153 @@
+"""The primary's HTTP API in-process: every validation case, and the success shapes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.inprocess import InProcessCluster
+
+
+@pytest.fixture
+def cluster(ctx):
+    cluster = InProcessCluster(ctx)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def lonely(ctx):
+    """A primary configured with two secondaries that never come up."""
+    cluster = InProcessCluster(ctx, running=())
+    yield cluster
+    cluster.stop()
+
+
+def test_append_w3_is_acked_by_everyone(cluster):
+    resp = cluster.post({"message": "hi", "w": 3})
+    assert resp.status_int == 201 and resp.content_type == "application/json"
+    assert resp.json["id"] == 0 and resp.json["w"] == 3 and resp.json["acks"] == 3
+    assert resp.json["acked_by"][0] == "primary"
+    assert sorted(resp.json["acked_by"][1:]) == ["s1", "s2"]
+    for secondary in cluster.secondaries.values():
+        assert secondary.app.get("/messages").json == {"messages": ["hi"]}
+
+
+def test_ids_are_consecutive(cluster):
+    ids = [cluster.post({"message": f"m{i}", "w": 1}).json["id"] for i in range(5)]
+    assert ids == [0, 1, 2, 3, 4]
+    assert cluster.app.get("/messages").json == {"messages": [f"m{i}" for i in range(5)]}
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["", "emoji 😀🎉", "nul \x00 byte", "new\nline\r\n", 'quotes " and \\ backslash', "\ud800", "x" * 10000],
+)
+def test_awkward_messages_round_trip_exactly(cluster, message):
+    assert cluster.post({"message": message, "w": 3}).status_int == 201
+    assert cluster.app.get("/messages").json["messages"] == [message]
+    assert cluster.secondaries["s2"].app.get("/messages").json["messages"] == [message]
+
+
+def test_timeout_answers_504_and_keeps_the_message(lonely):
+    resp = lonely.post({"message": "m", "w": 2, "timeout": 0.2})
+    assert resp.status_int == 504
+    assert resp.json["id"] == 0 and resp.json["w"] == 2
+    assert resp.json["acks"] == 1 and resp.json["acked_by"] == ["primary"]
+    assert "timed out" in resp.json["error"]
+    assert lonely.app.get("/messages").json == {"messages": ["m"]}
+
+
+def test_w1_does_not_need_any_secondary(lonely):
+    resp = lonely.post({"message": "m", "w": 1})
+    assert resp.status_int == 201 and resp.json["acked_by"] == ["primary"]
+
+
+BAD_BODIES = [
+    (b"{not json", 400, "not valid JSON"),
+    (b"", 400, "not valid JSON"),
+    (b"\xff\xfe\xfd", 400, "UTF-8"),
+    (b"[" * 100000, 400, "JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b'"just a string"', 400, "JSON object"),
+    (b"null", 400, "JSON object"),
+    (b"{}", 400, "'message' is required"),
+    (b'{"message": null}', 400, "'message' must be a string, got null"),
+    (b'{"message": 5}', 400, "'message' must be a string"),
+    (b'{"message": ["a"]}', 400, "'message' must be a string"),
+    (b'{"message": true}', 400, "'message' must be a string"),
+    (b'{"message": "m", "w": 0}', 400, "between 1 and 3"),
+    (b'{"message": "m", "w": -1}', 400, "between 1 and 3"),
+    (b'{"message": "m", "w": 4}', 400, "between 1 and 3"),
+    (b'{"message": "m", "w": 2.0}', 400, "'w' must be an integer"),
+    (b'{"message": "m", "w": 1.5}', 400, "'w' must be an integer"),
+    (b'{"message": "m", "w": true}', 400, "got a boolean"),
+    (b'{"message": "m", "w": false}', 400, "got a boolean"),
+    (b'{"message": "m", "w": "most"}', 400, "'w' must be an integer"),
+    (b'{"message": "m", "w": "2"}', 400, "'w' must be an integer"),
+    (b'{"message": "m", "w": null}', 400, "'w' must be an integer"),
+    (b'{"message": "m", "timeout": -1}', 400, "'timeout'"),
+    (b'{"message": "m", "timeout": 0}', 400, "'timeout'"),
+    (b'{"message": "m", "timeout": "5"}', 400, "'timeout'"),
+    (b'{"message": "m", "timeout": true}', 400, "'timeout'"),
+    (b'{"message": "m", "timeout": 3601}', 400, "'timeout'"),
+    (b'{"message": "m", "timeout": 1e400}', 400, "'timeout'"),
+    (b'{"message": "m", "timeout": NaN}', 400, "'timeout'"),
+    (b'{"message": "m", "W": 1}', 400, "unknown field(s) 'W'"),
+    (b'{"message": "m", "timout": 1}', 400, "unknown field(s) 'timout'"),
+]
+
+
+@pytest.mark.parametrize("body, status, error", BAD_BODIES)
+def test_bad_bodies_get_a_clear_4xx_and_append_nothing(cluster, body, status, error):
+    resp = cluster.post(body)
+    assert resp.status_int == status
+    assert resp.content_type == "application/json"
+    assert error in resp.json["error"]
+    assert len(cluster.store) == 0
+
+
+def test_wrong_content_type_is_415(cluster):
+    resp = cluster.post({"message": "m"}, content_type="text/plain")
+    assert resp.status_int == 415 and "application/json" in resp.json["error"]
+    assert cluster.post({"message": "m", "w": 1}, content_type="application/json; charset=utf-8").status_int == 201
+
+
+def test_body_over_the_limit_is_413_and_the_server_goes_on(ctx):
+    cluster = InProcessCluster(ctx, max_body_bytes=1000)
+    try:
+        resp = cluster.post({"message": "x" * 2000, "w": 1})
+        assert resp.status_int == 413 and "1000-byte limit" in resp.json["error"]
+        assert len(cluster.store) == 0
+        assert cluster.post({"message": "x" * 900, "w": 1}).status_int == 201
+    finally:
+        cluster.stop()
+
+
+def test_unknown_path_and_wrong_method_answer_json(cluster):
+    missing = cluster.app.get("/nope", expect_errors=True)
+    assert missing.status_int == 404 and missing.json == {"error": "no such endpoint"}
+    wrong = cluster.app.delete("/messages", expect_errors=True)
+    assert wrong.status_int == 405 and "allowed" in wrong.json["error"]
+    assert "GET" in wrong.headers["Allow"] and "POST" in wrong.headers["Allow"]
+
+
+def test_health_lists_each_secondary(cluster):
+    cluster.post({"message": "m", "w": 3})
+    health = cluster.app.get("/health").json
+    assert health["role"] == "primary" and health["length"] == 1
+    assert [s["name"] for s in health["secondaries"]] == ["s1", "s2"]
+    for secondary in health["secondaries"]:
+        assert secondary["acked_length"] == 1 and secondary["lag"] == 0
+        assert secondary["state"] == "healthy"
+
+
+def test_secondary_api_reads_and_refuses_writes(cluster):
+    cluster.post({"message": "m", "w": 3})
+    s1 = cluster.secondaries["s1"].app
+    assert s1.get("/messages").json == {"messages": ["m"]}
+    health = s1.get("/health").json
+    assert health["role"] == "secondary" and health["length"] == 1 and health["node"] == "s1"
+    refused = s1.post("/messages", json.dumps({"message": "x"}), expect_errors=True)
+    assert refused.status_int == 405 and refused.content_type == "application/json"

@@ -1,0 +1,83 @@
+"""The wire protocol: round trips, and every way a frame can be malformed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared import protocol
+from shared.protocol import ProtocolError
+
+STATUS = protocol.Status("s1", "inc123", 7)
+
+
+def test_append_round_trip_keeps_entries_byte_for_byte():
+    entries = [protocol.encode_entry(m) for m in ["a", "é", "😀", "\x00", "\ud800", 'q"\n']]
+    frames = protocol.encode_append("c0ffee", "ep1", 5, entries)
+    decoded = protocol.decode(frames)
+    assert decoded == protocol.Append("c0ffee", "ep1", 5, entries)
+    assert [json.loads(e) for e in decoded.entries] == ["a", "é", "😀", "\x00", "\ud800", 'q"\n']
+    assert all(e.isascii() for e in entries)
+
+
+def test_ack_ping_pong_round_trip():
+    ack = protocol.decode(protocol.encode_ack("abc", STATUS, [(0, 3), (5, 6)]))
+    assert ack == protocol.Ack("abc", STATUS, [(0, 3), (5, 6)])
+    assert protocol.decode(protocol.encode_ping("p1", "ep")) == protocol.Ping("p1", "ep")
+    assert protocol.decode(protocol.encode_pong("p1", STATUS)) == protocol.Pong("p1", STATUS)
+
+
+def test_to_ranges_collapses_runs():
+    assert protocol.to_ranges([7, 1, 2, 3, 2]) == [(1, 4), (7, 8)]
+    assert protocol.to_ranges([]) == []
+
+
+def test_corr_ids_are_unique_and_valid_on_the_wire():
+    ids = {protocol.new_corr_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    frames = protocol.encode_ping(ids.pop(), "ep")
+    assert protocol.decode(frames)
+
+
+def _ack_body(**overrides):
+    body = {"node": "s1", "incarnation": "i", "length": 1, "acked": [[0, 1]]}
+    body.update(overrides)
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    "frames, reason",
+    [
+        ([], "at least 3 frames"),
+        ([b"ACK", b"c1"], "at least 3 frames"),
+        ([b"NOPE", b"c1", b"{}"], "unknown message kind"),
+        ([b"ACK", b"", _ack_body()], "corr_id"),
+        ([b"ACK", b"x" * 65, _ack_body()], "corr_id"),
+        ([b"ACK", b"c-1", _ack_body()], "corr_id"),
+        ([b"ACK", b"c1", b"not json"], "not JSON"),
+        ([b"ACK", b"c1", b"\xff\xfe"], "not JSON"),
+        ([b"ACK", b"c1", b"[1, 2]"], "not a JSON object"),
+        ([b"ACK", b"c1", _ack_body(), b"extra"], "needs 3 frames"),
+        ([b"ACK", b"c1", _ack_body(length=-1)], "'length'"),
+        ([b"ACK", b"c1", _ack_body(length=2**60)], "'length'"),
+        ([b"ACK", b"c1", _ack_body(length=True)], "'length'"),
+        ([b"ACK", b"c1", _ack_body(length=1.0)], "'length'"),
+        ([b"ACK", b"c1", _ack_body(node="")], "'node'"),
+        ([b"ACK", b"c1", _ack_body(acked="0-1")], "'acked'"),
+        ([b"ACK", b"c1", _ack_body(acked=[[3, 3]])], "'acked'"),
+        ([b"ACK", b"c1", _ack_body(acked=[[0, 1, 2]])], "'acked'"),
+        ([b"ACK", b"c1", _ack_body(acked=[[-1, 2]])], "'acked'"),
+        ([b"APPEND", b"c1", b'{"epoch": "e"}', b'"x"'], "'first'"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": -5}', b'"x"'], "'first'"),
+        ([b"APPEND", b"c1", b'{"first": 0}', b'"x"'], "'epoch'"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b"x"], "entry is not JSON"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b"42"], "not a JSON string"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b"\xff"], "entry is not JSON"),
+        ([b"APPEND", b"c1", json.dumps({"epoch": "e", "first": 2**53}).encode(), b'"x"'], "past"),
+        ([b"PING", b"c1", b"{}"], "'epoch'"),
+    ],
+)
+def test_malformed_frames_raise_protocol_error(frames, reason):
+    with pytest.raises(ProtocolError, match=reason):
+        protocol.decode(frames)

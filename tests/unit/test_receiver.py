@@ -1,0 +1,186 @@
+"""The secondary's receiver against a raw DEALER standing in for the primary."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+import zmq
+
+from secondary.receiver import Receiver
+from shared import protocol
+from shared.config import DelayRange
+from shared.ordered_log import OrderedLog
+
+EPOCH = "epoch-1"
+
+
+class RawPrimary:
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.connect(endpoint)
+
+    def append(self, first: int, *messages: str, corr_id: str | None = None, epoch=EPOCH) -> str:
+        corr_id = corr_id or protocol.new_corr_id()
+        entries = [protocol.encode_entry(m) for m in messages]
+        self.dealer.send_multipart(protocol.encode_append(corr_id, epoch, first, entries))
+        return corr_id
+
+    def ping(self, epoch=EPOCH) -> str:
+        corr_id = protocol.new_corr_id()
+        self.dealer.send_multipart(protocol.encode_ping(corr_id, epoch))
+        return corr_id
+
+    def reply(self, timeout: float = 5.0):
+        assert self.dealer.poll(int(timeout * 1000)), "no reply"
+        return protocol.decode(self.dealer.recv_multipart())
+
+    def no_reply_within(self, seconds: float) -> bool:
+        return not self.dealer.poll(int(seconds * 1000))
+
+    def close(self) -> None:
+        self.dealer.close(linger=0)
+
+
+@pytest.fixture
+def make_receiver(ctx):
+    started = []
+
+    def make(delay=DelayRange(), drop_ack_fraction=0.0):
+        store = OrderedLog()
+        receiver = Receiver(ctx, f"inproc://s-{uuid.uuid4().hex}", store, "s1", delay, drop_ack_fraction)
+        receiver.start()
+        primary = RawPrimary(ctx, receiver.endpoint)
+        started.append((receiver, primary))
+        return receiver, store, primary
+
+    yield make
+    for receiver, primary in started:
+        primary.close()
+        receiver.stop()
+
+
+def messages(store):
+    return json.loads(store.render_messages())["messages"]
+
+
+def test_stores_and_acks_a_batch(make_receiver):
+    receiver, store, primary = make_receiver()
+    corr = primary.append(0, "a", "b", "c")
+    ack = primary.reply()
+    assert ack.corr_id == corr and ack.acked == [(0, 3)]
+    assert ack.status == protocol.Status("s1", receiver.incarnation, 3)
+    assert messages(store) == ["a", "b", "c"]
+
+
+def test_a_resent_entry_is_acked_again_and_stored_once(make_receiver):
+    _, store, primary = make_receiver()
+    primary.append(0, "a")
+    primary.reply()
+    corr = primary.append(0, "a")
+    ack = primary.reply()
+    assert ack.corr_id == corr and ack.acked == [(0, 1)] and ack.status.length == 1
+    assert messages(store) == ["a"]
+
+
+def test_entries_past_a_gap_are_acked_but_hidden(make_receiver):
+    _, store, primary = make_receiver()
+    primary.append(1, "b")
+    ack = primary.reply()
+    assert ack.acked == [(1, 2)] and ack.status.length == 0
+    assert messages(store) == []
+    primary.append(0, "a")
+    assert primary.reply().status.length == 2
+    assert messages(store) == ["a", "b"]
+
+
+def test_delay_holds_each_message_back_on_its_own_clock(make_receiver):
+    _, store, primary = make_receiver(delay=DelayRange(0.5, 0.5))
+    sent = time.monotonic()
+    first = primary.append(0, "a")
+    second = primary.append(1, "b")  # right behind it: due at about the same time, not 0.5 s later
+    pong_corr = primary.ping()
+    pong = primary.reply()
+    assert isinstance(pong, protocol.Pong) and pong.corr_id == pong_corr
+    assert time.monotonic() - sent < 0.4, "a PING must not queue behind delayed entries"
+    assert messages(store) == []  # nothing stored before its delay
+    acks = [primary.reply(), primary.reply()]
+    elapsed = time.monotonic() - sent
+    assert {a.corr_id for a in acks} == {first, second}
+    assert 0.45 <= elapsed < 0.95
+    assert messages(store) == ["a", "b"]
+
+
+def test_random_delays_reorder_storage_but_never_visibility(make_receiver):
+    _, store, primary = make_receiver(delay=DelayRange(0.0, 0.3))
+    for seq in range(30):
+        primary.append(seq, f"m{seq}")
+    seen = []
+    acked = set()
+    while len(acked) < 30:
+        ack = primary.reply()
+        for start, stop in ack.acked:
+            acked.update(range(start, stop))
+        seen.append(messages(store))
+    for snapshot in seen:
+        assert snapshot == [f"m{i}" for i in range(len(snapshot))]
+    assert len(seen[-1]) == 30
+
+
+def test_a_duplicate_of_a_waiting_entry_gets_one_ack_when_due(make_receiver):
+    receiver, store, primary = make_receiver(delay=DelayRange(0.3, 0.3))
+    corr = primary.append(0, "a")
+    primary.append(0, "a", corr_id=corr)  # the primary resent it before the delay ran out
+    assert primary.reply().corr_id == corr
+    assert primary.no_reply_within(0.3)
+    assert messages(store) == ["a"] and receiver.waiting_count == 0
+
+
+def test_a_new_primary_epoch_resets_the_log(make_receiver):
+    _, store, primary = make_receiver()
+    primary.append(0, "old")
+    primary.reply()
+    primary.ping(epoch="epoch-2")
+    assert primary.reply().status.length == 0
+    assert messages(store) == []
+
+
+def test_bad_frames_are_logged_once_and_dropped(make_receiver, caplog):
+    _, store, primary = make_receiver()
+    junk = [
+        [b"APPEND"],
+        [b"APPEND", b"c1", b"{bad json"],
+        [b"APPEND", b"c1", b'{"epoch": "e", "first": -1}', b'"x"'],
+        [b"APPEND", b"c1", b'{"epoch": "e", "first": 99999999999999999999}', b'"x"'],
+        [b"APPEND", b"c1", json.dumps({"epoch": EPOCH, "first": 0}).encode(), b"not-a-string"],
+        [b"EXPLODE", b"c1", b"{}"],
+        protocol.encode_ack("c1", protocol.Status("x", "y", 0), []),
+    ]
+    for frames in junk:
+        primary.dealer.send_multipart(frames)
+    primary.append(0, "fine")
+    assert primary.reply().acked == [(0, 1)]
+    assert messages(store) == ["fine"]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.threadName == "receiver-io"]
+    assert len(warnings) == len(junk)
+
+
+def test_fault_injection_drops_acks_but_keeps_the_message(make_receiver):
+    receiver, store, primary = make_receiver(drop_ack_fraction=1.0)
+    primary.append(0, "quiet")
+    assert primary.no_reply_within(0.3)
+    assert messages(store) == ["quiet"]
+    primary.ping()
+    assert primary.reply().status.length == 1  # the status still tells the truth
+
+
+def test_bind_failure_is_reported_by_start(ctx):
+    holder = ctx.socket(zmq.ROUTER)
+    port = holder.bind_to_random_port("tcp://127.0.0.1")
+    receiver = Receiver(ctx, f"tcp://127.0.0.1:{port}", OrderedLog(), "s1")
+    with pytest.raises(OSError, match="REPLICATION_BIND"):
+        receiver.start()
+    receiver.stop()
+    holder.close()
