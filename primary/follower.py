@@ -37,7 +37,8 @@ from shared import protocol
 
 log = logging.getLogger(__name__)
 
-#: Retry timeout before any round trip has been measured, and its floor.
+#: Retry timeout before any round trip has been measured, and the least
+#: margin it keeps above the measured round trip.
 INITIAL_RETRY_S = 1.0
 MIN_RETRY_S = 0.2
 #: Doublings of the retry timeout are counted up to here (the cap applies anyway).
@@ -245,10 +246,15 @@ class Follower:
             self._srtt = 0.875 * self._srtt + 0.125 * rtt
 
     def _retry_timeout(self) -> float:
-        base = INITIAL_RETRY_S if self._srtt is None else self._srtt + 4 * self._rttvar
-        timeout = max(MIN_RETRY_S, base) * 2**self._backoff_exponent
-        # Jitter keeps the resends of many flights, or of many primaries, apart.
-        return min(self._settings.retry_backoff_max, timeout) * random.uniform(0.8, 1.2)
+        if self._srtt is None:
+            base = INITIAL_RETRY_S
+        else:
+            # A steady round trip drives rttvar to 0; the margin keeps the
+            # timeout clear of it, so a slow secondary is not resent to.
+            base = self._srtt + max(MIN_RETRY_S, 4 * self._rttvar)
+        timeout = min(self._settings.retry_backoff_max, base * 2**self._backoff_exponent)
+        # Jitter, upwards only, keeps the resends of many flights apart.
+        return timeout * random.uniform(1.0, 1.25)
 
     def _publish(self) -> None:
         self.status = self._snapshot()
