@@ -33,17 +33,19 @@ HTTP_PORT_IN_CONTAINER = 8000
 #: Docker stage is 5 minutes.
 UP_TIMEOUT_S = 300
 COMPOSE_TIMEOUT_S = 60
+#: The script may install packages and build a base image first.
+ENSURE_ENGINE_TIMEOUT_S = 600
 
 
 def require_docker() -> list[str]:
     """The compose command to use, once an engine answers; fails the test otherwise."""
+    attempt = ""
     if not _engine_answers() and ENSURE_ENGINE_SCRIPT.exists():
-        subprocess.run([str(ENSURE_ENGINE_SCRIPT)], timeout=UP_TIMEOUT_S)
+        attempt = _run_ensure_engine()
     if not _engine_answers():
         pytest.fail(
-            "No usable Docker engine: `docker info` failed"
-            + (f" even after {ENSURE_ENGINE_SCRIPT}" if ENSURE_ENGINE_SCRIPT.exists() else "")
-            + ". Start Docker, or deselect the Docker tests with -m \"not docker\".",
+            f"No usable Docker engine: `docker info` failed.{attempt} "
+            "Start Docker, or deselect the Docker tests with -m \"not docker\".",
             pytrace=False,
         )
     if shutil.which("docker-compose"):
@@ -59,6 +61,17 @@ def require_docker() -> list[str]:
 
 def _engine_answers() -> bool:
     return _succeeds(["docker", "info"])
+
+
+def _run_ensure_engine() -> str:
+    """Run ENSURE_ENGINE_SCRIPT; how it went, for the failure message."""
+    try:
+        result = subprocess.run(
+            [str(ENSURE_ENGINE_SCRIPT)], capture_output=True, text=True, timeout=ENSURE_ENGINE_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        return f" {ENSURE_ENGINE_SCRIPT} did not finish within {ENSURE_ENGINE_TIMEOUT_S}s."
+    return f" {ENSURE_ENGINE_SCRIPT} exited with {result.returncode}:\n{result.stderr[-2000:]}\n"
 
 
 def _succeeds(command: list[str]) -> bool:
