@@ -10,11 +10,17 @@ import time
 
 import bottle
 
-from primary.append_request import BadRequest, check_content_type, parse_append
+from primary.append_request import (
+    BadRequest,
+    check_content_type,
+    parse_append,
+    parse_idempotency_key,
+)
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
 from shared.http import json_error, json_response, new_app, raw_json
+from shared.openapi import render, spec
 from shared.ordered_log import OrderedLog
 
 
@@ -27,15 +33,22 @@ def make_app(
     def append_message():
         try:
             check_content_type(bottle.request.content_type)
+            key = parse_idempotency_key(bottle.request.get_header("Idempotency-Key"))
             request = parse_append(_read_body(config.max_body_bytes), config.cluster_size)
         except BadRequest as exc:
             return json_error(exc.status, exc.message)
-        result = appender.append(request)
+        result = appender.append(request, key)
         return json_response(result.status, result.body, result.headers)
 
     @app.get("/messages")
     def list_messages():
         return raw_json(200, store.render_messages())
+
+    document = render(spec("primary", config.cluster_size)).encode()
+
+    @app.get("/openapi.json")
+    def openapi():
+        return raw_json(200, document)
 
     @app.get("/health")
     def health():
@@ -55,6 +68,7 @@ def make_app(
                     "lag": max(0, log_length - status.acked_length),
                 }
             )
+        available = replicator.available_nodes()
         return json_response(
             200,
             {
@@ -63,6 +77,9 @@ def make_app(
                 "node": config.node_name,
                 "epoch": replicator.epoch,
                 "length": log_length,
+                "quorum": config.write_quorum,
+                "available_nodes": available,
+                "read_only": available < config.write_quorum,
                 "secondaries": secondaries,
             },
         )
