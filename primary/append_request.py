@@ -13,6 +13,7 @@ and nothing is appended for it. The rules:
   absent means ``"all"``. Booleans and floats are not integers.
 - ``timeout`` is a number of seconds in (0, MAX_TIMEOUT_S]; absent or null
   means wait as long as it takes.
+- The optional ``Idempotency-Key`` header is 1 to 200 visible ASCII characters.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import math
 from dataclasses import dataclass
 
 from primary.config import majority
+from primary.idempotency import KEY_PATTERN
+from shared.openapi import MAX_TIMEOUT_S
 
-#: The longest wait a client may ask for. Past an hour a client should poll.
-MAX_TIMEOUT_S = 3600
 ALLOWED_FIELDS = ("message", "w", "timeout")
 
 
@@ -62,6 +63,14 @@ def check_content_type(content_type: str) -> None:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type and media_type != "application/json" and not media_type.endswith("+json"):
         raise BadRequest(415, f"Content-Type must be application/json, got {media_type!r}")
+
+
+def parse_idempotency_key(header: str | None) -> str | None:
+    if header is None:
+        return None
+    if not KEY_PATTERN.match(header):
+        raise BadRequest(400, "Idempotency-Key must be 1 to 200 visible ASCII characters")
+    return header
 
 
 def resolve_w(value: object, cluster_size: int) -> int:

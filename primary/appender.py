@@ -1,21 +1,40 @@
-"""One append, end to end: assign the id, start replication, wait for ``w``.
+"""One append, end to end: admit it, assign the id, start replication, wait for ``w``.
 
 Thread: any Waitress request thread. It shares the OrderedLog (own lock) and
-hands everything else to the replicator through its thread-safe methods.
+its own lock and semaphore with other request threads, and hands everything
+else to the replicator through its thread-safe methods.
+
+The order of the checks is the contract: nothing is appended for a request
+that gets an error.
+  1. Admission: an append that will wait (w > 1) takes one of
+     ``max_waiting_appends`` slots, or gets 503 at once. Waiting appends can
+     then never hold every Waitress thread, so reads and w=1 appends always
+     find one.
+  2. Idempotency: a known ``Idempotency-Key`` appends nothing; the answer
+     is the original id, with acks once the write concern is met.
+  3. Quorum: with fewer than ``quorum`` nodes up, the primary is read-only.
+  4. Append, then wait for w - 1 secondaries, or the timeout (504).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
 from primary.append_request import AppendRequest
+from primary.config import PrimaryConfig
+from primary.idempotency import IdempotencyTable
 from primary.replicator import Replicator
+from shared.logging_setup import RateLimitFilter
 from shared.ordered_log import OrderedLog
 from shared.protocol import encode_entry
 
 log = logging.getLogger(__name__)
+# Under overload or without quorum every rejected request would log a line.
+rejections_log = logging.getLogger(f"{__name__}.rejections")
+rejections_log.addFilter(RateLimitFilter(5.0))
 
 
 @dataclass(frozen=True)
@@ -26,38 +45,97 @@ class AppendResult:
 
 
 class Appender:
-    def __init__(self, store: OrderedLog, replicator: Replicator, node_name: str) -> None:
+    def __init__(self, config: PrimaryConfig, store: OrderedLog, replicator: Replicator) -> None:
+        self._config = config
         self._store = store
         self._replicator = replicator
-        self._node_name = node_name
+        self._waiting_slots = threading.BoundedSemaphore(config.max_waiting_appends)
+        self._keys = IdempotencyTable(config.idempotency_keys)
+        self._keys_lock = threading.Lock()
 
-    def append(self, request: AppendRequest) -> AppendResult:
+    def append(self, request: AppendRequest, idempotency_key: str | None = None) -> AppendResult:
         started = time.monotonic()
-        # The id is the position in the primary's log, assigned under the log's
-        # lock as the entry is appended: ids are gap-free and in append order.
-        seq = self._store.append(encode_entry(request.message))
-        self._replicator.notify_appended()
-        acked_by = [self._node_name]
-        satisfied = aborted = False
-        if request.w > 1:
+        will_wait = request.w > 1
+        if will_wait and not self._waiting_slots.acquire(blocking=False):
+            rejections_log.warning(
+                "overloaded: %d appends already waiting for ACKs; answering 503",
+                self._config.max_waiting_appends,
+            )
+            return AppendResult(
+                503,
+                {"error": f"overloaded: {self._config.max_waiting_appends} appends are already "
+                          "waiting for acknowledgements; nothing was appended, retry later"},
+                {"Retry-After": "1"},
+            )
+        try:
+            return self._admitted(request, idempotency_key, started)
+        finally:
+            if will_wait:
+                self._waiting_slots.release()
+
+    def _admitted(self, request: AppendRequest, key: str | None, started: float) -> AppendResult:
+        entry = encode_entry(request.message)
+        if key is None:
+            refusal = self._refuse_without_quorum()
+            if refusal:
+                return refusal
+            seq = self._store.append(entry)
+            duplicate = False
+        else:
+            with self._keys_lock:  # look-up and append as one step, per key
+                seq = self._keys.get(key)
+                duplicate = seq is not None
+                if duplicate and self._store.entry(seq) != entry:
+                    return AppendResult(409, {"error": "this Idempotency-Key was used for a "
+                                              "different message", "id": seq})
+                if not duplicate:
+                    refusal = self._refuse_without_quorum()
+                    if refusal:
+                        return refusal
+                    seq = self._store.append(entry)
+                    self._keys.remember(key, seq)
+        if not duplicate:
+            self._replicator.notify_appended()
+        return self._await_write_concern(request, seq, duplicate, started)
+
+    def _refuse_without_quorum(self) -> AppendResult | None:
+        available = self._replicator.available_nodes()
+        quorum = self._config.write_quorum
+        if available >= quorum:
+            return None
+        rejections_log.warning("read-only: %d of %d nodes up, quorum is %d",
+                               available, self._config.cluster_size, quorum)
+        return AppendResult(
+            503,
+            {"error": "read-only: no quorum", "available_nodes": available, "quorum": quorum},
+            {"Retry-After": "1"},
+        )
+
+    def _await_write_concern(
+        self, request: AppendRequest, seq: int, duplicate: bool, started: float
+    ) -> AppendResult:
+        acked_by = [self._config.node_name]
+        satisfied, aborted = True, False
+        # A replay asks the replicator even at w=1: it reports who holds the entry now.
+        if request.w > 1 or duplicate:
             waiter = self._replicator.register_waiter(seq, request.w - 1)
             satisfied = waiter.wait(request.timeout)
             aborted = waiter.aborted
             acked_by += waiter.acked_by
-        else:
-            satisfied = True
         latency_ms = (time.monotonic() - started) * 1000
         body = {"id": seq, "w": request.w, "acks": len(acked_by), "acked_by": acked_by}
+        if duplicate:
+            body["duplicate"] = True
+        summary = (f"append id={seq} w={request.w} acks={len(acked_by)} latency={latency_ms:.1f}ms"
+                   + (" (replay)" if duplicate else ""))
         if satisfied:
-            log.info("append id=%d w=%d acks=%d latency=%.1fms", seq, request.w, len(acked_by), latency_ms)
-            return AppendResult(201, body)
+            log.info(summary)
+            return AppendResult(200 if duplicate else 201, body)
         if aborted:
-            log.warning("append id=%d w=%d acks=%d: primary shutting down before the write concern was met",
-                        seq, request.w, len(acked_by))
-            return AppendResult(503, {**body, "error": "the primary is shutting down; the message is "
-                                      "stored on the primary but its write concern was not confirmed"})
-        log.warning("append id=%d w=%d acks=%d latency=%.1fms: timed out waiting for the write concern",
-                    seq, request.w, len(acked_by), latency_ms)
+            log.warning("%s: primary shutting down before the write concern was met", summary)
+            return AppendResult(503, {**body, "error": "the primary is shutting down; the message "
+                                      "is stored on the primary but its write concern was not confirmed"})
+        log.warning("%s: timed out waiting for the write concern", summary)
         return AppendResult(504, {**body, "error": f"timed out after {request.timeout:g}s with "
-                                  f"{len(acked_by)} of {request.w} acknowledgements; the message stays "
-                                  "appended and still replicates to every secondary"})
+                                  f"{len(acked_by)} of {request.w} acknowledgements; the message "
+                                  "stays appended and still replicates to every secondary"})

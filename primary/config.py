@@ -58,6 +58,14 @@ class PrimaryConfig:
     http_connection_limit: int = 1000
     #: Largest request body accepted by POST /messages (413 beyond).
     max_body_bytes: int = 1 << 20
+    #: Appends with w > 1 allowed to wait for ACKs at once (503 beyond);
+    #: below http_threads, so reads and w=1 appends always find a thread.
+    max_waiting_appends: int = 48
+    #: Idempotency keys remembered (the most recent ones).
+    idempotency_keys: int = 100_000
+    #: Nodes, the primary included, that must be up to accept appends;
+    #: None means a majority of the configured cluster.
+    quorum: int | None = None
     secondaries: tuple[SecondarySpec, ...] = ()
     node_name: str = "primary"
     log_level: str = "INFO"
@@ -66,6 +74,10 @@ class PrimaryConfig:
     @property
     def cluster_size(self) -> int:
         return 1 + len(self.secondaries)
+
+    @property
+    def write_quorum(self) -> int:
+        return majority(self.cluster_size) if self.quorum is None else self.quorum
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "PrimaryConfig":
@@ -81,10 +93,18 @@ class PrimaryConfig:
         node_name = env_node_name(env, cls.node_name)
         if node_name in {s.name for s in secondaries}:
             raise ConfigError(f"SECONDARIES: {node_name!r} is the primary's own NODE_NAME")
+        http_threads = env_int(env, "HTTP_THREADS", cls.http_threads, 2, 4096)
+        max_waiting = env_int(
+            env, "MAX_WAITING_APPENDS", http_threads * 3 // 4, 1, http_threads - 1
+        )
+        quorum = env_int(env, "QUORUM", majority(1 + len(secondaries)), 1, 1 + len(secondaries))
         return cls(
             http_host=env_str(env, "HTTP_HOST", cls.http_host),
             http_port=env_port(env, "HTTP_PORT", cls.http_port),
-            http_threads=env_int(env, "HTTP_THREADS", cls.http_threads, 2, 4096),
+            http_threads=http_threads,
+            max_waiting_appends=max_waiting,
+            idempotency_keys=env_int(env, "IDEMPOTENCY_KEYS", cls.idempotency_keys, 1, 10_000_000),
+            quorum=quorum,
             http_connection_limit=env_int(
                 env, "HTTP_CONNECTION_LIMIT", cls.http_connection_limit, 1, 100_000
             ),

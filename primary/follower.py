@@ -156,7 +156,9 @@ class Follower:
             flight = self._flights.pop(send.corr_id)
             flight.resent = True
             self._backoff_exponent = min(self._backoff_exponent + 1, MAX_BACKOFF_EXPONENT)
-            log.warning(
+            # INFO, not WARNING: until a round trip is measured, a secondary
+            # with a REPLICATION_DELAY is resent to as a matter of course.
+            log.info(
                 "resending seqs %d..%d to %s (no ACK after %.2fs)",
                 flight.start, flight.stop - 1, self.name, now - flight.sent_at,
             )
@@ -173,7 +175,7 @@ class Follower:
         """Apply an ACK. None if its corr_id is unknown (late or bogus): it is ignored.
         Otherwise True if the secondary now holds seqs it did not before."""
         flight = self._flights.get(ack.corr_id)
-        if flight is None:
+        if flight is None or ack.status.incarnation in self._retired_incarnations:
             return None
         confirmed = [
             seq

@@ -33,7 +33,7 @@ def main() -> int:
     ctx.linger = 0
     store = OrderedLog()
     replicator = Replicator(ctx, store, config.secondaries, config.replication)
-    appender = Appender(store, replicator, config.node_name)
+    appender = Appender(config, store, replicator)
     try:
         server = create_http_server(
             make_app(config, store, replicator, appender),
@@ -49,7 +49,7 @@ def main() -> int:
         return 1
     replicator.start()
     log.info(
-        "primary %s ready: HTTP %s, secondaries: %s",
+        "node %s ready: HTTP %s, secondaries: %s",
         config.node_name,
         http_address(server),
         ", ".join(f"{s.name}={s.endpoint}" for s in config.secondaries) or "none (w=1 only)",

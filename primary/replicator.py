@@ -110,6 +110,15 @@ class Replicator:
     def statuses(self) -> list[FollowerStatus]:
         return [f.status for f in self._followers]
 
+    def available_nodes(self) -> int:
+        """Nodes counting toward the write quorum: the primary, and every
+        secondary not declared Unhealthy (a Suspected one still counts, and
+        one not heard from yet gets ``unhealthy_after`` heartbeats of grace)."""
+        now = time.monotonic()
+        return 1 + sum(
+            status.health(now, self._settings) is not Health.UNHEALTHY for status in self.statuses()
+        )
+
     def _wake(self) -> None:
         self._wake_pending = True
         try:
@@ -200,6 +209,13 @@ class Replicator:
                 message = protocol.decode(frames)
             except protocol.ProtocolError as exc:
                 log.warning("dropped a bad frame from %s (%d parts): %s", follower.name, len(frames), exc)
+                continue
+            if isinstance(message, (protocol.Ack, protocol.Pong)) and (
+                message.status.length > len(self._store)
+            ):
+                # Within one epoch a secondary holds only what this primary sent.
+                log.warning("dropped a bad frame from %s: it claims %d messages, the primary has %d",
+                            follower.name, message.status.length, len(self._store))
                 continue
             now = time.monotonic()
             if isinstance(message, protocol.Ack):

@@ -54,7 +54,7 @@ def main() -> int:
         ctx.term()
         return 1
     log.info(
-        "secondary %s ready: HTTP %s, replication %s",
+        "node %s ready: HTTP %s, replication %s",
         config.node_name, http_address(server), receiver.endpoint,
     )
     run_http(server, before_exit=receiver.stop)

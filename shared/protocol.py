@@ -150,7 +150,7 @@ def decode(frames: list[bytes]) -> Message:
         return Ack(corr_id, _decode_status(body), _decode_ranges(body.get("acked")))
     if kind == PONG:
         return Pong(corr_id, _decode_status(body))
-    raise ProtocolError(f"unknown message kind {kind[:16]!r}")
+    raise ProtocolError(f"unknown message kind {_describe_kind(kind)}")
 
 
 def to_ranges(seqs: list[int]) -> list[tuple[int, int]]:
@@ -174,7 +174,15 @@ def _decode_status(body: dict) -> Status:
 
 def _expect_frame_count(kind: bytes, frames: list[bytes], count: int) -> None:
     if len(frames) != count:
-        raise ProtocolError(f"{kind[:16]!r} needs {count} frames, got {len(frames)}")
+        raise ProtocolError(f"{_describe_kind(kind)} needs {count} frames, got {len(frames)}")
+
+
+def _describe_kind(kind: bytes) -> str:
+    # A name like b"SYNC" helps whoever reads the log; anything else could be
+    # a misplaced message body, which must not reach a log line.
+    if kind.isascii() and kind.isalpha() and kind.isupper() and len(kind) <= 10:
+        return kind.decode()
+    return f"({len(kind)} bytes)"
 
 
 def _decode_corr_id(raw: bytes) -> str:

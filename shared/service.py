@@ -37,6 +37,8 @@ def create_http_server(
         # an oversized body with a JSON 413; this ceiling, well above it, keeps
         # a huge upload from being buffered at all (Waitress's own 413).
         max_request_body_size=4 * max_body_bytes + (1 << 20),
+        # select() cannot watch more than 1024 sockets; poll() has no such limit.
+        asyncore_use_poll=True,
         ident="replicated-log",
         clear_untrusted_proxy_headers=True,
     )

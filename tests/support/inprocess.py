@@ -57,7 +57,7 @@ class InProcessCluster:
         self.store = OrderedLog()
         self.replicator = Replicator(ctx, self.store, self.config.secondaries, self.config.replication)
         self.replicator.start()
-        self.appender = Appender(self.store, self.replicator, self.config.node_name)
+        self.appender = Appender(self.config, self.store, self.replicator)
         self.app = webtest.TestApp(
             make_primary_app(self.config, self.store, self.replicator, self.appender)
         )
@@ -71,6 +71,6 @@ class InProcessCluster:
         )
 
     def stop(self) -> None:
-        self.replicator.stop()
+        self.replicator.stop()  # idempotent
         for secondary in self.secondaries.values():
             secondary.receiver.stop()

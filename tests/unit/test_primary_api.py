@@ -18,8 +18,8 @@ def cluster(ctx):
 
 @pytest.fixture
 def lonely(ctx):
-    """A primary configured with two secondaries that never come up."""
-    cluster = InProcessCluster(ctx, running=())
+    """A primary configured with two secondaries that never come up (and no quorum rule)."""
+    cluster = InProcessCluster(ctx, running=(), quorum=1)
     yield cluster
     cluster.stop()
 

@@ -81,3 +81,11 @@ def _ack_body(**overrides):
 def test_malformed_frames_raise_protocol_error(frames, reason):
     with pytest.raises(ProtocolError, match=reason):
         protocol.decode(frames)
+
+
+def test_errors_never_echo_what_could_be_a_message_body():
+    with pytest.raises(ProtocolError) as error:
+        protocol.decode([b"my private note", b"c1", b"{}"])
+    assert "private" not in str(error.value) and "15 bytes" in str(error.value)
+    with pytest.raises(ProtocolError, match="unknown message kind SYNC"):
+        protocol.decode([b"SYNC", b"c1", b"{}"])

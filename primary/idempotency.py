@@ -1,0 +1,35 @@
+"""Idempotency keys: which log position each recent key appended.
+
+A client that retries an append with the same ``Idempotency-Key`` header gets
+the original message's id back and nothing is appended again, the way
+Kafka's idempotent producer returns the original offset for a duplicate.
+
+The table remembers the most recent ``capacity`` keys (FIFO); a key older
+than that is forgotten and would append again. Thread: callers hold the
+Appender's lock, which makes look-up and append one atomic step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+#: Visible ASCII, 1 to 200 characters: a UUID, a hash, a client's own scheme.
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+class IdempotencyTable:
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._seq_by_key: OrderedDict[str, int] = OrderedDict()
+
+    def get(self, key: str) -> int | None:
+        return self._seq_by_key.get(key)
+
+    def remember(self, key: str, seq: int) -> None:
+        self._seq_by_key[key] = seq
+        while len(self._seq_by_key) > self._capacity:
+            self._seq_by_key.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._seq_by_key)

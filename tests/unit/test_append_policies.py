@@ -1,0 +1,154 @@
+"""Idempotency keys, overload protection and the quorum read-only mode, in-process."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from primary.append_request import AppendRequest
+from secondary.receiver import Receiver
+from shared.ordered_log import OrderedLog
+from tests.support.inprocess import InProcessCluster
+from tests.support.waiting import wait_until
+
+
+@pytest.fixture
+def cluster(ctx):
+    cluster = InProcessCluster(ctx)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def make_cluster(ctx):
+    made = []
+
+    def make(**kwargs):
+        made.append(InProcessCluster(ctx, **kwargs))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+
+
+def keyed(key):
+    return {"Idempotency-Key": key}
+
+
+def test_a_repeated_key_appends_nothing_and_returns_the_original_id(cluster):
+    first = cluster.post({"message": "once", "w": 3}, headers=keyed("k-1"))
+    again = cluster.post({"message": "once", "w": 3}, headers=keyed("k-1"))
+    assert first.status_int == 201 and "duplicate" not in first.json
+    assert again.status_int == 200 and again.json["duplicate"] is True
+    assert again.json["id"] == first.json["id"] and again.json["acks"] == 3
+    assert cluster.app.get("/messages").json == {"messages": ["once"]}
+
+
+def test_a_replay_reports_who_holds_the_message_now(cluster):
+    first = cluster.post({"message": "m", "w": 1}, headers=keyed("k"))
+    assert first.json["acked_by"] == ["primary"]
+    for secondary in cluster.secondaries.values():
+        wait_until(lambda: secondary.store.holds(0), what="replication")
+    replay = cluster.post({"message": "m", "w": 1}, headers=keyed("k"))
+    assert replay.status_int == 200 and sorted(replay.json["acked_by"]) == ["primary", "s1", "s2"]
+
+
+def test_a_replay_waits_for_its_write_concern_like_the_original(make_cluster):
+    cluster = make_cluster(running=(), quorum=1)
+    cluster.post({"message": "m", "w": 1}, headers=keyed("k"))
+    replay = cluster.post({"message": "m", "w": 2, "timeout": 0.2}, headers=keyed("k"))
+    assert replay.status_int == 504 and replay.json["duplicate"] is True and replay.json["id"] == 0
+    assert len(cluster.store) == 1
+
+
+def test_a_key_reused_for_another_message_is_a_conflict(cluster):
+    cluster.post({"message": "original", "w": 1}, headers=keyed("k"))
+    clash = cluster.post({"message": "different", "w": 1}, headers=keyed("k"))
+    assert clash.status_int == 409 and clash.json["id"] == 0 and "different message" in clash.json["error"]
+    assert len(cluster.store) == 1
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "has space", "tab\tkey", "é"])
+def test_malformed_keys_are_rejected(cluster, key):
+    resp = cluster.app.post(
+        "/messages", b'{"message": "m", "w": 1}', content_type="application/json",
+        headers={"Idempotency-Key": key.encode("utf-8").decode("latin-1")}, expect_errors=True,
+    )
+    assert resp.status_int == 400 and "Idempotency-Key" in resp.json["error"]
+    assert len(cluster.store) == 0
+
+
+def test_concurrent_retries_with_one_key_append_once(cluster):
+    results = []
+    lock = threading.Lock()
+
+    def retry():
+        result = cluster.appender.append(AppendRequest("race", 3, None), "same-key")
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=retry) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cluster.store) == 1
+    assert sorted(r.status for r in results) == [200] * 15 + [201]
+    assert {r.body["id"] for r in results} == {0}
+
+
+def test_the_key_table_is_bounded_and_forgets_the_oldest(make_cluster):
+    cluster = make_cluster(idempotency_keys=2)
+    for key in ("a", "b", "c"):
+        cluster.post({"message": key, "w": 1}, headers=keyed(key))
+    assert cluster.post({"message": "c", "w": 1}, headers=keyed("c")).status_int == 200
+    assert cluster.post({"message": "a", "w": 1}, headers=keyed("a")).status_int == 201  # forgotten
+    assert len(cluster.store) == 4
+
+
+def test_waiting_appends_beyond_the_cap_get_503_and_append_nothing(make_cluster):
+    cluster = make_cluster(running=(), quorum=1, max_waiting_appends=2)
+    waiting = [
+        threading.Thread(target=cluster.appender.append, args=(AppendRequest(f"w{i}", 2, 2.0),))
+        for i in range(2)
+    ]
+    for t in waiting:
+        t.start()
+    wait_until(lambda: len(cluster.store) == 2, what="two appends to start waiting")
+    refused = cluster.post({"message": "third", "w": 2})
+    assert refused.status_int == 503 and refused.headers["Retry-After"] == "1"
+    assert "overloaded" in refused.json["error"]
+    assert len(cluster.store) == 2
+    quick = cluster.post({"message": "w1", "w": 1})
+    assert quick.status_int == 201 and cluster.app.get("/messages").status_int == 200
+    for t in waiting:
+        t.join()
+    assert cluster.post({"message": "later", "w": 2, "timeout": 0.1}).status_int == 504  # slots freed
+
+
+def test_without_quorum_appends_get_503_and_reads_go_on(ctx, make_cluster):
+    cluster = make_cluster(running=())  # quorum 2 of 3; nobody answers
+    wait_until(lambda: cluster.app.get("/health").json["read_only"], what="read-only mode")
+    refused = cluster.post({"message": "m", "w": 1})
+    assert refused.status_int == 503 and refused.json["error"] == "read-only: no quorum"
+    assert refused.json["quorum"] == 2 and refused.json["available_nodes"] == 1
+    assert len(cluster.store) == 0
+    assert cluster.app.get("/messages").json == {"messages": []}
+    # s1 comes up at its configured endpoint: the primary leaves read-only mode by itself
+    spec = cluster.config.secondaries[0]
+    receiver = Receiver(ctx, spec.endpoint, OrderedLog(), spec.name)
+    receiver.start()
+    try:
+        wait_until(lambda: not cluster.app.get("/health").json["read_only"], what="writable again")
+        assert cluster.post({"message": "m", "w": 2}).status_int == 201
+    finally:
+        receiver.stop()
+
+
+def test_quorum_1_turns_read_only_mode_off(make_cluster):
+    cluster = make_cluster(running=(), quorum=1)
+    wait_until(lambda: cluster.app.get("/health").json["secondaries"][0]["state"] == "unhealthy",
+               what="secondaries declared unhealthy")
+    assert cluster.post({"message": "m", "w": 1}).status_int == 201
