@@ -16,10 +16,14 @@ The bookkeeping, per secondary:
 - ``acked_length``: the secondary holds every seq below it (its own report).
 - ``held_above``: seqs at or past acked_length that it acknowledged singly
   (random delays store them out of order).
-- flights: APPEND frames sent and not fully acknowledged, by corr_id.
-  A flight is resent, with the same corr_id, when its retry time passes;
-  the timeout adapts to the measured round trip (RFC 6298, with Karn's rule)
-  and doubles, with jitter, per secondary, up to ``retry_backoff_max``.
+- flights: batches of seqs sent and not yet all acknowledged. A flight is
+  resent when its retry time passes; the timeout starts from this
+  secondary's measured round trip (RFC 6298) and doubles, with jitter, with
+  each resend of the flight, up to ``retry_backoff_max``.
+- Each attempt of a flight goes out under a corr_id of its own, and an ACK
+  of any attempt counts. So every ACK measures a round trip exactly, resends
+  included (Karn's ambiguity, which TCP answers with timestamps, never
+  arises), and a secondary slower than the first guess is learned at once.
 - A new incarnation in a reply means the secondary restarted: forget the
   flights and resend from the length it reports ("rewind"). The same happens
   when an Unhealthy secondary answers again.
@@ -30,7 +34,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from primary.config import ReplicationSettings
 from shared import protocol
@@ -80,24 +84,25 @@ class FollowerStatus:
         return health_at(now, self.last_heard, self.watching_since, settings)
 
 
-@dataclass
+@dataclass(eq=False)
 class Flight:
-    corr_id: str
     start: int  # first seq not yet known to be held; advances as ACKs arrive
     stop: int
-    sent_at: float
+    sent_at: float  # of the latest attempt
     retry_at: float
-    resent: bool = False
+    resends: int = 0
+    corr_ids: list[str] = field(default_factory=list)  # one per attempt
 
 
 @dataclass(frozen=True)
 class Send:
-    """One APPEND to put on the wire: seqs [start, stop) under corr_id."""
+    """One APPEND to put on the wire: seqs [start, stop) under corr_id.
+    ``flight`` is the flight it resends, or None for new entries."""
 
     corr_id: str
     start: int
     stop: int
-    resend: bool
+    flight: Flight | None = None
 
 
 class Follower:
@@ -112,10 +117,10 @@ class Follower:
         self.acked_length = 0
         self._held_above: set[int] = set()
         self._next_seq = 0
-        self._flights: dict[str, Flight] = {}
+        self._flights: list[Flight] = []
+        self._attempts: dict[str, tuple[Flight, float]] = {}  # corr_id -> (flight, sent at)
         self._srtt: float | None = None
         self._rttvar = 0.0
-        self._backoff_exponent = 0
         self.status = self._snapshot()
 
     # -- queries --------------------------------------------------------------
@@ -126,11 +131,21 @@ class Follower:
     def health(self, now: float) -> Health:
         return health_at(now, self._last_heard, self._watching_since, self._settings)
 
+    def next_health_change(self, now: float) -> float | None:
+        """When silence would next change this secondary's health, if it stays silent."""
+        interval = self._settings.heartbeat_interval
+        if self._last_heard is None:
+            thresholds = [self._watching_since + self._settings.unhealthy_after * interval]
+        else:
+            thresholds = [self._last_heard + beats * interval
+                          for beats in (self._settings.suspect_after, self._settings.unhealthy_after)]
+        return min((t for t in thresholds if t > now), default=None)
+
     def retry_deadline(self, now: float) -> float | None:
         """When the earliest flight is due for a resend, if any is to be resent."""
         if self.health(now) is Health.UNHEALTHY:
             return None
-        return min((f.retry_at for f in self._flights.values()), default=None)
+        return min((f.retry_at for f in self._flights), default=None)
 
     @property
     def in_flight(self) -> int:
@@ -142,41 +157,44 @@ class Follower:
         """The next APPEND to send, or None. Commit it with ``sent`` once on the wire."""
         if self.health(now) is Health.UNHEALTHY:
             return None  # only heartbeats probe it until it answers
-        for flight in self._flights.values():
+        for flight in self._flights:
             if flight.retry_at <= now:
-                return Send(flight.corr_id, flight.start, flight.stop, resend=True)
+                return Send(protocol.new_corr_id(), flight.start, flight.stop, flight)
         if len(self._flights) >= self._settings.max_flights or self._next_seq >= log_length:
             return None
         stop = min(log_length, self._next_seq + self._settings.batch_max_entries)
-        return Send(protocol.new_corr_id(), self._next_seq, stop, resend=False)
+        return Send(protocol.new_corr_id(), self._next_seq, stop)
 
     def sent(self, send: Send, stop: int, now: float) -> None:
         """Record that seqs [send.start, stop) went out under send.corr_id."""
-        if send.resend:
-            flight = self._flights.pop(send.corr_id)
-            flight.resent = True
-            self._backoff_exponent = min(self._backoff_exponent + 1, MAX_BACKOFF_EXPONENT)
-            # INFO, not WARNING: until a round trip is measured, a secondary
-            # with a REPLICATION_DELAY is resent to as a matter of course.
+        flight = send.flight
+        if flight is None:
+            flight = Flight(send.start, stop, now, now)
+            self._flights.append(flight)
+            self._next_seq = stop
+        else:
+            flight.resends += 1
+            # INFO, not WARNING: a secondary with a REPLICATION_DELAY longer
+            # than the first guess of its round trip is resent to once.
             log.info(
                 "resending seqs %d..%d to %s (no ACK after %.2fs)",
                 flight.start, flight.stop - 1, self.name, now - flight.sent_at,
             )
-        else:
-            flight = Flight(send.corr_id, send.start, stop, now, now)
-            self._next_seq = stop
         flight.sent_at = now
-        flight.retry_at = now + self._retry_timeout()
-        self._flights[send.corr_id] = flight  # re-inserted: dict order stays oldest-first
+        flight.retry_at = now + self._retry_timeout(flight.resends)
+        flight.corr_ids.append(send.corr_id)
+        self._attempts[send.corr_id] = (flight, now)
 
     # -- what the secondary said ---------------------------------------------
 
     def on_ack(self, ack: protocol.Ack, now: float) -> bool | None:
         """Apply an ACK. None if its corr_id is unknown (late or bogus): it is ignored.
         Otherwise True if the secondary now holds seqs it did not before."""
-        flight = self._flights.get(ack.corr_id)
-        if flight is None or ack.status.incarnation in self._retired_incarnations:
+        attempt = self._attempts.get(ack.corr_id)
+        if attempt is None or ack.status.incarnation in self._retired_incarnations:
             return None
+        flight, sent_at = attempt
+        self._sample_round_trip(now - sent_at)
         confirmed = [
             seq
             for start, stop in ack.acked
@@ -187,8 +205,8 @@ class Follower:
             if not self.holds(seq):
                 self._held_above.add(seq)
                 progress = True
-        if self._flights.get(ack.corr_id) is flight:
-            self._advance(flight, now)
+        if flight in self._flights:  # a restart may have just dropped it
+            self._advance(flight)
         self._publish()
         return progress
 
@@ -214,47 +232,46 @@ class Follower:
         if grew:
             self.acked_length = status.length
             self._held_above = {s for s in self._held_above if s >= status.length}
-            for flight in list(self._flights.values()):
-                self._advance(flight, now)
+            for flight in list(self._flights):
+                self._advance(flight)
         self._publish()
         return grew
 
     # -- internals ------------------------------------------------------------
 
-    def _advance(self, flight: Flight, now: float) -> None:
+    def _advance(self, flight: Flight) -> None:
         while flight.start < flight.stop and self.holds(flight.start):
             flight.start += 1
         if flight.start == flight.stop:
-            del self._flights[flight.corr_id]
-            if not flight.resent:  # Karn: a resent flight's round trip is ambiguous
-                self._sample_round_trip(now - flight.sent_at)
+            self._flights.remove(flight)
+            for corr_id in flight.corr_ids:
+                del self._attempts[corr_id]
 
     def _rewind(self, length: int) -> None:
         self.acked_length = length
         self._held_above.clear()
         self._flights.clear()
+        self._attempts.clear()
         self._next_seq = length
-        self._backoff_exponent = 0
 
     def _sample_round_trip(self, rtt: float) -> None:
-        # Karn: only a measured round trip undoes the backoff. Resetting it on
-        # any ACK would resend every flight to a secondary slower than the
-        # first guess forever, and never measure it.
-        self._backoff_exponent = 0
         if self._srtt is None:
             self._srtt, self._rttvar = rtt, rtt / 2
         else:
             self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
             self._srtt = 0.875 * self._srtt + 0.125 * rtt
 
-    def _retry_timeout(self) -> float:
+    def _retry_timeout(self, resends: int) -> float:
         if self._srtt is None:
             base = INITIAL_RETRY_S
         else:
             # A steady round trip drives rttvar to 0; the margin keeps the
             # timeout clear of it, so a slow secondary is not resent to.
             base = self._srtt + max(MIN_RETRY_S, 4 * self._rttvar)
-        timeout = min(self._settings.retry_backoff_max, base * 2**self._backoff_exponent)
+        # Doubling per resend of this flight: each loss costs one timeout, and
+        # only a flight that keeps failing waits long.
+        backoff = 2 ** min(resends, MAX_BACKOFF_EXPONENT)
+        timeout = min(self._settings.retry_backoff_max, base * backoff)
         # Jitter, upwards only, keeps the resends of many flights apart.
         return timeout * random.uniform(1.0, 1.25)
 

@@ -149,6 +149,8 @@ class Replicator:
                     if flags & zmq.POLLOUT:
                         self._unblock(poller, sock, follower)
                 now = time.monotonic()
+                for follower in self._followers:
+                    self._log_health_change(follower, now)
                 if now >= next_heartbeat:
                     self._heartbeat(poller, links, now)
                     next_heartbeat = now + self._settings.heartbeat_interval
@@ -175,13 +177,14 @@ class Replicator:
         return sock
 
     def _poll_timeout_ms(self, links: dict, next_heartbeat: float) -> int:
+        """Until the next timer: a heartbeat, a resend, or a health change to log."""
         now = time.monotonic()
-        deadline = next_heartbeat
+        deadlines = [next_heartbeat]
         for sock, follower in links.items():
+            deadlines.append(follower.next_health_change(now))
             if sock not in self._blocked:
-                retry_at = follower.retry_deadline(now)
-                if retry_at is not None:
-                    deadline = min(deadline, retry_at)
+                deadlines.append(follower.retry_deadline(now))
+        deadline = min(d for d in deadlines if d is not None)
         return max(0, math.ceil((deadline - now) * 1000))
 
     def _drain_wake(self) -> None:
@@ -243,8 +246,7 @@ class Replicator:
                 del self._waiters[seq]
 
     def _heartbeat(self, poller: zmq.Poller, links: dict, now: float) -> None:
-        for sock, follower in links.items():
-            self._log_health_change(follower, now)
+        for sock in links:
             self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self.epoch))
         self._drop_abandoned_waiters()
 

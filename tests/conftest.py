@@ -30,14 +30,14 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def make_cluster(tmp_path, request):
+def make_cluster(tmp_path, request, ctx):
     """Start clusters of real processes; stop them all after the test.
 
     When the test fails, every node's log is printed for the report."""
     clusters: list[Cluster] = []
 
-    def make(secondaries, primary_env=None, down=()):
-        cluster = Cluster(tmp_path, secondaries, primary_env, down)
+    def make(secondaries, primary_env=None, down=(), relayed=()):
+        cluster = Cluster(tmp_path, secondaries, primary_env, down, relayed, ctx)
         clusters.append(cluster)  # before starting, so a failed start is cleaned up too
         return cluster.start()
 

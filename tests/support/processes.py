@@ -14,7 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import zmq
+
 from tests.support.http import get_health
+from tests.support.relay import Relay
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,8 +107,9 @@ class Node:
 
 
 class Cluster:
-    """One primary and named secondaries; ``down`` names secondaries that are
-    configured in the primary but not running when it starts."""
+    """One primary and named secondaries. ``down`` names secondaries that are
+    configured in the primary but not running when it starts; ``relayed``
+    names those the primary reaches through a fault-injecting Relay."""
 
     def __init__(
         self,
@@ -113,12 +117,17 @@ class Cluster:
         secondaries: dict[str, dict[str, str]],
         primary_env: dict[str, str] | None = None,
         down: tuple[str, ...] = (),
+        relayed: tuple[str, ...] = (),
+        ctx: zmq.Context | None = None,
     ) -> None:
         self.secondaries = {
             name: Node("secondary", name, log_dir, env) for name, env in secondaries.items()
         }
         self.primary = Node("primary", "primary", log_dir, primary_env or {})
+        self.relays: dict[str, Relay] = {}
         self._down = down
+        self._relayed = relayed
+        self._ctx = ctx
 
     def start(self) -> "Cluster":
         for node in self.secondaries.values():
@@ -127,9 +136,11 @@ class Cluster:
             node.wait_ready()
         for name in self._down:
             self.secondaries[name].stop()
-        self.primary.env["SECONDARIES"] = ",".join(
-            f"{name}={node.replication_endpoint}" for name, node in self.secondaries.items()
-        )
+        endpoints = {name: node.replication_endpoint for name, node in self.secondaries.items()}
+        for name in self._relayed:
+            self.relays[name] = Relay(self._ctx, endpoints[name]).start()
+            endpoints[name] = self.relays[name].endpoint
+        self.primary.env["SECONDARIES"] = ",".join(f"{n}={e}" for n, e in endpoints.items())
         self.primary.start().wait_ready()
         return self
 
@@ -152,3 +163,5 @@ class Cluster:
                     node.stop(timeout=10)
                 except subprocess.TimeoutExpired:
                     node.kill()
+        for relay in self.relays.values():
+            relay.stop()

@@ -91,18 +91,30 @@ def test_a_status_length_settles_flights_whose_acks_were_lost(follower):
     assert follower.in_flight == 0 and follower.retry_deadline(0.5) is None
 
 
-def test_overdue_flight_is_resent_with_the_same_corr_id_and_backoff(follower):
+def test_overdue_flight_is_resent_under_a_new_corr_id_with_backoff(follower):
     send = send_next(follower, 3, 0.0)
     deadline = follower.retry_deadline(0.0)
     assert INITIAL_RETRY_S <= deadline <= INITIAL_RETRY_S * 1.25
     assert follower.next_send(3, deadline - 0.01) is None
     resend = follower.next_send(3, deadline)
-    assert resend.resend and resend.corr_id == send.corr_id and (resend.start, resend.stop) == (0, 3)
+    assert resend.flight is not None and resend.corr_id != send.corr_id
+    assert (resend.start, resend.stop) == (0, 3)
     follower.sent(resend, resend.stop, deadline)
     second_wait = follower.retry_deadline(deadline) - deadline
     assert second_wait >= 2 * INITIAL_RETRY_S  # doubled
-    follower.on_ack(ack(send, 3), deadline + 0.1)  # the ACK of either attempt counts
+    assert follower.on_ack(ack(send, 3), deadline + 0.1)  # a late ACK of the first attempt counts
     assert follower.in_flight == 0
+    assert follower.on_ack(ack(resend, 3), deadline + 0.2) is None  # and the second is now late
+
+
+def test_a_slow_secondary_is_learned_from_the_ack_of_a_resent_flight(follower):
+    first = send_next(follower, 1, 0.0)
+    follower.on_status(status(0), 1.5)
+    resend = follower.next_send(1, 1.5)  # the 1 s first guess was too short
+    follower.sent(resend, 1, 1.5)
+    follower.on_ack(ack(first, 1), 3.0)  # the first attempt's ACK: a 3 s round trip
+    send_next(follower, 2, 3.0)
+    assert follower.retry_deadline(3.0) - 3.0 >= 3.0 + MIN_RETRY_S  # not resent again
 
 
 def test_backoff_is_capped(follower):
@@ -155,3 +167,12 @@ def test_unhealthy_secondary_gets_no_data_until_it_answers(follower):
     follower.on_status(status(2), 10.5)  # back, holding 2
     assert follower.health(10.5) is Health.HEALTHY
     assert send_next(follower, 50, 10.5).start == 2  # resends from what it holds
+
+
+def test_next_health_change_is_the_next_threshold_of_silence(follower):
+    follower.on_status(status(0), 10.0)
+    assert follower.next_health_change(10.5) == 12.0  # suspected after 2 beats
+    assert follower.next_health_change(12.5) == 14.0  # unhealthy after 4
+    assert follower.next_health_change(14.5) is None  # nothing left to change
+    fresh = Follower("s2", "tcp://x:2", SETTINGS, now=0.0)
+    assert fresh.next_health_change(1.0) == 4.0  # never heard: unhealthy after the grace

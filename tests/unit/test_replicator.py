@@ -149,12 +149,15 @@ def test_new_entries_are_batched_and_pipelined_without_waiting_for_acks(cluster)
     assert len({f.corr_id for f in seen}) == len(seen)
 
 
-def test_unacknowledged_append_is_resent_with_the_same_corr_id(cluster):
+def test_unacknowledged_append_is_resent_and_either_ack_counts(cluster):
     store, replicator, (s1, _) = cluster
-    append(store, replicator, "lost")
+    seq = append(store, replicator, "lost")
     first = s1.next_append()
     again = s1.next_append(timeout=5)  # no ACK sent: it comes back after the retry timeout
-    assert again.corr_id == first.corr_id and again.first == 0 and again.entries == first.entries
+    assert again.first == 0 and again.entries == first.entries
+    assert again.corr_id != first.corr_id  # each attempt has its own
+    s1.ack(first.corr_id, [(0, 1)], length=1)  # the first attempt's ACK, arriving late
+    assert replicator.register_waiter(seq, needed=1).wait(5)
 
 
 def test_bad_frames_from_a_secondary_are_dropped_and_replication_goes_on(cluster, caplog):

@@ -1,0 +1,158 @@
+"""A consistency checker in the style of Jepsen histories.
+
+While a workload runs, the History records every client call and its outcome
+(ok, rejected, or unknown) and a Snapshotter reads every node's list again
+and again. After the cluster has converged, ``check`` replays it all against
+the guarantees:
+
+- every acknowledged write, and every write the primary answered 504 for
+  (appended, concern unconfirmed), is on every node after convergence, at the
+  id the client was told;
+- no node ever shows a duplicate, a gap or a reordering: every list a node
+  ever showed is a prefix of the primary's final list;
+- each node's list only grows (a restarted secondary starts again from empty);
+- a rejected write (4xx, or a 503 that appended nothing) never appears.
+
+Messages must be unique per call; the workload helpers make them so.
+Thread: History and Snapshotter are safe to use from many threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tests.support.http import get_health, get_messages, post_message
+
+OK, REJECTED, APPENDED, UNKNOWN = "ok", "rejected", "appended-unconfirmed", "unknown"
+
+
+@dataclass
+class Call:
+    message: str
+    w: object
+    outcome: str | None = None
+    status: int | None = None
+    id: int | None = None
+
+
+class History:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: list[Call] = []
+        self._counter = itertools.count()
+
+    def append(self, url: str, w, prefix: str = "m", **fields) -> Call:
+        """POST a unique message, record the call and its outcome."""
+        call = Call(f"{prefix}-{next(self._counter)}", w)
+        with self._lock:
+            self.calls.append(call)
+        try:
+            resp = post_message(url, call.message, w=w, http_timeout=60, **fields)
+        except OSError:
+            call.outcome = UNKNOWN  # the connection broke: it may or may not have landed
+            return call
+        call.status = resp.status
+        if resp.status in (200, 201):
+            call.outcome, call.id = OK, resp.json["id"]
+        elif resp.status == 504 or (resp.status == 503 and "id" in resp.json):
+            call.outcome, call.id = APPENDED, resp.json["id"]
+        elif 400 <= resp.status < 500 or resp.status == 503:
+            call.outcome = REJECTED
+        else:
+            call.outcome = UNKNOWN
+        return call
+
+    def run(self, url: str, count: int, threads: int, w_for=lambda i: 1, prefix: str = "m") -> None:
+        """``count`` appends from ``threads`` client threads; w chosen per call index."""
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: self.append(url, w_for(i), prefix), range(count)))
+
+    def by_outcome(self, outcome: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.outcome == outcome]
+
+
+class Snapshotter:
+    """Reads every node's list over and over on a thread of its own.
+
+    Each snapshot is filed under the node's incarnation (a secondary that
+    restarts begins again from an empty log), read from /health just before
+    and just after the list; a snapshot taken across a restart is dropped."""
+
+    def __init__(self, urls: dict[str, str], interval: float = 0.05) -> None:
+        self._urls = urls
+        self._interval = interval
+        self.snapshots: dict[str, list[tuple[str, list[str]]]] = {name: [] for name in urls}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="snapshotter", daemon=True)
+
+    def __enter__(self) -> "Snapshotter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, url in self._urls.items():
+                try:
+                    before = _incarnation(url)
+                    messages = get_messages(url)
+                    if _incarnation(url) == before:
+                        self.snapshots[name].append((before, messages))
+                except (OSError, AssertionError):
+                    pass  # the node is down right now; that is part of the test
+            self._stop.wait(self._interval)
+
+
+def _incarnation(url: str) -> str:
+    health = get_health(url)
+    return health.get("incarnation") or health["epoch"]
+
+
+def check(history: History, snapshots: dict[str, list[tuple[str, list[str]]]],
+          final: dict[str, list[str]],
+          primary: str = "primary") -> list[str]:
+    """Every violation found, as readable lines; empty when all guarantees hold."""
+    violations = []
+    truth = final[primary]
+    position = {message: index for index, message in enumerate(truth)}
+    if len(position) != len(truth):
+        violations.append(f"{primary} holds a message twice")
+    for name, messages in final.items():
+        if messages != truth:
+            violations.append(f"{name} did not converge: {len(messages)} vs {len(truth)} messages")
+    for call in history.by_outcome(OK) + history.by_outcome(APPENDED):
+        if position.get(call.message) != call.id:
+            violations.append(f"{call.message} (w={call.w}, {call.status}) was given id {call.id} "
+                              f"but sits at {position.get(call.message)}")
+    for call in history.by_outcome(REJECTED):
+        if call.message in position:
+            violations.append(f"{call.message} was rejected ({call.status}) but appears")
+    for name, seen in snapshots.items():
+        previous: dict[str, list[str]] = {}  # by incarnation
+        for incarnation, snapshot in seen:
+            if snapshot != truth[: len(snapshot)]:
+                violations.append(f"{name} showed a list that is not a prefix of the primary's")
+                break
+            earlier = previous.get(incarnation, [])
+            if snapshot[: len(earlier)] != earlier:
+                violations.append(f"{name}'s list shrank or changed: {len(earlier)} -> {len(snapshot)}")
+                break
+            previous[incarnation] = snapshot
+    return violations
+
+
+def wait_for_convergence(urls: dict[str, str], timeout: float = 60.0) -> dict[str, list[str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lists = {name: get_messages(url) for name, url in urls.items()}
+        if all(v == lists["primary"] for v in lists.values()) or time.monotonic() > deadline:
+            return lists
+        time.sleep(0.1)
