@@ -22,8 +22,9 @@ pickle. Neither end is REQ/REP, so there is no empty delimiter frame.
 The ROUTER sees one more frame in front of these, the DEALER's identity;
 only the secondary's receiver adds or strips it.
 
-- corr_id routes an ACK to the batch that is waiting for it. A resend of a
-  batch keeps its corr_id, so a late ACK of the first attempt still counts.
+- corr_id routes an ACK to the batch that is waiting for it. Each attempt
+  of a batch has its own corr_id; the primary accepts an ACK of any of them,
+  and learns from which one it is exactly how long that round trip took.
 - seq is a message's position in the total order, 0-based. Secondaries order
   and deduplicate by seq, never by corr_id.
 - epoch names one run of the primary. A secondary that sees a new epoch knows
