@@ -42,6 +42,7 @@ def start_project(compose_command, request):
             "SECONDARY_2_DELAY": "0",
             "SECONDARY_3_DELAY": "0",
             "LOG_LEVEL": "INFO",
+            "QUORUM": "",
             **settings,
         }
         project = ComposeProject(compose_command, [BASE_FILE, *override_files], env)
