@@ -69,10 +69,11 @@ def make_app(
                 }
             )
         available = replicator.available_nodes()
+        running = replicator.running
         return json_response(
-            200,
+            200 if running else 503,
             {
-                "status": "ok",
+                "status": "ok" if running else "replication stopped",
                 "role": "primary",
                 "node": config.node_name,
                 "epoch": replicator.epoch,

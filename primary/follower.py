@@ -200,7 +200,7 @@ class Follower:
             for start, stop in ack.acked
             for seq in range(max(start, flight.start), min(stop, flight.stop))
         ]
-        progress = self.on_status(ack.status, now)
+        progress = self._apply_status(ack.status, now)
         for seq in confirmed:
             if not self.holds(seq):
                 self._held_above.add(seq)
@@ -212,6 +212,13 @@ class Follower:
 
     def on_status(self, status: protocol.Status, now: float) -> bool:
         """Apply the status every reply carries. True if holdings grew."""
+        grew = self._apply_status(status, now)
+        self._publish()
+        return grew
+
+    # -- internals ------------------------------------------------------------
+
+    def _apply_status(self, status: protocol.Status, now: float) -> bool:
         if status.incarnation in self._retired_incarnations:
             return False  # a reply that outlived a restart, held back on the way
         was_unhealthy = self.health(now) is Health.UNHEALTHY
@@ -234,10 +241,7 @@ class Follower:
             self._held_above = {s for s in self._held_above if s >= status.length}
             for flight in list(self._flights):
                 self._advance(flight)
-        self._publish()
         return grew
-
-    # -- internals ------------------------------------------------------------
 
     def _advance(self, flight: Flight) -> None:
         while flight.start < flight.stop and self.holds(flight.start):

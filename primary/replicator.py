@@ -12,7 +12,7 @@ thread-safe doors:
 - ``statuses()``: immutable per-secondary snapshots for /health and quorum.
 
 The loop polls the DEALERs and the socketpair with a timeout that runs to the
-next heartbeat or resend, so timers need no sleeping. Each pass it sends
+next timer (a heartbeat, a resend, a health change), so nothing sleeps. Each pass it sends
 every secondary whatever is new, in batches (one frame can carry many
 entries), and resends what is overdue. A secondary that stops answering is
 declared Unhealthy by missed heartbeats; it then gets only PINGs, until it
@@ -75,8 +75,9 @@ class Replicator:
     # -- any thread -----------------------------------------------------------
 
     @property
-    def names(self) -> list[str]:
-        return [f.name for f in self._followers]
+    def running(self) -> bool:
+        """False once the I/O thread has stopped, or died of a bug."""
+        return self._thread.is_alive() and not self._stopping.is_set()
 
     def start(self) -> None:
         self._thread.start()
@@ -147,20 +148,22 @@ class Replicator:
                     if flags & zmq.POLLIN:
                         self._receive(sock, follower)
                     if flags & zmq.POLLOUT:
-                        self._unblock(poller, sock, follower)
+                        self._unblock(poller, sock)
                 now = time.monotonic()
                 for follower in self._followers:
                     self._log_health_change(follower, now)
                 if now >= next_heartbeat:
-                    self._heartbeat(poller, links, now)
+                    self._heartbeat(poller, links)
                     next_heartbeat = now + self._settings.heartbeat_interval
                 for sock, follower in links.items():
                     if sock not in self._blocked:
                         self._pump(poller, sock, follower)
         except Exception:
-            log.exception("replication I/O thread crashed")
+            log.critical("the replication I/O thread crashed; /health now answers 503",
+                         exc_info=True)
             raise
         finally:
+            self._stopping.set()  # from now on register_waiter aborts at once
             for waiters in self._waiters.values():
                 for waiter in waiters:
                     waiter.abort()
@@ -236,19 +239,25 @@ class Replicator:
 
     def _credit(self, follower: Follower) -> None:
         """Give waiting appends the ACK of a secondary whose holdings grew."""
-        for seq in [s for s in self._waiters if follower.holds(s)]:
-            still_waiting = [
-                w for w in self._waiters[seq] if not w.abandoned and not w.record([follower.name])
-            ]
-            if still_waiting:
-                self._waiters[seq] = still_waiting
+        self._keep_waiters(
+            [seq for seq in self._waiters if follower.holds(seq)],
+            lambda waiter: not waiter.abandoned and not waiter.record([follower.name]),
+        )
+
+    def _keep_waiters(self, seqs: list[int], still_waiting) -> None:
+        """Keep, for each of ``seqs``, only the waiters for which ``still_waiting`` holds."""
+        for seq in seqs:
+            remaining = [waiter for waiter in self._waiters[seq] if still_waiting(waiter)]
+            if remaining:
+                self._waiters[seq] = remaining
             else:
                 del self._waiters[seq]
 
-    def _heartbeat(self, poller: zmq.Poller, links: dict, now: float) -> None:
+    def _heartbeat(self, poller: zmq.Poller, links: dict) -> None:
         for sock in links:
             self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self.epoch))
-        self._drop_abandoned_waiters()
+        # Requests that timed out leave their waiters behind; sweep them up.
+        self._keep_waiters(list(self._waiters), lambda waiter: not waiter.abandoned)
 
     def _log_health_change(self, follower: Follower, now: float) -> None:
         health = follower.health(now)
@@ -259,14 +268,6 @@ class Replicator:
             log.warning("%s is %s: missed heartbeats", follower.name, health.value)
         else:
             log.info("%s is %s", follower.name, health.value)
-
-    def _drop_abandoned_waiters(self) -> None:
-        for seq in list(self._waiters):
-            remaining = [w for w in self._waiters[seq] if not w.abandoned]
-            if remaining:
-                self._waiters[seq] = remaining
-            else:
-                del self._waiters[seq]
 
     def _pump(self, poller: zmq.Poller, sock: zmq.Socket, follower: Follower) -> None:
         """Send this follower everything due, until nothing is or the socket is full."""
@@ -301,7 +302,7 @@ class Replicator:
             poller.modify(sock, zmq.POLLIN | zmq.POLLOUT)
             return False
 
-    def _unblock(self, poller: zmq.Poller, sock: zmq.Socket, follower: Follower) -> None:
+    def _unblock(self, poller: zmq.Poller, sock: zmq.Socket) -> None:
         self._blocked.discard(sock)
         poller.modify(sock, zmq.POLLIN)
         # A fresh connection: ask at once what it holds rather than at the next beat.

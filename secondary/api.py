@@ -30,10 +30,11 @@ def make_app(store: OrderedLog, receiver: Receiver, node_name: str) -> bottle.Bo
 
     @app.get("/health")
     def health():
+        running = receiver.running
         return json_response(
-            200,
+            200 if running else 503,
             {
-                "status": "ok",
+                "status": "ok" if running else "replication stopped",
                 "role": "secondary",
                 "node": node_name,
                 "incarnation": receiver.incarnation,

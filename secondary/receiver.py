@@ -80,11 +80,18 @@ class Receiver:
             raise self._startup_error
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._wake_w.send(b"x")
         self._thread.join(timeout)
         self._wake_r.close()
         self._wake_w.close()
+
+    @property
+    def running(self) -> bool:
+        """False once the I/O thread has stopped, or died of a bug."""
+        return self._thread.is_alive()
 
     @property
     def waiting_count(self) -> int:
@@ -111,6 +118,10 @@ class Receiver:
                 if sock in events:
                     self._receive_batch(sock)
                 self._store_due(sock)
+        except Exception:
+            log.critical("the replication I/O thread crashed; /health now answers 503",
+                         exc_info=True)
+            raise
         finally:
             sock.close(linger=0)
 

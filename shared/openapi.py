@@ -194,7 +194,13 @@ def spec(role: str, cluster_size: int = DOCUMENTED_CLUSTER_SIZE) -> dict:
                 "get": {
                     "summary": "Is this node up, and what does it know",
                     "operationId": "health",
-                    "responses": {"200": _json({"$ref": f"#/components/schemas/{role.title()}Health"}, "up")},
+                    "responses": {
+                        "200": _json({"$ref": f"#/components/schemas/{role.title()}Health"}, "up"),
+                        "503": _json(
+                            {"$ref": f"#/components/schemas/{role.title()}Health"},
+                            "replication has stopped (shutting down, or a crash): do not use this node",
+                        ),
+                    },
                 }
             },
             "/openapi.json": {

@@ -151,3 +151,13 @@ def test_secondary_api_reads_and_refuses_writes(cluster):
     assert health["role"] == "secondary" and health["length"] == 1 and health["node"] == "s1"
     refused = s1.post("/messages", json.dumps({"message": "x"}), expect_errors=True)
     assert refused.status_int == 405 and refused.content_type == "application/json"
+
+
+def test_health_answers_503_once_replication_has_stopped(cluster):
+    assert cluster.app.get("/health").json["status"] == "ok"
+    cluster.replicator.stop()
+    down = cluster.app.get("/health", expect_errors=True)
+    assert down.status_int == 503 and down.json["status"] == "replication stopped"
+    secondary = cluster.secondaries["s1"]
+    secondary.receiver.stop()
+    assert secondary.app.get("/health", expect_errors=True).status_int == 503
