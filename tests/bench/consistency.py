@@ -1,0 +1,93 @@
+"""After a load: does every secondary hold exactly the primary's list, once each?
+
+A fast but wrong run is a failed run, so the benchmark checks every cluster
+after every load: it waits, up to a deadline, until each secondary's list
+equals the primary's, then looks for duplicates. It compares the lists
+themselves, not only their lengths.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tests.bench.nodes import log_length
+from tests.support.http import get_messages
+from tests.support.processes import Cluster
+
+#: Time between two looks while the secondaries catch up.
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Consistency:
+    converged: bool
+    #: How long after the load the lists became equal (or the deadline passed).
+    seconds: float
+    #: Each node's log length at the last look.
+    lengths: dict[str, int]
+    #: Messages the primary's list holds more than once.
+    duplicates: int
+    #: What was wrong, for the report; empty when nothing was.
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.converged and self.duplicates == 0
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "converged": self.converged,
+            "seconds": round(self.seconds, 3),
+            "lengths": self.lengths,
+            "duplicates": self.duplicates,
+            "problem": self.problem,
+        }
+
+
+def wait_for_convergence(cluster: Cluster, timeout_s: float) -> Consistency:
+    started = time.monotonic()
+    while True:
+        # Lengths first: /health is cheap, a whole list is not.
+        lengths = {node.name: log_length(node) for node in cluster.nodes}
+        logs = None
+        if len(set(lengths.values())) == 1:
+            logs = {node.name: get_messages(node.url) for node in cluster.nodes}
+            if all(messages == logs["primary"] for messages in logs.values()):
+                return _verdict(logs["primary"], lengths, time.monotonic() - started)
+        if time.monotonic() - started >= timeout_s:
+            logs = logs or {node.name: get_messages(node.url) for node in cluster.nodes}
+            return Consistency(
+                converged=False,
+                seconds=time.monotonic() - started,
+                lengths={name: len(messages) for name, messages in logs.items()},
+                duplicates=_duplicates(logs["primary"]),
+                problem=f"not converged after {timeout_s:g} s: " + _mismatches(logs),
+            )
+        time.sleep(POLL_S)
+
+
+def _verdict(messages: list[str], lengths: dict[str, int], seconds: float) -> Consistency:
+    duplicates = _duplicates(messages)
+    problem = f"{duplicates} duplicate messages" if duplicates else ""
+    return Consistency(True, seconds, lengths, duplicates, problem)
+
+
+def _duplicates(messages: list[str]) -> int:
+    return len(messages) - len(set(messages))
+
+
+def _mismatches(logs: dict[str, list[str]]) -> str:
+    """Where each secondary's list first departs from the primary's."""
+    primary = logs["primary"]
+    notes = []
+    for name, messages in logs.items():
+        if name == "primary" or messages == primary:
+            continue
+        index = next(
+            (i for i, (mine, theirs) in enumerate(zip(messages, primary)) if mine != theirs),
+            min(len(messages), len(primary)),
+        )
+        notes.append(f"{name} holds {len(messages)} of {len(primary)}, first difference at index {index}")
+    return "; ".join(notes)

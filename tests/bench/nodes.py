@@ -1,0 +1,76 @@
+"""The processes a scenario measures: a fresh cluster, the bare baseline, their memory.
+
+A thin layer over tests.support.processes: it fixes the benchmark's shape
+(one primary, two secondaries, 64 Waitress threads everywhere) and makes
+sure every process it starts is stopped when the scenario ends, whether it
+ends normally, on an exception or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from tests.support.http import get_health
+from tests.support.processes import Cluster, Node
+
+#: Waitress threads of the primary and of the baseline: the same, so the
+#: baseline differs from the primary only in what a request does.
+HTTP_THREADS = 64
+SECONDARIES = ("s1", "s2")
+
+
+@contextmanager
+def cluster(log_dir: Path, delay_s: float | None = None) -> Iterator[Cluster]:
+    """One primary and two secondaries, each secondary delayed by ``delay_s``."""
+    secondary_env = {"REPLICATION_DELAY": f"{delay_s:g}"} if delay_s else {}
+    nodes = Cluster(
+        log_dir,
+        {name: dict(secondary_env) for name in SECONDARIES},
+        primary_env={"HTTP_THREADS": str(HTTP_THREADS)},
+    )
+    try:
+        yield nodes.start()
+    finally:
+        nodes.shutdown()
+
+
+@contextmanager
+def baseline(log_dir: Path) -> Iterator[Node]:
+    """The bare Bottle+Waitress app of tests/bench/baseline_app.py."""
+    node = Node("tests.bench.baseline_app", "baseline", log_dir, {"HTTP_THREADS": str(HTTP_THREADS)})
+    try:
+        yield node.start().wait_ready()
+    finally:
+        if node.running:
+            try:
+                node.stop(timeout=10)
+            except subprocess.TimeoutExpired:
+                node.kill()
+
+
+def log_length(node: Node) -> int:
+    return get_health(node.url)["length"]
+
+
+@dataclass(frozen=True)
+class Memory:
+    """From /proc/PID/status: resident now (VmRSS) and at its peak (VmHWM)."""
+
+    rss_bytes: int
+    peak_rss_bytes: int
+
+    def to_json(self) -> dict:
+        return {"rss_mb": round(self.rss_bytes / 1e6, 1), "peak_rss_mb": round(self.peak_rss_bytes / 1e6, 1)}
+
+
+def memory(node: Node) -> Memory:
+    fields = {}
+    for line in Path(f"/proc/{node.process.pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024  # reported in kB
+    return Memory(fields["VmRSS"], fields["VmHWM"])
