@@ -1,0 +1,43 @@
+"""What the figures were measured on: cores, CPU, Python, wrk, the commit, the load."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+
+from tests.support.processes import REPO
+
+
+def describe(wrk_path: str) -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "wrk": _first_line([wrk_path, "-v"]),
+        "commit": _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        # Other work on the same cores skews every figure; this shows if there was any.
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _first_line(command: list[str]) -> str:
+    # `wrk -v` prints its version, then exits 1: the exit code says nothing.
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    lines = (result.stdout or result.stderr).splitlines()
+    return lines[0].strip() if lines else "unknown"

@@ -1,0 +1,153 @@
+"""From Results to verdicts and text: the targets, the checks, the table.
+
+Targets compare a figure with a goal and say PASS or MISS; they never fail
+a run, since timings depend on the machine. Checks are about correctness:
+a run whose secondaries do not converge, that loses or invents messages,
+or that got errors, fails whatever its speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.bench.scenarios import PIPELINE_DELAY_S, CONNECTIONS, Plan, Results, Run
+
+MB = 1_000_000
+#: The memory ceiling per process: twice the raw payload plus this.
+MEMORY_ALLOWANCE_BYTES = 60 * MB
+IDEAL_PIPELINED_RPS = CONNECTIONS / PIPELINE_DELAY_S
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: float
+    goal: float
+    unit: str
+    #: True: the goal is a ceiling; False: a floor.
+    at_most: bool
+
+    @property
+    def met(self) -> bool:
+        return self.measured <= self.goal if self.at_most else self.measured >= self.goal
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "measured": round(self.measured, 2),
+            "goal": round(self.goal, 2),
+            "unit": self.unit,
+            "at_most": self.at_most,
+            "met": self.met,
+        }
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+def targets(results: Results) -> list[Target]:
+    base = results.run("baseline", "bare").load
+    log = results.large_log
+    memory_goal_mb = (2 * log.payload_bytes + MEMORY_ALLOWANCE_BYTES) / MB
+    found = [
+        Target(f"throughput {w}, % of baseline req/s", _percent(results.run("throughput", w).load.requests_per_s,
+                                                             base.requests_per_s), goal, "%", at_most=False)
+        for w, goal in (("w=1", 85), ("w=3", 70))
+    ]
+    pipelined = next(r for r in results.runs if r.scenario == "pipelining").load
+    found.append(Target(f"pipelining, % of the ideal {IDEAL_PIPELINED_RPS:g} req/s",
+                        _percent(pipelined.requests_per_s, IDEAL_PIPELINED_RPS), 90, "%", at_most=False))
+    delayed = next(r for r in results.runs if r.scenario == "w1-delay").load
+    found.append(Target("w=1 under 1 s delay, p50 / baseline p50",
+                        delayed.latency_ms["p50"] / base.latency_ms["p50"], 2, "x", at_most=True))
+    found.append(Target(f"GET /messages ({log.messages:,}) on primary", log.read_ms["primary"], 150,
+                        "ms", at_most=True))
+    for name, memory in log.memory.items():
+        found.append(Target(f"RSS {name} after {log.messages:,} messages", memory.rss_bytes / MB,
+                            memory_goal_mb, "MB", at_most=True))
+    return found
+
+
+def checks(results: Results) -> list[Check]:
+    found = []
+    for run in [*results.runs, results.large_log.load]:
+        name = f"{run.scenario} ({run.label})"
+        load = run.load
+        found.append(Check(f"{name}: no errors", load.error_count == 0,
+                           ", ".join(f"{kind} {n}" for kind, n in load.errors.items() if n)))
+        if run.consistency is None:
+            continue
+        found.append(Check(f"{name}: secondaries equal the primary, no duplicates",
+                           run.consistency.ok, run.consistency.problem))
+        # Every acknowledged POST is in the log; nothing is there that was not sent.
+        counted = load.acknowledged <= run.log_growth <= load.sent
+        found.append(Check(f"{name}: acknowledged <= appended <= sent", counted,
+                           f"{load.acknowledged} <= {run.log_growth} <= {load.sent}"))
+    return found
+
+
+def table(plan: Plan, machine: dict, results: Results, found_targets: list[Target],
+          found_checks: list[Check]) -> str:
+    base_rps = results.run("baseline", "bare").load.requests_per_s
+    lines = [
+        f"Replicated log benchmark, {plan.mode} mode: {machine['cores']} cores, {machine['cpu']}, "
+        f"Python {machine['python']}, commit {machine['commit']}, "
+        f"load average {machine['load_average_1m']} before the run",
+        f"wrk: {CONNECTIONS} connections, {plan.load_seconds} s per run, 100-byte messages",
+        "",
+        _row("scenario", "run", "req/s", "vs base", "p50 ms", "p99 ms", "errors", "converged"),
+    ]
+    for run in [*results.runs, results.large_log.load]:
+        lines.append(_run_row(run, base_rps))
+    log = results.large_log
+    lines += [
+        "",
+        f"GET /messages, {log.messages:,} messages ({log.read_bytes / MB:.1f} MB), median of "
+        f"{plan.read_repeats}: " + ", ".join(f"{n} {ms:.1f} ms" for n, ms in log.read_ms.items()),
+        f"RSS after {log.messages:,} messages (payload {log.payload_bytes / MB:.1f} MB): "
+        + ", ".join(f"{n} {m.rss_bytes / MB:.1f} MB (peak {m.peak_rss_bytes / MB:.1f})"
+                    for n, m in log.memory.items()),
+        "",
+        "targets" + (" (smoke mode: indicative only, never asserted)" if plan.mode == "smoke" else ""),
+    ]
+    for target in found_targets:
+        sign = "<=" if target.at_most else ">="
+        lines.append(f"  {'PASS' if target.met else 'MISS'}  {target.name}: "
+                     f"{target.measured:.1f} {target.unit} (goal {sign} {target.goal:.1f} {target.unit})")
+    failed = [check for check in found_checks if not check.ok]
+    lines += ["", f"checks: {len(found_checks) - len(failed)} of {len(found_checks)} passed"]
+    lines += [f"  FAIL  {check.name}: {check.detail}" for check in failed]
+    return "\n".join(lines)
+
+
+def _run_row(run: Run, base_rps: float) -> str:
+    load = run.load
+    if run.consistency is None:
+        consistent = "-"
+    elif run.consistency.ok:
+        consistent = f"yes, {run.consistency.seconds:.1f} s"
+    else:
+        consistent = "NO"
+    ratio = f"{_percent(load.requests_per_s, base_rps):.0f}%" if run.scenario != "baseline" else ""
+    return _row(run.scenario, run.label, f"{load.requests_per_s:.0f}", ratio,
+                f"{load.latency_ms['p50']:.1f}", f"{load.latency_ms['p99']:.1f}",
+                str(load.error_count), consistent)
+
+
+def _row(*cells: str) -> str:
+    widths = (11, 28, 7, 8, 8, 8, 7, 0)
+    return "  ".join(
+        cell.ljust(width) if i < 2 or i == len(widths) - 1 else cell.rjust(width)
+        for i, (cell, width) in enumerate(zip(cells, widths))
+    ).rstrip()
+
+
+def _percent(part: float, whole: float) -> float:
+    return 100 * part / whole if whole else 0.0

@@ -1,0 +1,183 @@
+"""The scenarios: each starts the processes it needs, loads them and checks them.
+
+In order: the bare baseline; throughput at w=1, 2 and 3; pipelining (w=3,
+secondaries 0.2 s late); w=1 with secondaries 1 s late; and a large log
+(load it, time GET /messages, read the memory). Every cluster is fresh, so
+a scenario's delays and log size are its own, and every load on a cluster
+ends with the consistency check.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.bench import nodes, wrk
+from tests.bench.consistency import Consistency, wait_for_convergence
+from tests.support.http import request
+from tests.support.processes import Cluster, Node
+from tests.support.waiting import wait_until
+
+CONNECTIONS = 32
+#: One wrk thread per core: wrk shares the 2 cores with three servers.
+WRK_THREADS = 2
+MESSAGE_BYTES = 100
+PIPELINE_DELAY_S = 0.2
+SLOW_DELAY_S = 1.0
+#: Covers the slowest delay and a loaded machine, yet ends a broken run.
+CONVERGENCE_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how big: the full benchmark or the CI smoke run."""
+
+    mode: str
+    load_seconds: int
+    log_messages: int
+    #: GET /messages per node for the large-log read time (the median counts).
+    read_repeats: int
+    #: Ceiling on loading the large log.
+    log_load_timeout_s: int
+
+
+FULL = Plan("full", load_seconds=8, log_messages=100_000, read_repeats=7, log_load_timeout_s=300)
+SMOKE = Plan("smoke", load_seconds=1, log_messages=2_000, read_repeats=3, log_load_timeout_s=60)
+
+
+@dataclass
+class Run:
+    """One wrk load and, on a cluster, what the cluster held after it."""
+
+    scenario: str
+    label: str
+    load: wrk.WrkResult
+    consistency: Consistency | None = None
+    #: Messages the primary's log gained during the run.
+    log_growth: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "scenario": self.scenario,
+            "label": self.label,
+            **self.load.to_json(),
+            "log_growth": self.log_growth,
+            "consistency": self.consistency.to_json() if self.consistency else None,
+        }
+
+
+@dataclass
+class LargeLog:
+    messages: int
+    payload_bytes: int
+    load: Run
+    #: Median GET /messages time per node, in ms, and the response size.
+    read_ms: dict[str, float] = field(default_factory=dict)
+    read_bytes: int = 0
+    memory: dict[str, nodes.Memory] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "messages": self.messages,
+            "payload_bytes": self.payload_bytes,
+            "load": self.load.to_json(),
+            "read_ms": self.read_ms,
+            "read_bytes": self.read_bytes,
+            "memory": {name: m.to_json() for name, m in self.memory.items()},
+        }
+
+
+@dataclass
+class Results:
+    runs: list[Run]
+    large_log: LargeLog
+
+    def run(self, scenario: str, label: str) -> Run:
+        return next(r for r in self.runs if r.scenario == scenario and r.label == label)
+
+
+class Bench:
+    def __init__(self, plan: Plan, wrk_path: str, log_dir: Path) -> None:
+        self.plan = plan
+        self._wrk = wrk_path
+        self._log_dir = log_dir
+
+    def run_all(self) -> Results:
+        runs = [self.baseline(), *self.throughput(), self.pipelining(), self.w1_under_delay()]
+        return Results(runs, self.large_log())
+
+    def baseline(self) -> Run:
+        with nodes.baseline(self._logs("baseline")) as app:
+            self._say(f"baseline: bare Bottle+Waitress, {self.plan.load_seconds} s")
+            return Run("baseline", "bare", wrk.run(self._wrk, self._load(app.url, 1, "base")))
+
+    def throughput(self) -> list[Run]:
+        with nodes.cluster(self._logs("throughput")) as cluster:
+            return [self._measure(cluster, "throughput", f"w={w}", w) for w in (1, 2, 3)]
+
+    def pipelining(self) -> Run:
+        with nodes.cluster(self._logs("pipelining"), PIPELINE_DELAY_S) as cluster:
+            return self._measure(cluster, "pipelining", f"w=3, {PIPELINE_DELAY_S:g} s delay", 3)
+
+    def w1_under_delay(self) -> Run:
+        with nodes.cluster(self._logs("w1-delay"), SLOW_DELAY_S) as cluster:
+            return self._measure(cluster, "w1-delay", f"w=1, {SLOW_DELAY_S:g} s delay", 1)
+
+    def large_log(self) -> LargeLog:
+        count = self.plan.log_messages
+        with nodes.cluster(self._logs("large-log")) as cluster:
+            primary = cluster.primary
+            self._say(f"large-log: loading {count:,} messages with w=1")
+            load = wrk.Load(
+                primary.url, w=1, tag="log", message_bytes=MESSAGE_BYTES,
+                seconds=self.plan.log_load_timeout_s, connections=CONNECTIONS,
+                threads=WRK_THREADS, limit=count,
+            )
+            with wrk.WrkRun(self._wrk, load) as running:
+                wait_until(lambda: nodes.log_length(primary) >= count,
+                           self.plan.log_load_timeout_s, interval=0.2,
+                           what=f"the primary to hold {count} messages")
+                loaded = running.interrupt()
+            consistency = wait_for_convergence(cluster, CONVERGENCE_TIMEOUT_S)
+            run = Run("large-log", f"load {count:,} messages, w=1", loaded, consistency,
+                      consistency.lengths["primary"])
+            result = LargeLog(count, count * MESSAGE_BYTES, run)
+            reader = cluster["s1"]
+            for node in (primary, reader):
+                result.read_ms[node.name], result.read_bytes = self._time_reads(node)
+            # After the reads, so that memory they keep is counted too.
+            result.memory = {node.name: nodes.memory(node) for node in (primary, reader)}
+            return result
+
+    def _measure(self, cluster: Cluster, scenario: str, label: str, w: int) -> Run:
+        self._say(f"{scenario}: {label}, {self.plan.load_seconds} s")
+        before = nodes.log_length(cluster.primary)
+        tag = f"{scenario}-w{w}"
+        result = wrk.run(self._wrk, self._load(cluster.primary.url, w, tag))
+        consistency = wait_for_convergence(cluster, CONVERGENCE_TIMEOUT_S)
+        return Run(scenario, label, result, consistency, consistency.lengths["primary"] - before)
+
+    def _load(self, url: str, w: int, tag: str) -> wrk.Load:
+        return wrk.Load(url, w=w, tag=tag, message_bytes=MESSAGE_BYTES,
+                        seconds=self.plan.load_seconds, connections=CONNECTIONS, threads=WRK_THREADS)
+
+    def _time_reads(self, node: Node) -> tuple[float, int]:
+        """Median GET /messages time in ms, and the response's size."""
+        times, size = [], 0
+        for _ in range(self.plan.read_repeats):
+            response = request("GET", f"{node.url}/messages", timeout=60)
+            if response.status != 200:
+                raise RuntimeError(f"GET /messages on {node.name}: {response.status} {response.body[:200]!r}")
+            times.append(response.elapsed * 1000)
+            size = len(response.body)
+        return round(statistics.median(times), 1), size
+
+    def _logs(self, scenario: str) -> Path:
+        path = self._log_dir / scenario
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _say(self, what: str) -> None:
+        print(f"-- {what}", file=sys.stderr, flush=True)
