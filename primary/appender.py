@@ -18,6 +18,7 @@ that gets an error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -75,24 +76,21 @@ class Appender:
 
     def _admitted(self, request: AppendRequest, key: str | None, started: float) -> AppendResult:
         entry = encode_entry(request.message)
-        if key is None:
-            refusal = self._refuse_without_quorum()
-            if refusal:
-                return refusal
-            seq = self._store.append(entry)
-            duplicate = False
-        else:
-            with self._keys_lock:  # look-up and append as one step, per key
-                seq = self._keys.get(key)
-                duplicate = seq is not None
-                if duplicate and self._store.entry(seq) != entry:
-                    return AppendResult(409, {"error": "this Idempotency-Key was used for a "
-                                              "different message", "id": seq})
-                if not duplicate:
-                    refusal = self._refuse_without_quorum()
-                    if refusal:
-                        return refusal
-                    seq = self._store.append(entry)
+        # A keyed append looks up its key and appends as one step; unkeyed
+        # appends need no such lock, and do not queue behind keyed ones.
+        with self._keys_lock if key is not None else contextlib.nullcontext():
+            seq = None if key is None else self._keys.get(key)
+            duplicate = seq is not None
+            if duplicate and self._store.entry(seq) != entry:
+                return AppendResult(
+                    409, {"error": "this Idempotency-Key was used for a different message", "id": seq}
+                )
+            if not duplicate:
+                refusal = self._refuse_without_quorum()
+                if refusal:
+                    return refusal
+                seq = self._store.append(entry)
+                if key is not None:
                     self._keys.remember(key, seq)
         if not duplicate:
             self._replicator.notify_appended()
