@@ -128,7 +128,8 @@ class Receiver:
     def _open_router(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.linger = 0
-        # An ACK for a primary that went away should fail loudly, not vanish.
+        # A reply to a primary that went away raises EHOSTUNREACH instead of
+        # vanishing, so _send can say so (the primary resends what it misses).
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             sock.bind(self._bind)

@@ -34,9 +34,9 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("waitress.queue").addFilter(
-        RateLimitFilter(WAITRESS_QUEUE_WARNING_INTERVAL_S)
-    )
+    queue_logger = logging.getLogger("waitress.queue")
+    queue_logger.filters = [f for f in queue_logger.filters if not isinstance(f, RateLimitFilter)]
+    queue_logger.addFilter(RateLimitFilter(WAITRESS_QUEUE_WARNING_INTERVAL_S))
 
 
 class RateLimitFilter(logging.Filter):

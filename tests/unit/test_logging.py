@@ -24,6 +24,16 @@ def test_every_line_names_its_thread(capsys):
     assert "below the level" not in err
 
 
+def test_a_burst_of_waitress_queue_warnings_logs_one_line(capsys):
+    setup_logging("INFO")
+    try:
+        for depth in range(200):
+            logging.getLogger("waitress.queue").warning("Task queue depth is %d", depth)
+    finally:
+        logging.getLogger().handlers.clear()
+    assert capsys.readouterr().err.count("Task queue depth") == 1
+
+
 def test_rate_limit_filter_lets_one_through_per_interval_and_counts_the_rest():
     now = [0.0]
     limiter = RateLimitFilter(10.0, clock=lambda: now[0])
