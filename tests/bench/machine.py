@@ -16,7 +16,7 @@ def describe(wrk_path: str) -> dict:
         "python": platform.python_version(),
         "os": platform.platform(),
         "wrk": _first_line([wrk_path, "-v"]),
-        "commit": _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "commit": _first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
         # Other work on the same cores skews every figure; this shows if there was any.
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -34,10 +34,10 @@ def _cpu_model() -> str:
 
 
 def _first_line(command: list[str]) -> str:
-    # `wrk -v` prints its version, then exits 1: the exit code says nothing.
+    # `wrk -v` prints its version, then exits 1: judge by stdout, not the exit code.
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=10)
     except OSError:
         return "unknown"
-    lines = (result.stdout or result.stderr).splitlines()
+    lines = result.stdout.splitlines()
     return lines[0].strip() if lines else "unknown"
