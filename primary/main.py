@@ -28,7 +28,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"primary: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    log_writer = setup_logging(config.log_level)
     ctx = zmq.Context()
     ctx.linger = 0
     store = OrderedLog()
@@ -46,6 +46,7 @@ def main() -> int:
     except OSError as exc:
         log.critical("cannot start: HTTP_PORT %s: %s", config.http_port, exc)
         ctx.term()
+        log_writer.stop()
         return 1
     replicator.start()
     log.info(
@@ -56,4 +57,5 @@ def main() -> int:
     )
     run_http(server, before_exit=replicator.stop)
     ctx.term()
+    log_writer.stop()  # last: it writes out what is still queued
     return 0

@@ -27,7 +27,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"secondary: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    log_writer = setup_logging(config.log_level)
     ctx = zmq.Context()
     ctx.linger = 0
     store = OrderedLog()
@@ -52,6 +52,7 @@ def main() -> int:
         log.critical("cannot start: %s", exc)
         receiver.stop()
         ctx.term()
+        log_writer.stop()
         return 1
     log.info(
         "node %s ready: HTTP %s, replication %s",
@@ -59,4 +60,5 @@ def main() -> int:
     )
     run_http(server, before_exit=receiver.stop)
     ctx.term()
+    log_writer.stop()  # last: it writes out what is still queued
     return 0

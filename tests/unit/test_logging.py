@@ -9,7 +9,7 @@ from shared.logging_setup import RateLimitFilter, setup_logging
 
 
 def test_every_line_names_its_thread(capsys):
-    setup_logging("INFO")
+    writer = setup_logging("INFO")
     try:
         worker = threading.Thread(
             target=lambda: logging.getLogger("t").info("from the worker"), name="replicator-io"
@@ -18,6 +18,7 @@ def test_every_line_names_its_thread(capsys):
         worker.join()
         logging.getLogger("t").debug("below the level")
     finally:
+        writer.stop()  # writes out what is queued
         logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "replicator-io" in err and "from the worker" in err and "INFO" in err
@@ -25,11 +26,12 @@ def test_every_line_names_its_thread(capsys):
 
 
 def test_a_burst_of_waitress_queue_warnings_logs_one_line(capsys):
-    setup_logging("INFO")
+    writer = setup_logging("INFO")
     try:
         for depth in range(200):
             logging.getLogger("waitress.queue").warning("Task queue depth is %d", depth)
     finally:
+        writer.stop()
         logging.getLogger().handlers.clear()
     assert capsys.readouterr().err.count("Task queue depth") == 1
 
@@ -47,3 +49,17 @@ def test_rate_limit_filter_lets_one_through_per_interval_and_counts_the_rest():
     passed = record()
     assert limiter.filter(passed)
     assert "500 similar lines suppressed" in passed.getMessage()
+
+
+def test_tracebacks_survive_the_queue(capsys):
+    writer = setup_logging("INFO")
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("t").exception("it failed")
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "it failed" in err and "Traceback" in err and "ValueError: boom" in err
