@@ -24,6 +24,16 @@ def in_background(function, *args, **kwargs) -> tuple[threading.Thread, dict]:
     return thread, result
 
 
+def run_checked(cluster, count: int, threads: int) -> list[str]:
+    """``count`` appends at w = 1, 2, 3 in turn; the checker's violations, if any."""
+    history = History()
+    with Snapshotter(cluster.urls) as snapshotter:
+        history.run(cluster.primary.url, count, threads, w_for=lambda i: 1 + i % 3)
+        final = wait_for_convergence(cluster.urls)
+    assert len(history.by_outcome("ok")) == count, "every append should have completed"
+    return check(history, snapshotter.snapshots, final)
+
+
 def secondary_state(url: str, name: str) -> str:
     return next(s for s in get_health(url)["secondaries"] if s["name"] == name)["state"]
 
@@ -65,12 +75,7 @@ def test_restart_under_load_converges_without_violations(make_cluster):
 def test_lossy_acks_and_random_delays_lose_nothing(make_cluster):
     lossy = {"FAULT_DROP_ACKS": "0.3", "REPLICATION_DELAY": "0-0.2"}
     cluster = make_cluster({"s1": lossy, "s2": lossy}, primary_env=FAST_HEARTBEATS)
-    history = History()
-    with Snapshotter(cluster.urls) as snapshotter:
-        history.run(cluster.primary.url, 1000, 16, w_for=lambda i: 1 + i % 3)
-        final = wait_for_convergence(cluster.urls)
-    assert len(history.by_outcome("ok")) == 1000
-    assert check(history, snapshotter.snapshots, final) == []
+    assert run_checked(cluster, 1000, 16) == []
 
 
 def test_a_dropping_duplicating_reordering_network_loses_nothing(make_cluster):
@@ -81,12 +86,7 @@ def test_a_dropping_duplicating_reordering_network_loses_nothing(make_cluster):
     )
     for relay in cluster.relays.values():
         relay.set_faults(drop=0.2, duplicate=0.2, delay=(0.0, 0.05))
-    history = History()
-    with Snapshotter(cluster.urls) as snapshotter:
-        history.run(cluster.primary.url, 300, 8, w_for=lambda i: 1 + i % 3)
-        final = wait_for_convergence(cluster.urls)
-    assert len(history.by_outcome("ok")) == 300
-    assert check(history, snapshotter.snapshots, final) == []
+    assert run_checked(cluster, 300, 8) == []
     assert "resending" in cluster.primary.log()  # losses were made good by resends
 
 

@@ -9,28 +9,12 @@ import pytest
 from primary.append_request import AppendRequest
 from secondary.receiver import Receiver
 from shared.ordered_log import OrderedLog
-from tests.support.inprocess import InProcessCluster
 from tests.support.waiting import wait_until
 
 
 @pytest.fixture
-def cluster(ctx):
-    cluster = InProcessCluster(ctx)
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture
-def make_cluster(ctx):
-    made = []
-
-    def make(**kwargs):
-        made.append(InProcessCluster(ctx, **kwargs))
-        return made[-1]
-
-    yield make
-    for cluster in made:
-        cluster.stop()
+def make_cluster(make_inprocess_cluster):
+    return make_inprocess_cluster
 
 
 def keyed(key):

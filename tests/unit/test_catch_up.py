@@ -7,29 +7,25 @@ import time
 from secondary.receiver import Receiver
 from shared.ordered_log import OrderedLog
 from shared.protocol import encode_entry
-from tests.support.inprocess import InProcessCluster
 from tests.support.waiting import wait_until
 
 BACKLOG = 100_000
 
 
-def test_a_late_secondary_receives_a_100k_backlog_in_order_in_seconds(ctx):
-    cluster = InProcessCluster(ctx, names=("s1",), running=(), quorum=1)
+def test_a_late_secondary_receives_a_100k_backlog_in_order_in_seconds(ctx, make_inprocess_cluster):
+    cluster = make_inprocess_cluster(names=("s1",), running=(), quorum=1)
+    for i in range(BACKLOG):
+        cluster.store.append(encode_entry(f"message {i:06d} " + "x" * 80))
+    cluster.replicator.notify_appended()
+    spec = cluster.config.secondaries[0]
+    store = OrderedLog()
+    receiver = Receiver(ctx, spec.endpoint, store, spec.name)
+    started = time.monotonic()
+    receiver.start()
     try:
-        for i in range(BACKLOG):
-            cluster.store.append(encode_entry(f"message {i:06d} " + "x" * 80))
-        cluster.replicator.notify_appended()
-        spec = cluster.config.secondaries[0]
-        store = OrderedLog()
-        receiver = Receiver(ctx, spec.endpoint, store, spec.name)
-        started = time.monotonic()
-        receiver.start()
-        try:
-            wait_until(lambda: len(store) == BACKLOG, 60, interval=0.05, what="the catch-up")
-            elapsed = time.monotonic() - started
-            assert store.render_messages() == cluster.store.render_messages()
-            assert elapsed < 30, f"catching up {BACKLOG} messages took {elapsed:.1f}s"
-        finally:
-            receiver.stop()
+        wait_until(lambda: len(store) == BACKLOG, 60, interval=0.05, what="the catch-up")
+        elapsed = time.monotonic() - started
+        assert store.render_messages() == cluster.store.render_messages()
+        assert elapsed < 30, f"catching up {BACKLOG} messages took {elapsed:.1f}s"
     finally:
-        cluster.stop()
+        receiver.stop()

@@ -9,37 +9,33 @@ import zmq
 
 from shared import protocol
 from shared.config import DelayRange
-from tests.support.inprocess import InProcessCluster
 from tests.support.waiting import wait_until
 
 SECRET = "s3cr3t-payload-7f9a"
 
 
-def test_no_log_line_above_debug_carries_a_message_body(ctx, caplog):
+def test_no_log_line_above_debug_carries_a_message_body(ctx, make_inprocess_cluster, caplog):
     caplog.set_level(logging.DEBUG)
-    cluster = InProcessCluster(ctx, delays={"s2": DelayRange(0.05, 0.05)})
-    try:
-        cluster.post({"message": SECRET, "w": 3})
-        cluster.post({"message": SECRET, "w": 3, "timeout": 0.01})  # 504 path
-        cluster.post({"message": SECRET, "w": 2}, headers={"Idempotency-Key": "k"})
-        cluster.post({"message": SECRET + "!", "w": 2}, headers={"Idempotency-Key": "k"})  # 409
-        cluster.post({"message": SECRET, "w": SECRET})  # 400 echoes it to the client only
-        cluster.post({"message": SECRET, SECRET: 1})
-        cluster.post(json.dumps({"message": SECRET}).encode()[:-2])
-        cluster.post({"message": SECRET}, content_type="text/plain")
-        # a malformed frame carrying the secret, straight at a secondary
-        receiver = cluster.secondaries["s1"].receiver
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.connect(receiver.endpoint)
-        dealer.send_multipart([protocol.APPEND, b"c1", json.dumps({"epoch": SECRET}).encode(), SECRET.encode()])
-        dealer.send_multipart([SECRET.encode(), b"c1", b"{}"])
-        wait_until(
-            lambda: sum("bad frame" in r.getMessage() for r in caplog.records) >= 2,
-            what="both bad frames to be logged",
-        )
-        dealer.close()
-    finally:
-        cluster.stop()
+    cluster = make_inprocess_cluster(delays={"s2": DelayRange(0.05, 0.05)})
+    cluster.post({"message": SECRET, "w": 3})
+    cluster.post({"message": SECRET, "w": 3, "timeout": 0.01})  # 504 path
+    cluster.post({"message": SECRET, "w": 2}, headers={"Idempotency-Key": "k"})
+    cluster.post({"message": SECRET + "!", "w": 2}, headers={"Idempotency-Key": "k"})  # 409
+    cluster.post({"message": SECRET, "w": SECRET})  # 400 echoes it to the client only
+    cluster.post({"message": SECRET, SECRET: 1})
+    cluster.post(json.dumps({"message": SECRET}).encode()[:-2])
+    cluster.post({"message": SECRET}, content_type="text/plain")
+    # malformed frames carrying the secret, straight at a secondary
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(cluster.secondaries["s1"].receiver.endpoint)
+    dealer.send_multipart([protocol.APPEND, b"c1", json.dumps({"epoch": SECRET}).encode(), SECRET.encode()])
+    dealer.send_multipart([SECRET.encode(), b"c1", b"{}"])
+    wait_until(
+        lambda: sum("bad frame" in r.getMessage() for r in caplog.records) >= 2,
+        what="both bad frames to be logged",
+    )
+    dealer.close()
+    cluster.stop()
     fragment = SECRET[:6]  # a part of a body is as bad as the whole
     leaks = [r for r in caplog.records if r.levelno > logging.DEBUG and fragment in r.getMessage()]
     assert leaks == []

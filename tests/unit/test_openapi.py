@@ -9,16 +9,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from shared.openapi import render, spec
-from tests.support.inprocess import InProcessCluster
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi"
-
-
-@pytest.fixture
-def cluster(ctx):
-    cluster = InProcessCluster(ctx)
-    yield cluster
-    cluster.stop()
 
 
 def routes(app) -> set[tuple[str, str]]:
@@ -39,14 +31,11 @@ def test_served_documents_describe_exactly_the_routes(cluster):
     assert documented(secondary) == routes(secondary_app)
 
 
-def test_the_w_range_follows_the_configured_cluster(ctx):
-    cluster = InProcessCluster(ctx, names=("a", "b", "c", "d"), running=())
-    try:
-        document = cluster.app.get("/openapi.json").json
-        w = document["components"]["schemas"]["AppendRequest"]["properties"]["w"]
-        assert w["oneOf"][0]["maximum"] == 5
-    finally:
-        cluster.stop()
+def test_the_w_range_follows_the_configured_cluster(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(names=("a", "b", "c", "d"), running=())
+    document = cluster.app.get("/openapi.json").json
+    w = document["components"]["schemas"]["AppendRequest"]["properties"]["w"]
+    assert w["oneOf"][0]["maximum"] == 5
 
 
 @pytest.mark.parametrize("role", ["primary", "secondary"])

@@ -6,22 +6,12 @@ import json
 
 import pytest
 
-from tests.support.inprocess import InProcessCluster
 
 
 @pytest.fixture
-def cluster(ctx):
-    cluster = InProcessCluster(ctx)
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture
-def lonely(ctx):
+def lonely(make_inprocess_cluster):
     """A primary configured with two secondaries that never come up (and no quorum rule)."""
-    cluster = InProcessCluster(ctx, running=(), quorum=1)
-    yield cluster
-    cluster.stop()
+    return make_inprocess_cluster(running=(), quorum=1)
 
 
 def test_append_w3_is_acked_by_everyone(cluster):
@@ -114,15 +104,12 @@ def test_wrong_content_type_is_415(cluster):
     assert cluster.post({"message": "m", "w": 1}, content_type="application/json; charset=utf-8").status_int == 201
 
 
-def test_body_over_the_limit_is_413_and_the_server_goes_on(ctx):
-    cluster = InProcessCluster(ctx, max_body_bytes=1000)
-    try:
-        resp = cluster.post({"message": "x" * 2000, "w": 1})
-        assert resp.status_int == 413 and "1000-byte limit" in resp.json["error"]
-        assert len(cluster.store) == 0
-        assert cluster.post({"message": "x" * 900, "w": 1}).status_int == 201
-    finally:
-        cluster.stop()
+def test_body_over_the_limit_is_413_and_the_server_goes_on(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(max_body_bytes=1000)
+    resp = cluster.post({"message": "x" * 2000, "w": 1})
+    assert resp.status_int == 413 and "1000-byte limit" in resp.json["error"]
+    assert len(cluster.store) == 0
+    assert cluster.post({"message": "x" * 900, "w": 1}).status_int == 201
 
 
 def test_unknown_path_and_wrong_method_answer_json(cluster):
