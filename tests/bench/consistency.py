@@ -58,12 +58,14 @@ def wait_for_convergence(cluster: Cluster, timeout_s: float) -> Consistency:
                 return _verdict(logs["primary"], lengths, time.monotonic() - started)
         if time.monotonic() - started >= timeout_s:
             logs = logs or {node.name: get_messages(node.url) for node in cluster.nodes}
+            duplicates = _duplicates(logs["primary"])
+            problem = f"not converged after {timeout_s:g} s: {_mismatches(logs)}"
             return Consistency(
                 converged=False,
                 seconds=time.monotonic() - started,
                 lengths={name: len(messages) for name, messages in logs.items()},
-                duplicates=_duplicates(logs["primary"]),
-                problem=f"not converged after {timeout_s:g} s: " + _mismatches(logs),
+                duplicates=duplicates,
+                problem=problem + (f"; {duplicates} duplicate messages" if duplicates else ""),
             )
         time.sleep(POLL_S)
 

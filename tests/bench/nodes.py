@@ -25,7 +25,9 @@ SECONDARIES = ("s1", "s2")
 
 @contextmanager
 def cluster(log_dir: Path, delay_s: float | None = None) -> Iterator[Cluster]:
-    """One primary and two secondaries, each secondary delayed by ``delay_s``."""
+    """One primary and two secondaries, each secondary delayed by ``delay_s``;
+    every node logs to a file in ``log_dir``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
     secondary_env = {"REPLICATION_DELAY": f"{delay_s:g}"} if delay_s else {}
     nodes = Cluster(
         log_dir,
@@ -41,6 +43,7 @@ def cluster(log_dir: Path, delay_s: float | None = None) -> Iterator[Cluster]:
 @contextmanager
 def baseline(log_dir: Path) -> Iterator[Node]:
     """The bare Bottle+Waitress app of tests/bench/baseline_app.py."""
+    log_dir.mkdir(parents=True, exist_ok=True)
     node = Node("tests.bench.baseline_app", "baseline", log_dir, {"HTTP_THREADS": str(HTTP_THREADS)})
     try:
         yield node.start().wait_ready()

@@ -102,6 +102,8 @@ class Results:
 
 
 class Bench:
+    """Runs the scenarios of one plan; each starts and stops its own processes."""
+
     def __init__(self, plan: Plan, wrk_path: str, log_dir: Path) -> None:
         self.plan = plan
         self._wrk = wrk_path
@@ -189,9 +191,7 @@ class Bench:
         return round(statistics.median(times), 1), size
 
     def _logs(self, scenario: str) -> Path:
-        path = self._log_dir / scenario
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self._log_dir / scenario
 
     def _say(self, what: str) -> None:
         print(f"-- {what}", file=sys.stderr, flush=True)
