@@ -6,8 +6,6 @@ Appender. Thread: Waitress workers.
 
 from __future__ import annotations
 
-import time
-
 import bottle
 
 from primary.append_request import (
@@ -19,7 +17,7 @@ from primary.append_request import (
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
-from shared.http import json_error, json_response, new_app, raw_json
+from shared.http import json_document, json_error, json_response, new_app, streamed_json
 from shared.openapi import render, spec
 from shared.ordered_log import OrderedLog
 
@@ -42,17 +40,17 @@ def make_app(
 
     @app.get("/messages")
     def list_messages():
-        return raw_json(200, store.render_messages())
+        return streamed_json(*store.messages_document())
 
     document = render(spec("primary", config.cluster_size)).encode()
 
     @app.get("/openapi.json")
     def openapi():
-        return raw_json(200, document)
+        return json_document(200, document)
 
     @app.get("/health")
     def health():
-        now = time.monotonic()
+        now = replicator.observed_now()
         log_length = len(store)
         secondaries = []
         for status in replicator.statuses():
@@ -62,7 +60,8 @@ def make_app(
                     "endpoint": status.endpoint,
                     "state": status.health(now, config.replication).value,
                     "last_heard_s_ago": (
-                        None if status.last_heard is None else round(now - status.last_heard, 3)
+                        None if status.last_heard is None
+                        else round(max(0.0, now - status.last_heard), 3)
                     ),
                     "acked_length": status.acked_length,
                     "lag": max(0, log_length - status.acked_length),

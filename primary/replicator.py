@@ -69,6 +69,8 @@ class Replicator:
         self._wake_pending = False
         self._blocked: set[zmq.Socket] = set()  # DEALERs waiting for POLLOUT
         self._logged_health = {f.name: Health.UNKNOWN for f in self._followers}
+        #: When the I/O thread last went round its loop; written by it alone.
+        self._last_pass = now
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replicator-io", daemon=True)
 
@@ -111,11 +113,21 @@ class Replicator:
     def statuses(self) -> list[FollowerStatus]:
         return [f.status for f in self._followers]
 
+    def observed_now(self) -> float:
+        """The latest moment the I/O thread can vouch for, to judge silence by.
+
+        A secondary's replies wait in its socket until the I/O thread reads
+        them. If that thread is starved of the GIL, silence measured against
+        the clock would declare healthy secondaries dead (and the primary
+        read-only); measured against the loop, it cannot. An idle loop still
+        wakes at every heartbeat, hence the one interval of slack."""
+        return min(time.monotonic(), self._last_pass + self._settings.heartbeat_interval)
+
     def available_nodes(self) -> int:
         """Nodes counting toward the write quorum: the primary, and every
         secondary not declared Unhealthy (a Suspected one still counts, and
         one not heard from yet gets ``unhealthy_after`` heartbeats of grace)."""
-        now = time.monotonic()
+        now = self.observed_now()
         return 1 + sum(
             status.health(now, self._settings) is not Health.UNHEALTHY for status in self.statuses()
         )
@@ -149,7 +161,7 @@ class Replicator:
                         self._receive(sock, follower)
                     if flags & zmq.POLLOUT:
                         self._unblock(poller, sock)
-                now = time.monotonic()
+                now = self._last_pass = time.monotonic()
                 for follower in self._followers:
                     self._log_health_change(follower, now)
                 if now >= next_heartbeat:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bottle
 
 from secondary.receiver import Receiver
-from shared.http import json_response, new_app, raw_json
+from shared.http import json_document, json_response, new_app, streamed_json
 from shared.openapi import render, spec
 from shared.ordered_log import OrderedLog
 
@@ -20,13 +20,13 @@ def make_app(store: OrderedLog, receiver: Receiver, node_name: str) -> bottle.Bo
 
     @app.get("/messages")
     def list_messages():
-        return raw_json(200, store.render_messages())
+        return streamed_json(*store.messages_document())
 
     document = render(spec("secondary")).encode()
 
     @app.get("/openapi.json")
     def openapi():
-        return raw_json(200, document)
+        return json_document(200, document)
 
     @app.get("/health")
     def health():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Iterator
 
 import bottle
 
@@ -39,9 +40,16 @@ def json_error(status: int, message: str, headers: dict | None = None, **details
     return json_response(status, {"error": message, **details}, headers)
 
 
-def raw_json(status: int, body: bytes) -> bottle.HTTPResponse:
+def streamed_json(size: int, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
+    """A 200 whose JSON body is already encoded, sent chunk by chunk."""
+    return bottle.HTTPResponse(
+        body=chunks, status=200, headers={"Content-Type": JSON, "Content-Length": str(size)}
+    )
+
+
+def json_document(status: int, document: bytes) -> bottle.HTTPResponse:
     """Send bytes that already are a JSON document."""
-    return bottle.HTTPResponse(body=body, status=status, headers={"Content-Type": JSON})
+    return bottle.HTTPResponse(body=document, status=status, headers={"Content-Type": JSON})
 
 
 def new_app() -> bottle.Bottle:

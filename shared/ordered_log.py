@@ -16,6 +16,12 @@ never blocks on anything else while holding it.
 from __future__ import annotations
 
 import threading
+from typing import Iterator
+
+_OPEN, _CLOSE = b'{"messages":[', b"]}"
+#: Entries per chunk of a streamed document: big enough to keep the number of
+#: writes low, small enough never to copy much at once.
+CHUNK_ENTRIES = 4096
 
 
 class OrderedLog:
@@ -63,14 +69,28 @@ class OrderedLog:
         with self._lock:
             return self._prefix[seq] if seq < len(self._prefix) else None
 
-    def render_messages(self) -> bytes:
-        """The visible prefix as the JSON document ``{"messages": [...]}``."""
+    def messages_document(self) -> tuple[int, Iterator[bytes]]:
+        """The visible prefix as the JSON document ``{"messages": [...]}``:
+        its size in bytes, and its bytes in chunks.
+
+        Chunks, so a large log is never copied whole into one response body
+        (which Bottle would keep alive until the thread's next request)."""
         with self._lock:
-            snapshot = self._prefix[:]  # copies references only; joins outside the lock
-        return b'{"messages":[' + b",".join(snapshot) + b"]}"
+            snapshot = self._prefix[:]  # copies references only
+        size = len(_OPEN) + sum(map(len, snapshot)) + max(len(snapshot) - 1, 0) + len(_CLOSE)
+        return size, _document_chunks(snapshot)
 
     def clear(self) -> None:
         """Forget everything (a secondary following a restarted primary)."""
         with self._lock:
             self._prefix = []
             self._ahead = {}
+
+
+def _document_chunks(entries: list[bytes]) -> Iterator[bytes]:
+    yield _OPEN
+    for start in range(0, len(entries), CHUNK_ENTRIES):
+        if start:
+            yield b","
+        yield b",".join(entries[start : start + CHUNK_ENTRIES])
+    yield _CLOSE

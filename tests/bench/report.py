@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.bench.scenarios import PIPELINE_DELAY_S, CONNECTIONS, Plan, Results, Run
+from tests.bench.scenarios import CONNECTIONS, PIPELINE_DELAY_S, Plan, Results, Run
 
 MB = 1_000_000
 #: The memory ceiling per process: twice the raw payload plus this.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 
-from shared.logging_setup import RateLimitFilter, setup_logging
+import colorlog
+
+from shared.logging_setup import FORMAT, RateLimitFilter, _LeanColoredFormatter, setup_logging
 
 
 def test_every_line_names_its_thread(capsys):
@@ -63,3 +66,14 @@ def test_tracebacks_survive_the_queue(capsys):
         logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "it failed" in err and "Traceback" in err and "ValueError: boom" in err
+
+
+def test_the_lean_formatter_writes_exactly_what_colorlog_writes(monkeypatch):
+    for force in (False, True):
+        if force:
+            monkeypatch.setenv("FORCE_COLOR", "1")
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.CRITICAL):
+            record = logging.LogRecord("x", level, __file__, 1, "id=%d", (7,), None)
+            lean = _LeanColoredFormatter(FORMAT, datefmt="%H:%M:%S", stream=io.StringIO())
+            plain = colorlog.ColoredFormatter(FORMAT, datefmt="%H:%M:%S", stream=io.StringIO())
+            assert lean.format(record) == plain.format(record)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 from shared.ordered_log import OrderedLog
 from shared.protocol import encode_entry
+from tests.support.documents import messages_of
 
-
-def rendered(log: OrderedLog) -> list[str]:
-    return json.loads(log.render_messages())["messages"]
+rendered = messages_of
 
 
 def test_append_assigns_consecutive_seqs():
@@ -77,3 +75,15 @@ def test_clear_forgets_everything():
     log.put(3, encode_entry("d"))
     log.clear()
     assert len(log) == 0 and not log.holds(3) and rendered(log) == []
+
+
+def test_the_document_streams_in_chunks_of_the_announced_size():
+    log = OrderedLog()
+    for i in range(10_000):
+        log.append(encode_entry(f"m{i}"))
+    size, chunks = log.messages_document()
+    chunks = list(chunks)
+    assert len(chunks) > 3 and sum(map(len, chunks)) == size
+    assert rendered(log) == [f"m{i}" for i in range(10_000)]
+    empty_size, empty = OrderedLog().messages_document()
+    assert b"".join(empty) == b'{"messages":[]}' and empty_size == 15

@@ -7,7 +7,6 @@ import json
 import pytest
 
 
-
 @pytest.fixture
 def lonely(make_inprocess_cluster):
     """A primary configured with two secondaries that never come up (and no quorum rule)."""

@@ -33,6 +33,13 @@ def test_to_ranges_collapses_runs():
     assert protocol.to_ranges([]) == []
 
 
+def test_a_batch_is_one_frame_and_splits_back_into_its_entries():
+    entries = [protocol.encode_entry(m) for m in ["one\ntwo", "x", ""]]
+    frames = protocol.encode_append("c1", "ep", 7, entries)
+    assert len(frames) == 4
+    assert protocol.decode(frames).entries == entries
+
+
 def test_corr_ids_are_unique_and_valid_on_the_wire():
     ids = {protocol.new_corr_id() for _ in range(1000)}
     assert len(ids) == 1000
@@ -72,6 +79,13 @@ def _ack_body(**overrides):
         ([b"APPEND", b"c1", b'{"epoch": "e", "first": -5}', b'"x"'], "'first'"),
         ([b"APPEND", b"c1", b'{"first": 0}', b'"x"'], "'epoch'"),
         ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b"x"], "entry is not JSON"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b'"a"', b'"b"'], "needs 4 frames"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}'], "needs 4 frames"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b""], "not a JSON string"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b'"a","b"\n'], "entry is not JSON"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b'"a","b"'], "not a JSON string"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b'"a"]\n["b"'], "entry is not JSON"),
+        ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b'"a"\n["b"]'], "not a JSON string"),
         ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b"42"], "not a JSON string"),
         ([b"APPEND", b"c1", b'{"epoch": "e", "first": 0}', b"\xff"], "entry is not JSON"),
         ([b"APPEND", b"c1", json.dumps({"epoch": "e", "first": 2**53}).encode(), b'"x"'], "past"),

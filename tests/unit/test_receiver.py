@@ -13,6 +13,7 @@ from secondary.receiver import Receiver
 from shared import protocol
 from shared.config import DelayRange
 from shared.ordered_log import OrderedLog
+from tests.support.documents import messages_of
 
 EPOCH = "epoch-1"
 
@@ -62,8 +63,7 @@ def make_receiver(ctx):
         receiver.stop()
 
 
-def messages(store):
-    return json.loads(store.render_messages())["messages"]
+messages = messages_of
 
 
 def test_stores_and_acks_a_batch(make_receiver):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import zmq
@@ -196,3 +197,14 @@ def test_stop_releases_waiting_requests(ctx):
     waiter = replicator.register_waiter(append(store, replicator, "m"), needed=1)
     replicator.stop()
     assert waiter.wait(5) is False and waiter.aborted
+
+
+def test_a_stalled_io_loop_declares_nobody_dead(ctx, monkeypatch):
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr("primary.replicator.time", SimpleNamespace(monotonic=lambda: clock.now))
+    nobody = f"inproc://nobody-{uuid.uuid4().hex}"
+    replicator = Replicator(ctx, OrderedLog(), [SecondarySpec("s1", nobody)], SETTINGS)
+    # Never started: its loop cannot have read a reply, so silence proves nothing.
+    clock.now += 100 * SETTINGS.heartbeat_interval * SETTINGS.unhealthy_after
+    assert replicator.available_nodes() == 2
+    assert replicator.observed_now() == 1000.0 + SETTINGS.heartbeat_interval
