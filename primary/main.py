@@ -16,6 +16,7 @@ from primary.config import PrimaryConfig
 from primary.replicator import Replicator
 from shared.config import ConfigError
 from shared.logging_setup import setup_logging
+from shared.memory import limit_malloc_arenas
 from shared.ordered_log import OrderedLog
 from shared.service import create_http_server, http_address, run_http
 
@@ -23,6 +24,7 @@ log = logging.getLogger("primary")
 
 
 def main() -> int:
+    limit_malloc_arenas()
     try:
         config = PrimaryConfig.from_env()
     except ConfigError as exc:

@@ -15,6 +15,7 @@ from secondary.config import SecondaryConfig
 from secondary.receiver import Receiver
 from shared.config import ConfigError
 from shared.logging_setup import setup_logging
+from shared.memory import limit_malloc_arenas
 from shared.ordered_log import OrderedLog
 from shared.service import create_http_server, http_address, run_http
 
@@ -22,6 +23,7 @@ log = logging.getLogger("secondary")
 
 
 def main() -> int:
+    limit_malloc_arenas()
     try:
         config = SecondaryConfig.from_env()
     except ConfigError as exc:
