@@ -96,16 +96,13 @@ class Replicator:
 
     def notify_appended(self) -> None:
         """Tell the I/O thread the log grew. Cheap: at most one byte per I/O pass."""
-        # Unlocked on purpose: the I/O thread clears the flag before it reads
-        # the log, so an append either is seen by that read or sends a byte.
-        if not self._wake_pending:
-            self._wake()
+        self._wake_soon()
 
     def register_waiter(self, seq: int, needed: int) -> AckWaiter:
         """Start counting secondary ACKs of ``seq``; wait on the returned waiter."""
         waiter = AckWaiter(seq, needed)
         self._new_waiters.put(waiter)
-        self._wake()
+        self._wake_soon()
         if self._stopping.is_set():
             waiter.abort()  # the I/O thread may be gone and never see it
         return waiter
@@ -131,6 +128,13 @@ class Replicator:
         return 1 + sum(
             status.health(now, self._settings) is not Health.UNHEALTHY for status in self.statuses()
         )
+
+    def _wake_soon(self) -> None:
+        # Unlocked on purpose: the I/O thread clears the flag before it reads
+        # the log and the waiter queue, so whatever a caller put there before
+        # finding the flag set is seen by that read; otherwise it sends a byte.
+        if not self._wake_pending:
+            self._wake()
 
     def _wake(self) -> None:
         self._wake_pending = True
