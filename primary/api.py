@@ -16,6 +16,7 @@ from primary.append_request import (
 )
 from primary.appender import Appender
 from primary.config import PrimaryConfig
+from primary.follower import Health
 from primary.replicator import Replicator
 from shared.http import json_document, json_error, json_response, new_app, streamed_json
 from shared.openapi import render, spec
@@ -67,7 +68,8 @@ def make_app(
                     "lag": max(0, log_length - status.acked_length),
                 }
             )
-        available = replicator.available_nodes()
+        # The same moment as the states above, so the two never disagree.
+        available = 1 + sum(s["state"] != Health.UNHEALTHY.value for s in secondaries)
         running = replicator.running
         return json_response(
             200 if running else 503,

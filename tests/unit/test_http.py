@@ -1,0 +1,24 @@
+"""The JSON error pages both apps share: a crash is a JSON 500, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import webtest
+
+from shared.http import new_app
+
+
+def test_a_crash_in_a_route_is_a_json_500_and_the_traceback_stays_in_the_log(caplog):
+    app = new_app()
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    resp = webtest.TestApp(app).get("/boom", expect_errors=True)
+    assert resp.status_int == 500 and resp.content_type == "application/json"
+    assert resp.json == {"error": "internal error; the server log has the details"}
+    assert "secret internals" not in resp.text and "Traceback" not in resp.text
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and "secret internals" in errors[0].getMessage()
