@@ -18,15 +18,15 @@ from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.follower import Health
 from primary.replicator import Replicator
-from shared.http import json_document, json_error, json_response, new_app, streamed_json
-from shared.openapi import render, spec
+from shared.http import json_error, json_response, new_app, streamed_json
+from shared.openapi import spec
 from shared.ordered_log import OrderedLog
 
 
 def make_app(
     config: PrimaryConfig, store: OrderedLog, replicator: Replicator, appender: Appender
 ) -> bottle.Bottle:
-    app = new_app()
+    app = new_app(spec("primary", config.cluster_size))
 
     @app.post("/messages")
     def append_message():
@@ -42,12 +42,6 @@ def make_app(
     @app.get("/messages")
     def list_messages():
         return streamed_json(*store.messages_document())
-
-    document = render(spec("primary", config.cluster_size)).encode()
-
-    @app.get("/openapi.json")
-    def openapi():
-        return json_document(200, document)
 
     @app.get("/health")
     def health():

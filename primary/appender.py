@@ -89,6 +89,8 @@ class Appender:
                 refusal = self._refuse_without_quorum()
                 if refusal:
                     return refusal
+                # The id is the entry's position, given under the log's lock
+                # as it is appended: gap-free, in append order.
                 seq = self._store.append(entry)
                 if key is not None:
                     self._keys.remember(key, seq)
@@ -124,16 +126,18 @@ class Appender:
         body = {"id": seq, "w": request.w, "acks": len(acked_by), "acked_by": acked_by}
         if duplicate:
             body["duplicate"] = True
-        summary = (f"append id={seq} w={request.w} acks={len(acked_by)} latency={latency_ms:.1f}ms"
-                   + (" (replay)" if duplicate else ""))
+        # Arguments, not an f-string: the log writer formats the line, and
+        # only if the level lets it through.
+        line = "append id=%d w=%d acks=%d latency=%.1fms%s"
+        args = (seq, request.w, len(acked_by), latency_ms, " (replay)" if duplicate else "")
         if satisfied:
-            log.info(summary)
+            log.info(line, *args)
             return AppendResult(200 if duplicate else 201, body)
         if aborted:
-            log.warning("%s: primary shutting down before the write concern was met", summary)
+            log.warning(line + ": primary shutting down before the write concern was met", *args)
             return AppendResult(503, {**body, "error": "the primary is shutting down; the message "
                                       "is stored on the primary but its write concern was not confirmed"})
-        log.warning("%s: timed out waiting for the write concern", summary)
+        log.warning(line + ": timed out waiting for the write concern", *args)
         return AppendResult(504, {**body, "error": f"timed out after {request.timeout:g}s with "
                                   f"{len(acked_by)} of {request.w} acknowledgements; the message "
                                   "stays appended and still replicates to every secondary"})

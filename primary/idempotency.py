@@ -30,6 +30,3 @@ class IdempotencyTable:
         self._seq_by_key[key] = seq
         while len(self._seq_by_key) > self._capacity:
             self._seq_by_key.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._seq_by_key)

@@ -12,9 +12,9 @@ thread-safe doors:
 - ``statuses()``: immutable per-secondary snapshots for /health and quorum.
 
 The loop polls the DEALERs and the socketpair with a timeout that runs to the
-next timer (a heartbeat, a resend, a health change), so nothing sleeps. Each pass it sends
-every secondary whatever is new, in batches (one frame can carry many
-entries), and resends what is overdue. A secondary that stops answering is
+next timer (a heartbeat, a resend, a health change), so nothing sleeps. Each
+pass it sends every secondary whatever is new, in batches (one frame carries
+up to 1,000 entries), and resends what is overdue. A secondary that stops answering is
 declared Unhealthy by missed heartbeats; it then gets only PINGs, until it
 answers and is caught up from the length it reports.
 

@@ -10,23 +10,17 @@ from __future__ import annotations
 import bottle
 
 from secondary.receiver import Receiver
-from shared.http import json_document, json_response, new_app, streamed_json
-from shared.openapi import render, spec
+from shared.http import json_response, new_app, streamed_json
+from shared.openapi import spec
 from shared.ordered_log import OrderedLog
 
 
 def make_app(store: OrderedLog, receiver: Receiver, node_name: str) -> bottle.Bottle:
-    app = new_app()
+    app = new_app(spec("secondary"))
 
     @app.get("/messages")
     def list_messages():
         return streamed_json(*store.messages_document())
-
-    document = render(spec("secondary")).encode()
-
-    @app.get("/openapi.json")
-    def openapi():
-        return json_document(200, document)
 
     @app.get("/health")
     def health():

@@ -47,15 +47,17 @@ def streamed_json(size: int, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
     )
 
 
-def json_document(status: int, document: bytes) -> bottle.HTTPResponse:
-    """Send bytes that already are a JSON document."""
-    return bottle.HTTPResponse(body=document, status=status, headers={"Content-Type": JSON})
-
-
-def new_app() -> bottle.Bottle:
-    """A Bottle app whose every error page is a JSON ``{"error": ...}`` object."""
+def new_app(openapi_document: dict) -> bottle.Bottle:
+    """A Bottle app whose every error page is a JSON ``{"error": ...}`` object,
+    serving ``openapi_document`` at ``GET /openapi.json``."""
     app = bottle.Bottle()
     app.default_error_handler = _json_error_page
+    document = json.dumps(openapi_document, indent=2).encode()
+
+    @app.get("/openapi.json")
+    def openapi():
+        return bottle.HTTPResponse(body=document, headers={"Content-Type": JSON})
+
     return app
 
 

@@ -1,4 +1,5 @@
-"""The JSON error pages both apps share: a crash is a JSON 500, never a traceback."""
+"""What both apps share: JSON error pages (a crash is a JSON 500, never a
+traceback) and the OpenAPI route."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from shared.http import new_app
 
 
 def test_a_crash_in_a_route_is_a_json_500_and_the_traceback_stays_in_the_log(caplog):
-    app = new_app()
+    app = new_app({"openapi": "3.0.3"})
 
     @app.get("/boom")
     def boom():
@@ -22,3 +23,9 @@ def test_a_crash_in_a_route_is_a_json_500_and_the_traceback_stays_in_the_log(cap
     assert "secret internals" not in resp.text and "Traceback" not in resp.text
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and "secret internals" in errors[0].getMessage()
+
+
+def test_the_app_serves_its_openapi_document():
+    document = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {}}
+    resp = webtest.TestApp(new_app(document)).get("/openapi.json")
+    assert resp.content_type == "application/json" and resp.json == document
