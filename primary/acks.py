@@ -55,11 +55,6 @@ class AckWaiter:
         return satisfied
 
     @property
-    def done(self) -> bool:
-        """Satisfied or aborted; does not wait."""
-        return self._done.is_set()
-
-    @property
     def aborted(self) -> bool:
         with self._lock:
             return self._aborted

@@ -16,7 +16,6 @@ from primary.append_request import (
 )
 from primary.appender import Appender
 from primary.config import PrimaryConfig
-from primary.follower import Health
 from primary.replicator import Replicator
 from shared.http import json_error, json_response, new_app, streamed_json
 from shared.openapi import spec
@@ -45,25 +44,23 @@ def make_app(
 
     @app.get("/health")
     def health():
-        now = replicator.observed_now()
+        view = replicator.view()
         log_length = len(store)
-        secondaries = []
-        for status in replicator.statuses():
-            secondaries.append(
-                {
-                    "name": status.name,
-                    "endpoint": status.endpoint,
-                    "state": status.health(now, config.replication).value,
-                    "last_heard_s_ago": (
-                        None if status.last_heard is None
-                        else round(max(0.0, now - status.last_heard), 3)
-                    ),
-                    "acked_length": status.acked_length,
-                    "lag": max(0, log_length - status.acked_length),
-                }
-            )
-        # The same moment as the states above, so the two never disagree.
-        available = 1 + sum(s["state"] != Health.UNHEALTHY.value for s in secondaries)
+        secondaries = [
+            {
+                "name": status.name,
+                "endpoint": status.endpoint,
+                "state": health.value,
+                "last_heard_s_ago": (
+                    None if status.last_heard is None
+                    else round(max(0.0, view.now - status.last_heard), 3)
+                ),
+                "acked_length": status.acked_length,
+                "lag": max(0, log_length - status.acked_length),
+            }
+            for status, health in view.secondaries
+        ]
+        available = view.available_nodes
         running = replicator.running
         return json_response(
             200 if running else 503,

@@ -99,7 +99,7 @@ class Appender:
         return self._await_write_concern(request, seq, duplicate, started)
 
     def _refuse_without_quorum(self) -> AppendResult | None:
-        available = self._replicator.available_nodes()
+        available = self._replicator.view().available_nodes
         quorum = self._config.write_quorum
         if available >= quorum:
             return None

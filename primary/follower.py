@@ -94,6 +94,15 @@ class Flight:
     corr_ids: list[str] = field(default_factory=list)  # one per attempt
 
 
+@dataclass
+class CatchUp:
+    """A catch-up in progress: since when, from which length, up to which."""
+
+    started: float
+    start_length: int
+    target: int | None = None  # the log's length when the primary first looks
+
+
 @dataclass(frozen=True)
 class Send:
     """One APPEND to put on the wire: seqs [start, stop) under corr_id.
@@ -119,6 +128,7 @@ class Follower:
         self._next_seq = 0
         self._flights: list[Flight] = []
         self._attempts: dict[str, tuple[Flight, float]] = {}  # corr_id -> (flight, sent at)
+        self._catch_up: CatchUp | None = None
         self._srtt: float | None = None
         self._rttvar = 0.0
         self.status = self._snapshot()
@@ -146,10 +156,6 @@ class Follower:
         if self.health(now) is Health.UNHEALTHY:
             return None
         return min((f.retry_at for f in self._flights), default=None)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._flights)
 
     # -- what to send ---------------------------------------------------------
 
@@ -224,6 +230,8 @@ class Follower:
         was_unhealthy = self.health(now) is Health.UNHEALTHY
         self._last_heard = now
         restarted = self._incarnation not in (None, status.incarnation)
+        if self._incarnation is None or restarted or was_unhealthy:
+            self._catch_up = CatchUp(now, max(status.length, self.acked_length))
         if restarted:
             log.warning(
                 "%s restarted (it holds %d messages): resending from there",
@@ -242,6 +250,21 @@ class Follower:
             for flight in list(self._flights):
                 self._advance(flight)
         return grew
+
+    def note_catch_up(self, log_length: int, now: float) -> None:
+        """Log the end of a catch-up: after a restart, a return from Unhealthy,
+        or the first reply, once the secondary holds what the log held then."""
+        catch_up = self._catch_up
+        if catch_up is None:
+            return
+        if catch_up.target is None:
+            catch_up.target = log_length
+        if self.acked_length < catch_up.target:
+            return
+        self._catch_up = None
+        if catch_up.target > catch_up.start_length:
+            log.info("%s caught up: %d messages in %.2fs", self.name,
+                     catch_up.target - catch_up.start_length, now - catch_up.started)
 
     def _advance(self, flight: Flight) -> None:
         while flight.start < flight.stop and self.holds(flight.start):

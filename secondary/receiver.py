@@ -1,6 +1,6 @@
 """The secondary's replication endpoint: one ROUTER and the thread that owns it.
 
-The ``receiver-io`` thread binds the ROUTER, receives APPEND and PING frames
+The ``receiver-io`` thread (shared.io_thread) binds the ROUTER, receives APPEND and PING frames
 from the primary, stores entries in the OrderedLog and answers with ACK and
 PONG. No other thread touches the socket. Other threads may call ``start``,
 ``stop`` and the read-only properties; they share only the OrderedLog, which
@@ -21,25 +21,20 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import random
-import socket
-import threading
 import time
 
 import zmq
 
 from shared import protocol
 from shared.config import DelayRange
+from shared.io_thread import IoThread, receive_batch
 from shared.ordered_log import OrderedLog
 
 log = logging.getLogger(__name__)
 
-#: Frames handled per wake-up before due entries get a turn.
-RECEIVE_BATCH = 256
 
-
-class Receiver:
+class Receiver(IoThread):
     def __init__(
         self,
         ctx: zmq.Context,
@@ -49,6 +44,7 @@ class Receiver:
         delay: DelayRange = DelayRange(),
         drop_ack_fraction: float = 0.0,
     ) -> None:
+        super().__init__("receiver-io")
         self._ctx = ctx
         self._bind = bind
         self._store = store
@@ -60,38 +56,12 @@ class Receiver:
         #: The endpoint actually bound (a port 0 in ``bind`` is resolved).
         self.endpoint: str | None = None
         self.primary_epoch: str | None = None
+        self._sock: zmq.Socket | None = None
         self._due: list[tuple[float, int, bytes, str, int, bytes]] = []
         self._scheduled: set[int] = set()
         self._tiebreak = itertools.count()
-        self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._thread = threading.Thread(target=self._run, name="receiver-io", daemon=True)
 
     # -- any thread ---------------------------------------------------------
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the I/O thread and return once the ROUTER is bound."""
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError("receiver did not start in time")
-        if self._startup_error is not None:
-            raise self._startup_error
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        self._wake_w.send(b"x")
-        self._thread.join(timeout)
-        self._wake_r.close()
-        self._wake_w.close()
-
-    @property
-    def running(self) -> bool:
-        """False once the I/O thread has stopped, or died of a bug."""
-        return self._thread.is_alive()
 
     @property
     def waiting_count(self) -> int:
@@ -100,30 +70,25 @@ class Receiver:
 
     # -- receiver-io thread -------------------------------------------------
 
-    def _run(self) -> None:
+    def _open(self, poller: zmq.Poller) -> None:
         try:
-            sock = self._open_router()
+            self._sock = self._open_router()
         except zmq.ZMQError as exc:
-            self._startup_error = OSError(f"REPLICATION_BIND: cannot bind {self._bind}: {exc}")
-            self._ready.set()
-            return
-        self._ready.set()
+            raise OSError(f"REPLICATION_BIND: cannot bind {self._bind}: {exc}") from None
+        poller.register(self._sock, zmq.POLLIN)
         log.info("replication listening on %s (delay %s)", self.endpoint, self._delay or "none")
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake_r.fileno(), zmq.POLLIN)
-        try:
-            while not self._stopping.is_set():
-                events = dict(poller.poll(self._ms_until_due()))
-                if sock in events:
-                    self._receive_batch(sock)
-                self._store_due(sock)
-        except Exception:
-            log.critical("the replication I/O thread crashed; /health now answers 503",
-                         exc_info=True)
-            raise
-        finally:
-            sock.close(linger=0)
+
+    def _pass(self, events: dict) -> None:
+        if self._sock in events:
+            receive_batch(self._sock, self._handle)
+        self._store_due()
+
+    def _next_deadline(self) -> float | None:
+        return self._due[0][0] if self._due else None
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
 
     def _open_router(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.ROUTER)
@@ -139,20 +104,7 @@ class Receiver:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return sock
 
-    def _ms_until_due(self) -> int | None:
-        if not self._due:
-            return None
-        return max(0, math.ceil((self._due[0][0] - time.monotonic()) * 1000))
-
-    def _receive_batch(self, sock: zmq.Socket) -> None:
-        for _ in range(RECEIVE_BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._handle(sock, frames)
-
-    def _handle(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes]) -> None:
         identity, payload = frames[0], frames[1:]
         try:
             message = protocol.decode(payload)
@@ -161,10 +113,10 @@ class Receiver:
             return
         if isinstance(message, protocol.Append):
             self._follow_epoch(message.epoch)
-            self._on_append(sock, identity, message)
+            self._on_append(identity, message)
         elif isinstance(message, protocol.Ping):
             self._follow_epoch(message.epoch)
-            self._send(sock, identity, protocol.encode_pong(message.corr_id, self._status()))
+            self._send(identity, protocol.encode_pong(message.corr_id, self._status()))
         else:
             log.warning("dropped a %s frame: only the primary's APPEND and PING are expected here",
                         type(message).__name__.upper())
@@ -185,7 +137,7 @@ class Receiver:
             log.info("following primary epoch %s", epoch)
         self.primary_epoch = epoch
 
-    def _on_append(self, sock: zmq.Socket, identity: bytes, append: protocol.Append) -> None:
+    def _on_append(self, identity: bytes, append: protocol.Append) -> None:
         acked: list[int] = []
         now = time.monotonic()
         for seq, entry in enumerate(append.entries, start=append.first):
@@ -202,9 +154,9 @@ class Receiver:
                   append.corr_id, append.first, append.first + len(append.entries) - 1,
                   len(acked), len(append.entries) - len(acked))
         if acked:
-            self._ack(sock, identity, append.corr_id, acked)
+            self._ack(identity, append.corr_id, acked)
 
-    def _store_due(self, sock: zmq.Socket) -> None:
+    def _store_due(self) -> None:
         now = time.monotonic()
         ready: dict[tuple[bytes, str], list[int]] = {}
         while self._due and self._due[0][0] <= now:
@@ -213,21 +165,21 @@ class Receiver:
             self._store.put(seq, entry)
             ready.setdefault((identity, corr_id), []).append(seq)
         for (identity, corr_id), seqs in ready.items():
-            self._ack(sock, identity, corr_id, seqs)
+            self._ack(identity, corr_id, seqs)
 
-    def _ack(self, sock: zmq.Socket, identity: bytes, corr_id: str, seqs: list[int]) -> None:
+    def _ack(self, identity: bytes, corr_id: str, seqs: list[int]) -> None:
         if self._drop_ack_fraction and random.random() < self._drop_ack_fraction:
             log.debug("fault injection: dropped the ACK of %s", corr_id)
             return
         frames = protocol.encode_ack(corr_id, self._status(), protocol.to_ranges(seqs))
-        self._send(sock, identity, frames)
+        self._send(identity, frames)
 
     def _status(self) -> protocol.Status:
         return protocol.Status(self._node_name, self.incarnation, len(self._store))
 
-    def _send(self, sock: zmq.Socket, identity: bytes, frames: list[bytes]) -> None:
+    def _send(self, identity: bytes, frames: list[bytes]) -> None:
         try:
-            sock.send_multipart([identity, *frames], zmq.NOBLOCK)
+            self._sock.send_multipart([identity, *frames], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             # The primary went away or is not reading; it resends what it misses.
             log.debug("could not answer the primary: %s", exc)

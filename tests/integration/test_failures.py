@@ -70,6 +70,7 @@ def test_restart_under_load_converges_without_violations(make_cluster):
     assert check(history, snapshotter.snapshots, final) == []
     assert len(final["s1"]) == 2000
     assert "restarted" in cluster.primary.log()  # the primary noticed and resent
+    assert "s1 caught up:" in cluster.primary.log()
 
 
 def test_lossy_acks_and_random_delays_lose_nothing(make_cluster):

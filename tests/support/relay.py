@@ -5,7 +5,7 @@ connect to, and connects a DEALER to the secondary. Frames pass both ways,
 each subject to the faults currently set: dropped, duplicated, delayed by a
 random amount (which also reorders them), or held while paused.
 
-The ``relay-io`` thread owns both sockets. Other threads change the faults
+The ``relay-io`` thread (shared.io_thread) owns both sockets. Other threads change the faults
 through ``set_faults``, ``pause`` and ``resume``; the settings are plain
 attributes read once per frame, under a lock.
 """
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import random
-import socket
 import threading
 import time
 from dataclasses import dataclass, replace
 
 import zmq
+
+from shared.io_thread import IoThread, receive_batch
 
 TO_SECONDARY, TO_PRIMARY = "to-secondary", "to-primary"
 
@@ -34,8 +34,9 @@ class Faults:
     paused: bool = False  # hold every frame until resumed
 
 
-class Relay:
+class Relay(IoThread):
     def __init__(self, ctx: zmq.Context, secondary_endpoint: str) -> None:
+        super().__init__("relay-io")
         self._ctx = ctx
         self._secondary_endpoint = secondary_endpoint
         self._lock = threading.Lock()
@@ -44,29 +45,19 @@ class Relay:
         self._held: list[tuple[str, list[bytes]]] = []
         self._order = itertools.count()
         self._primary_identity: bytes | None = None
-        self._stopping = threading.Event()
-        self._ready = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._front: zmq.Socket | None = None
+        self._back: zmq.Socket | None = None
         self.endpoint: str | None = None
         self.forwarded = {TO_SECONDARY: 0, TO_PRIMARY: 0}
-        self._thread = threading.Thread(target=self._run, name="relay-io", daemon=True)
 
     def start(self) -> "Relay":
-        self._thread.start()
-        self._ready.wait(5)
+        super().start()
         return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake_w.send(b"x")
-        self._thread.join(5)
-        self._wake_r.close()
-        self._wake_w.close()
 
     def set_faults(self, **changes) -> None:
         with self._lock:
             self._faults = replace(self._faults, **changes)
-        self._wake_w.send(b"x")
+        self.wake()
 
     def pause(self) -> None:
         self.set_faults(paused=True)
@@ -76,33 +67,34 @@ class Relay:
 
     # -- relay-io thread ------------------------------------------------------
 
-    def _run(self) -> None:
-        front = self._ctx.socket(zmq.ROUTER)
-        back = self._ctx.socket(zmq.DEALER)
-        for sock in (front, back):
+    def _open(self, poller: zmq.Poller) -> None:
+        self._front = self._ctx.socket(zmq.ROUTER)
+        self._back = self._ctx.socket(zmq.DEALER)
+        for sock in (self._front, self._back):
             sock.linger = 0
-        port = front.bind_to_random_port("tcp://127.0.0.1")
+            poller.register(sock, zmq.POLLIN)
+        port = self._front.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
-        back.connect(self._secondary_endpoint)
-        self._ready.set()
-        poller = zmq.Poller()
-        poller.register(front, zmq.POLLIN)
-        poller.register(back, zmq.POLLIN)
-        poller.register(self._wake_r.fileno(), zmq.POLLIN)
-        try:
-            while not self._stopping.is_set():
-                events = dict(poller.poll(self._ms_until_due()))
-                if self._wake_r.fileno() in events:
-                    self._wake_r.recv(4096)
-                if front in events:
-                    self._primary_identity, *frames = front.recv_multipart()
-                    self._admit(TO_SECONDARY, frames)
-                if back in events:
-                    self._admit(TO_PRIMARY, back.recv_multipart())
-                self._deliver_due(front, back)
-        finally:
-            front.close()
-            back.close()
+        self._back.connect(self._secondary_endpoint)
+
+    def _pass(self, events: dict) -> None:
+        if self._front in events:
+            receive_batch(self._front, self._from_primary)
+        if self._back in events:
+            receive_batch(self._back, lambda frames: self._admit(TO_PRIMARY, frames))
+        self._deliver_due()
+
+    def _next_deadline(self) -> float | None:
+        return self._queue[0][0] if self._queue else None
+
+    def _close(self) -> None:
+        for sock in (self._front, self._back):
+            if sock is not None:
+                sock.close()
+
+    def _from_primary(self, frames: list[bytes]) -> None:
+        self._primary_identity, *payload = frames
+        self._admit(TO_SECONDARY, payload)
 
     def _admit(self, direction: str, frames: list[bytes]) -> None:
         with self._lock:
@@ -117,12 +109,7 @@ class Relay:
             due = time.monotonic() + random.uniform(*faults.delay)
             heapq.heappush(self._queue, (due, next(self._order), direction, frames))
 
-    def _ms_until_due(self) -> int | None:
-        if not self._queue:
-            return None
-        return max(0, math.ceil((self._queue[0][0] - time.monotonic()) * 1000))
-
-    def _deliver_due(self, front: zmq.Socket, back: zmq.Socket) -> None:
+    def _deliver_due(self) -> None:
         with self._lock:
             paused = self._faults.paused
         if not paused and self._held:
@@ -134,9 +121,9 @@ class Relay:
             _, _, direction, frames = heapq.heappop(self._queue)
             try:
                 if direction == TO_SECONDARY:
-                    back.send_multipart(frames, zmq.NOBLOCK)
+                    self._back.send_multipart(frames, zmq.NOBLOCK)
                 elif self._primary_identity is not None:
-                    front.send_multipart([self._primary_identity, *frames], zmq.NOBLOCK)
+                    self._front.send_multipart([self._primary_identity, *frames], zmq.NOBLOCK)
                 self.forwarded[direction] += 1
             except zmq.Again:
                 pass  # a full or absent peer: the frame is lost, as on a real network

@@ -44,7 +44,6 @@ def test_sends_new_entries_in_batches_and_pipelines(follower):
     assert (first.start, first.stop, second.start, second.stop) == (0, 10, 10, 20)
     assert (third.start, third.stop) == (20, 25)
     assert follower.next_send(25, 0.0) is None  # all sent, none overdue
-    assert follower.in_flight == 3
 
 
 def test_window_of_flights_bounds_what_is_unacknowledged(follower):
@@ -59,7 +58,7 @@ def test_ack_matched_by_corr_id_grows_holdings(follower):
     assert not follower.holds(0)
     assert follower.on_ack(ack(send, 3), 0.05) is True
     assert all(follower.holds(s) for s in range(3)) and follower.acked_length == 3
-    assert follower.in_flight == 0
+    assert follower.retry_deadline(100.0) is None  # no flight left to resend
 
 
 def test_unknown_and_late_acks_are_ignored(follower):
@@ -82,13 +81,13 @@ def test_out_of_order_acks_count_before_the_prefix_closes(follower):
     follower.on_ack(ack(send, 0, acked=[(2, 3)]), 0.01)  # seq 2 stored, 0 and 1 not yet
     assert follower.holds(2) and not follower.holds(0) and follower.acked_length == 0
     follower.on_ack(ack(send, 3, acked=[(0, 2)]), 0.02)
-    assert follower.acked_length == 3 and follower.in_flight == 0
+    assert follower.acked_length == 3 and follower.retry_deadline(100.0) is None
 
 
 def test_a_status_length_settles_flights_whose_acks_were_lost(follower):
     send_next(follower, 5, 0.0)
     assert follower.on_status(status(5), 0.5) is True
-    assert follower.in_flight == 0 and follower.retry_deadline(0.5) is None
+    assert follower.retry_deadline(0.5) is None  # no flight left to resend
 
 
 def test_overdue_flight_is_resent_under_a_new_corr_id_with_backoff(follower):
@@ -103,7 +102,7 @@ def test_overdue_flight_is_resent_under_a_new_corr_id_with_backoff(follower):
     second_wait = follower.retry_deadline(deadline) - deadline
     assert second_wait >= 2 * INITIAL_RETRY_S  # doubled
     assert follower.on_ack(ack(send, 3), deadline + 0.1)  # a late ACK of the first attempt counts
-    assert follower.in_flight == 0
+    assert follower.retry_deadline(100.0) is None  # no flight left to resend
     assert follower.on_ack(ack(resend, 3), deadline + 0.2) is None  # and the second is now late
 
 
@@ -176,3 +175,14 @@ def test_next_health_change_is_the_next_threshold_of_silence(follower):
     assert follower.next_health_change(14.5) is None  # nothing left to change
     fresh = Follower("s2", "tcp://x:2", SETTINGS, now=0.0)
     assert fresh.next_health_change(1.0) == 4.0  # never heard: unhealthy after the grace
+
+
+def test_a_catch_up_after_a_restart_logs_when_it_finishes(follower, caplog):
+    caplog.set_level("INFO", logger="primary.follower")
+    follower.on_status(status(2, incarnation="inc-2"), 1.0)  # restarted holding 2 of 5
+    follower.note_catch_up(5, 1.0)
+    assert "caught up" not in caplog.text
+    send = send_next(follower, 5, 1.0)
+    follower.on_ack(ack(send, 5, incarnation="inc-2"), 1.25)
+    follower.note_catch_up(5, 1.25)
+    assert "s1 caught up: 3 messages in 0.25s" in caplog.text

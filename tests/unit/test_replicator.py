@@ -97,16 +97,18 @@ def test_waiter_completes_on_the_ack_that_echoes_its_corr_id(cluster):
     frame1, frame2 = s1.next_append(), s2.next_append()
     s1.ack(frame1.corr_id, [(0, 1)], length=1)
     wait_until(lambda: waiter.acked_by == ["s1"], what="s1's ACK to count")
-    assert not waiter.done
+    assert waiter.wait(0.05) is False, "one ACK of the two needed must not satisfy it"
     s2.ack(frame2.corr_id, [(0, 1)], length=1)
-    assert waiter.wait(5) and waiter.acked_by == ["s1", "s2"]
+    wait_until(lambda: replicator.view().secondaries[1][0].acked_length == 1, what="s2's ACK")
+    late = replicator.register_waiter(seq, needed=2)
+    assert late.wait(5) and late.acked_by == ["s1", "s2"]
 
 
 def sync(replicator, secondary, index):
     """Send a PONG and wait until the replicator has read it, and so all before it."""
-    before = replicator.statuses()[index].last_heard
+    before = replicator.view().secondaries[index][0].last_heard
     secondary.send(protocol.encode_pong("sync", secondary.status()))
-    wait_until(lambda: replicator.statuses()[index].last_heard != before, what="the PONG")
+    wait_until(lambda: replicator.view().secondaries[index][0].last_heard != before, what="the PONG")
 
 
 def test_unknown_and_late_acks_are_ignored(cluster):
@@ -116,20 +118,20 @@ def test_unknown_and_late_acks_are_ignored(cluster):
     s2.ack("feedbeef", [(0, 1)], length=1)  # nobody sent corr_id feedbeef
     s2.length = 0
     sync(replicator, s2, 1)
-    assert replicator.statuses()[1].acked_length == 0
+    assert replicator.view().secondaries[1][0].acked_length == 0
     s2.ack(frame.corr_id, [(0, 1)], length=1)
     assert replicator.register_waiter(seq, needed=1).wait(5)
     s2.ack(frame.corr_id, [(0, 9)], length=9)  # late: that flight is finished
     s2.length = 1
     sync(replicator, s2, 1)
-    assert replicator.statuses()[1].acked_length == 1
+    assert replicator.view().secondaries[1][0].acked_length == 1
 
 
 def test_a_waiter_registered_after_the_acks_counts_them(cluster):
     store, replicator, (s1, s2) = cluster
     seq = append(store, replicator, "m")
     s1.ack(s1.next_append().corr_id, [(0, 1)], length=1)
-    wait_until(lambda: replicator.statuses()[0].acked_length == 1, what="s1's ack to land")
+    wait_until(lambda: replicator.view().secondaries[0][0].acked_length == 1, what="s1's ack to land")
     waiter = replicator.register_waiter(seq, needed=1)
     assert waiter.wait(5) and waiter.acked_by == ["s1"]
     current = replicator.register_waiter(seq, needed=0)  # "who holds it now?"
@@ -183,7 +185,7 @@ def test_a_restarted_secondary_is_caught_up_from_the_length_it_reports(cluster):
         frame = s1.next_append()
         received += len(frame.entries)
         s1.ack(frame.corr_id, [(frame.first, frame.first + len(frame.entries))], length=received)
-    wait_until(lambda: replicator.statuses()[0].acked_length == 3, what="s1 acked all")
+    wait_until(lambda: replicator.view().secondaries[0][0].acked_length == 3, what="s1 acked all")
     s1.incarnation, s1.length = "inc-2", 0  # restarted, empty; the next PONG says so
     frame = s1.next_append(timeout=5)
     assert frame.first == 0 and [json.loads(e) for e in frame.entries] == list("abc")
@@ -206,5 +208,6 @@ def test_a_stalled_io_loop_declares_nobody_dead(ctx, monkeypatch):
     replicator = Replicator(ctx, OrderedLog(), [SecondarySpec("s1", nobody)], SETTINGS)
     # Never started: its loop cannot have read a reply, so silence proves nothing.
     clock.now += 100 * SETTINGS.heartbeat_interval * SETTINGS.unhealthy_after
-    assert replicator.available_nodes() == 2
-    assert replicator.observed_now() == 1000.0 + SETTINGS.heartbeat_interval
+    view = replicator.view()
+    assert view.available_nodes == 2
+    assert view.now == 1000.0 + SETTINGS.heartbeat_interval
