@@ -81,13 +81,13 @@ class PrimaryConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "PrimaryConfig":
-        heartbeat = ReplicationSettings(
+        replication = ReplicationSettings(
             heartbeat_interval=env_float(env, "HEARTBEAT_INTERVAL", 1.0, 0.01, 60.0),
             suspect_after=env_int(env, "SUSPECT_AFTER", 2, 1, 1000),
             unhealthy_after=env_int(env, "UNHEALTHY_AFTER", 4, 1, 1000),
             retry_backoff_max=env_float(env, "RETRY_BACKOFF_MAX", 10.0, 0.01, 3600.0),
         )
-        if heartbeat.unhealthy_after < heartbeat.suspect_after:
+        if replication.unhealthy_after < replication.suspect_after:
             raise ConfigError("UNHEALTHY_AFTER: must be at least SUSPECT_AFTER")
         secondaries = parse_secondaries(env.get("SECONDARIES", ""))
         node_name = env_node_name(env, cls.node_name)
@@ -112,7 +112,7 @@ class PrimaryConfig:
             secondaries=secondaries,
             node_name=node_name,
             log_level=env_log_level(env),
-            replication=heartbeat,
+            replication=replication,
         )
 
 
