@@ -28,6 +28,6 @@ def build(config: PrimaryConfig, ctx: zmq.Context) -> Service:
         app=make_app(config, store, replicator, appender),
         start_io=replicator.start,
         stop_io=replicator.stop,
-        describe=lambda: f"secondaries: {secondaries or 'none (w=1 only)'}",
+        detail=f"secondaries: {secondaries or 'none (w=1 only)'}",
         max_body_bytes=config.max_body_bytes,
     )

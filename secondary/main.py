@@ -32,5 +32,5 @@ def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
         app=make_app(store, receiver, config.node_name),
         start_io=receiver.start,
         stop_io=receiver.stop,
-        describe=lambda: f"replication {receiver.endpoint}",
+        bound=lambda: {"replication": receiver.endpoint},
     )

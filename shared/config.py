@@ -235,7 +235,7 @@ class NodeConfig:
 
     http_host: str = setting("HTTP_HOST", "0.0.0.0", text, "interface the HTTP API listens on")
     http_port: int = setting(
-        "HTTP_PORT", "8000", port, "HTTP port; 0: any free port, announced in the log"
+        "HTTP_PORT", "8000", port, "HTTP port; 0: any free port, announced in the log and PORT_FILE"
     )
     http_connection_limit: int = setting(
         "HTTP_CONNECTION_LIMIT", "1000", integer(1, 100_000),
@@ -243,6 +243,10 @@ class NodeConfig:
     )
     log_level: str = setting(
         "LOG_LEVEL", "INFO", parse_log_level, f"one of {', '.join(LOG_LEVELS)}"
+    )
+    port_file: str = setting(
+        "PORT_FILE", "", text,
+        'when set: once ready, write the addresses bound there, as JSON {"http": URL, ...}',
     )
 
     @classmethod

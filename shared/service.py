@@ -19,7 +19,9 @@ Thread: main thread only (signal handlers can only be installed there).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
 from contextlib import ExitStack
@@ -47,13 +49,18 @@ class Service:
     start_io: Callable[[], None]
     #: Stops it; must also be safe after a ``start_io`` that raised.
     stop_io: Callable[[], None]
-    #: Called after ``start_io``: the role's end of the "ready" log line.
-    describe: Callable[[], str]
+    #: Called after ``start_io``: what the I/O thread bound, by name, for
+    #: the "ready" log line and PORT_FILE (beside "http").
+    bound: Callable[[], dict[str, str]] = dict
+    #: What else the "ready" log line says.
+    detail: str = ""
     max_body_bytes: int = 1 << 20
 
 
 def run_role(
-    role: str, config_type: type[Config], build: Callable[[Config, zmq.Context], Service]
+    role: str,
+    config_type: type[Config],
+    build: Callable[[Config, zmq.Context], Service],
 ) -> int:
     """Run until a signal; the exit code: 0, 1 if it cannot start, 2 on bad configuration."""
     limit_malloc_arenas()
@@ -72,27 +79,43 @@ def run_role(
         stop_io = _once(service.stop_io)
         cleanup.callback(stop_io)
         try:
-            service.start_io()
+            server = _start(config, service)
         except OSError as exc:
             role_log.critical("cannot start: %s", exc)
             return 1
-        try:
-            server = create_http_server(
-                service.app,
-                config.http_host,
-                config.http_port,
-                config.http_threads,
-                config.http_connection_limit,
-                service.max_body_bytes,
-            )
-        except OSError as exc:
-            role_log.critical("cannot start: HTTP_PORT %s: %s", config.http_port, exc)
-            return 1
-        role_log.info(
-            "node %s ready: HTTP %s, %s", config.node_name, http_address(server), service.describe()
-        )
+        role_log.info("node %s ready: %s", config.node_name, _ready(server, service))
         run_http(server, before_exit=stop_io)
     return 0
+
+
+def _start(config, service: Service):
+    """Start the I/O thread, bind HTTP and write PORT_FILE; the server, not
+    serving yet. An OSError says which setting failed."""
+    service.start_io()
+    try:
+        server = create_http_server(
+            service.app,
+            config.http_host,
+            config.http_port,
+            config.http_threads,
+            config.http_connection_limit,
+            service.max_body_bytes,
+        )
+    except OSError as exc:
+        raise OSError(f"HTTP_PORT {config.http_port}: {exc}") from exc
+    if config.port_file:
+        try:
+            write_port_file(config.port_file, {"http": http_address(server), **service.bound()})
+        except OSError as exc:
+            server.close()
+            raise OSError(f"PORT_FILE {config.port_file}: {exc}") from exc
+    return server
+
+
+def _ready(server, service: Service) -> str:
+    """The "ready" log line's account of the node: HTTP, what it bound, the detail."""
+    bound = (f"{name} {address}" for name, address in service.bound().items())
+    return ", ".join(filter(None, [f"HTTP {http_address(server)}", *bound, service.detail]))
 
 
 def _once(step: Callable[[], None]) -> Callable[[], None]:
@@ -107,6 +130,15 @@ def _once(step: Callable[[], None]) -> Callable[[], None]:
             step()
 
     return run_once
+
+
+def write_port_file(path: str, addresses: dict[str, str]) -> None:
+    """Write ``addresses`` to ``path`` as JSON, all at once: a temporary file
+    renamed into place, so whoever waits for the file never reads half of it."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(addresses, file)
+    os.replace(temporary, path)
 
 
 def create_http_server(

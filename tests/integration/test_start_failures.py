@@ -56,3 +56,11 @@ def test_a_taken_replication_port_exits_1_naming_it(ctx):
     assert result.returncode == 1, result.stderr
     assert "cannot start: REPLICATION_BIND" in result.stderr
     assert_clean_exit(result.stderr)
+
+
+def test_an_unwritable_port_file_exits_1_naming_it(tmp_path):
+    port_file = tmp_path / "missing-dir" / "ports.json"
+    result = run_node("primary", {"HTTP_PORT": "0", "PORT_FILE": str(port_file)})
+    assert result.returncode == 1, result.stderr
+    assert f"cannot start: PORT_FILE {port_file}:" in result.stderr
+    assert_clean_exit(result.stderr)

@@ -1,7 +1,8 @@
-"""Configuration parsing: defaults, valid values, one-line errors naming the variable."""
+"""Configuration parsing: defaults, valid values, one-line errors naming the variable; PORT_FILE."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from primary.config import PrimaryConfig, SecondarySpec, majority
 from secondary.config import SecondaryConfig
 from shared.config import ConfigError, DelayRange, delay
+from shared.service import write_port_file
 from tests.support.processes import REPO
 
 
@@ -104,6 +106,14 @@ def test_delay_draws_per_message_within_the_range():
     draws = {ranged.draw() for _ in range(200)}
     assert all(0.1 <= d <= 0.2 for d in draws) and len(draws) > 100
     assert not delay("D", "0")
+
+
+def test_the_port_file_is_replaced_whole(tmp_path):
+    path = tmp_path / "ports.json"
+    path.write_text("stale")
+    write_port_file(str(path), {"http": "http://127.0.0.1:1234"})
+    assert json.loads(path.read_text()) == {"http": "http://127.0.0.1:1234"}
+    assert [p.name for p in tmp_path.iterdir()] == ["ports.json"], "no temporary file is left"
 
 
 @pytest.mark.parametrize("role, env", [("primary", "HTTP_PORT=abc"), ("secondary", "REPLICATION_DELAY=x")])
