@@ -15,8 +15,14 @@ from shared.ordered_log import OrderedLog
 from shared.service import Service, run_role
 
 
+SUMMARY = """\
+The primary of the replicated log: it takes appends over HTTP (POST /messages)
+and replicates them to its secondaries. Configured by environment variables
+only, read once at start."""
+
+
 def main() -> int:
-    return run_role("primary", PrimaryConfig, build)
+    return run_role("primary", SUMMARY, PrimaryConfig, build)
 
 
 def build(config: PrimaryConfig, ctx: zmq.Context) -> Service:

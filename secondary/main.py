@@ -14,8 +14,14 @@ from shared.ordered_log import OrderedLog
 from shared.service import Service, run_role
 
 
+SUMMARY = """\
+A secondary of the replicated log: it stores what the primary replicates to it
+and serves reads over HTTP. Configured by environment variables only, read
+once at start."""
+
+
 def main() -> int:
-    return run_role("secondary", SecondaryConfig, build)
+    return run_role("secondary", SUMMARY, SecondaryConfig, build)
 
 
 def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:

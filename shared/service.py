@@ -31,6 +31,7 @@ from typing import Callable, TypeVar
 import waitress
 import zmq
 
+from shared.command_line import parse_command_line
 from shared.config import ConfigError
 from shared.logging_setup import setup_logging
 from shared.memory import limit_malloc_arenas
@@ -59,10 +60,13 @@ class Service:
 
 def run_role(
     role: str,
+    summary: str,
     config_type: type[Config],
     build: Callable[[Config, zmq.Context], Service],
 ) -> int:
-    """Run until a signal; the exit code: 0, 1 if it cannot start, 2 on bad configuration."""
+    """Run until a signal; the exit code: 0, 1 if it cannot start, 2 on bad
+    configuration. ``summary`` opens the --help text."""
+    parse_command_line(role, summary, config_type)
     limit_malloc_arenas()
     try:
         config = config_type.from_env()
