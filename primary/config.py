@@ -1,21 +1,27 @@
-"""The primary's configuration, read once from the environment at start."""
+"""The primary's configuration, read once from the environment at start.
+
+Each setting is declared once, below, with ``shared.config.setting``; the
+rules that tie settings together are in ``PrimaryConfig.from_env``.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 from shared.config import (
     ConfigError,
-    check_name,
-    check_tcp_endpoint,
-    env_float,
-    env_int,
-    env_log_level,
-    env_node_name,
-    env_port,
-    env_str,
+    NodeConfig,
+    check_between,
+    integer,
+    number,
+    optional,
+    parse_node_name,
+    setting,
+    settings_group,
+    tcp_endpoint,
+    whole_number,
 )
 
 
@@ -25,17 +31,39 @@ class SecondarySpec:
     endpoint: str
 
 
+def parse_secondaries(variable: str, raw: str) -> tuple[SecondarySpec, ...]:
+    """Parse ``[NAME=]tcp://HOST:PORT,...``; an unnamed one is called HOST:PORT."""
+    specs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, endpoint = item.rpartition("=")
+        endpoint = tcp_endpoint(variable, endpoint)
+        name = parse_node_name(variable, name) if sep else endpoint.removeprefix("tcp://")
+        specs.append(SecondarySpec(name, endpoint))
+    names = [spec.name for spec in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{variable}: names must be unique, repeated: {', '.join(duplicates)}")
+    return tuple(specs)
+
+
 @dataclass(frozen=True)
 class ReplicationSettings:
     """How the replicator talks to secondaries; shared by all of them."""
 
-    #: Seconds between PINGs to each secondary.
-    heartbeat_interval: float = 1.0
-    #: Missed heartbeats after which a secondary is Suspected, then Unhealthy.
-    suspect_after: int = 2
-    unhealthy_after: int = 4
-    #: Ceiling of the exponential backoff between resends to one secondary.
-    retry_backoff_max: float = 10.0
+    heartbeat_interval: float = setting(
+        "HEARTBEAT_INTERVAL", "1", number(0.01, 60.0), "seconds between heartbeats to each secondary"
+    )
+    suspect_after: int = setting(
+        "SUSPECT_AFTER", "2", integer(1, 1000), "missed heartbeats before a secondary is suspected"
+    )
+    unhealthy_after: int = setting(
+        "UNHEALTHY_AFTER", "4", integer(1, 1000),
+        "missed heartbeats before a secondary is unhealthy; at least SUSPECT_AFTER",
+    )
+    retry_backoff_max: float = setting(
+        "RETRY_BACKOFF_MAX", "10", number(0.01, 3600.0),
+        "seconds: ceiling of the exponential backoff between resends to one secondary",
+    )
     #: One APPEND frame carries at most this many entries and bytes of them.
     batch_max_entries: int = 1000
     batch_max_bytes: int = 1 << 20
@@ -49,27 +77,40 @@ def majority(nodes: int) -> int:
 
 
 @dataclass(frozen=True)
-class PrimaryConfig:
-    http_host: str = "0.0.0.0"
-    http_port: int = 8000
-    #: Waitress worker threads. Each append waiting for ACKs holds one.
-    http_threads: int = 64
-    #: Open HTTP connections (idle keep-alive ones included) accepted at once.
-    http_connection_limit: int = 1000
-    #: Largest request body accepted by POST /messages (413 beyond).
-    max_body_bytes: int = 1 << 20
-    #: Appends with w > 1 allowed to wait for ACKs at once (503 beyond);
-    #: below http_threads, so reads and w=1 appends always find a thread.
-    max_waiting_appends: int = 48
-    #: Idempotency keys remembered (the most recent ones).
-    idempotency_keys: int = 100_000
-    #: Nodes, the primary included, that must be up to accept appends;
+class PrimaryConfig(NodeConfig):
+    http_threads: int = setting(
+        "HTTP_THREADS", "64", integer(2, 4096),
+        "Waitress worker threads; each append waiting for ACKs holds one",
+    )
+    #: Below http_threads, so reads and w=1 appends always find a thread.
+    max_waiting_appends: int = setting(
+        "MAX_WAITING_APPENDS", "48", whole_number,
+        "appends with w > 1 allowed to wait for ACKs at once (503 beyond); below HTTP_THREADS",
+        derive=lambda above: str(above["http_threads"] * 3 // 4),
+        shown_default="¾ of HTTP_THREADS (48)",
+    )
+    max_body_bytes: int = setting(
+        "MAX_MESSAGE_BYTES", "1048576", integer(1, 1 << 30),
+        "largest POST /messages body in bytes (413 beyond)",
+    )
+    idempotency_keys: int = setting(
+        "IDEMPOTENCY_KEYS", "100000", integer(1, 10_000_000),
+        "idempotency keys remembered (the most recent ones)",
+    )
+    secondaries: tuple[SecondarySpec, ...] = setting(
+        "SECONDARIES", "", parse_secondaries,
+        "[NAME=]tcp://HOST:PORT,...; unnamed ones are called HOST:PORT; empty: w=1 only",
+    )
     #: None means a majority of the configured cluster.
-    quorum: int | None = None
-    secondaries: tuple[SecondarySpec, ...] = ()
-    node_name: str = "primary"
-    log_level: str = "INFO"
-    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
+    quorum: int | None = setting(
+        "QUORUM", "", optional(whole_number),
+        "nodes, the primary included, that must be up to accept appends; 1: never read-only",
+        shown_default="majority of 1+N",
+    )
+    node_name: str = setting(
+        "NODE_NAME", "primary", parse_node_name, "name in logs, /health and acked_by"
+    )
+    replication: ReplicationSettings = settings_group(ReplicationSettings)
 
     @property
     def cluster_size(self) -> int:
@@ -81,51 +122,12 @@ class PrimaryConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "PrimaryConfig":
-        heartbeat = ReplicationSettings(
-            heartbeat_interval=env_float(env, "HEARTBEAT_INTERVAL", 1.0, 0.01, 60.0),
-            suspect_after=env_int(env, "SUSPECT_AFTER", 2, 1, 1000),
-            unhealthy_after=env_int(env, "UNHEALTHY_AFTER", 4, 1, 1000),
-            retry_backoff_max=env_float(env, "RETRY_BACKOFF_MAX", 10.0, 0.01, 3600.0),
-        )
-        if heartbeat.unhealthy_after < heartbeat.suspect_after:
+        config = super().from_env(env)
+        if config.replication.unhealthy_after < config.replication.suspect_after:
             raise ConfigError("UNHEALTHY_AFTER: must be at least SUSPECT_AFTER")
-        secondaries = parse_secondaries(env.get("SECONDARIES", ""))
-        node_name = env_node_name(env, cls.node_name)
-        if node_name in {s.name for s in secondaries}:
-            raise ConfigError(f"SECONDARIES: {node_name!r} is the primary's own NODE_NAME")
-        http_threads = env_int(env, "HTTP_THREADS", cls.http_threads, 2, 4096)
-        max_waiting = env_int(
-            env, "MAX_WAITING_APPENDS", http_threads * 3 // 4, 1, http_threads - 1
-        )
-        quorum = env_int(env, "QUORUM", majority(1 + len(secondaries)), 1, 1 + len(secondaries))
-        return cls(
-            http_host=env_str(env, "HTTP_HOST", cls.http_host),
-            http_port=env_port(env, "HTTP_PORT", cls.http_port),
-            http_threads=http_threads,
-            max_waiting_appends=max_waiting,
-            idempotency_keys=env_int(env, "IDEMPOTENCY_KEYS", cls.idempotency_keys, 1, 10_000_000),
-            quorum=quorum,
-            http_connection_limit=env_int(
-                env, "HTTP_CONNECTION_LIMIT", cls.http_connection_limit, 1, 100_000
-            ),
-            max_body_bytes=env_int(env, "MAX_MESSAGE_BYTES", cls.max_body_bytes, 1, 1 << 30),
-            secondaries=secondaries,
-            node_name=node_name,
-            log_level=env_log_level(env),
-            replication=heartbeat,
-        )
-
-
-def parse_secondaries(raw: str) -> tuple[SecondarySpec, ...]:
-    """Parse ``[NAME=]tcp://HOST:PORT,...``; an unnamed one is called HOST:PORT."""
-    specs = []
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, endpoint = item.rpartition("=")
-        endpoint = check_tcp_endpoint("SECONDARIES", endpoint)
-        name = check_name("SECONDARIES", name) if sep else endpoint.removeprefix("tcp://")
-        specs.append(SecondarySpec(name, endpoint))
-    names = [spec.name for spec in specs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"SECONDARIES: names must be unique, repeated: {', '.join(duplicates)}")
-    return tuple(specs)
+        if config.node_name in {s.name for s in config.secondaries}:
+            raise ConfigError(f"SECONDARIES: {config.node_name!r} is the primary's own NODE_NAME")
+        check_between("MAX_WAITING_APPENDS", config.max_waiting_appends, 1, config.http_threads - 1)
+        if config.quorum is not None:
+            check_between("QUORUM", config.quorum, 1, config.cluster_size)
+        return config

@@ -1,12 +1,9 @@
-"""Process entry point of the primary: config, logging, replicator, HTTP.
+"""Process entry point of the primary: its parts, run by shared.service.run_role.
 
-Thread: main. It starts ``replicator-io`` and then runs Waitress's loop.
+Thread: main. ``run_role`` starts ``replicator-io`` and then runs Waitress's loop.
 """
 
 from __future__ import annotations
-
-import logging
-import sys
 
 import zmq
 
@@ -14,50 +11,29 @@ from primary.api import make_app
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
-from shared.config import ConfigError
-from shared.logging_setup import setup_logging
-from shared.memory import limit_malloc_arenas
 from shared.ordered_log import OrderedLog
-from shared.service import create_http_server, http_address, run_http
+from shared.service import Service, run_role
 
-log = logging.getLogger("primary")
+
+SUMMARY = """\
+The primary of the replicated log: it takes appends over HTTP (POST /messages)
+and replicates them to its secondaries. Configured by environment variables
+only, read once at start."""
 
 
 def main() -> int:
-    limit_malloc_arenas()
-    try:
-        config = PrimaryConfig.from_env()
-    except ConfigError as exc:
-        print(f"primary: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    log_writer = setup_logging(config.log_level)
-    ctx = zmq.Context()
-    ctx.linger = 0
+    return run_role("primary", SUMMARY, PrimaryConfig, build)
+
+
+def build(config: PrimaryConfig, ctx: zmq.Context) -> Service:
     store = OrderedLog()
     replicator = Replicator(ctx, store, config.secondaries, config.replication)
     appender = Appender(config, store, replicator)
-    try:
-        server = create_http_server(
-            make_app(config, store, replicator, appender),
-            config.http_host,
-            config.http_port,
-            config.http_threads,
-            config.http_connection_limit,
-            config.max_body_bytes,
-        )
-    except OSError as exc:
-        log.critical("cannot start: HTTP_PORT %s: %s", config.http_port, exc)
-        ctx.term()
-        log_writer.stop()
-        return 1
-    replicator.start()
-    log.info(
-        "node %s ready: HTTP %s, secondaries: %s",
-        config.node_name,
-        http_address(server),
-        ", ".join(f"{s.name}={s.endpoint}" for s in config.secondaries) or "none (w=1 only)",
+    secondaries = ", ".join(f"{s.name}={s.endpoint}" for s in config.secondaries)
+    return Service(
+        app=make_app(config, store, replicator, appender),
+        start_io=replicator.start,
+        stop_io=replicator.stop,
+        detail=f"secondaries: {secondaries or 'none (w=1 only)'}",
+        max_body_bytes=config.max_body_bytes,
     )
-    run_http(server, before_exit=replicator.stop)
-    ctx.term()
-    log_writer.stop()  # last: it writes out what is still queued
-    return 0

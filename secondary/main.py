@@ -1,37 +1,30 @@
-"""Process entry point of a secondary: config, logging, receiver, HTTP.
+"""Process entry point of a secondary: its parts, run by shared.service.run_role.
 
-Thread: main. It starts ``receiver-io`` and then runs Waitress's loop.
+Thread: main. ``run_role`` starts ``receiver-io`` and then runs Waitress's loop.
 """
 
 from __future__ import annotations
-
-import logging
-import sys
 
 import zmq
 
 from secondary.api import make_app
 from secondary.config import SecondaryConfig
 from secondary.receiver import Receiver
-from shared.config import ConfigError
-from shared.logging_setup import setup_logging
-from shared.memory import limit_malloc_arenas
 from shared.ordered_log import OrderedLog
-from shared.service import create_http_server, http_address, run_http
+from shared.service import Service, run_role
 
-log = logging.getLogger("secondary")
+
+SUMMARY = """\
+A secondary of the replicated log: it stores what the primary replicates to it
+and serves reads over HTTP. Configured by environment variables only, read
+once at start."""
 
 
 def main() -> int:
-    limit_malloc_arenas()
-    try:
-        config = SecondaryConfig.from_env()
-    except ConfigError as exc:
-        print(f"secondary: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    log_writer = setup_logging(config.log_level)
-    ctx = zmq.Context()
-    ctx.linger = 0
+    return run_role("secondary", SUMMARY, SecondaryConfig, build)
+
+
+def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
     store = OrderedLog()
     receiver = Receiver(
         ctx,
@@ -41,26 +34,9 @@ def main() -> int:
         config.replication_delay,
         config.drop_ack_fraction,
     )
-    try:
-        receiver.start()
-        server = create_http_server(
-            make_app(store, receiver, config.node_name),
-            config.http_host,
-            config.http_port,
-            config.http_threads,
-            config.http_connection_limit,
-        )
-    except OSError as exc:
-        log.critical("cannot start: %s", exc)
-        receiver.stop()
-        ctx.term()
-        log_writer.stop()
-        return 1
-    log.info(
-        "node %s ready: HTTP %s, replication %s",
-        config.node_name, http_address(server), receiver.endpoint,
+    return Service(
+        app=make_app(store, receiver, config.node_name),
+        start_io=receiver.start,
+        stop_io=receiver.stop,
+        bound=lambda: {"replication": receiver.endpoint},
     )
-    run_http(server, before_exit=receiver.stop)
-    ctx.term()
-    log_writer.stop()  # last: it writes out what is still queued
-    return 0

@@ -1,85 +1,188 @@
-"""Environment parsing shared by both roles: parse once at start, fail loudly.
+"""Settings read from the environment, each declared once.
 
-Every helper reads one variable from a mapping (``os.environ`` in production,
-a plain dict in tests) and raises ConfigError with a one-line message naming
-the variable when the value is unusable. Pure functions; thread: any.
+A role's configuration is a frozen dataclass whose fields are declared with
+``setting``: the variable, the text its default stands for, the parser (with
+its limits) and a one-line meaning. ``read_settings`` parses the environment
+(``os.environ`` in production, a plain dict in tests) from those declarations
+and ``describe_settings`` writes the ``--help`` text from the same ones, so
+the two cannot drift apart. ``NodeConfig`` declares the settings every role
+has.
+
+A parser takes the variable's name and its text, and returns the value or
+raises ConfigError with a one-line message naming the variable. Parse once
+at start, fail loudly. Pure functions; thread: any.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The longest REPLICATION_DELAY (or any delay) in seconds.
+MAX_DELAY_S = 3600.0
 _TCP_ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+|\*):(?P<port>\d{1,5})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+#: Keys of a dataclass field's metadata.
+_SETTING = "setting"
+_GROUP = "settings_group"
+
+Parse = Callable[[str, str], Any]
+Config = TypeVar("Config")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid. str(error) names the variable."""
 
 
-def env_str(env: Mapping[str, str], name: str, default: str) -> str:
-    return env.get(name, "").strip() or default
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: how it is read, and how --help shows it."""
+
+    variable: str
+    #: The text an unset or empty variable stands for.
+    default: str
+    parse: Parse
+    meaning: str
+    #: Works out the default's text at start instead, from the values of the
+    #: settings declared above it in the same dataclass (by field name).
+    derive: Callable[[dict[str, Any]], str] | None = None
+    #: How --help states a default that ``derive`` works out, or that the
+    #: text alone does not say.
+    shown_default: str = ""
+
+    def read(self, env: Mapping[str, str], above: dict[str, Any]) -> Any:
+        text = env.get(self.variable, "").strip()
+        if not text:
+            text = self.derive(above) if self.derive else self.default
+        return self.parse(self.variable, text)
+
+    @property
+    def default_text(self) -> str:
+        return self.shown_default or self.default or "empty"
 
 
-def env_int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def setting(
+    variable: str,
+    default: str,
+    parse: Parse,
+    meaning: str,
+    *,
+    derive: Callable[[dict[str, Any]], str] | None = None,
+    shown_default: str = "",
+) -> Any:
+    """A config dataclass field read from ``variable``. Its value where a
+    config is built without the environment is ``parse(default)``."""
+    declared = Setting(variable, default, parse, meaning, derive, shown_default)
+    return dataclasses.field(default=parse(variable, default), metadata={_SETTING: declared})
+
+
+def settings_group(config_type: type) -> Any:
+    """A config dataclass field holding another dataclass of settings."""
+    return dataclasses.field(default_factory=config_type, metadata={_GROUP: config_type})
+
+
+def read_settings(config_type: type[Config], env: Mapping[str, str]) -> Config:
+    """Parse every declared setting of ``config_type`` from ``env``; the other
+    fields keep their defaults."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(config_type):
+        if _GROUP in field.metadata:
+            values[field.name] = read_settings(field.metadata[_GROUP], env)
+        elif _SETTING in field.metadata:
+            values[field.name] = field.metadata[_SETTING].read(env, values)
+    return config_type(**values)
+
+
+def declared_settings(config_type: type) -> Iterator[Setting]:
+    """Every setting of ``config_type``, groups included, in declaration order."""
+    for field in dataclasses.fields(config_type):
+        if _GROUP in field.metadata:
+            yield from declared_settings(field.metadata[_GROUP])
+        elif _SETTING in field.metadata:
+            yield field.metadata[_SETTING]
+
+
+def describe_settings(config_type: type) -> str:
+    """The settings as --help lists them: each variable with its default,
+    then its meaning on the next line."""
+    declared = list(declared_settings(config_type))
+    width = max(len(d.variable) for d in declared) + 2
+    lines = ["environment variables:"]
+    for each in declared:
+        lines.append(f"  {each.variable:<{width}}default: {each.default_text}")
+        lines.append(f"      {each.meaning}")
+    return "\n".join(lines)
+
+
+# -- parsers ------------------------------------------------------------------
+
+
+def text(_variable: str, raw: str) -> str:
+    return raw
+
+
+def whole_number(variable: str, raw: str) -> int:
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
-        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+        raise ConfigError(f"{variable}: expected an integer, got {raw!r}") from None
+
+
+def integer(minimum: int, maximum: int) -> Parse:
+    """Whole numbers in [minimum, maximum]."""
+    return lambda variable, raw: check_between(variable, whole_number(variable, raw), minimum, maximum)
+
+
+def check_between(variable: str, value: int, minimum: int, maximum: int) -> int:
     if not minimum <= value <= maximum:
-        raise ConfigError(f"{name}: must be between {minimum} and {maximum}, got {value}")
+        raise ConfigError(f"{variable}: must be between {minimum} and {maximum}, got {value}")
     return value
 
 
-def env_float(
-    env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float
-) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    value = _parse_float(name, raw)
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name}: must be between {minimum:g} and {maximum:g}, got {raw}")
-    return value
+def number(minimum: float, maximum: float) -> Parse:
+    """Finite decimal numbers in [minimum, maximum]."""
+
+    def parse(variable: str, raw: str) -> float:
+        value = _parse_float(variable, raw)
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{variable}: must be between {minimum:g} and {maximum:g}, got {raw}")
+        return value
+
+    return parse
 
 
-def env_log_level(env: Mapping[str, str]) -> str:
-    level = env_str(env, "LOG_LEVEL", "INFO").upper()
+def optional(parse: Parse) -> Parse:
+    """``parse``, except that no text means None."""
+    return lambda variable, raw: parse(variable, raw) if raw else None
+
+
+port = integer(0, 65535)
+
+
+def parse_log_level(variable: str, raw: str) -> str:
+    level = raw.upper()
     if level not in LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        raise ConfigError(f"{variable}: expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
     return level
 
 
-def env_port(env: Mapping[str, str], name: str, default: int) -> int:
-    return env_int(env, name, default, 0, 65535)
+def parse_node_name(variable: str, raw: str) -> str:
+    if not _NAME.match(raw):
+        raise ConfigError(f"{variable}: use 1-64 letters, digits, '.', '_', ':' or '-', got {raw!r}")
+    return raw
 
 
-def env_node_name(env: Mapping[str, str], default: str) -> str:
-    name = env_str(env, "NODE_NAME", default)
-    if not _NAME.match(name):
-        raise ConfigError(f"NODE_NAME: use 1-64 letters, digits, '.', '_', ':' or '-', got {name!r}")
-    return name
-
-
-def check_tcp_endpoint(variable: str, endpoint: str) -> str:
+def tcp_endpoint(variable: str, endpoint: str) -> str:
     """Accept ``tcp://HOST:PORT`` (HOST may be ``*`` for a bind) and return it."""
     match = _TCP_ENDPOINT.match(endpoint)
     if not match or int(match["port"]) > 65535:
         raise ConfigError(f"{variable}: expected tcp://HOST:PORT, got {endpoint!r}")
     return endpoint
-
-
-def check_name(variable: str, name: str) -> str:
-    if not _NAME.match(name):
-        raise ConfigError(f"{variable}: bad name {name!r}: use letters, digits, '.', '_', ':' or '-'")
-    return name
 
 
 @dataclass(frozen=True)
@@ -100,24 +203,52 @@ class DelayRange:
         return f"{self.low:g}s" if self.low == self.high else f"{self.low:g}-{self.high:g}s"
 
 
-def env_delay(env: Mapping[str, str], name: str, maximum: float = 3600.0) -> DelayRange:
-    """Parse ``S`` or ``A-B`` (seconds, 0 <= A <= B <= maximum)."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return DelayRange()
+def delay(variable: str, raw: str) -> DelayRange:
+    """Parse ``S`` or ``A-B`` (seconds, 0 <= A <= B <= MAX_DELAY_S)."""
     low_raw, sep, high_raw = raw.partition("-")
-    low = _parse_float(name, low_raw)
-    high = _parse_float(name, high_raw) if sep else low
-    if not 0 <= low <= high <= maximum:
-        raise ConfigError(f"{name}: expected S or A-B seconds with 0 <= A <= B <= {maximum:g}, got {raw!r}")
+    low = _parse_float(variable, low_raw)
+    high = _parse_float(variable, high_raw) if sep else low
+    if not 0 <= low <= high <= MAX_DELAY_S:
+        raise ConfigError(
+            f"{variable}: expected S or A-B seconds with 0 <= A <= B <= {MAX_DELAY_S:g}, got {raw!r}"
+        )
     return DelayRange(low, high)
 
 
-def _parse_float(name: str, raw: str) -> float:
+def _parse_float(variable: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+        raise ConfigError(f"{variable}: expected a number, got {raw!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name}: expected a finite number, got {raw!r}")
+        raise ConfigError(f"{variable}: expected a finite number, got {raw!r}")
     return value
+
+
+# -- the settings of every role -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What every role reads. A role's subclass adds its own settings, among
+    them HTTP_THREADS and NODE_NAME, whose defaults differ by role."""
+
+    http_host: str = setting("HTTP_HOST", "0.0.0.0", text, "interface the HTTP API listens on")
+    http_port: int = setting(
+        "HTTP_PORT", "8000", port, "HTTP port; 0: any free port, announced in the log and PORT_FILE"
+    )
+    http_connection_limit: int = setting(
+        "HTTP_CONNECTION_LIMIT", "1000", integer(1, 100_000),
+        "open HTTP connections accepted at once, idle keep-alive ones included",
+    )
+    log_level: str = setting(
+        "LOG_LEVEL", "INFO", parse_log_level, f"one of {', '.join(LOG_LEVELS)}"
+    )
+    port_file: str = setting(
+        "PORT_FILE", "", text,
+        'when set: once ready, write the addresses bound there, as JSON {"http": URL, ...}',
+    )
+
+    @classmethod
+    def from_env(cls: type[Config], env: Mapping[str, str] = os.environ) -> Config:
+        return read_settings(cls, env)

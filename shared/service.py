@@ -1,26 +1,148 @@
-"""Run a role's Bottle app under Waitress until SIGTERM or SIGINT.
+"""Run a role: configuration, logging, its I/O thread and its Bottle app under
+Waitress, until SIGTERM or SIGINT.
 
-Shutdown order matters, and this module owns it:
+Both ``main.py`` files call ``run_role`` with their own ``build`` step; this
+module owns the outline around it, and the shutdown order:
   1. the signal arrives in the main thread, which runs Waitress's loop;
-  2. ``before_exit`` runs first and stops the role's I/O thread, which wakes
+  2. ``stop_io`` runs first and stops the role's I/O thread, which wakes
      every request still waiting for ACKs, so no Waitress worker is left
      blocked (Waitress would wait 5 s for each before giving up);
   3. SystemExit ends Waitress's loop; Waitress joins its workers;
-  4. the listening sockets close and ``run_http`` returns, so ``main`` can
-     terminate the zmq Context last, after every socket owner has gone.
+  4. the listening sockets close and ``run_http`` returns;
+  5. the zmq Context is terminated, after every socket owner has gone;
+  6. the log writer stops last: it writes out what is still queued.
+A start that fails (a port taken) stops the I/O thread and takes steps 5
+and 6. On every path each step runs exactly once.
 
 Thread: main thread only (signal handlers can only be installed there).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
-from typing import Callable
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import waitress
+import zmq
+
+from shared.command_line import parse_command_line
+from shared.config import ConfigError
+from shared.logging_setup import setup_logging
+from shared.memory import limit_malloc_arenas
 
 log = logging.getLogger(__name__)
+
+Config = TypeVar("Config")
+
+
+@dataclass(frozen=True)
+class Service:
+    """What a role's ``build`` step hands to ``run_role``; nothing runs yet."""
+
+    app: object
+    #: Starts the role's I/O thread; raises OSError when it cannot bind.
+    start_io: Callable[[], None]
+    #: Stops it; must also be safe after a ``start_io`` that raised.
+    stop_io: Callable[[], None]
+    #: Called after ``start_io``: what the I/O thread bound, by name, for
+    #: the "ready" log line and PORT_FILE (beside "http").
+    bound: Callable[[], dict[str, str]] = dict
+    #: What else the "ready" log line says.
+    detail: str = ""
+    max_body_bytes: int = 1 << 20
+
+
+def run_role(
+    role: str,
+    summary: str,
+    config_type: type[Config],
+    build: Callable[[Config, zmq.Context], Service],
+) -> int:
+    """Run until a signal; the exit code: 0, 1 if it cannot start, 2 on bad
+    configuration. ``summary`` opens the --help text."""
+    parse_command_line(role, summary, config_type)
+    limit_malloc_arenas()
+    try:
+        config = config_type.from_env()
+    except ConfigError as exc:
+        print(f"{role}: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    role_log = logging.getLogger(role)
+    with ExitStack() as cleanup:  # runs its callbacks last first
+        cleanup.callback(setup_logging(config.log_level).stop)
+        ctx = zmq.Context()
+        ctx.linger = 0
+        cleanup.callback(ctx.term)
+        service = build(config, ctx)
+        stop_io = _once(service.stop_io)
+        cleanup.callback(stop_io)
+        try:
+            server = _start(config, service)
+        except OSError as exc:
+            role_log.critical("cannot start: %s", exc)
+            return 1
+        role_log.info("node %s ready: %s", config.node_name, _ready(server, service))
+        run_http(server, before_exit=stop_io)
+    return 0
+
+
+def _start(config, service: Service):
+    """Start the I/O thread, bind HTTP and write PORT_FILE; the server, not
+    serving yet. An OSError says which setting failed."""
+    service.start_io()
+    try:
+        server = create_http_server(
+            service.app,
+            config.http_host,
+            config.http_port,
+            config.http_threads,
+            config.http_connection_limit,
+            service.max_body_bytes,
+        )
+    except OSError as exc:
+        raise OSError(f"HTTP_PORT {config.http_port}: {exc}") from exc
+    if config.port_file:
+        try:
+            write_port_file(config.port_file, {"http": http_address(server), **service.bound()})
+        except OSError as exc:
+            server.close()
+            raise OSError(f"PORT_FILE {config.port_file}: {exc}") from exc
+    return server
+
+
+def _ready(server, service: Service) -> str:
+    """The "ready" log line's account of the node: HTTP, what it bound, the detail."""
+    bound = (f"{name} {address}" for name, address in service.bound().items())
+    return ", ".join(filter(None, [f"HTTP {http_address(server)}", *bound, service.detail]))
+
+
+def _once(step: Callable[[], None]) -> Callable[[], None]:
+    """``step``, run by the first call only: the signal handler and the exit
+    path both ask for the I/O thread to stop."""
+    done = False
+
+    def run_once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            step()
+
+    return run_once
+
+
+def write_port_file(path: str, addresses: dict[str, str]) -> None:
+    """Write ``addresses`` to ``path`` as JSON, all at once: a temporary file
+    renamed into place, so whoever waits for the file never reads half of it."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(addresses, file)
+    os.replace(temporary, path)
 
 
 def create_http_server(
@@ -45,7 +167,7 @@ def create_http_server(
 
 
 def run_http(server, before_exit: Callable[[], None]) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down in the order above."""
+    """Serve until SIGTERM/SIGINT, then take steps 2 to 4 above."""
     stopping = False
 
     def on_signal(signum, _frame):

@@ -5,9 +5,9 @@ the same number of Waitress threads, doing the least an append can do. What
 the primary costs beyond it is replication, validation and logging.
 
 Run as its own process, ``python -m tests.bench.baseline_app``, configured
-like a node (HTTP_HOST, HTTP_PORT, 0 for any free port, HTTP_THREADS), so
-tests.support.processes.Node can launch it: it announces its address in a
-"ready: HTTP http://..." line and answers GET /health.
+like a node (HTTP_HOST, HTTP_PORT, 0 for any free port, HTTP_THREADS,
+PORT_FILE), so tests.support.processes.Node can launch it: it writes its
+address to PORT_FILE and answers GET /health.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import threading
 
 import bottle
 import waitress
+
+from shared.service import http_address, write_port_file
 
 
 def make_app() -> bottle.Bottle:
@@ -56,8 +58,10 @@ def main() -> None:
         raise SystemExit(0)  # ends server.run(); the default would skip close()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    print(f"baseline ready: HTTP http://{server.effective_host}:{server.effective_port}",
-          file=sys.stderr, flush=True)
+    address = http_address(server)
+    if os.environ.get("PORT_FILE"):
+        write_port_file(os.environ["PORT_FILE"], {"http": address})
+    print(f"baseline ready: HTTP {address}", file=sys.stderr, flush=True)
     try:
         server.run()
     finally:

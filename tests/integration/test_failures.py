@@ -14,7 +14,8 @@ from tests.support.checker import History, Snapshotter, check, wait_for_converge
 from tests.support.http import get_health, get_messages, post_message
 from tests.support.waiting import wait_until
 
-FAST_HEARTBEATS = {"HEARTBEAT_INTERVAL": "0.1", "SUSPECT_AFTER": "2", "UNHEALTHY_AFTER": "5"}
+#: The primary's environment for heartbeats every 0.1 s.
+FAST_HEARTBEAT_ENV = {"HEARTBEAT_INTERVAL": "0.1", "SUSPECT_AFTER": "2", "UNHEALTHY_AFTER": "5"}
 
 
 def in_background(function, *args, **kwargs) -> tuple[threading.Thread, dict]:
@@ -39,7 +40,7 @@ def secondary_state(url: str, name: str) -> str:
 
 
 def test_classic_self_check(make_cluster):
-    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEATS, down=("s2",))
+    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEAT_ENV, down=("s2",))
     url = cluster.primary.url
     assert post_message(url, "Msg1", w=1).status == 201
     assert post_message(url, "Msg2", w=2).status == 201
@@ -56,7 +57,7 @@ def test_classic_self_check(make_cluster):
 
 
 def test_restart_under_load_converges_without_violations(make_cluster):
-    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEATS)
+    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEAT_ENV)
     url = cluster.primary.url
     history = History()
     with Snapshotter(cluster.urls) as snapshotter:
@@ -75,14 +76,14 @@ def test_restart_under_load_converges_without_violations(make_cluster):
 
 def test_lossy_acks_and_random_delays_lose_nothing(make_cluster):
     lossy = {"FAULT_DROP_ACKS": "0.3", "REPLICATION_DELAY": "0-0.2"}
-    cluster = make_cluster({"s1": lossy, "s2": lossy}, primary_env=FAST_HEARTBEATS)
+    cluster = make_cluster({"s1": lossy, "s2": lossy}, primary_env=FAST_HEARTBEAT_ENV)
     assert run_checked(cluster, 1000, 16) == []
 
 
 def test_a_dropping_duplicating_reordering_network_loses_nothing(make_cluster):
     cluster = make_cluster(
         {"s1": {}, "s2": {}},
-        primary_env={**FAST_HEARTBEATS, "UNHEALTHY_AFTER": "20"},
+        primary_env={**FAST_HEARTBEAT_ENV, "UNHEALTHY_AFTER": "20"},
         relayed=("s1", "s2"),
     )
     for relay in cluster.relays.values():
@@ -92,7 +93,7 @@ def test_a_dropping_duplicating_reordering_network_loses_nothing(make_cluster):
 
 
 def test_paused_replication_holds_w3_until_resumed(make_cluster):
-    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEATS, relayed=("s2",))
+    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEAT_ENV, relayed=("s2",))
     url = cluster.primary.url
     cluster.relays["s2"].pause()
     waiting, result = in_background(post_message, url, "held", w=3)
@@ -107,7 +108,7 @@ def test_paused_replication_holds_w3_until_resumed(make_cluster):
 
 
 def test_without_quorum_the_primary_is_read_only_until_a_secondary_returns(make_cluster):
-    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEATS)
+    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEAT_ENV)
     url = cluster.primary.url
     assert post_message(url, "before", w=3).status == 201
     cluster["s1"].stop()

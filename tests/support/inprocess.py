@@ -22,7 +22,10 @@ from secondary.receiver import Receiver
 from shared.config import DelayRange
 from shared.ordered_log import OrderedLog
 
-FAST_HEARTBEATS = ReplicationSettings(heartbeat_interval=0.05, suspect_after=4, unhealthy_after=8)
+#: Heartbeats every 50 ms: failure detection within a unit test's patience.
+FAST_HEARTBEAT_SETTINGS = ReplicationSettings(
+    heartbeat_interval=0.05, suspect_after=4, unhealthy_after=8
+)
 
 
 @dataclass
@@ -52,7 +55,7 @@ class InProcessCluster:
                 app = webtest.TestApp(make_secondary_app(store, receiver, name))
                 self.secondaries[name] = InProcessSecondary(name, store, receiver, app)
         self.config = replace(
-            PrimaryConfig(), secondaries=tuple(specs), replication=FAST_HEARTBEATS, **config
+            PrimaryConfig(), secondaries=tuple(specs), replication=FAST_HEARTBEAT_SETTINGS, **config
         )
         self.store = OrderedLog()
         self.replicator = Replicator(ctx, self.store, self.config.secondaries, self.config.replication)

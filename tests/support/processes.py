@@ -1,14 +1,14 @@
 """Real ``python -m primary`` / ``python -m secondary`` processes on 127.0.0.1.
 
-Every process binds port 0 and announces the ports it got in its "ready"
-log line; the harness reads them from there. A restarted node asks for the
-same ports again, as a restarted server would.
+Every process binds port 0 and, once ready, writes the addresses it got to
+its PORT_FILE as JSON; the harness waits for that file and reads them from
+it. A restarted node asks for the same ports again, as a restarted server would.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,8 +21,6 @@ from tests.support.relay import Relay
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-_HTTP = re.compile(r"ready: HTTP (http://127\.0\.0\.1:\d+)")
-_REPLICATION = re.compile(r"ready: HTTP \S+ replication (tcp://127\.0\.0\.1:\d+)")
 
 
 class Node:
@@ -30,7 +28,11 @@ class Node:
         self.role = role
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self.env = {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": "0", "NODE_NAME": name, **env}
+        self.port_file = log_dir / f"{name}.ports.json"
+        self.env = {
+            "HTTP_HOST": "127.0.0.1", "HTTP_PORT": "0", "NODE_NAME": name,
+            "PORT_FILE": str(self.port_file), **env,
+        }
         if role == "secondary":
             self.env.setdefault("REPLICATION_BIND", "tcp://127.0.0.1:0")
         self.url: str | None = None
@@ -46,7 +48,7 @@ class Node:
             "PYTHONDONTWRITEBYTECODE": "1",
             **self.env,
         }
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.port_file.unlink(missing_ok=True)  # the next one is this start's
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.role],
@@ -61,12 +63,12 @@ class Node:
         def announced():
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
-            return _HTTP.search(self.log(since_start=True))
+            return self.port_file.exists()
 
-        match = wait_until(announced, timeout, what=f"{self.name} to announce its ports")
-        self.url = match.group(1)
-        if self.role == "secondary":
-            self.replication_endpoint = _REPLICATION.search(self.log(since_start=True)).group(1)
+        wait_until(announced, timeout, what=f"{self.name} to write its PORT_FILE")
+        addresses = json.loads(self.port_file.read_text())
+        self.url = addresses["http"]
+        self.replication_endpoint = addresses.get("replication")
         wait_until(lambda: get_health(self.url), timeout, what=f"{self.name} /health")
         return self
 
@@ -99,11 +101,10 @@ class Node:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def log(self, since_start: bool = False) -> str:
+    def log(self) -> str:
         if not self.log_path.exists():
             return ""
-        data = self.log_path.read_bytes()
-        return data[self._log_offset if since_start else 0 :].decode(errors="replace")
+        return self.log_path.read_bytes().decode(errors="replace")
 
 
 class Cluster:

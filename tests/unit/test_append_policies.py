@@ -12,11 +12,6 @@ from shared.ordered_log import OrderedLog
 from tests.support.waiting import wait_until
 
 
-@pytest.fixture
-def make_cluster(make_inprocess_cluster):
-    return make_inprocess_cluster
-
-
 def keyed(key):
     return {"Idempotency-Key": key}
 
@@ -41,8 +36,8 @@ def test_a_replay_reports_who_holds_the_message_now(cluster):
     assert replay.status_int == 200 and sorted(replay.json["acked_by"]) == ["primary", "s1", "s2"]
 
 
-def test_a_replay_waits_for_its_write_concern_like_the_original(make_cluster):
-    cluster = make_cluster(running=(), quorum=1)
+def test_a_replay_waits_for_its_write_concern_like_the_original(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(running=(), quorum=1)
     cluster.post({"message": "m", "w": 1}, headers=keyed("k"))
     replay = cluster.post({"message": "m", "w": 2, "timeout": 0.2}, headers=keyed("k"))
     assert replay.status_int == 504 and replay.json["duplicate"] is True and replay.json["id"] == 0
@@ -85,8 +80,8 @@ def test_concurrent_retries_with_one_key_append_once(cluster):
     assert {r.body["id"] for r in results} == {0}
 
 
-def test_the_key_table_is_bounded_and_forgets_the_oldest(make_cluster):
-    cluster = make_cluster(idempotency_keys=2)
+def test_the_key_table_is_bounded_and_forgets_the_oldest(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(idempotency_keys=2)
     for key in ("a", "b", "c"):
         cluster.post({"message": key, "w": 1}, headers=keyed(key))
     assert cluster.post({"message": "c", "w": 1}, headers=keyed("c")).status_int == 200
@@ -94,8 +89,8 @@ def test_the_key_table_is_bounded_and_forgets_the_oldest(make_cluster):
     assert len(cluster.store) == 4
 
 
-def test_waiting_appends_beyond_the_cap_get_503_and_append_nothing(make_cluster):
-    cluster = make_cluster(running=(), quorum=1, max_waiting_appends=2)
+def test_waiting_appends_beyond_the_cap_get_503_and_append_nothing(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(running=(), quorum=1, max_waiting_appends=2)
     waiting = [
         threading.Thread(target=cluster.appender.append, args=(AppendRequest(f"w{i}", 2, 2.0),))
         for i in range(2)
@@ -114,8 +109,8 @@ def test_waiting_appends_beyond_the_cap_get_503_and_append_nothing(make_cluster)
     assert cluster.post({"message": "later", "w": 2, "timeout": 0.1}).status_int == 504  # slots freed
 
 
-def test_without_quorum_appends_get_503_and_reads_go_on(ctx, make_cluster):
-    cluster = make_cluster(running=())  # quorum 2 of 3; nobody answers
+def test_without_quorum_appends_get_503_and_reads_go_on(ctx, make_inprocess_cluster):
+    cluster = make_inprocess_cluster(running=())  # quorum 2 of 3; nobody answers
     wait_until(lambda: cluster.app.get("/health").json["read_only"], what="read-only mode")
     refused = cluster.post({"message": "m", "w": 1})
     assert refused.status_int == 503 and refused.json["error"] == "read-only: no quorum"
@@ -133,8 +128,8 @@ def test_without_quorum_appends_get_503_and_reads_go_on(ctx, make_cluster):
         receiver.stop()
 
 
-def test_quorum_1_turns_read_only_mode_off(make_cluster):
-    cluster = make_cluster(running=(), quorum=1)
+def test_quorum_1_turns_read_only_mode_off(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(running=(), quorum=1)
     wait_until(lambda: cluster.app.get("/health").json["secondaries"][0]["state"] == "unhealthy",
                what="secondaries declared unhealthy")
     assert cluster.post({"message": "m", "w": 1}).status_int == 201

@@ -1,15 +1,19 @@
-"""Configuration parsing: defaults, valid values, and one-line errors naming the variable."""
+"""Configuration parsing: defaults, valid values, one-line errors naming the variable; PORT_FILE."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
 from primary.config import PrimaryConfig, SecondarySpec, majority
 from secondary.config import SecondaryConfig
-from shared.config import ConfigError, DelayRange, env_delay
+from shared.config import ConfigError, DelayRange, delay
+from shared.service import write_port_file
 from tests.support.processes import REPO
 
 
@@ -17,6 +21,17 @@ def test_primary_defaults():
     config = PrimaryConfig.from_env({})
     assert (config.http_host, config.http_port, config.http_threads) == ("0.0.0.0", 8000, 64)
     assert config.secondaries == () and config.cluster_size == 1
+
+
+def test_an_empty_environment_gives_the_declared_defaults():
+    assert PrimaryConfig.from_env({}) == PrimaryConfig()
+    assert SecondaryConfig.from_env({}) == replace(SecondaryConfig(), node_name=socket.gethostname())
+
+
+def test_defaults_worked_out_from_other_settings():
+    config = PrimaryConfig.from_env({"HTTP_THREADS": "8", "SECONDARIES": "tcp://a:1,tcp://b:1"})
+    assert config.max_waiting_appends == 6
+    assert config.quorum is None and config.write_quorum == 2
 
 
 def test_secondaries_named_and_unnamed():
@@ -44,6 +59,9 @@ def test_secondaries_named_and_unnamed():
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"HEARTBEAT_INTERVAL": "0"}, "HEARTBEAT_INTERVAL"),
         ({"SUSPECT_AFTER": "5", "UNHEALTHY_AFTER": "2"}, "UNHEALTHY_AFTER"),
+        ({"HTTP_THREADS": "8", "MAX_WAITING_APPENDS": "8"}, "MAX_WAITING_APPENDS"),
+        ({"QUORUM": "2"}, "QUORUM"),
+        ({"QUORUM": "0", "SECONDARIES": "tcp://a:1"}, "QUORUM"),
     ],
 )
 def test_primary_rejects_bad_values_naming_the_variable(env, variable):
@@ -82,12 +100,20 @@ def test_secondary_rejects_bad_values_naming_the_variable(env, variable):
 
 
 def test_delay_draws_per_message_within_the_range():
-    fixed = env_delay({"D": "1.5"}, "D")
+    fixed = delay("D", "1.5")
     assert fixed.draw() == 1.5 and bool(fixed)
-    ranged = env_delay({"D": "0.1-0.2"}, "D")
+    ranged = delay("D", "0.1-0.2")
     draws = {ranged.draw() for _ in range(200)}
     assert all(0.1 <= d <= 0.2 for d in draws) and len(draws) > 100
-    assert not env_delay({}, "D")
+    assert not delay("D", "0")
+
+
+def test_the_port_file_is_replaced_whole(tmp_path):
+    path = tmp_path / "ports.json"
+    path.write_text("stale")
+    write_port_file(str(path), {"http": "http://127.0.0.1:1234"})
+    assert json.loads(path.read_text()) == {"http": "http://127.0.0.1:1234"}
+    assert [p.name for p in tmp_path.iterdir()] == ["ports.json"], "no temporary file is left"
 
 
 @pytest.mark.parametrize("role, env", [("primary", "HTTP_PORT=abc"), ("secondary", "REPLICATION_DELAY=x")])
