@@ -2,25 +2,36 @@
 
 The hand-off between threads: a Waitress request thread creates the waiter
 and blocks in ``wait``; the replicator's I/O thread calls ``record`` as
-secondaries acknowledge, and ``abort`` at shutdown. The waiter's own lock
-guards its state, so neither thread ever needs the other's locks.
+secondaries acknowledge, ``record_local`` once the primary's own copy is
+durable, and ``abort`` when it cannot go on (shutdown, a failed write). The
+waiter's own lock guards its state, so neither thread ever needs the
+other's locks.
+
+The primary is always one of the ``w`` nodes: a write concern is met once
+the primary holds the message (durably, with DATA_DIR) and ``w - 1``
+secondaries have acknowledged it, never by secondaries alone.
 """
 
 from __future__ import annotations
 
 import threading
 
+#: Why a waiter was released without success.
+SHUTDOWN = "shutdown"
+STORAGE = "storage"
+
 
 class AckWaiter:
-    def __init__(self, seq: int, needed: int) -> None:
+    def __init__(self, seq: int, needed: int, local_pending: bool = False) -> None:
         #: The log position waited on.
         self.seq = seq
         #: Secondary ACKs needed (the write concern minus the primary).
         self.needed = needed
         #: Set by the request thread when it stops waiting; the I/O thread drops it.
         self.abandoned = False
+        self._local = not local_pending
         self._acked_by: list[str] = []
-        self._aborted = False
+        self._abort_reason: str | None = None
         self._lock = threading.Lock()
         self._done = threading.Event()
 
@@ -34,33 +45,57 @@ class AckWaiter:
             for name in secondaries:
                 if name not in self._acked_by:
                     self._acked_by.append(name)
-            satisfied = len(self._acked_by) >= self.needed
-        if satisfied:
-            self._done.set()
-        return satisfied
+        return self._settle()
 
-    def abort(self) -> None:
-        """Release the waiting thread without success (shutdown). I/O thread only."""
+    def record_local(self) -> bool:
+        """The primary's own copy is durable. I/O thread only. True once satisfied."""
         with self._lock:
-            self._aborted = True
+            self._local = True
+        return self._settle()
+
+    def abort(self, reason: str = SHUTDOWN) -> None:
+        """Release the waiting thread without success. I/O thread only."""
+        with self._lock:
+            self._abort_reason = reason
         self._done.set()
 
     def wait(self, timeout: float | None) -> bool:
         """Block until satisfied, aborted or timed out. Request thread. True if satisfied."""
         self._done.wait(timeout)
         with self._lock:
-            satisfied = not self._aborted and len(self._acked_by) >= self.needed
+            satisfied = self._satisfied()
         if not satisfied:
             self.abandoned = True
         return satisfied
 
     @property
-    def aborted(self) -> bool:
+    def finished(self) -> bool:
+        """Satisfied, aborted or abandoned: the I/O thread need not keep it."""
+        return self.abandoned or self._done.is_set()
+
+    @property
+    def local(self) -> bool:
+        """Whether the primary's own copy counts yet."""
         with self._lock:
-            return self._aborted
+            return self._local
+
+    @property
+    def abort_reason(self) -> str | None:
+        with self._lock:
+            return self._abort_reason
 
     @property
     def acked_by(self) -> list[str]:
         """The secondaries that have acknowledged so far, in order of arrival."""
         with self._lock:
             return list(self._acked_by)
+
+    def _settle(self) -> bool:
+        with self._lock:
+            satisfied = self._satisfied()
+        if satisfied:
+            self._done.set()
+        return satisfied
+
+    def _satisfied(self) -> bool:
+        return self._abort_reason is None and self._local and len(self._acked_by) >= self.needed

@@ -6,14 +6,18 @@ else to the replicator through its thread-safe methods.
 
 The order of the checks is the contract: nothing is appended for a request
 that gets an error.
-  1. Admission: an append that will wait (w > 1) takes one of
-     ``max_waiting_appends`` slots, or gets 503 at once. Waiting appends can
-     then never hold every Waitress thread, so reads and w=1 appends always
-     find one.
-  2. Idempotency: a known ``Idempotency-Key`` appends nothing; the answer
+  1. Admission: an append that will wait (w > 1, or any append while the
+     primary recovers its log) takes one of ``max_waiting_appends`` slots,
+     or gets 503 at once. Waiting appends can then never hold every
+     Waitress thread, so reads and w=1 appends always find one.
+  2. Recovery: while the primary takes over its log from the secondaries,
+     an append waits for that to end, within its own timeout (503).
+  3. Idempotency: a known ``Idempotency-Key`` appends nothing; the answer
      is the original id, with acks once the write concern is met.
-  3. Quorum: with fewer than ``quorum`` nodes up, the primary is read-only.
-  4. Append, then wait for w - 1 secondaries, or the timeout (504).
+  4. Storage and quorum: while the log cannot be written (a full disk), or
+     with fewer than ``quorum`` nodes up, the primary refuses appends (503).
+  5. Append, then wait for the primary's own commit (with DATA_DIR) and
+     w - 1 secondaries, or the timeout (504).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from primary.acks import STORAGE
 from primary.append_request import AppendRequest
 from primary.config import PrimaryConfig
 from primary.idempotency import IdempotencyTable
@@ -56,19 +61,29 @@ class Appender:
 
     def append(self, request: AppendRequest, idempotency_key: str | None = None) -> AppendResult:
         started = time.monotonic()
-        will_wait = request.w > 1
+        recovering = self._replicator.recovering
+        will_wait = request.w > 1 or recovering
         if will_wait and not self._waiting_slots.acquire(blocking=False):
-            rejections_log.warning(
-                "overloaded: %d appends already waiting for ACKs; answering 503",
-                self._config.max_waiting_appends,
-            )
+            slots = self._config.max_waiting_appends
+            rejections_log.warning("%s: %d appends already waiting; answering 503",
+                                   "recovering" if recovering else "overloaded", slots)
             return AppendResult(
                 503,
-                {"error": f"overloaded: {self._config.max_waiting_appends} appends are already "
-                          "waiting for acknowledgements; nothing was appended, retry later"},
+                {"error": f"recovering: the primary is taking over its log from the secondaries "
+                          f"and {slots} appends are already waiting; nothing was appended, retry later"
+                 if recovering else
+                 f"overloaded: {slots} appends are already waiting for acknowledgements; "
+                 "nothing was appended, retry later"},
                 {"Retry-After": "1"},
             )
         try:
+            if recovering and not self._replicator.wait_recovered(request.timeout):
+                return AppendResult(
+                    503,
+                    {"error": f"recovering: the primary is still taking over its log from the "
+                              f"secondaries after {request.timeout:g}s; nothing was appended, retry later"},
+                    {"Retry-After": "1"},
+                )
             return self._admitted(request, idempotency_key, started)
         finally:
             if will_wait:
@@ -86,7 +101,7 @@ class Appender:
                     409, {"error": "this Idempotency-Key was used for a different message", "id": seq}
                 )
             if not duplicate:
-                refusal = self._refuse_without_quorum()
+                refusal = self._refuse_without_storage() or self._refuse_without_quorum()
                 if refusal:
                     return refusal
                 # The id is the entry's position, given under the log's lock
@@ -97,6 +112,16 @@ class Appender:
         if not duplicate:
             self._replicator.notify_appended()
         return self._await_write_concern(request, seq, duplicate, started)
+
+    def _refuse_without_storage(self) -> AppendResult | None:
+        error = self._replicator.storage_error
+        if error is None:
+            return None
+        rejections_log.warning("storage failing: answering 503: %s", error)
+        return AppendResult(
+            503, {"error": f"storage unavailable: {error}; nothing was appended, retry later"},
+            {"Retry-After": "1"},
+        )
 
     def _refuse_without_quorum(self) -> AppendResult | None:
         available = self._replicator.view().available_nodes
@@ -115,13 +140,14 @@ class Appender:
         self, request: AppendRequest, seq: int, duplicate: bool, started: float
     ) -> AppendResult:
         acked_by = [self._config.node_name]
-        satisfied, aborted = True, False
-        # A replay asks the replicator even at w=1: it reports who holds the entry now.
-        if request.w > 1 or duplicate:
+        satisfied, aborted = True, None
+        # A replay asks the replicator even at w=1: it reports who holds the
+        # entry now. With DATA_DIR every append waits for its commit.
+        if request.w > 1 or duplicate or self._store.durable:
             waiter = self._replicator.register_waiter(seq, request.w - 1)
-            satisfied = waiter.wait(request.timeout)
-            aborted = waiter.aborted
-            acked_by += waiter.acked_by
+            satisfied = waiter.wait(_remaining(request.timeout, started))
+            aborted = waiter.abort_reason
+            acked_by = (acked_by if waiter.local else []) + waiter.acked_by
         latency_ms = (time.monotonic() - started) * 1000
         body = {"id": seq, "w": request.w, "acks": len(acked_by), "acked_by": acked_by}
         if duplicate:
@@ -133,6 +159,13 @@ class Appender:
         if satisfied:
             log.info(line, *args)
             return AppendResult(200 if duplicate else 201, body)
+        if aborted == STORAGE:
+            log.warning(line + ": the primary could not store it", *args)
+            return AppendResult(503, {**body, "error": "storage unavailable: the primary could not "
+                                      f"store the message ({self._replicator.storage_error}); it is "
+                                      "not acknowledged, and is stored later only if writes "
+                                      "succeed again before the primary stops"},
+                                {"Retry-After": "1"})
         if aborted:
             log.warning(line + ": primary shutting down before the write concern was met", *args)
             return AppendResult(503, {**body, "error": "the primary is shutting down; the message "
@@ -141,3 +174,8 @@ class Appender:
         return AppendResult(504, {**body, "error": f"timed out after {request.timeout:g}s with "
                                   f"{len(acked_by)} of {request.w} acknowledgements; the message "
                                   "stays appended and still replicates to every secondary"})
+
+
+def _remaining(timeout: float | None, started: float) -> float | None:
+    """What is left of a request's timeout (some may have gone on recovery)."""
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))

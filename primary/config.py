@@ -70,6 +70,10 @@ class ReplicationSettings:
     #: APPEND frames a secondary may have unacknowledged; then entries queue
     #: on the primary and leave together in the next, larger batch.
     max_flights: int = 64
+    recovery_timeout: float = setting(
+        "RECOVERY_TIMEOUT", "10", number(0.0, 3600.0),
+        "seconds a primary that starts empty waits for every secondary to say what it holds",
+    )
 
 
 def majority(nodes: int) -> int:

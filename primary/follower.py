@@ -24,9 +24,15 @@ The bookkeeping, per secondary:
   of any attempt counts. So every ACK measures a round trip exactly, resends
   included (Karn's ambiguity, which TCP answers with timestamps, never
   arises), and a secondary slower than the first guess is learned at once.
-- A new incarnation in a reply means the secondary restarted: forget the
-  flights and resend from the length it reports ("rewind"). The same happens
-  when an Unhealthy secondary answers again.
+- A new incarnation in a reply means the secondary lost its state: forget
+  the flights and resend from the length it reports ("rewind"). The same
+  happens when an Unhealthy secondary answers again, and when it reports
+  fewer messages than it had acknowledged (repair).
+- Only replies under the primary's own history and run (shared.history)
+  say what a secondary holds. It is sent nothing until its first such reply
+  has told its length, so a secondary that kept its log across a restart is
+  resent only what it lacks. One that holds another history, or follows a
+  newer run, is diverged: kept as it is, never written to, and not counted.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from dataclasses import dataclass, field
 
 from primary.config import ReplicationSettings
 from shared import protocol
+from shared.history import Run
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ class Health(str, enum.Enum):
     HEALTHY = "healthy"
     SUSPECTED = "suspected"
     UNHEALTHY = "unhealthy"
+    DIVERGED = "diverged"  # holds another history, or follows a newer run: never written to
 
 
 def health_at(
@@ -79,8 +87,12 @@ class FollowerStatus:
     last_heard: float | None
     acked_length: int
     incarnation: str | None
+    #: Why this secondary is not written to, if it is diverged.
+    diverged: str | None = None
 
     def health(self, now: float, settings: ReplicationSettings) -> Health:
+        if self.diverged is not None:
+            return Health.DIVERGED
         return health_at(now, self.last_heard, self.watching_since, settings)
 
 
@@ -129,6 +141,11 @@ class Follower:
         self._flights: list[Flight] = []
         self._attempts: dict[str, tuple[Flight, float]] = {}  # corr_id -> (flight, sent at)
         self._catch_up: CatchUp | None = None
+        # The primary's history and run; only replies under them say what it holds.
+        self._history: str | None = None
+        self._run: Run | None = None
+        self._synced = False  # a reply under this run has told its length
+        self._diverged: str | None = None
         self._srtt: float | None = None
         self._rttvar = 0.0
         self.status = self._snapshot()
@@ -139,7 +156,14 @@ class Follower:
         return seq < self.acked_length or seq in self._held_above
 
     def health(self, now: float) -> Health:
+        if self._diverged is not None:
+            return Health.DIVERGED
         return health_at(now, self._last_heard, self._watching_since, self._settings)
+
+    def _writable(self, now: float) -> bool:
+        """Whether to send it entries: it follows this run, is not diverged,
+        and has not been declared Unhealthy (then only heartbeats probe it)."""
+        return self._synced and self.health(now) not in (Health.UNHEALTHY, Health.DIVERGED)
 
     def next_health_change(self, now: float) -> float | None:
         """When silence would next change this secondary's health, if it stays silent."""
@@ -153,16 +177,24 @@ class Follower:
 
     def retry_deadline(self, now: float) -> float | None:
         """When the earliest flight is due for a resend, if any is to be resent."""
-        if self.health(now) is Health.UNHEALTHY:
+        if not self._writable(now):
             return None
         return min((f.retry_at for f in self._flights), default=None)
 
     # -- what to send ---------------------------------------------------------
 
+    def follow_run(self, history: str, run: Run) -> None:
+        """The primary's run starts: what it holds counts from its first reply
+        under that run; until then it is sent nothing."""
+        self._history, self._run = history, run
+        self._synced = False
+        self._rewind(0)
+        self._publish()
+
     def next_send(self, log_length: int, now: float) -> Send | None:
         """The next APPEND to send, or None. Commit it with ``sent`` once on the wire."""
-        if self.health(now) is Health.UNHEALTHY:
-            return None  # only heartbeats probe it until it answers
+        if not self._writable(now):
+            return None
         for flight in self._flights:
             if flight.retry_at <= now:
                 return Send(protocol.new_corr_id(), flight.start, flight.stop, flight)
@@ -229,10 +261,19 @@ class Follower:
             return False  # a reply that outlived a restart, held back on the way
         was_unhealthy = self.health(now) is Health.UNHEALTHY
         self._last_heard = now
-        restarted = self._incarnation not in (None, status.incarnation)
-        if self._incarnation is None or restarted or was_unhealthy:
+        self._judge(status)
+        if self._run is None or (status.history, status.run) != (self._history, self._run):
+            return False  # heard, but what it holds is not yet of this run
+        first_reply = not self._synced
+        if first_reply:
+            self._synced = True
+            self._incarnation = status.incarnation
+        restarted = self._incarnation != status.incarnation
+        if first_reply or restarted or was_unhealthy:
             self._catch_up = CatchUp(now, max(status.length, self.acked_length))
-        if restarted:
+        if first_reply:
+            self._rewind(status.length)
+        elif restarted:
             log.warning(
                 "%s restarted (it holds %d messages): resending from there",
                 self.name, status.length,
@@ -242,6 +283,10 @@ class Follower:
         elif was_unhealthy:
             log.info("%s answers again: resending from %d", self.name, status.length)
             self._rewind(max(status.length, self.acked_length))
+        elif status.length < self.acked_length:
+            log.warning("%s reports %d messages, fewer than the %d it acknowledged: "
+                        "resending from there", self.name, status.length, self.acked_length)
+            self._rewind(status.length)
         self._incarnation = status.incarnation
         grew = status.length > self.acked_length
         if grew:
@@ -250,6 +295,25 @@ class Follower:
             for flight in list(self._flights):
                 self._advance(flight)
         return grew
+
+    def _judge(self, status: protocol.Status) -> None:
+        """Mark it diverged if it holds another history or follows a newer run;
+        log the change once. Judged only once this primary has a run."""
+        if self._run is None:
+            return
+        reason = None
+        if status.history is not None and status.history != self._history:
+            reason = f"it holds another history ({status.history}, {status.length} messages)"
+        elif status.run is not None and status.run.number > self._run.number:
+            reason = f"it follows a newer primary run ({status.run.number})"
+        if reason == self._diverged:
+            return
+        self._diverged = reason
+        if reason is None:
+            log.info("%s follows this primary again", self.name)
+        else:
+            log.error("%s is diverged: %s. It is kept as it is and not written to; to re-join "
+                      "it, empty its DATA_DIR or restart it in memory", self.name, reason)
 
     def note_catch_up(self, log_length: int, now: float) -> None:
         """Log the end of a catch-up: after a restart, a return from Unhealthy,
@@ -313,4 +377,5 @@ class Follower:
             self._last_heard,
             self.acked_length,
             self._incarnation,
+            self._diverged,
         )

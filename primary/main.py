@@ -11,7 +11,7 @@ from primary.api import make_app
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
-from shared.ordered_log import OrderedLog
+from shared.durable_log import open_log
 from shared.service import Service, run_role
 
 
@@ -26,7 +26,7 @@ def main() -> int:
 
 
 def build(config: PrimaryConfig, ctx: zmq.Context) -> Service:
-    store = OrderedLog()
+    store = open_log(config.data_dir, "primary", config.fsync)
     replicator = Replicator(ctx, store, config.secondaries, config.replication)
     appender = Appender(config, store, replicator)
     secondaries = ", ".join(f"{s.name}={s.endpoint}" for s in config.secondaries)

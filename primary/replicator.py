@@ -1,23 +1,37 @@
 """The primary's replication engine: one DEALER per secondary, one thread for all.
 
 The ``replicator-io`` thread creates, uses and closes every DEALER; no other
-thread touches one. Waitress request threads talk to it through three
-thread-safe doors:
+thread touches one. Waitress request threads talk to it through thread-safe
+doors:
 
-- ``notify_appended()`` after appending to the OrderedLog: a wake-up byte on
-  a socketpair (Waitress's trigger idea). The I/O thread then reads the new
-  entries straight from the log, so a message is never copied per request.
+- ``notify_appended()`` after appending to the log: a wake-up byte on a
+  socketpair (shared.io_thread). The I/O thread then reads the new entries
+  straight from the log, so a message is never copied per request.
 - ``register_waiter(seq, needed)``: an AckWaiter goes through a queue to the
   I/O thread, which alone knows who holds what; the caller waits on it.
 - ``view()``: every secondary's status and health at one moment, for
-  /health and the quorum check alike.
+  /health and the quorum check alike; ``wait_recovered``, ``recovering``,
+  ``history`` and ``storage_error`` for the appender and /health.
 
-The loop (shared.io_thread) polls the DEALERs and its wake-up with a timeout
-that runs to the next timer (a heartbeat, a resend, a health change), so
-nothing sleeps. Each pass it sends every secondary whatever is new, in batches (one frame carries
-up to 1,000 entries), and resends what is overdue. A secondary that stops answering is
-declared Unhealthy by missed heartbeats; it then gets only PINGs, until it
-answers and is caught up from the length it reports.
+The loop polls the DEALERs and its wake-up with a timeout that runs to the
+next timer (a heartbeat, a resend, a health change, a recovery step), so
+nothing sleeps. Each pass it:
+
+1. reads replies, and new waiters;
+2. moves recovery on, while the primary is taking over a log (primary.recovery);
+3. flushes the log: with DATA_DIR, everything appended since the last pass
+   is committed in one transaction (group commit) and only then becomes
+   visible, counts as held by the primary, and is replicated. So nothing a
+   reader saw or a secondary holds can vanish in a crash of the primary;
+4. sends every secondary whatever is new, in batches, and resends what is
+   overdue. A secondary that stops answering is declared Unhealthy by
+   missed heartbeats; it then gets only PINGs, until it answers and is
+   caught up from the length it reports.
+
+**History and run** (shared.history): a primary that keeps its log resumes
+the history it stored, under a new run; one that starts empty recovers it
+from its secondaries first; a new cluster mints its history on the first
+append. Every APPEND and PING names them.
 
 DEALERs are set to IMMEDIATE: nothing queues for a secondary that is not
 connected; a send then fails at once with EAGAIN, the socket is watched for
@@ -26,20 +40,26 @@ POLLOUT, and sending resumes the moment the connection is up.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import queue
+import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 import zmq
 
-from primary.acks import AckWaiter
+from primary.acks import STORAGE, AckWaiter
 from primary.config import ReplicationSettings, SecondarySpec
 from primary.follower import Follower, FollowerStatus, Health, Send
+from primary.recovery import Recovery
+from shared import history as hist
 from shared import protocol
 from shared.io_thread import IoThread, receive_batch
+from shared.bad_frames import BadFrameLog
 from shared.ordered_log import OrderedLog
+from shared.sqlite_store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +74,11 @@ class ReplicationView:
     @property
     def available_nodes(self) -> int:
         """Nodes counting toward the write quorum: the primary, and every
-        secondary not declared Unhealthy (a Suspected one still counts, and
-        one not heard from yet gets ``unhealthy_after`` heartbeats of grace)."""
-        return 1 + sum(health is not Health.UNHEALTHY for _, health in self.secondaries)
+        secondary neither declared Unhealthy nor diverged (a Suspected one
+        still counts, and one not heard from yet gets ``unhealthy_after``
+        heartbeats of grace)."""
+        return 1 + sum(health not in (Health.UNHEALTHY, Health.DIVERGED)
+                       for _, health in self.secondaries)
 
 
 class Replicator(IoThread):
@@ -71,13 +93,22 @@ class Replicator(IoThread):
         self._ctx = ctx
         self._store = store
         self._settings = settings
-        #: Names this run of the primary; secondaries reset when it changes.
-        self.epoch = uuid.uuid4().hex
         now = time.monotonic()
         self._followers = [Follower(s.name, s.endpoint, settings, now) for s in secondaries]
+        self._leader = protocol.Leader(None, ())
+        self._leader_header = protocol.leader_header(self._leader)
+        self._recovery: Recovery | None = None
+        self._recovered = threading.Event()
+        self._highest_run = 0
+        #: Why the last flush failed, while it keeps failing; for the appender.
+        self.storage_error: str | None = None
         self._waiters: dict[int, list[AckWaiter]] = {}
         self._new_waiters: queue.SimpleQueue[AckWaiter] = queue.SimpleQueue()
+        # Waiters whose seq is not yet durable on the primary, by seq.
+        self._local_waiters: list[tuple[int, int, AckWaiter]] = []
+        self._tiebreak = itertools.count()
         self._links: dict[zmq.Socket, Follower] = {}
+        self._bad_frames = BadFrameLog(log)
         self._poller: zmq.Poller | None = None
         self._blocked: set[zmq.Socket] = set()  # DEALERs waiting for POLLOUT
         self._logged_health = {f.name: Health.UNKNOWN for f in self._followers}
@@ -87,13 +118,37 @@ class Replicator(IoThread):
 
     # -- any thread -----------------------------------------------------------
 
+    @property
+    def history(self) -> str | None:
+        return self._leader.history
+
+    @property
+    def run(self) -> list | None:
+        """This primary's run as [number, token], once it leads a history."""
+        run = self._leader.run
+        return None if run is None else list(run)
+
+    @property
+    def bad_frames(self) -> int:
+        """Frames from secondaries dropped since start. An unsynchronised reading, for /health."""
+        return self._bad_frames.count
+
+    @property
+    def recovering(self) -> bool:
+        return not self._recovered.is_set()
+
+    def wait_recovered(self, timeout: float | None) -> bool:
+        """Block until the primary has taken over its log; False on timeout."""
+        return self._recovered.wait(timeout)
+
     def notify_appended(self) -> None:
         """Tell the I/O thread the log grew. Cheap: at most one byte per I/O pass."""
         self.wake()
 
     def register_waiter(self, seq: int, needed: int) -> AckWaiter:
-        """Start counting secondary ACKs of ``seq``; wait on the returned waiter."""
-        waiter = AckWaiter(seq, needed)
+        """Start counting ACKs of ``seq``; wait on the returned waiter. With
+        DATA_DIR it also waits for the primary's own copy to be committed."""
+        waiter = AckWaiter(seq, needed, local_pending=self._store.durable)
         self._new_waiters.put(waiter)
         self.wake()
         if self.stopping:
@@ -104,9 +159,8 @@ class Replicator(IoThread):
         """Every secondary's status and health at one moment: what /health
         shows and what the quorum check counts, so the two never disagree."""
         now = self._observed_now()
-        return ReplicationView(
-            now, [(status, status.health(now, self._settings)) for status in (f.status for f in self._followers)]
-        )
+        statuses = [f.status for f in self._followers]
+        return ReplicationView(now, [(s, s.health(now, self._settings)) for s in statuses])
 
     def _observed_now(self) -> float:
         """The latest moment the I/O thread can vouch for, to judge silence by.
@@ -121,6 +175,20 @@ class Replicator(IoThread):
     # -- replicator-io thread -------------------------------------------------
 
     def _open(self, poller: zmq.Poller) -> None:
+        history = self._store.meta.get("history")
+        if history is not None:
+            # It kept its log: a new run continues it at the next id.
+            segments = hist.from_wire(self._store.meta["segments"])
+            run = hist.next_run(segments[-1].number)
+            self._start_run(history, hist.start_run(segments, run, self._store.appended()))
+            self._store.flush()  # the new run is on disk before anyone hears of it
+            self._recovered.set()
+        elif self._followers:
+            self._recovery = Recovery([f.name for f in self._followers],
+                                      self._settings.heartbeat_interval,
+                                      self._settings.recovery_timeout, time.monotonic())
+        else:
+            self._recovered.set()
         self._poller = poller
         self._links = {self._open_dealer(f): f for f in self._followers}
         for sock in self._links:
@@ -136,6 +204,12 @@ class Replicator(IoThread):
             if flags & zmq.POLLOUT:
                 self._unblock(poller, sock)
         now = self._last_pass = time.monotonic()
+        if self._recovery is not None:
+            self._recover(now)
+        elif self._leader.history is None and self._store.appended():
+            self._start_run(hist.new_history_id(),
+                            hist.start_run((), hist.next_run(self._highest_run), 0))
+        self._flush()
         for follower in self._followers:
             self._log_health_change(follower, now)
         if now >= self._next_heartbeat:
@@ -163,46 +237,113 @@ class Replicator(IoThread):
         return sock
 
     def _next_deadline(self) -> float:
-        """The next timer: a heartbeat, a resend, or a health change to log."""
+        """The next timer: a heartbeat, a resend, a health change to log, a recovery step."""
         now = time.monotonic()
         deadlines = [self._next_heartbeat]
+        if self._recovery is not None:
+            deadlines.append(self._recovery.deadline(now))
         for sock, follower in self._links.items():
             deadlines.append(follower.next_health_change(now))
             if sock not in self._blocked:
                 deadlines.append(follower.retry_deadline(now))
         return min(d for d in deadlines if d is not None)
 
+    # -- history, run and recovery ----------------------------------------------
+
+    def _start_run(self, history: str, segments: hist.Segments) -> None:
+        """Lead ``history`` under the run that ``segments`` ends with."""
+        self._store.set_meta(history=history, segments=hist.to_wire(segments))
+        self._leader = protocol.Leader(history, segments)
+        self._leader_header = protocol.leader_header(self._leader)
+        run = segments[-1]
+        for follower in self._followers:
+            follower.follow_run(history, run.run)
+        self._next_heartbeat = time.monotonic()  # tell every secondary at once
+        log.info("leading history %s as run %d.%s from id %d", history, run.number, run.token, run.base)
+
+    def _recover(self, now: float) -> None:
+        recovery = self._recovery
+        recovery.step(now)
+        fetch = recovery.next_fetch(now)
+        if fetch is not None:
+            source, start = fetch
+            sock = next(s for s, f in self._links.items() if f.name == source)
+            corr_id = protocol.new_corr_id()
+            if self._send(self._poller, sock, protocol.encode_fetch(corr_id, start)):
+                recovery.sent_fetch(source, corr_id, now)
+        if not recovery.done:
+            return
+        self._recovery = None
+        outcome = recovery.outcome
+        self._highest_run = outcome.highest_run
+        if outcome.history is not None:
+            run = hist.next_run(outcome.highest_run)
+            self._start_run(outcome.history,
+                            hist.start_run(outcome.segments, run, self._store.appended()))
+        self._recovered.set()
+
+    # -- the log's durability -------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Commit what was appended; then the primary counts as holding it."""
+        try:
+            self._store.flush()
+        except StoreError as exc:
+            if self.storage_error is None:
+                log.error("cannot store appends, answering 503 until writes succeed again: %s", exc)
+            self.storage_error = str(exc)
+            while self._local_waiters:
+                heapq.heappop(self._local_waiters)[2].abort(STORAGE)
+            return
+        if self.storage_error is not None:
+            log.info("storage accepts writes again")
+            self.storage_error = None
+        durable = len(self._store)
+        while self._local_waiters and self._local_waiters[0][0] < durable:
+            heapq.heappop(self._local_waiters)[2].record_local()
+
     def _take_new_waiters(self) -> None:
         while not self._new_waiters.empty():
             waiter = self._new_waiters.get()
             holders = [f.name for f in self._followers if f.holds(waiter.seq)]
-            if not waiter.record(holders):
-                self._waiters.setdefault(waiter.seq, []).append(waiter)
+            if waiter.record(holders):
+                continue
+            self._waiters.setdefault(waiter.seq, []).append(waiter)
+            if not waiter.local:
+                heapq.heappush(self._local_waiters, (waiter.seq, next(self._tiebreak), waiter))
+
+    # -- replies ----------------------------------------------------------------
 
     def _receive(self, frames: list[bytes], follower: Follower) -> None:
         try:
             message = protocol.decode(frames)
         except protocol.ProtocolError as exc:
-            log.warning("dropped a bad frame from %s (%d parts): %s", follower.name, len(frames), exc)
-            return
-        if isinstance(message, (protocol.Ack, protocol.Pong)) and (
-            message.status.length > len(self._store)
-        ):
-            # Within one epoch a secondary holds only what this primary sent.
-            log.warning("dropped a bad frame from %s: it claims %d messages, the primary has %d",
-                        follower.name, message.status.length, len(self._store))
+            self._bad_frames.dropped(follower.name, "%d parts: %s", len(frames), exc)
             return
         now = time.monotonic()
+        if isinstance(message, protocol.Entries):
+            if self._recovery is not None and self._recovery.on_entries(follower.name, message):
+                for entry in message.entries:
+                    self._store.append(entry)
+            return
+        if not isinstance(message, (protocol.Ack, protocol.Pong)):
+            self._bad_frames.dropped(follower.name, "%s, but only ACK, PONG and ENTRIES are expected",
+                                     type(message).__name__.upper())
+            return
+        status = message.status
+        if status.run is not None and status.run == self._leader.run and status.length > len(self._store):
+            # Under this run a secondary holds only what this primary sent.
+            self._bad_frames.dropped(follower.name, "it claims %d messages, the primary has %d",
+                                     status.length, len(self._store))
+            return
         if isinstance(message, protocol.Ack):
             progress = follower.on_ack(message, now)
             if progress is None:
                 log.debug("ignored a late or unknown ACK %s from %s", message.corr_id, follower.name)
-        elif isinstance(message, protocol.Pong):
-            progress = follower.on_status(message.status, now)
         else:
-            log.warning("dropped a %s frame from %s: only ACK and PONG are expected",
-                        type(message).__name__.upper(), follower.name)
-            return
+            if self._recovery is not None:
+                self._recovery.on_pong(follower.name, message, now)
+            progress = follower.on_status(status, now)
         if progress:
             self._credit(follower)
         follower.note_catch_up(len(self._store), now)
@@ -211,7 +352,7 @@ class Replicator(IoThread):
         """Give waiting appends the ACK of a secondary whose holdings grew."""
         self._keep_waiters(
             [seq for seq in self._waiters if follower.holds(seq)],
-            lambda waiter: not waiter.abandoned and not waiter.record([follower.name]),
+            lambda waiter: not waiter.finished and not waiter.record([follower.name]),
         )
 
     def _keep_waiters(self, seqs: list[int], still_waiting) -> None:
@@ -225,19 +366,23 @@ class Replicator(IoThread):
 
     def _heartbeat(self, poller: zmq.Poller, links: dict) -> None:
         for sock in links:
-            self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self.epoch))
-        # Requests that timed out leave their waiters behind; sweep them up.
-        self._keep_waiters(list(self._waiters), lambda waiter: not waiter.abandoned)
+            self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self._leader_header))
+        # Requests that timed out or were answered leave their waiters behind; sweep them up.
+        self._keep_waiters(list(self._waiters), lambda waiter: not waiter.finished)
 
     def _log_health_change(self, follower: Follower, now: float) -> None:
         health = follower.health(now)
         if health is self._logged_health[follower.name]:
             return
         self._logged_health[follower.name] = health
+        if health is Health.DIVERGED:
+            return  # the follower said why, as an ERROR
         if health in (Health.SUSPECTED, Health.UNHEALTHY):
             log.warning("%s is %s: missed heartbeats", follower.name, health.value)
         else:
             log.info("%s is %s", follower.name, health.value)
+
+    # -- sending ------------------------------------------------------------------
 
     def _pump(self, poller: zmq.Poller, sock: zmq.Socket, follower: Follower) -> None:
         """Send this follower everything due, until nothing is or the socket is full."""
@@ -248,7 +393,7 @@ class Replicator(IoThread):
             if send is None:
                 return
             entries = self._batch(send)
-            frames = protocol.encode_append(send.corr_id, self.epoch, send.start, entries)
+            frames = protocol.encode_append(send.corr_id, self._leader_header, send.start, entries)
             if not self._send(poller, sock, frames):
                 return
             follower.sent(send, send.start + len(entries), now)
@@ -276,4 +421,4 @@ class Replicator(IoThread):
         self._blocked.discard(sock)
         poller.modify(sock, zmq.POLLIN)
         # A fresh connection: ask at once what it holds rather than at the next beat.
-        self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self.epoch))
+        self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self._leader_header))

@@ -10,7 +10,7 @@ import zmq
 from secondary.api import make_app
 from secondary.config import SecondaryConfig
 from secondary.receiver import Receiver
-from shared.ordered_log import OrderedLog
+from shared.durable_log import open_log
 from shared.service import Service, run_role
 
 
@@ -25,7 +25,7 @@ def main() -> int:
 
 
 def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
-    store = OrderedLog()
+    store = open_log(config.data_dir, "secondary", config.fsync)
     receiver = Receiver(
         ctx,
         config.replication_bind,
@@ -33,6 +33,7 @@ def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
         config.node_name,
         config.replication_delay,
         config.drop_ack_fraction,
+        keep_incarnation=store.durable and config.fsync,
     )
     return Service(
         app=make_app(store, receiver, config.node_name),

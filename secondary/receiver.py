@@ -1,10 +1,23 @@
 """The secondary's replication endpoint: one ROUTER and the thread that owns it.
 
-The ``receiver-io`` thread (shared.io_thread) binds the ROUTER, receives APPEND and PING frames
-from the primary, stores entries in the OrderedLog and answers with ACK and
-PONG. No other thread touches the socket. Other threads may call ``start``,
-``stop`` and the read-only properties; they share only the OrderedLog, which
-has its own lock.
+The ``receiver-io`` thread (shared.io_thread) binds the ROUTER, receives
+APPEND, PING and FETCH frames from the primary, stores entries in the log
+and answers with ACK, PONG and ENTRIES. No other thread touches the socket.
+Other threads may call ``start``, ``stop`` and the read-only properties;
+they share only the log, which has its own lock.
+
+Each pass of the loop handles what arrived, stores what is due, flushes the
+log once (one commit, one fsync, for the whole pass: group commit), and only
+then sends its answers: an ACK never runs ahead of the disk.
+
+**Whom it follows.** Frames name the cluster's history and the runs of
+primaries that wrote it (shared.history). The first history heard is
+adopted and kept; frames of any other history are refused, and the node
+keeps its log as it is: nothing a frame says can make it throw its log
+away. A frame of a newer run is followed; where that run's segments
+disagree with the node's own, the entries from that id on were written by a
+run that has since been rolled back, and only they are truncated, with a
+WARNING that names them. A frame of an older run is stale and ignored.
 
 REPLICATION_DELAY is a schedule, not a sleep: each new entry gets its own due
 time on a heap, and the poll timeout is the time to the earliest one. So two
@@ -26,12 +39,22 @@ import time
 
 import zmq
 
+from shared import history as hist
 from shared import protocol
 from shared.config import DelayRange
 from shared.io_thread import IoThread, receive_batch
+from shared.bad_frames import BadFrameLog
+from shared.logging_setup import RateLimitFilter
 from shared.ordered_log import OrderedLog
+from shared.sqlite_store import StoreError
 
 log = logging.getLogger(__name__)
+store_log = logging.getLogger(f"{__name__}.store")
+store_log.addFilter(RateLimitFilter(5.0))
+
+#: Entries one ENTRIES answer carries at most, and about how many bytes.
+FETCH_MAX_ENTRIES = 4096
+FETCH_MAX_BYTES = 4 << 20
 
 
 class Receiver(IoThread):
@@ -43,6 +66,7 @@ class Receiver(IoThread):
         node_name: str,
         delay: DelayRange = DelayRange(),
         drop_ack_fraction: float = 0.0,
+        keep_incarnation: bool = False,
     ) -> None:
         super().__init__("receiver-io")
         self._ctx = ctx
@@ -51,15 +75,27 @@ class Receiver(IoThread):
         self._node_name = node_name
         self._delay = delay
         self._drop_ack_fraction = drop_ack_fraction
-        #: A fresh name per process run: the primary spots a restart by it.
-        self.incarnation = protocol.new_corr_id()
+        #: Names this node's state: kept with its data only when every
+        #: acknowledged entry is sure to have survived (FSYNC=always);
+        #: otherwise new, so the primary resends from the length reported.
+        self.incarnation: str = store.meta.get("incarnation") if keep_incarnation else None
+        if self.incarnation is None:
+            self.incarnation = protocol.new_corr_id()
+            store.set_meta(incarnation=self.incarnation)
         #: The endpoint actually bound (a port 0 in ``bind`` is resolved).
         self.endpoint: str | None = None
-        self.primary_epoch: str | None = None
+        #: The cluster's history id, once heard; and the runs that wrote it.
+        self.history: str | None = store.meta.get("history")
+        self._segments: hist.Segments = hist.from_wire(store.meta.get("segments", []))
         self._sock: zmq.Socket | None = None
+        self._bad_frames = BadFrameLog(log)
         self._due: list[tuple[float, int, bytes, str, int, bytes]] = []
         self._scheduled: set[int] = set()
         self._tiebreak = itertools.count()
+        # Answers of this pass, sent once the log is flushed.
+        self._acks: list[tuple[bytes, str, list[int]]] = []
+        self._replies: list[tuple[bytes, list[bytes]]] = []
+        self._pongs: list[tuple[bytes, str]] = []
 
     # -- any thread ---------------------------------------------------------
 
@@ -67,6 +103,17 @@ class Receiver(IoThread):
     def waiting_count(self) -> int:
         """Entries received but not yet due. An unsynchronised reading, for /health."""
         return len(self._scheduled)
+
+    @property
+    def bad_frames(self) -> int:
+        """Frames dropped since start. An unsynchronised reading, for /health."""
+        return self._bad_frames.count
+
+    @property
+    def run(self) -> hist.Run | None:
+        """The primary run this node follows. An unsynchronised reading, for /health."""
+        segments = self._segments
+        return segments[-1].run if segments else None
 
     # -- receiver-io thread -------------------------------------------------
 
@@ -76,12 +123,14 @@ class Receiver(IoThread):
         except zmq.ZMQError as exc:
             raise OSError(f"REPLICATION_BIND: cannot bind {self._bind}: {exc}") from None
         poller.register(self._sock, zmq.POLLIN)
+        self._store.flush()  # the incarnation, before anyone hears of it
         log.info("replication listening on %s (delay %s)", self.endpoint, self._delay or "none")
 
     def _pass(self, events: dict) -> None:
         if self._sock in events:
             receive_batch(self._sock, self._handle)
         self._store_due()
+        self._flush_and_answer()
 
     def _next_deadline(self) -> float | None:
         return self._due[0][0] if self._due else None
@@ -109,33 +158,62 @@ class Receiver(IoThread):
         try:
             message = protocol.decode(payload)
         except protocol.ProtocolError as exc:
-            log.warning("dropped a bad frame (%d parts): %s", len(payload), exc)
+            self._bad_frames.dropped(_peer(identity), "%d parts: %s", len(payload), exc)
             return
         if isinstance(message, protocol.Append):
-            self._follow_epoch(message.epoch)
-            self._on_append(identity, message)
+            if self._follow(message.leader):
+                self._on_append(identity, message)
         elif isinstance(message, protocol.Ping):
-            self._follow_epoch(message.epoch)
-            self._send(identity, protocol.encode_pong(message.corr_id, self._status()))
+            self._follow(message.leader)
+            self._pongs.append((identity, message.corr_id))
+        elif isinstance(message, protocol.Fetch):
+            entries = self._store.run_from(message.start, FETCH_MAX_ENTRIES, FETCH_MAX_BYTES)
+            self._replies.append(
+                (identity, protocol.encode_entries(message.corr_id, message.start, entries)))
         else:
-            log.warning("dropped a %s frame: only the primary's APPEND and PING are expected here",
-                        type(message).__name__.upper())
+            self._bad_frames.dropped(_peer(identity), "%s, but only a primary's frames are "
+                                     "expected here", type(message).__name__.upper())
 
-    def _follow_epoch(self, epoch: str) -> None:
-        if epoch == self.primary_epoch:
-            return
-        if self.primary_epoch is not None:
-            log.warning(
-                "the primary restarted with an empty log (epoch %s -> %s): dropping %d messages "
-                "of the old one to follow it",
-                self.primary_epoch, epoch, len(self._store),
+    def _follow(self, leader: protocol.Leader) -> bool:
+        """Whether to take entries from this sender; adopts its history or run if due."""
+        if leader.history is None:
+            return False  # a primary with nothing appended yet: it only asks
+        if self.history is None:
+            self.history = leader.history
+            log.info("joined history %s", leader.history)
+        elif leader.history != self.history:
+            self._bad_frames.dropped(
+                "a primary of history " + leader.history,
+                "this node holds history %s and keeps its %d messages; to re-join that "
+                "cluster, empty its DATA_DIR or restart it in memory", self.history, len(self._store),
             )
-            self._store.clear()
-            self._due.clear()
-            self._scheduled.clear()
-        else:
-            log.info("following primary epoch %s", epoch)
-        self.primary_epoch = epoch
+            return False
+        own = self.run
+        if leader.run == own:
+            return True
+        if own is not None and leader.run.number < own.number:
+            log.debug("ignored a frame of older run %s (following %s)", leader.run, own)
+            return False
+        self._adopt(leader.segments)
+        return True
+
+    def _adopt(self, segments: hist.Segments) -> None:
+        cut = hist.divergence(self._segments, segments)
+        if cut is not None:
+            removed = self._store.truncate(cut)
+            self._due = [item for item in self._due if item[4] < cut]
+            heapq.heapify(self._due)
+            self._scheduled = {seq for seq in self._scheduled if seq < cut}
+            if removed:
+                log.warning(
+                    "truncated %d message(s), ids %s: only a primary run that has since been "
+                    "rolled back wrote them, and the primary now writes other messages there",
+                    len(removed), _describe_ranges(removed),
+                )
+        self._segments = segments
+        self._store.set_meta(history=self.history, segments=hist.to_wire(segments))
+        run = segments[-1]
+        log.info("following primary run %d.%s from id %d", run.number, run.token, run.base)
 
     def _on_append(self, identity: bytes, append: protocol.Append) -> None:
         acked: list[int] = []
@@ -154,7 +232,7 @@ class Receiver(IoThread):
                   append.corr_id, append.first, append.first + len(append.entries) - 1,
                   len(acked), len(append.entries) - len(acked))
         if acked:
-            self._ack(identity, append.corr_id, acked)
+            self._acks.append((identity, append.corr_id, acked))
 
     def _store_due(self) -> None:
         now = time.monotonic()
@@ -164,8 +242,24 @@ class Receiver(IoThread):
             self._scheduled.discard(seq)
             self._store.put(seq, entry)
             ready.setdefault((identity, corr_id), []).append(seq)
-        for (identity, corr_id), seqs in ready.items():
+        self._acks.extend((identity, corr_id, seqs) for (identity, corr_id), seqs in ready.items())
+
+    def _flush_and_answer(self) -> None:
+        acks, self._acks = self._acks, []
+        replies, self._replies = self._replies, []
+        pongs, self._pongs = self._pongs, []
+        try:
+            self._store.flush()
+        except StoreError as exc:
+            # Nothing is acknowledged that is not stored; the primary resends.
+            store_log.error("could not store what arrived (%d ACKs held back): %s", len(acks), exc)
+            acks = []
+        for identity, corr_id in pongs:
+            self._send(identity, protocol.encode_pong(corr_id, self._status(), self._segments))
+        for identity, corr_id, seqs in acks:
             self._ack(identity, corr_id, seqs)
+        for identity, frames in replies:
+            self._send(identity, frames)
 
     def _ack(self, identity: bytes, corr_id: str, seqs: list[int]) -> None:
         if self._drop_ack_fraction and random.random() < self._drop_ack_fraction:
@@ -175,7 +269,8 @@ class Receiver(IoThread):
         self._send(identity, frames)
 
     def _status(self) -> protocol.Status:
-        return protocol.Status(self._node_name, self.incarnation, len(self._store))
+        return protocol.Status(self._node_name, self.incarnation, len(self._store),
+                               self.history, self.run)
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:
         try:
@@ -183,3 +278,12 @@ class Receiver(IoThread):
         except zmq.ZMQError as exc:
             # The primary went away or is not reading; it resends what it misses.
             log.debug("could not answer the primary: %s", exc)
+
+
+def _describe_ranges(seqs: list[int]) -> str:
+    return ", ".join(f"{a}..{b - 1}" if b - a > 1 else str(a) for a, b in protocol.to_ranges(seqs))
+
+
+def _peer(identity: bytes) -> str:
+    """How log lines name a peer: its connection's ROUTER identity."""
+    return f"peer {identity.hex()}"

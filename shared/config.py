@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
+#: FSYNC's values: whether a commit waits for the disk.
+FSYNC_MODES = {"always": True, "off": False}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: The longest REPLICATION_DELAY (or any delay) in seconds.
 MAX_DELAY_S = 3600.0
@@ -225,6 +227,27 @@ def _parse_float(variable: str, raw: str) -> float:
     return value
 
 
+def data_directory(variable: str, raw: str) -> str:
+    """A directory the node can write, created if missing; empty stays empty."""
+    if not raw:
+        return raw
+    try:
+        os.makedirs(raw, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot create {raw!r}: {exc.strerror}") from None
+    if not os.path.isdir(raw):
+        raise ConfigError(f"{variable}: {raw!r} is not a directory")
+    if not os.access(raw, os.W_OK | os.X_OK):
+        raise ConfigError(f"{variable}: {raw!r} is not writable")
+    return raw
+
+
+def parse_fsync(variable: str, raw: str) -> bool:
+    if raw not in FSYNC_MODES:
+        raise ConfigError(f"{variable}: expected always or off, got {raw!r}")
+    return FSYNC_MODES[raw]
+
+
 # -- the settings of every role -------------------------------------------------
 
 
@@ -243,6 +266,15 @@ class NodeConfig:
     )
     log_level: str = setting(
         "LOG_LEVEL", "INFO", parse_log_level, f"one of {', '.join(LOG_LEVELS)}"
+    )
+    data_dir: str = setting(
+        "DATA_DIR", "", data_directory,
+        "directory of the node's SQLite log; empty: the log is kept in memory only",
+    )
+    fsync: bool = setting(
+        "FSYNC", "always", parse_fsync,
+        "with DATA_DIR: always (a message counts as held once fsynced) or off (committed "
+        "to the OS, not fsynced: a power cut may lose the last moments)",
     )
     port_file: str = setting(
         "PORT_FILE", "", text,

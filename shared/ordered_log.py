@@ -9,14 +9,22 @@ Entries are stored as the JSON string literals of their messages (see
 ``protocol.encode_entry``), so a message is encoded once, on the primary,
 and every replica, every batch and every GET reuses those bytes.
 
+This is the node's storage interface, and its in-memory implementation:
+``flush`` has nothing to do, and what is appended or put is visible at
+once. ``shared.durable_log.DurableLog`` implements the same interface with
+SQLite behind it. ``meta`` holds the node's identity (history id, segments,
+incarnation); ``set_meta`` changes it.
+
 Thread: any. One lock guards all state; every method holds it briefly and
-never blocks on anything else while holding it.
+never blocks on anything else while holding it. Writers: the primary's
+request threads append; the I/O thread of either role puts, truncates,
+sets identity values and flushes.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from typing import Iterable, Iterator
 
 _OPEN, _CLOSE = b'{"messages":[', b"]}"
 #: Entries per chunk of a streamed document: big enough to keep the number of
@@ -25,14 +33,74 @@ CHUNK_ENTRIES = 4096
 
 
 class OrderedLog:
+    #: Whether a flushed entry survives the process.
+    durable = False
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._prefix: list[bytes] = []  # seqs 0 .. len-1, no gaps
         self._ahead: dict[int, bytes] = {}  # seqs past a gap, hidden until it fills
+        self.meta: dict = {}
+
+    # -- reading ----------------------------------------------------------------
 
     def __len__(self) -> int:
         """Length of the visible, contiguous prefix."""
+        return self._visible()
+
+    def appended(self) -> int:
+        """Entries appended so far, visible or not yet: the next seq (primary use)."""
         return len(self._prefix)
+
+    def holds(self, seq: int) -> bool:
+        with self._lock:
+            return seq < len(self._prefix) or seq in self._ahead
+
+    def entries(self, start: int, stop: int) -> list[bytes]:
+        """Visible entries with seq in [start, stop)."""
+        with self._lock:
+            return self._prefix[start : min(stop, self._visible())]
+
+    def entry(self, seq: int) -> bytes | None:
+        """The entry appended at ``seq``, visible yet or not (the primary's replay check)."""
+        with self._lock:
+            return self._prefix[seq] if seq < len(self._prefix) else None
+
+    def run_from(self, seq: int, max_entries: int, max_bytes: int) -> list[bytes]:
+        """Held entries from ``seq`` on, as far as they are contiguous, past a
+        gap too, up to ``max_entries`` and about ``max_bytes`` (at least one)."""
+        run: list[bytes] = []
+        size = 0
+        with self._lock:
+            visible = self._visible()
+            while len(run) < max_entries:
+                entry = self._prefix[seq] if seq < visible else self._ahead.get(seq)
+                if entry is None:
+                    break
+                size += len(entry)
+                if size > max_bytes and run:
+                    break
+                run.append(entry)
+                seq += 1
+        return run
+
+    @property
+    def ahead_count(self) -> int:
+        """Entries held past a gap. An unsynchronised reading, for /health."""
+        return len(self._ahead)
+
+    def messages_document(self) -> tuple[int, Iterator[bytes]]:
+        """The visible prefix as the JSON document ``{"messages": [...]}``:
+        its size in bytes, and its bytes in chunks.
+
+        Chunks, so a large log is never copied whole into one response body
+        (which Bottle would keep alive until the thread's next request)."""
+        with self._lock:
+            snapshot = self._prefix[: self._visible()]  # copies references only
+        size = len(_OPEN) + sum(map(len, snapshot)) + max(len(snapshot) - 1, 0) + len(_CLOSE)
+        return size, _document_chunks(snapshot)
+
+    # -- writing ----------------------------------------------------------------
 
     def append(self, entry: bytes) -> int:
         """Append at the end and return the new entry's seq (primary use)."""
@@ -43,48 +111,59 @@ class OrderedLog:
     def put(self, seq: int, entry: bytes) -> bool:
         """Store the entry at ``seq`` unless held already; True if it was new."""
         with self._lock:
-            if seq < len(self._prefix) or seq in self._ahead:
-                return False
-            if seq > len(self._prefix):
-                self._ahead[seq] = entry
-                return True
-            self._prefix.append(entry)
-            while self._ahead:
-                successor = self._ahead.pop(len(self._prefix), None)
-                if successor is None:
-                    break
-                self._prefix.append(successor)
+            return self._place(seq, entry)
+
+    def truncate(self, from_seq: int) -> list[int]:
+        """Remove every entry at ``from_seq`` or beyond; the seqs removed."""
+        with self._lock:
+            return self._cut(from_seq)
+
+    def set_meta(self, **values) -> None:
+        with self._lock:
+            self.meta = {**self.meta, **values}
+
+    def flush(self) -> None:
+        """Make what was written so far durable and visible: here it already is."""
+
+    def load(self, entries: Iterable[tuple[int, bytes]]) -> None:
+        """Fill an empty log from ``(seq, entry)`` pairs in seq order (start-up)."""
+        with self._lock:
+            for seq, entry in entries:
+                if seq == len(self._prefix):
+                    self._prefix.append(entry)
+                else:
+                    self._ahead[seq] = entry
+            self._close_gap()
+
+    # -- under the lock -----------------------------------------------------------
+
+    def _visible(self) -> int:
+        return len(self._prefix)
+
+    def _place(self, seq: int, entry: bytes) -> bool:
+        if seq < len(self._prefix) or seq in self._ahead:
+            return False
+        if seq > len(self._prefix):
+            self._ahead[seq] = entry
             return True
+        self._prefix.append(entry)
+        self._close_gap()
+        return True
 
-    def holds(self, seq: int) -> bool:
-        with self._lock:
-            return seq < len(self._prefix) or seq in self._ahead
+    def _close_gap(self) -> None:
+        while self._ahead:
+            successor = self._ahead.pop(len(self._prefix), None)
+            if successor is None:
+                break
+            self._prefix.append(successor)
 
-    def entries(self, start: int, stop: int) -> list[bytes]:
-        """Visible entries with seq in [start, stop)."""
-        with self._lock:
-            return self._prefix[start:stop]
-
-    def entry(self, seq: int) -> bytes | None:
-        with self._lock:
-            return self._prefix[seq] if seq < len(self._prefix) else None
-
-    def messages_document(self) -> tuple[int, Iterator[bytes]]:
-        """The visible prefix as the JSON document ``{"messages": [...]}``:
-        its size in bytes, and its bytes in chunks.
-
-        Chunks, so a large log is never copied whole into one response body
-        (which Bottle would keep alive until the thread's next request)."""
-        with self._lock:
-            snapshot = self._prefix[:]  # copies references only
-        size = len(_OPEN) + sum(map(len, snapshot)) + max(len(snapshot) - 1, 0) + len(_CLOSE)
-        return size, _document_chunks(snapshot)
-
-    def clear(self) -> None:
-        """Forget everything (a secondary following a restarted primary)."""
-        with self._lock:
-            self._prefix = []
-            self._ahead = {}
+    def _cut(self, from_seq: int) -> list[int]:
+        removed = list(range(from_seq, len(self._prefix)))
+        del self._prefix[from_seq:]
+        beyond = sorted(seq for seq in self._ahead if seq >= from_seq)
+        for seq in beyond:
+            del self._ahead[seq]
+        return removed + beyond
 
 
 def _document_chunks(entries: list[bytes]) -> Iterator[bytes]:

@@ -9,30 +9,39 @@ pickle. Neither end is REQ/REP, so there is no empty delimiter frame.
     APPEND                                    ACK
       0  b"APPEND"                              0  b"ACK"
       1  corr_id     ascii, echoed in ACK       1  corr_id     of the APPEND acked
-      2  header      {"epoch": str,             2  status      {"node": str,
-                      "first": int}                              "incarnation": str,
-      3  entries     the messages as JSON                        "length": int,
-                     string literals, one per                    "acked": [[start, stop], ...]}
-                     line: line i has seq first+i
+      2  header      {"history": str,           2  status      {"node": str,
+                      "segments": [...],                         "incarnation": str,
+                      "first": int}                              "length": int,
+      3  entries     the messages as JSON                        "history": str|null,
+                     string literals, one per                    "run": [n, token]|null,
+                     line: line i has seq first+i                "acked": [[start, stop], ...]}
     PING                                      PONG
       0  b"PING"                                0  b"PONG"
       1  corr_id                                1  corr_id     of the PING answered
-      2  header      {"epoch": str}             2  status      {"node", "incarnation", "length"}
+      2  header      {"history": str|null,      2  status      as in ACK, without "acked",
+                      "segments": [...]}                       plus "segments": [...]
+    FETCH (a primary recovering its log)      ENTRIES
+      0  b"FETCH"                               0  b"ENTRIES"
+      1  corr_id                                1  corr_id     of the FETCH answered
+      2  {"from": int}                          2  {"first": int}
+                                                3  entries     as in APPEND; empty
+                                                               if it holds no ``from``
 
 The ROUTER sees one more frame in front of these, the DEALER's identity;
 only the secondary's receiver adds or strips it.
 
-- corr_id routes an ACK to the batch that is waiting for it. Each attempt
-  of a batch has its own corr_id; the primary accepts an ACK of any of them,
-  and learns from which one it is exactly how long that round trip took.
-- seq is a message's position in the total order, 0-based. Secondaries order
-  and deduplicate by seq, never by corr_id.
+- corr_id routes a reply to what is waiting for it. Each attempt of a batch
+  has its own corr_id; the primary accepts an ACK of any of them, and
+  learns from which one it is exactly how long that round trip took.
+- seq is a message's position in the total order, 0-based, for the life of
+  the cluster. Secondaries order and deduplicate by seq, never by corr_id.
 - Entries are encoded once, with ensure_ascii, so no literal holds a raw
   newline and "\n" can separate them: a batch of any size is one frame.
-- epoch names one run of the primary. A secondary that sees a new epoch knows
-  the primary restarted with an empty log.
-- incarnation names one run of a secondary. A new incarnation tells the
-  primary the secondary restarted, so it must resend from ``length``.
+- history names the cluster's log (shared.history); null from a primary
+  that has appended nothing yet. segments name the runs of primaries that
+  wrote it, the last one the sender's own run (shared.history).
+- incarnation names a secondary's state: new when it starts without its
+  data. A new incarnation tells the primary to resend from ``length``.
 - length is the secondary's contiguous prefix: it holds every seq below it.
 - acked lists half-open ranges of seqs this ACK confirms as stored.
 """
@@ -45,10 +54,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Union
 
+from shared import history as hist
+
 APPEND = b"APPEND"
 ACK = b"ACK"
 PING = b"PING"
 PONG = b"PONG"
+FETCH = b"FETCH"
+ENTRIES = b"ENTRIES"
 
 #: Largest seq or length accepted on the wire: JSON numbers stay exact below 2**53.
 MAX_SEQ = 2**53
@@ -68,9 +81,21 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True)
+class Leader:
+    """Who sends an APPEND or PING: the history and the runs that wrote it."""
+
+    history: str | None
+    segments: hist.Segments
+
+    @property
+    def run(self) -> hist.Run | None:
+        return self.segments[-1].run if self.segments else None
+
+
+@dataclass(frozen=True)
 class Append:
     corr_id: str
-    epoch: str
+    leader: Leader
     first: int
     entries: list[bytes]  # each a JSON string literal, validated
 
@@ -78,7 +103,13 @@ class Append:
 @dataclass(frozen=True)
 class Ping:
     corr_id: str
-    epoch: str
+    leader: Leader
+
+
+@dataclass(frozen=True)
+class Fetch:
+    corr_id: str
+    start: int
 
 
 @dataclass(frozen=True)
@@ -88,6 +119,8 @@ class Status:
     node: str
     incarnation: str
     length: int
+    history: str | None = None
+    run: hist.Run | None = None
 
 
 @dataclass(frozen=True)
@@ -101,9 +134,17 @@ class Ack:
 class Pong:
     corr_id: str
     status: Status
+    segments: hist.Segments = ()
 
 
-Message = Union[Append, Ping, Ack, Pong]
+@dataclass(frozen=True)
+class Entries:
+    corr_id: str
+    first: int
+    entries: list[bytes]
+
+
+Message = Union[Append, Ping, Fetch, Ack, Pong, Entries]
 
 
 def new_corr_id() -> str:
@@ -120,14 +161,26 @@ def encode_entry(message: str) -> bytes:
     return json.dumps(message).encode("ascii")
 
 
-def encode_append(corr_id: str, epoch: str, first: int, entries: list[bytes]) -> list[bytes]:
-    """An APPEND of ``entries`` (from ``encode_entry``, at least one) from seq ``first``."""
-    header = json.dumps({"epoch": epoch, "first": first}).encode()
-    return [APPEND, corr_id.encode(), header, ENTRY_SEPARATOR.join(entries)]
+def leader_header(leader: Leader) -> dict:
+    """The part of every APPEND and PING header that names the sender."""
+    return {"history": leader.history, "segments": hist.to_wire(leader.segments)}
 
 
-def encode_ping(corr_id: str, epoch: str) -> list[bytes]:
-    return [PING, corr_id.encode(), json.dumps({"epoch": epoch}).encode()]
+def encode_append(corr_id: str, leader: Leader | dict, first: int, entries: list[bytes]) -> list[bytes]:
+    """An APPEND of ``entries`` (from ``encode_entry``, at least one) from seq ``first``.
+    ``leader`` may be given as its ``leader_header``, computed once per run."""
+    header = leader if isinstance(leader, dict) else leader_header(leader)
+    return [APPEND, corr_id.encode(), json.dumps({**header, "first": first}).encode(),
+            ENTRY_SEPARATOR.join(entries)]
+
+
+def encode_ping(corr_id: str, leader: Leader | dict) -> list[bytes]:
+    header = leader if isinstance(leader, dict) else leader_header(leader)
+    return [PING, corr_id.encode(), json.dumps(header).encode()]
+
+
+def encode_fetch(corr_id: str, start: int) -> list[bytes]:
+    return [FETCH, corr_id.encode(), json.dumps({"from": start}).encode()]
 
 
 def encode_ack(corr_id: str, status: Status, acked: list[tuple[int, int]]) -> list[bytes]:
@@ -136,32 +189,52 @@ def encode_ack(corr_id: str, status: Status, acked: list[tuple[int, int]]) -> li
     return [ACK, corr_id.encode(), json.dumps(body).encode()]
 
 
-def encode_pong(corr_id: str, status: Status) -> list[bytes]:
-    return [PONG, corr_id.encode(), json.dumps(_status_dict(status)).encode()]
+def encode_pong(corr_id: str, status: Status, segments: hist.Segments) -> list[bytes]:
+    body = _status_dict(status)
+    body["segments"] = hist.to_wire(segments)
+    return [PONG, corr_id.encode(), json.dumps(body).encode()]
+
+
+def encode_entries(corr_id: str, first: int, entries: list[bytes]) -> list[bytes]:
+    return [ENTRIES, corr_id.encode(), json.dumps({"first": first}).encode(),
+            ENTRY_SEPARATOR.join(entries)]
 
 
 def decode(frames: list[bytes]) -> Message:
-    """Parse one message (identity frame already stripped); raise ProtocolError."""
+    """Parse one message (identity frame already stripped); raise ProtocolError.
+
+    Nothing else escapes: whatever a frame provokes in the parsers (deep
+    nesting, a huge number, memory) is a bad frame too."""
+    try:
+        return _decode(frames)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError's cousins, a parser bug
+        raise ProtocolError(f"undecodable frame ({type(exc).__name__})") from None
+
+
+def _decode(frames: list[bytes]) -> Message:
     if len(frames) < 3:
         raise ProtocolError(f"expected at least 3 frames, got {len(frames)}")
     kind, raw_corr, raw_body = frames[0], frames[1], frames[2]
     corr_id = _decode_corr_id(raw_corr)
     body = _decode_json_object(raw_body)
-    if kind == APPEND:
+    if kind in (APPEND, ENTRIES):
         _expect_frame_count(kind, frames, 4)
         first = _seq(body, "first")
-        entries = frames[3].split(ENTRY_SEPARATOR)
-        if first + len(entries) > MAX_SEQ:
-            raise ProtocolError("APPEND runs past the largest seq")
-        _check_entries(entries)
-        return Append(corr_id, _text(body, "epoch"), first, entries)
+        entries = _decode_entries(frames[3], first, allow_empty=kind == ENTRIES)
+        if kind == ENTRIES:
+            return Entries(corr_id, first, entries)
+        return Append(corr_id, _decode_leader(body), first, entries)
     _expect_frame_count(kind, frames, 3)
     if kind == PING:
-        return Ping(corr_id, _text(body, "epoch"))
+        return Ping(corr_id, _decode_leader(body))
+    if kind == FETCH:
+        return Fetch(corr_id, _seq(body, "from"))
     if kind == ACK:
         return Ack(corr_id, _decode_status(body), _decode_ranges(body.get("acked")))
     if kind == PONG:
-        return Pong(corr_id, _decode_status(body))
+        return Pong(corr_id, _decode_status(body), _decode_segments(body.get("segments")))
     raise ProtocolError(f"unknown message kind {_describe_kind(kind)}")
 
 
@@ -177,11 +250,44 @@ def to_ranges(seqs: list[int]) -> list[tuple[int, int]]:
 
 
 def _status_dict(status: Status) -> dict:
-    return {"node": status.node, "incarnation": status.incarnation, "length": status.length}
+    return {"node": status.node, "incarnation": status.incarnation, "length": status.length,
+            "history": status.history, "run": None if status.run is None else list(status.run)}
 
 
 def _decode_status(body: dict) -> Status:
-    return Status(_text(body, "node"), _text(body, "incarnation"), _seq(body, "length"))
+    history = _optional_text(body, "history")
+    run = body.get("run")
+    if run is not None:
+        if (not isinstance(run, list) or len(run) != 2 or type(run[0]) is not int
+                or not 0 <= run[0] < MAX_SEQ or not isinstance(run[1], str) or not 0 < len(run[1]) <= 64):
+            raise ProtocolError("'run' must be [number, token] or null")
+        run = hist.Run(run[0], run[1])
+    return Status(_text(body, "node"), _text(body, "incarnation"), _seq(body, "length"), history, run)
+
+
+def _decode_leader(body: dict) -> Leader:
+    history = _optional_text(body, "history")
+    segments = _decode_segments(body.get("segments"))
+    if (history is None) != (not segments):
+        raise ProtocolError("a history needs segments, and segments a history")
+    return Leader(history, segments)
+
+
+def _decode_segments(value: object) -> hist.Segments:
+    try:
+        return hist.from_wire(value)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def _decode_entries(raw: bytes, first: int, allow_empty: bool) -> list[bytes]:
+    if not raw and allow_empty:
+        return []
+    entries = raw.split(ENTRY_SEPARATOR)
+    if first + len(entries) > MAX_SEQ:
+        raise ProtocolError("the entries run past the largest seq")
+    _check_entries(entries)
+    return entries
 
 
 def _expect_frame_count(kind: bytes, frames: list[bytes], count: int) -> None:
@@ -206,8 +312,8 @@ def _decode_corr_id(raw: bytes) -> str:
 def _decode_json_object(raw: bytes) -> dict:
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"body is not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"body is not JSON: {type(exc).__name__}") from None
     if not isinstance(body, dict):
         raise ProtocolError("body is not a JSON object")
     return body
@@ -241,6 +347,10 @@ def _text(body: dict, key: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 256:
         raise ProtocolError(f"{key!r} must be a non-empty string")
     return value
+
+
+def _optional_text(body: dict, key: str) -> str | None:
+    return None if body.get(key) is None else _text(body, key)
 
 
 def _decode_ranges(value: object) -> list[tuple[int, int]]:

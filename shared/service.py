@@ -79,10 +79,10 @@ def run_role(
         ctx = zmq.Context()
         ctx.linger = 0
         cleanup.callback(ctx.term)
-        service = build(config, ctx)
-        stop_io = _once(service.stop_io)
-        cleanup.callback(stop_io)
         try:
+            service = build(config, ctx)  # opens and loads the log, with DATA_DIR
+            stop_io = _once(service.stop_io)
+            cleanup.callback(stop_io)
             server = _start(config, service)
         except OSError as exc:
             role_log.critical("cannot start: %s", exc)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import zmq
 
 from shared import protocol
+from shared.history import Segment
 from tests.support.http import get_health, get_messages, post_message, request
 from tests.support.waiting import wait_until
 
@@ -140,12 +141,13 @@ def test_a_secondary_stores_a_resent_entry_once_and_hides_gaps(make_cluster, ctx
     s1 = cluster["s1"]
     dealer = ctx.socket(zmq.DEALER)
     dealer.connect(s1.replication_endpoint)
-    epoch = get_health(cluster.primary.url)["epoch"]
+    # The primary has appended nothing, so s1 follows the first history it hears of.
+    leader = protocol.Leader("a-history", (Segment(1, "run1", 0),))
 
     def append(first, *messages):
         corr = protocol.new_corr_id()
         entries = [protocol.encode_entry(m) for m in messages]
-        dealer.send_multipart(protocol.encode_append(corr, epoch, first, entries))
+        dealer.send_multipart(protocol.encode_append(corr, leader, first, entries))
         assert dealer.poll(5000), "no ACK"
         ack = protocol.decode(dealer.recv_multipart())
         assert ack.corr_id == corr

@@ -113,7 +113,8 @@ class Snapshotter:
 
 def _incarnation(url: str) -> str:
     health = get_health(url)
-    return health.get("incarnation") or health["epoch"]
+    # A secondary's state, or the primary's run: a new one may start again from empty.
+    return health.get("incarnation") or f"{health['history']}/{health['run']}"
 
 
 def check(history: History, snapshots: dict[str, list[tuple[str, list[str]]]],

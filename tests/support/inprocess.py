@@ -22,9 +22,10 @@ from secondary.receiver import Receiver
 from shared.config import DelayRange
 from shared.ordered_log import OrderedLog
 
-#: Heartbeats every 50 ms: failure detection within a unit test's patience.
+#: Heartbeats every 50 ms: failure detection within a unit test's patience;
+#: a primary that starts empty waits half a second for silent secondaries.
 FAST_HEARTBEAT_SETTINGS = ReplicationSettings(
-    heartbeat_interval=0.05, suspect_after=4, unhealthy_after=8
+    heartbeat_interval=0.05, suspect_after=4, unhealthy_after=8, recovery_timeout=0.5
 )
 
 

@@ -7,6 +7,7 @@ import pytest
 from primary.config import ReplicationSettings
 from primary.follower import INITIAL_RETRY_S, MIN_RETRY_S, Follower, Health, health_at
 from shared import protocol
+from shared.history import Run
 
 SETTINGS = ReplicationSettings(
     heartbeat_interval=1.0, suspect_after=2, unhealthy_after=4, retry_backoff_max=8.0,
@@ -14,8 +15,11 @@ SETTINGS = ReplicationSettings(
 )
 
 
-def status(length, incarnation="inc-1"):
-    return protocol.Status("s1", incarnation, length)
+HISTORY, RUN = "history-1", Run(1, "r1")
+
+
+def status(length, incarnation="inc-1", history=HISTORY, run=RUN):
+    return protocol.Status("s1", incarnation, length, history, run)
 
 
 def ack(send, length, acked=None, incarnation="inc-1"):
@@ -33,6 +37,7 @@ def send_next(follower, log_length, now):
 @pytest.fixture
 def follower():
     f = Follower("s1", "tcp://x:1", SETTINGS, now=0.0)
+    f.follow_run(HISTORY, RUN)
     f.on_status(status(0), 0.0)  # first contact: healthy, empty
     return f
 
@@ -186,3 +191,38 @@ def test_a_catch_up_after_a_restart_logs_when_it_finishes(follower, caplog):
     follower.on_ack(ack(send, 5, incarnation="inc-2"), 1.25)
     follower.note_catch_up(5, 1.25)
     assert "s1 caught up: 3 messages in 0.25s" in caplog.text
+
+
+def test_nothing_is_sent_before_a_reply_under_this_run_tells_the_length():
+    follower = Follower("s1", "tcp://x:1", SETTINGS, now=0.0)
+    follower.follow_run(HISTORY, RUN)
+    follower.on_status(status(7, run=Run(0, "old")), 0.0)  # not yet following this run
+    assert follower.next_send(10, 0.0) is None and not follower.holds(0)
+    follower.on_status(status(7), 0.1)  # it kept 7 messages across the restart
+    send = follower.next_send(10, 0.1)
+    assert (send.start, send.stop) == (7, 10), "only the missing tail is sent"
+
+
+def test_a_secondary_of_another_history_is_diverged_and_never_written_to(follower, caplog):
+    follower.on_status(status(3, history="another", run=Run(9, "x")), 0.5)
+    assert follower.health(0.5) is Health.DIVERGED
+    assert follower.status.health(0.5, SETTINGS) is Health.DIVERGED
+    assert follower.next_send(10, 0.5) is None and not follower.holds(0)
+    assert "s1 is diverged" in caplog.text and "empty its DATA_DIR" in caplog.text
+    follower.on_status(status(0), 0.6)  # emptied and back: it follows again
+    assert follower.health(0.6) is Health.HEALTHY and follower.next_send(10, 0.6) is not None
+
+
+def test_a_secondary_following_a_newer_run_is_diverged(follower):
+    follower.on_status(status(3, run=Run(RUN.number + 1, "newer")), 0.5)
+    assert follower.health(0.5) is Health.DIVERGED
+
+
+def test_a_length_below_what_was_acknowledged_rewinds_and_resends(follower):
+    send = send_next(follower, 5, 0.0)
+    follower.on_ack(ack(send, 5), 0.05)
+    assert follower.holds(4)
+    follower.on_status(status(0), 0.1)  # same incarnation, yet it shows nothing
+    assert not follower.holds(4), "a secondary that shows nothing must not count as holding 4"
+    resend = follower.next_send(5, 0.1)
+    assert (resend.start, resend.stop) == (0, 5)

@@ -26,15 +26,19 @@ def test_no_log_line_above_debug_carries_a_message_body(ctx, make_inprocess_clus
     cluster.post(json.dumps({"message": SECRET}).encode()[:-2])
     cluster.post({"message": SECRET}, content_type="text/plain")
     # malformed frames carrying the secret, straight at a secondary
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.connect(cluster.secondaries["s1"].receiver.endpoint)
-    dealer.send_multipart([protocol.APPEND, b"c1", json.dumps({"epoch": SECRET}).encode(), SECRET.encode()])
-    dealer.send_multipart([SECRET.encode(), b"c1", b"{}"])
+    # (two peers: bad frames are logged once per peer per interval)
+    dealers = [ctx.socket(zmq.DEALER) for _ in range(2)]
+    for dealer in dealers:
+        dealer.connect(cluster.secondaries["s1"].receiver.endpoint)
+    header = {"history": SECRET, "segments": [[1, SECRET, 0]], "first": 0}
+    dealers[0].send_multipart([protocol.APPEND, b"c1", json.dumps(header).encode(), SECRET.encode()])
+    dealers[1].send_multipart([SECRET.encode(), b"c1", b"{}"])
     wait_until(
         lambda: sum("bad frame" in r.getMessage() for r in caplog.records) >= 2,
         what="both bad frames to be logged",
     )
-    dealer.close()
+    for dealer in dealers:
+        dealer.close()
     cluster.stop()
     fragment = SECRET[:6]  # a part of a body is as bad as the whole
     leaks = [r for r in caplog.records if r.levelno > logging.DEBUG and fragment in r.getMessage()]

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def lonely(make_inprocess_cluster):
-    """A primary configured with two secondaries that never come up (and no quorum rule)."""
-    return make_inprocess_cluster(running=(), quorum=1)
+    """A primary configured with two secondaries that never come up (and no
+    quorum rule), past its recovery: nobody answered, so the cluster is new."""
+    cluster = make_inprocess_cluster(running=(), quorum=1)
+    wait_until(lambda: not cluster.replicator.recovering, what="the recovery to time out")
+    return cluster
 
 
 def test_append_w3_is_acked_by_everyone(cluster):

@@ -12,10 +12,11 @@ import zmq
 from secondary.receiver import Receiver
 from shared import protocol
 from shared.config import DelayRange
+from shared.history import Run, Segment
 from shared.ordered_log import OrderedLog
 from tests.support.documents import messages_of
 
-EPOCH = "epoch-1"
+LEADER = protocol.Leader("history-1", (Segment(1, "r1", 0),))
 
 
 class RawPrimary:
@@ -23,15 +24,20 @@ class RawPrimary:
         self.dealer = ctx.socket(zmq.DEALER)
         self.dealer.connect(endpoint)
 
-    def append(self, first: int, *messages: str, corr_id: str | None = None, epoch=EPOCH) -> str:
+    def append(self, first: int, *messages: str, corr_id: str | None = None, leader=LEADER) -> str:
         corr_id = corr_id or protocol.new_corr_id()
         entries = [protocol.encode_entry(m) for m in messages]
-        self.dealer.send_multipart(protocol.encode_append(corr_id, epoch, first, entries))
+        self.dealer.send_multipart(protocol.encode_append(corr_id, leader, first, entries))
         return corr_id
 
-    def ping(self, epoch=EPOCH) -> str:
+    def ping(self, leader=LEADER) -> str:
         corr_id = protocol.new_corr_id()
-        self.dealer.send_multipart(protocol.encode_ping(corr_id, epoch))
+        self.dealer.send_multipart(protocol.encode_ping(corr_id, leader))
+        return corr_id
+
+    def fetch(self, start: int) -> str:
+        corr_id = protocol.new_corr_id()
+        self.dealer.send_multipart(protocol.encode_fetch(corr_id, start))
         return corr_id
 
     def reply(self, timeout: float = 5.0):
@@ -71,7 +77,7 @@ def test_stores_and_acks_a_batch(make_receiver):
     corr = primary.append(0, "a", "b", "c")
     ack = primary.reply()
     assert ack.corr_id == corr and ack.acked == [(0, 3)]
-    assert ack.status == protocol.Status("s1", receiver.incarnation, 3)
+    assert ack.status == protocol.Status("s1", receiver.incarnation, 3, "history-1", Run(1, "r1"))
     assert messages(store) == ["a", "b", "c"]
 
 
@@ -138,23 +144,70 @@ def test_a_duplicate_of_a_waiting_entry_gets_one_ack_when_due(make_receiver):
     assert messages(store) == ["a"] and receiver.waiting_count == 0
 
 
-def test_a_new_primary_epoch_resets_the_log(make_receiver):
-    _, store, primary = make_receiver()
+def test_a_frame_of_another_history_changes_nothing(make_receiver):
+    """The old epoch trick: a made-up identity no longer wipes a secondary."""
+    receiver, store, primary = make_receiver()
     primary.append(0, "old")
     primary.reply()
-    primary.ping(epoch="epoch-2")
-    assert primary.reply().status.length == 0
-    assert messages(store) == []
+    forged = protocol.Leader("made-up", (Segment(99, "x", 0),))
+    primary.append(0, "INJECTED", leader=forged)
+    primary.ping(leader=forged)
+    pong = primary.reply()
+    assert isinstance(pong, protocol.Pong), "the forged APPEND got no ACK"
+    assert pong.status.history == "history-1" and pong.status.length == 1
+    assert messages(store) == ["old"] and receiver.history == "history-1"
 
 
-def test_bad_frames_are_logged_once_and_dropped(make_receiver, caplog):
+def test_a_ping_with_no_history_is_answered_and_adopts_nothing(make_receiver):
+    receiver, store, primary = make_receiver()
+    primary.ping(leader=protocol.Leader(None, ()))
+    pong = primary.reply()
+    assert pong.status.history is None and pong.status.run is None and pong.segments == ()
+    assert receiver.history is None
+
+
+def test_a_newer_run_truncates_only_what_a_rolled_back_run_wrote(make_receiver, caplog):
     _, store, primary = make_receiver()
+    primary.append(0, "a", "b", "c", "d")
+    primary.reply()
+    primary.append(6, "past-a-gap")
+    primary.reply()
+    # Run 2 took over a log of 2 messages: ids 2.. were written by run 1 alone.
+    run2 = protocol.Leader("history-1", (Segment(1, "r1", 0), Segment(2, "r2", 2)))
+    primary.ping(leader=run2)
+    pong = primary.reply()
+    assert pong.status.run == Run(2, "r2") and pong.status.length == 2
+    assert messages(store) == ["a", "b"] and not store.holds(6)
+    assert "truncated 3 message(s), ids 2..3, 6" in caplog.text
+    primary.append(2, "new", leader=run2)
+    assert primary.reply().status.length == 3
+    primary.ping()  # run 1 again: stale, ignored
+    assert primary.reply().status.run == Run(2, "r2")
+    assert messages(store) == ["a", "b", "new"]
+
+
+def test_a_fetch_returns_held_entries_past_a_gap_too(make_receiver):
+    _, store, primary = make_receiver()
+    primary.append(0, "a", "b")
+    primary.reply()
+    primary.append(3, "d", "e")
+    primary.reply()
+    corr = primary.fetch(3)
+    answer = primary.reply()
+    assert answer == protocol.Entries(corr, 3, [protocol.encode_entry(m) for m in ("d", "e")])
+    primary.fetch(2)
+    assert primary.reply().entries == []
+
+
+def test_bad_frames_are_logged_at_a_limited_rate_and_dropped(make_receiver, caplog):
+    receiver, store, primary = make_receiver()
     junk = [
         [b"APPEND"],
         [b"APPEND", b"c1", b"{bad json"],
-        [b"APPEND", b"c1", b'{"epoch": "e", "first": -1}', b'"x"'],
-        [b"APPEND", b"c1", b'{"epoch": "e", "first": 99999999999999999999}', b'"x"'],
-        [b"APPEND", b"c1", json.dumps({"epoch": EPOCH, "first": 0}).encode(), b"not-a-string"],
+        [b"APPEND", b"c1", json.dumps({**protocol.leader_header(LEADER), "first": -1}).encode(), b'"x"'],
+        [b"APPEND", b"c1", json.dumps({**protocol.leader_header(LEADER), "first": 10**20}).encode(), b'"x"'],
+        [b"APPEND", b"c1", json.dumps({**protocol.leader_header(LEADER), "first": 0}).encode(), b"not-a-string"],
+        [b"PING", b"c1", b"[" * 1000 + b"]" * 1000],
         [b"EXPLODE", b"c1", b"{}"],
         protocol.encode_ack("c1", protocol.Status("x", "y", 0), []),
     ]
@@ -164,7 +217,8 @@ def test_bad_frames_are_logged_once_and_dropped(make_receiver, caplog):
     assert primary.reply().acked == [(0, 1)]
     assert messages(store) == ["fine"]
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.threadName == "receiver-io"]
-    assert len(warnings) == len(junk)
+    assert len(warnings) == 1, "one line per peer per interval"
+    assert receiver.running
 
 
 def test_fault_injection_drops_acks_but_keeps_the_message(make_receiver):
