@@ -108,8 +108,19 @@ class ComposeProject:
         """Build and start the services, all of them when none are named."""
         self.compose("up", "--build", "-d", *services, timeout=UP_TIMEOUT_S)
 
-    def down(self) -> None:
-        self.compose("down", "-v", "--remove-orphans")
+    def down(self, keep_volumes: bool = False) -> None:
+        """Remove the containers, and the volumes too unless ``keep_volumes``."""
+        self._urls.clear()
+        self.compose("down", *([] if keep_volumes else ["-v"]), "--remove-orphans")
+
+    def kill(self, *services: str) -> None:
+        """SIGKILL the services' containers."""
+        self.compose("kill", *services)
+
+    def restart(self, *services: str) -> None:
+        for service in services:
+            self._urls.pop(service, None)
+        self.compose("restart", *services)
 
     def stop(self, *services: str) -> float:
         """Stop the services (all when none are named); the seconds it took."""

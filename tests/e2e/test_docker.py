@@ -58,7 +58,7 @@ def test_the_compose_cluster_replicates_recovers_a_restarted_secondary_and_stops
         assert resp.json["acked_by"] == ["primary", "secondary-1"]
         ids.append(resp.json["id"])
 
-    # Restarted empty, secondary-2 gets everything from the primary again.
+    # Restarted, secondary-2 reloads its log and is sent what it missed.
     expected = [f"m{n}" for n in range(5)]
     project.start("secondary-2")
     secondary_2 = project.url("secondary-2")
@@ -74,6 +74,42 @@ def test_the_compose_cluster_replicates_recovers_a_restarted_secondary_and_stops
     took = project.stop()
     assert project.exit_codes() == {node: 0 for node in NODES}
     assert took < STOP_LIMIT_S, f"`stop` took {took:.1f}s"
+
+
+@pytest.mark.docker
+def test_every_message_survives_restarts_kills_and_down_up_of_the_primary(start_project):
+    project = start_project(SECONDARY_2_DELAY="0")
+    project.wait_healthy(NODES)
+    expected = []
+
+    def append_and_check(message):
+        resp = post_message(project.url("primary"), message, w=3, timeout=20)
+        assert resp.status == 201, resp.body
+        assert resp.json["id"] == len(expected), "ids continue where they were"
+        expected.append(message)
+        for node in NODES:
+            assert get_messages(project.url(node)) == expected, node
+
+    append_and_check("before")
+    project.restart("primary")
+    project.wait_healthy(["primary"])
+    assert messages_once_up(project.url("primary")) == expected
+    append_and_check("after a restart")
+
+    project.kill("primary")
+    project.start("primary")
+    project.wait_healthy(["primary"])
+    assert messages_once_up(project.url("primary")) == expected
+    append_and_check("after a kill")
+
+    project.down(keep_volumes=True)
+    project.up()
+    project.wait_healthy(NODES)
+    for node in NODES:
+        url = project.url(node)
+        wait_until(lambda: messages_once_up(url) == expected, 30, interval=0.2,
+                   what=f"{node} to come back with its messages")
+    append_and_check("after down and up")
 
 
 @pytest.mark.docker
