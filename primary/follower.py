@@ -15,7 +15,8 @@ The bookkeeping, per secondary:
 
 - ``acked_length``: the secondary holds every seq below it (its own report).
 - ``held_above``: seqs at or past acked_length that it acknowledged singly
-  (random delays store them out of order).
+  (random delays store them out of order). They are not resent, but do not
+  count towards a write concern until the gap below them is filled.
 - flights: batches of seqs sent and not yet all acknowledged. A flight is
   resent when its retry time passes; the timeout starts from this
   secondary's measured round trip (RFC 6298) and doubles, with jitter, with
@@ -153,6 +154,14 @@ class Follower:
     # -- queries --------------------------------------------------------------
 
     def holds(self, seq: int) -> bool:
+        """Whether it counts as holding ``seq`` towards a write concern: only
+        what it shows, its contiguous prefix. An entry it stored past a gap is
+        not counted until the gap is filled, so a secondary that shows nothing
+        never counts as holding anything."""
+        return seq < self.acked_length
+
+    def _stored(self, seq: int) -> bool:
+        """Whether it need not be sent ``seq`` again: shown, or stored past a gap."""
         return seq < self.acked_length or seq in self._held_above
 
     def health(self, now: float) -> Health:
@@ -227,7 +236,7 @@ class Follower:
 
     def on_ack(self, ack: protocol.Ack, now: float) -> bool | None:
         """Apply an ACK. None if its corr_id is unknown (late or bogus): it is ignored.
-        Otherwise True if the secondary now holds seqs it did not before."""
+        Otherwise True if the secondary now shows seqs it did not before."""
         attempt = self._attempts.get(ack.corr_id)
         if attempt is None or ack.status.incarnation in self._retired_incarnations:
             return None
@@ -240,9 +249,8 @@ class Follower:
         ]
         progress = self._apply_status(ack.status, now)
         for seq in confirmed:
-            if not self.holds(seq):
+            if not self._stored(seq):
                 self._held_above.add(seq)
-                progress = True
         if flight in self._flights:  # a restart may have just dropped it
             self._advance(flight)
         self._publish()
@@ -331,7 +339,7 @@ class Follower:
                      catch_up.target - catch_up.start_length, now - catch_up.started)
 
     def _advance(self, flight: Flight) -> None:
-        while flight.start < flight.stop and self.holds(flight.start):
+        while flight.start < flight.stop and self._stored(flight.start):
             flight.start += 1
         if flight.start == flight.stop:
             self._flights.remove(flight)

@@ -78,15 +78,22 @@ def test_unknown_and_late_acks_are_ignored(follower):
 def test_ack_cannot_confirm_seqs_outside_its_flight(follower):
     send = send_next(follower, 2, 0.0)
     follower.on_ack(ack(send, 0, acked=[(0, 50)]), 0.01)
-    assert follower.holds(1) and not follower.holds(2)
+    assert follower.retry_deadline(100.0) is None  # 0 and 1 are stored: not resent
+    follower.on_status(status(2), 0.02)
+    later = follower.next_send(3, 0.03)
+    assert (later.start, later.stop) == (2, 3), "seq 2 was never sent, whatever the ACK said"
 
 
-def test_out_of_order_acks_count_before_the_prefix_closes(follower):
+def test_entries_stored_past_a_gap_are_not_resent_but_count_only_once_it_fills(follower):
     send = send_next(follower, 3, 0.0)
     follower.on_ack(ack(send, 0, acked=[(2, 3)]), 0.01)  # seq 2 stored, 0 and 1 not yet
-    assert follower.holds(2) and not follower.holds(0) and follower.acked_length == 0
-    follower.on_ack(ack(send, 3, acked=[(0, 2)]), 0.02)
-    assert follower.acked_length == 3 and follower.retry_deadline(100.0) is None
+    assert not follower.holds(2), "a secondary that shows nothing holds nothing for w"
+    resend = follower.next_send(3, 1.3)  # the flight is overdue
+    assert (resend.start, resend.stop) == (0, 3) and resend.flight is not None
+    follower.sent(resend, resend.stop, 1.3)
+    follower.on_ack(ack(send, 3, acked=[(0, 2)]), 1.32)
+    assert follower.holds(2) and follower.acked_length == 3
+    assert follower.retry_deadline(1.4) is None
 
 
 def test_a_status_length_settles_flights_whose_acks_were_lost(follower):
