@@ -14,8 +14,9 @@ that gets an error.
      an append waits for that to end, within its own timeout (503).
   3. Idempotency: a known ``Idempotency-Key`` appends nothing; the answer
      is the original id, with acks once the write concern is met.
-  4. Storage and quorum: while the log cannot be written (a full disk), or
-     with fewer than ``quorum`` nodes up, the primary refuses appends (503).
+  4. Replication, storage and quorum: once the replication thread has
+     stopped, while the log cannot be written (a full disk), or with fewer
+     than ``quorum`` nodes up, the primary refuses appends (503).
   5. Append, then wait for the primary's own commit (with DATA_DIR) and
      w - 1 secondaries, or the timeout (504).
 """
@@ -101,7 +102,8 @@ class Appender:
                     409, {"error": "this Idempotency-Key was used for a different message", "id": seq}
                 )
             if not duplicate:
-                refusal = self._refuse_without_storage() or self._refuse_without_quorum()
+                refusal = (self._refuse_without_replication() or self._refuse_without_storage()
+                           or self._refuse_without_quorum())
                 if refusal:
                     return refusal
                 # The id is the entry's position, given under the log's lock
@@ -112,6 +114,16 @@ class Appender:
         if not duplicate:
             self._replicator.notify_appended()
         return self._await_write_concern(request, seq, duplicate, started)
+
+    def _refuse_without_replication(self) -> AppendResult | None:
+        if self._replicator.running:
+            return None
+        rejections_log.warning("replication stopped: answering 503")
+        return AppendResult(
+            503, {"error": "replication stopped: the primary cannot replicate and is shutting "
+                           "down; nothing was appended, retry later"},
+            {"Retry-After": "1"},
+        )
 
     def _refuse_without_storage(self) -> AppendResult | None:
         error = self._replicator.storage_error

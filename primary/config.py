@@ -93,10 +93,6 @@ class PrimaryConfig(NodeConfig):
         derive=lambda above: str(above["http_threads"] * 3 // 4),
         shown_default="¾ of HTTP_THREADS (48)",
     )
-    max_body_bytes: int = setting(
-        "MAX_MESSAGE_BYTES", "1048576", integer(1, 1 << 30),
-        "largest POST /messages body in bytes (413 beyond)",
-    )
     idempotency_keys: int = setting(
         "IDEMPOTENCY_KEYS", "100000", integer(1, 10_000_000),
         "idempotency keys remembered (the most recent ones)",

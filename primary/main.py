@@ -27,13 +27,12 @@ def main() -> int:
 
 def build(config: PrimaryConfig, ctx: zmq.Context) -> Service:
     store = open_log(config.data_dir, "primary", config.fsync)
-    replicator = Replicator(ctx, store, config.secondaries, config.replication)
+    replicator = Replicator(ctx, store, config.secondaries, config.replication, config.max_body_bytes)
     appender = Appender(config, store, replicator)
     secondaries = ", ".join(f"{s.name}={s.endpoint}" for s in config.secondaries)
     return Service(
         app=make_app(config, store, replicator, appender),
-        start_io=replicator.start,
-        stop_io=replicator.stop,
+        io_thread=replicator,
         detail=f"secondaries: {secondaries or 'none (w=1 only)'}",
         max_body_bytes=config.max_body_bytes,
     )

@@ -88,11 +88,13 @@ class Replicator(IoThread):
         store: OrderedLog,
         secondaries: tuple[SecondarySpec, ...] | list[SecondarySpec],
         settings: ReplicationSettings = ReplicationSettings(),
+        max_message_bytes: int = 1 << 20,
     ) -> None:
         super().__init__("replicator-io")
         self._ctx = ctx
         self._store = store
         self._settings = settings
+        self._frame_limit = protocol.frame_limit(max_message_bytes)
         now = time.monotonic()
         self._followers = [Follower(s.name, s.endpoint, settings, now) for s in secondaries]
         self._leader = protocol.Leader(None, ())
@@ -233,6 +235,7 @@ class Replicator(IoThread):
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
         sock.connect(follower.endpoint)  # lazy: the secondary may come up later
         return sock
 

@@ -34,6 +34,10 @@ class SecondaryConfig(NodeConfig):
         "seconds each message is held back before it is stored and acknowledged; "
         "A-B: uniform in [A, B]",
     )
+    max_ahead: int = setting(
+        "MAX_AHEAD", "100000", integer(1, 100_000_000),
+        "entries kept past a gap at most; beyond, entries are dropped unacknowledged and resent later",
+    )
     drop_ack_fraction: float = setting(
         "FAULT_DROP_ACKS", "0", number(0.0, 1.0),
         "fault injection: the fraction of ACKs dropped after the message is stored",

@@ -34,10 +34,12 @@ def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
         config.replication_delay,
         config.drop_ack_fraction,
         keep_incarnation=store.durable and config.fsync,
+        max_ahead=config.max_ahead,
+        max_message_bytes=config.max_body_bytes,
     )
     return Service(
         app=make_app(store, receiver, config.node_name),
-        start_io=receiver.start,
-        stop_io=receiver.stop,
+        io_thread=receiver,
+        max_body_bytes=config.max_body_bytes,
         bound=lambda: {"replication": receiver.endpoint},
     )

@@ -52,9 +52,8 @@ log = logging.getLogger(__name__)
 store_log = logging.getLogger(f"{__name__}.store")
 store_log.addFilter(RateLimitFilter(5.0))
 
-#: Entries one ENTRIES answer carries at most, and about how many bytes.
+#: Entries one ENTRIES answer carries at most (and protocol.MAX_BATCH_BYTES).
 FETCH_MAX_ENTRIES = 4096
-FETCH_MAX_BYTES = 4 << 20
 
 
 class Receiver(IoThread):
@@ -67,6 +66,8 @@ class Receiver(IoThread):
         delay: DelayRange = DelayRange(),
         drop_ack_fraction: float = 0.0,
         keep_incarnation: bool = False,
+        max_ahead: int = 100_000,
+        max_message_bytes: int = 1 << 20,
     ) -> None:
         super().__init__("receiver-io")
         self._ctx = ctx
@@ -75,6 +76,8 @@ class Receiver(IoThread):
         self._node_name = node_name
         self._delay = delay
         self._drop_ack_fraction = drop_ack_fraction
+        self._max_ahead = max_ahead
+        self._frame_limit = protocol.frame_limit(max_message_bytes)
         #: Names this node's state: kept with its data only when every
         #: acknowledged entry is sure to have survived (FSYNC=always);
         #: otherwise new, so the primary resends from the length reported.
@@ -145,6 +148,7 @@ class Receiver(IoThread):
         # A reply to a primary that went away raises EHOSTUNREACH instead of
         # vanishing, so _send can say so (the primary resends what it misses).
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
         try:
             sock.bind(self._bind)
         except zmq.ZMQError:
@@ -167,7 +171,7 @@ class Receiver(IoThread):
             self._follow(message.leader)
             self._pongs.append((identity, message.corr_id))
         elif isinstance(message, protocol.Fetch):
-            entries = self._store.run_from(message.start, FETCH_MAX_ENTRIES, FETCH_MAX_BYTES)
+            entries = self._store.run_from(message.start, FETCH_MAX_ENTRIES, protocol.MAX_BATCH_BYTES)
             self._replies.append(
                 (identity, protocol.encode_entries(message.corr_id, message.start, entries)))
         else:
@@ -218,8 +222,11 @@ class Receiver(IoThread):
     def _on_append(self, identity: bytes, append: protocol.Append) -> None:
         acked: list[int] = []
         now = time.monotonic()
+        # Past this window an entry is not kept (nor acknowledged): the primary
+        # resends it later. So frames far ahead cannot fill the memory.
+        window_end = len(self._store) + self._max_ahead
         for seq, entry in enumerate(append.entries, start=append.first):
-            if seq in self._scheduled:
+            if seq in self._scheduled or seq >= window_end:
                 continue
             if not self._delay or self._store.holds(seq):
                 self._store.put(seq, entry)

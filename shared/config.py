@@ -267,6 +267,11 @@ class NodeConfig:
     log_level: str = setting(
         "LOG_LEVEL", "INFO", parse_log_level, f"one of {', '.join(LOG_LEVELS)}"
     )
+    max_body_bytes: int = setting(
+        "MAX_MESSAGE_BYTES", "1048576", integer(1, 1 << 30),
+        "largest POST /messages body in bytes (413 beyond); on a secondary, it sizes the "
+        "largest replication frame accepted",
+    )
     data_dir: str = setting(
         "DATA_DIR", "", data_directory,
         "directory of the node's SQLite log; empty: the log is kept in memory only",

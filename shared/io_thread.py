@@ -13,7 +13,8 @@ This module owns what they have in common:
 - the start-up hand-shake: ``start`` returns once the sockets are open,
   and re-raises what opening them raised;
 - the crash log: a bug that escapes a pass is logged once, as CRITICAL,
-  and ends the thread; ``running`` then turns False.
+  and ends the thread; ``running`` then turns False, and ``on_crash``, if
+  set, is called (the process uses it to stop: see shared.service).
 
 A subclass implements, all run on the I/O thread:
 
@@ -53,6 +54,8 @@ class IoThread:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        #: Called on the I/O thread after a crash, if set before ``start``.
+        self.on_crash: Callable[[], None] | None = None
 
     # -- any thread -----------------------------------------------------------
 
@@ -125,7 +128,8 @@ class IoThread:
         except Exception:
             log.critical("the %s thread crashed; /health now answers 503",
                          self._thread.name, exc_info=True)
-            raise
+            if self.on_crash is not None:
+                self.on_crash()
         finally:
             self._stopping.set()
             self._close()

@@ -67,6 +67,10 @@ ENTRIES = b"ENTRIES"
 MAX_SEQ = 2**53
 #: Correlation ids are short ASCII tokens; anything longer is a bad frame.
 MAX_CORR_ID_BYTES = 64
+#: Bytes of entries one APPEND or ENTRIES frame carries at most, past its first entry.
+MAX_BATCH_BYTES = 4 << 20
+#: Bytes of frame headers, corr_ids and statuses, generously.
+FRAME_OVERHEAD_BYTES = 1 << 20
 #: Separates the entries of an APPEND; it never occurs inside one.
 ENTRY_SEPARATOR = b"\n"
 
@@ -145,6 +149,16 @@ class Entries:
 
 
 Message = Union[Append, Ping, Fetch, Ack, Pong, Entries]
+
+
+def frame_limit(max_message_bytes: int) -> int:
+    """The largest message a replication socket accepts (zmq.MAXMSGSIZE);
+    a peer that sends more is disconnected before anything is buffered.
+
+    One batch of entries, plus one entry at the largest: a message of
+    ``max_message_bytes`` as JSON encodes to at most three times that
+    (a two-byte character becomes a six-byte escape)."""
+    return 3 * max_message_bytes + MAX_BATCH_BYTES + FRAME_OVERHEAD_BYTES
 
 
 def new_corr_id() -> str:

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -33,6 +34,7 @@ import zmq
 
 from shared.command_line import parse_command_line
 from shared.config import ConfigError
+from shared.io_thread import IoThread
 from shared.logging_setup import setup_logging
 from shared.memory import limit_malloc_arenas
 
@@ -46,11 +48,10 @@ class Service:
     """What a role's ``build`` step hands to ``run_role``; nothing runs yet."""
 
     app: object
-    #: Starts the role's I/O thread; raises OSError when it cannot bind.
-    start_io: Callable[[], None]
-    #: Stops it; must also be safe after a ``start_io`` that raised.
-    stop_io: Callable[[], None]
-    #: Called after ``start_io``: what the I/O thread bound, by name, for
+    #: The role's I/O thread: ``start`` raises OSError when it cannot bind;
+    #: ``stop`` is safe after a ``start`` that raised.
+    io_thread: IoThread
+    #: Called after the I/O thread started: what it bound, by name, for
     #: the "ready" log line and PORT_FILE (beside "http").
     bound: Callable[[], dict[str, str]] = dict
     #: What else the "ready" log line says.
@@ -74,6 +75,7 @@ def run_role(
         print(f"{role}: invalid configuration: {exc}", file=sys.stderr)
         return 2
     role_log = logging.getLogger(role)
+    crashed = threading.Event()
     with ExitStack() as cleanup:  # runs its callbacks last first
         cleanup.callback(setup_logging(config.log_level).stop)
         ctx = zmq.Context()
@@ -81,21 +83,22 @@ def run_role(
         cleanup.callback(ctx.term)
         try:
             service = build(config, ctx)  # opens and loads the log, with DATA_DIR
-            stop_io = _once(service.stop_io)
+            stop_io = _once(service.io_thread.stop)
             cleanup.callback(stop_io)
+            service.io_thread.on_crash = lambda: _fail_stop(role_log, crashed)
             server = _start(config, service)
         except OSError as exc:
             role_log.critical("cannot start: %s", exc)
             return 1
         role_log.info("node %s ready: %s", config.node_name, _ready(server, service))
         run_http(server, before_exit=stop_io)
-    return 0
+    return 1 if crashed.is_set() else 0
 
 
 def _start(config, service: Service):
     """Start the I/O thread, bind HTTP and write PORT_FILE; the server, not
     serving yet. An OSError says which setting failed."""
-    service.start_io()
+    service.io_thread.start()
     try:
         server = create_http_server(
             service.app,
@@ -114,6 +117,15 @@ def _start(config, service: Service):
             server.close()
             raise OSError(f"PORT_FILE {config.port_file}: {exc}") from exc
     return server
+
+
+def _fail_stop(role_log: logging.Logger, crashed: threading.Event) -> None:
+    """The I/O thread died: stop the whole process, with a non-zero exit, so
+    that a supervisor (Docker's restart policy) starts it afresh. A node
+    half alive, serving without replicating, is the worse failure."""
+    crashed.set()
+    role_log.critical("stopping the node: it cannot replicate any more; exit code 1")
+    os.kill(os.getpid(), signal.SIGTERM)  # handled on the main thread, as a shutdown
 
 
 def _ready(server, service: Service) -> str:

@@ -133,3 +133,22 @@ def test_quorum_1_turns_read_only_mode_off(make_inprocess_cluster):
     wait_until(lambda: cluster.app.get("/health").json["secondaries"][0]["state"] == "unhealthy",
                what="secondaries declared unhealthy")
     assert cluster.post({"message": "m", "w": 1}).status_int == 201
+
+
+def test_a_dead_replication_thread_fails_stop(make_inprocess_cluster, monkeypatch):
+    cluster = make_inprocess_cluster(quorum=1)
+    assert cluster.post({"message": "before", "w": 1}).status_int == 201
+    crashed = threading.Event()
+    cluster.replicator.on_crash = crashed.set
+
+    def bug(*_):
+        raise RuntimeError("a bug in a pass")
+
+    monkeypatch.setattr(cluster.replicator, "_pass", bug)
+    cluster.replicator.notify_appended()
+    assert crashed.wait(5), "the crash hook must run"
+    refused = cluster.post({"message": "after", "w": 1})
+    assert refused.status_int == 503 and "replication stopped" in refused.json["error"]
+    health = cluster.app.get("/health", expect_errors=True)
+    assert health.status_int == 503 and health.json["status"] == "replication stopped"
+    assert cluster.app.get("/messages").json == {"messages": ["before"]}

@@ -238,3 +238,20 @@ def test_bind_failure_is_reported_by_start(ctx):
         receiver.start()
     receiver.stop()
     holder.close()
+
+
+def test_entries_far_past_the_end_are_neither_kept_nor_acknowledged(ctx):
+    store = OrderedLog()
+    receiver = Receiver(ctx, f"inproc://s-{uuid.uuid4().hex}", store, "s1", max_ahead=10)
+    receiver.start()
+    primary = RawPrimary(ctx, receiver.endpoint)
+    try:
+        primary.append(10, "just outside the window")
+        primary.append(10**9, *([""] * 1000))
+        primary.append(9, "inside")
+        ack = primary.reply()
+        assert ack.acked == [(9, 10)], "only the entry inside the window is acknowledged"
+        assert not store.holds(10) and store.ahead_count == 1
+    finally:
+        primary.close()
+        receiver.stop()
