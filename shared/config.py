@@ -16,6 +16,7 @@ at start, fail loudly. Pure functions; thread: any.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import random
 import re
@@ -24,6 +25,8 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 #: FSYNC's values: whether a commit waits for the disk.
 FSYNC_MODES = {"always": True, "off": False}
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+_DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: The longest REPLICATION_DELAY (or any delay) in seconds.
 MAX_DELAY_S = 3600.0
@@ -227,6 +230,18 @@ def _parse_float(variable: str, raw: str) -> float:
     return value
 
 
+def parse_host(variable: str, raw: str) -> str:
+    """An IP address, or a host name; dotted numbers must be a real IPv4 address."""
+    try:
+        ipaddress.ip_address(raw)
+        return raw
+    except ValueError:
+        pass
+    if _HOST_NAME.match(raw) and not _DOTTED_NUMBERS.match(raw):
+        return raw
+    raise ConfigError(f"{variable}: expected an IP address or a host name, got {raw!r}")
+
+
 def data_directory(variable: str, raw: str) -> str:
     """A directory the node can write, created if missing; empty stays empty."""
     if not raw:
@@ -256,7 +271,12 @@ class NodeConfig:
     """What every role reads. A role's subclass adds its own settings, among
     them HTTP_THREADS and NODE_NAME, whose defaults differ by role."""
 
-    http_host: str = setting("HTTP_HOST", "0.0.0.0", text, "interface the HTTP API listens on")
+    http_host: str = setting("HTTP_HOST", "0.0.0.0", parse_host, "interface the HTTP API listens on")
+    http_idle_timeout: float = setting(
+        "HTTP_IDLE_TIMEOUT", "30", number(1.0, 86_400.0),
+        "seconds an HTTP connection may stay silent (idle keep-alive, or a request "
+        "not yet complete) before it is closed",
+    )
     http_port: int = setting(
         "HTTP_PORT", "8000", port, "HTTP port; 0: any free port, announced in the log and PORT_FILE"
     )

@@ -27,9 +27,10 @@ import threading
 from typing import Iterable, Iterator
 
 _OPEN, _CLOSE = b'{"messages":[', b"]}"
-#: Entries per chunk of a streamed document: big enough to keep the number of
-#: writes low, small enough never to copy much at once.
-CHUNK_ENTRIES = 4096
+#: Bytes per chunk of a streamed document, about: big enough to keep the
+#: number of writes low, small enough never to copy much at once, whatever
+#: the size of the messages.
+CHUNK_BYTES = 256 << 10
 
 
 class OrderedLog:
@@ -168,8 +169,14 @@ class OrderedLog:
 
 def _document_chunks(entries: list[bytes]) -> Iterator[bytes]:
     yield _OPEN
-    for start in range(0, len(entries), CHUNK_ENTRIES):
-        if start:
-            yield b","
-        yield b",".join(entries[start : start + CHUNK_ENTRIES])
+    chunk: list[bytes] = []
+    size = 0
+    for index, entry in enumerate(entries):
+        chunk.append(entry)
+        size += len(entry) + 1  # and its comma
+        if size >= CHUNK_BYTES:
+            yield b",".join(chunk) + (b"," if index + 1 < len(entries) else b"")
+            chunk, size = [], 0
+    if chunk:
+        yield b",".join(chunk)
     yield _CLOSE

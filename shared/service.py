@@ -107,6 +107,7 @@ def _start(config, service: Service):
             config.http_threads,
             config.http_connection_limit,
             service.max_body_bytes,
+            config.http_idle_timeout,
         )
     except OSError as exc:
         raise OSError(f"HTTP_PORT {config.http_port}: {exc}") from exc
@@ -158,7 +159,8 @@ def write_port_file(path: str, addresses: dict[str, str]) -> None:
 
 
 def create_http_server(
-    app, host: str, port: int, threads: int, connection_limit: int, max_body_bytes: int = 1 << 20
+    app, host: str, port: int, threads: int, connection_limit: int, max_body_bytes: int = 1 << 20,
+    idle_timeout: float = 30.0,
 ):
     """A Waitress server, bound and listening, but not yet serving."""
     return waitress.create_server(
@@ -167,6 +169,11 @@ def create_http_server(
         port=port,
         threads=threads,
         connection_limit=connection_limit,
+        # Closes connections silent this long: idle keep-alive ones, and
+        # half-open ones that never complete a request. (A client that
+        # trickles bytes keeps one open: a public node belongs behind a proxy.)
+        channel_timeout=idle_timeout,
+        cleanup_interval=max(1.0, idle_timeout / 4),
         # Waitress buffers a whole body before the app sees it. The app answers
         # an oversized body with a JSON 413; this ceiling, well above it, keeps
         # a huge upload from being buffered at all (Waitress's own 413).

@@ -3,6 +3,8 @@ a bounded amount, whatever it sends. Measured from /proc/PID/status."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import zmq
@@ -42,3 +44,19 @@ def test_a_huge_frame_or_appends_far_ahead_never_fill_a_secondarys_memory(make_c
     wait_until(lambda: get_health(s1.url)["status"] == "ok", what="s1 to answer")
     assert get_messages(s1.url) == []
     assert peak_rss(s1.process.pid) < PEAK_LIMIT_BYTES
+
+
+def test_half_open_http_connections_are_closed_after_the_idle_timeout(make_cluster):
+    cluster = make_cluster({"s1": {"HTTP_IDLE_TIMEOUT": "1"}},
+                           primary_env={"QUORUM": "1", "HTTP_IDLE_TIMEOUT": "1"})
+    for node in cluster.nodes:
+        host, port = node.url.removeprefix("http://").split(":")
+        half_open = [socket.create_connection((host, int(port)), timeout=10) for _ in range(20)]
+        for conn in half_open:
+            conn.sendall(b"GET /messages HTTP/1.1\r\nHost: x\r\n")  # never finished
+        started = time.monotonic()
+        for conn in half_open:
+            assert conn.recv(1) == b"", "the node closes it"
+            conn.close()
+        assert time.monotonic() - started < 8
+        assert get_health(node.url)["status"] == "ok"

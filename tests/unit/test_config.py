@@ -62,6 +62,12 @@ def test_secondaries_named_and_unnamed():
         ({"HTTP_THREADS": "8", "MAX_WAITING_APPENDS": "8"}, "MAX_WAITING_APPENDS"),
         ({"QUORUM": "2"}, "QUORUM"),
         ({"QUORUM": "0", "SECONDARIES": "tcp://a:1"}, "QUORUM"),
+        ({"HTTP_HOST": "999.1.1.1"}, "HTTP_HOST"),
+        ({"HTTP_HOST": "bad host"}, "HTTP_HOST"),
+        ({"HTTP_IDLE_TIMEOUT": "0"}, "HTTP_IDLE_TIMEOUT"),
+        ({"FSYNC": "sometimes"}, "FSYNC"),
+        ({"RECOVERY_TIMEOUT": "soon"}, "RECOVERY_TIMEOUT"),
+        ({"MAX_MESSAGE_BYTES": "0"}, "MAX_MESSAGE_BYTES"),
     ],
 )
 def test_primary_rejects_bad_values_naming_the_variable(env, variable):
@@ -92,6 +98,8 @@ def test_secondary_config():
         ({"REPLICATION_DELAY": "nan"}, "REPLICATION_DELAY"),
         ({"FAULT_DROP_ACKS": "1.5"}, "FAULT_DROP_ACKS"),
         ({"NODE_NAME": "has space"}, "NODE_NAME"),
+        ({"MAX_AHEAD": "0"}, "MAX_AHEAD"),
+        ({"HTTP_HOST": "1.2.3.4.5"}, "HTTP_HOST"),
     ],
 )
 def test_secondary_rejects_bad_values_naming_the_variable(env, variable):
@@ -116,7 +124,29 @@ def test_the_port_file_is_replaced_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ports.json"], "no temporary file is left"
 
 
-@pytest.mark.parametrize("role, env", [("primary", "HTTP_PORT=abc"), ("secondary", "REPLICATION_DELAY=x")])
+def test_host_names_and_addresses_are_accepted():
+    for host in ("127.0.0.1", "::1", "0.0.0.0", "localhost", "primary-1.example"):
+        assert PrimaryConfig.from_env({"HTTP_HOST": host}).http_host == host
+
+
+@pytest.mark.parametrize("variable, make", [
+    ("DATA_DIR", lambda tmp: tmp / "a-file"),  # a file, not a directory
+    ("DATA_DIR", lambda tmp: tmp / "a-file" / "below"),  # cannot be created
+])
+def test_an_unusable_data_dir_names_the_variable(tmp_path, variable, make):
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(ConfigError, match=f"^{variable}:"):
+        SecondaryConfig.from_env({variable: str(make(tmp_path))})
+
+
+def test_a_missing_data_dir_is_created(tmp_path):
+    wanted = tmp_path / "new" / "data"
+    assert PrimaryConfig.from_env({"DATA_DIR": str(wanted)}).data_dir == str(wanted)
+    assert wanted.is_dir()
+
+
+@pytest.mark.parametrize("role, env", [("primary", "HTTP_PORT=abc"), ("secondary", "REPLICATION_DELAY=x"),
+                                       ("primary", "HTTP_HOST=999.1.1.1")])
 def test_process_exits_non_zero_with_a_one_line_message(role, env):
     name, value = env.split("=")
     result = subprocess.run(

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from shared.durable_log import DurableLog, open_log
-from shared.ordered_log import OrderedLog
+from shared.ordered_log import CHUNK_BYTES, OrderedLog
 from shared.protocol import encode_entry
 from shared.sqlite_store import FILE_NAME, SqliteStore, StoreError
 from tests.support.documents import messages_of
@@ -121,13 +121,16 @@ def test_truncate_removes_the_prefix_tail_and_entries_past_a_gap(log):
 
 
 def test_the_document_streams_in_chunks_of_the_announced_size(log):
-    for i in range(10_000):
-        log.append(encode_entry(f"m{i}"))
+    messages = [f"m{i}" for i in range(10_000)] + ["x" * 10_000] * 200 + ["big" * 400_000]
+    for message in messages:
+        log.append(encode_entry(message))
     log.flush()
     size, chunks = log.messages_document()
     chunks = list(chunks)
-    assert len(chunks) > 3 and sum(map(len, chunks)) == size
-    assert rendered(log) == [f"m{i}" for i in range(10_000)]
+    assert len(chunks) > 8 and sum(map(len, chunks)) == size
+    # A byte budget per chunk, whatever the number or size of the messages.
+    assert max(map(len, chunks[:-2])) <= CHUNK_BYTES + 10_003
+    assert rendered(log) == messages
     empty_size, empty = OrderedLog().messages_document()
     assert b"".join(empty) == b'{"messages":[]}' and empty_size == 15
 
