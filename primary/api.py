@@ -17,7 +17,7 @@ from primary.append_request import (
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
-from shared.http import json_error, json_response, new_app, streamed_json
+from shared.http import LogReads, json_error, json_response, new_app
 from shared.openapi import spec
 from shared.ordered_log import OrderedLog
 
@@ -26,6 +26,7 @@ def make_app(
     config: PrimaryConfig, store: OrderedLog, replicator: Replicator, appender: Appender
 ) -> bottle.Bottle:
     app = new_app(spec("primary", config.cluster_size))
+    log_reads = LogReads(config.log_read_slots)
 
     @app.post("/messages")
     def append_message():
@@ -40,7 +41,7 @@ def make_app(
 
     @app.get("/messages")
     def list_messages():
-        return streamed_json(*store.messages_document())
+        return log_reads.serve(*store.messages_document())
 
     @app.get("/health")
     def health():

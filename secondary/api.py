@@ -10,17 +10,19 @@ from __future__ import annotations
 import bottle
 
 from secondary.receiver import Receiver
-from shared.http import json_response, new_app, streamed_json
+from shared.http import LogReads, json_response, new_app
 from shared.openapi import spec
 from shared.ordered_log import OrderedLog
 
 
-def make_app(store: OrderedLog, receiver: Receiver, node_name: str) -> bottle.Bottle:
+def make_app(store: OrderedLog, receiver: Receiver, node_name: str,
+             log_read_slots: int = 2) -> bottle.Bottle:
     app = new_app(spec("secondary"))
+    log_reads = LogReads(log_read_slots)
 
     @app.get("/messages")
     def list_messages():
-        return streamed_json(*store.messages_document())
+        return log_reads.serve(*store.messages_document())
 
     @app.get("/health")
     def health():

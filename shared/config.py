@@ -284,6 +284,12 @@ class NodeConfig:
         "HTTP_CONNECTION_LIMIT", "1000", integer(1, 100_000),
         "open HTTP connections accepted at once, idle keep-alive ones included",
     )
+    max_log_reads: int | None = setting(
+        "MAX_LOG_READS", "", optional(integer(1, 100_000)),
+        "whole-log GET /messages served at once (503 beyond), so that clients that never "
+        "read cannot hold every HTTP thread",
+        shown_default="¼ of HTTP_THREADS, at least 1",
+    )
     log_level: str = setting(
         "LOG_LEVEL", "INFO", parse_log_level, f"one of {', '.join(LOG_LEVELS)}"
     )
@@ -305,6 +311,12 @@ class NodeConfig:
         "PORT_FILE", "", text,
         'when set: once ready, write the addresses bound there, as JSON {"http": URL, ...}',
     )
+
+    @property
+    def log_read_slots(self) -> int:
+        if self.max_log_reads is not None:
+            return self.max_log_reads
+        return max(1, self.http_threads // 4)
 
     @classmethod
     def from_env(cls: type[Config], env: Mapping[str, str] = os.environ) -> Config:

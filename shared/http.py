@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Iterator
 
 import bottle
@@ -45,6 +46,52 @@ def streamed_json(size: int, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
     return bottle.HTTPResponse(
         body=chunks, status=200, headers={"Content-Type": JSON, "Content-Length": str(size)}
     )
+
+
+class LogReads:
+    """A cap on whole-log reads served at once: each holds a worker thread
+    until its client has taken the last byte, and a client that never reads
+    would hold it for good. Beyond the cap, a read is answered 503 at once,
+    so stalled readers can pin at most ``slots`` threads.
+
+    Thread: any Waitress worker."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._free = threading.BoundedSemaphore(slots)
+
+    def serve(self, size: int, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
+        """``streamed_json`` while a slot is free, released when the response
+        ends, however it ends; else a 503."""
+        if not self._free.acquire(blocking=False):
+            return json_error(503, f"busy: {self.slots} reads of the whole log are already being "
+                                   "sent; retry later", {"Retry-After": "1"})
+        return streamed_json(size, _Releasing(chunks, self._free.release))
+
+
+class _Releasing:
+    """The chunks of a response, and a release run once when they are done:
+    sent to the end, or closed (WSGI calls ``close`` however it ended)."""
+
+    def __init__(self, chunks: Iterator[bytes], release) -> None:
+        self._chunks = iter(chunks)
+        self._release = release
+        self._released = False
+
+    def __iter__(self) -> "_Releasing":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release()
 
 
 def new_app(openapi_document: dict) -> bottle.Bottle:

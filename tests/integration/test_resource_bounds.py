@@ -11,7 +11,7 @@ import zmq
 
 from shared import protocol
 from shared.history import Segment
-from tests.support.http import get_health, get_messages
+from tests.support.http import get_health, get_messages, post_message
 from tests.support.waiting import wait_until
 
 MB = 1 << 20
@@ -60,3 +60,41 @@ def test_half_open_http_connections_are_closed_after_the_idle_timeout(make_clust
             conn.close()
         assert time.monotonic() - started < 8
         assert get_health(node.url)["status"] == "ok"
+
+
+def test_clients_that_never_read_a_large_log_cannot_pin_the_node(make_cluster):
+    cluster = make_cluster({"s1": {}}, primary_env={"QUORUM": "1"})
+    primary = cluster.primary
+    big = "x" * (1_000_000 - 100)
+    for _ in range(20):  # a 20 MB log
+        assert post_message(primary.url, big, w=2).status == 201
+    wait_until(lambda: get_health(cluster["s1"].url)["length"] == 20, what="s1 to hold the log")
+    for node in cluster.nodes:
+        host, port = node.url.removeprefix("http://").split(":")
+        stalled = []
+        for _ in range(100):
+            conn = socket.socket()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn.connect((host, int(port)))
+            conn.sendall(b"GET /messages HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+            stalled.append(conn)
+        try:
+            health = get_health(node.url)
+            assert health["status"] == "ok"
+            if node is primary:
+                quick = post_message(primary.url, "still served", w=1, http_timeout=5)
+                assert quick.status == 201 and quick.elapsed < 1.0
+            started = time.monotonic()
+            get_health(node.url)
+            assert time.monotonic() - started < 1.0
+            assert rss(node.process.pid) < 300 * MB
+        finally:
+            for conn in stalled:
+                conn.close()
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
