@@ -17,16 +17,16 @@ from primary.append_request import (
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.follower import Health
+from primary.openapi import spec
 from primary.replicator import Replicator
 from shared.http import json_error, json_response, new_app, streamed_json
-from shared.openapi import spec
 from shared.ordered_log import OrderedLog
 
 
 def make_app(
     config: PrimaryConfig, store: OrderedLog, replicator: Replicator, appender: Appender
 ) -> bottle.Bottle:
-    app = new_app(spec("primary", config.cluster_size))
+    app = new_app(spec(config.cluster_size))
 
     @app.post("/messages")
     def append_message():

@@ -13,7 +13,8 @@ and nothing is appended for it. The rules:
   absent means ``"all"``. Booleans and floats are not integers.
 - ``timeout`` is a number of seconds in (0, MAX_TIMEOUT_S]; absent or null
   means wait as long as it takes.
-- The optional ``Idempotency-Key`` header is 1 to 200 visible ASCII characters.
+- The optional ``Idempotency-Key`` header is 1 to KEY_MAX_LENGTH visible ASCII
+  characters.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import math
 from dataclasses import dataclass
 
 from primary.config import majority
-from primary.idempotency import KEY_PATTERN
-from shared.openapi import MAX_TIMEOUT_S
+from primary.idempotency import KEY_MAX_LENGTH, KEY_PATTERN
 
+#: The longest wait a client may ask for. Past an hour a client should poll.
+#: primary.openapi documents it from here, so document and code agree.
+MAX_TIMEOUT_S = 3600
 ALLOWED_FIELDS = ("message", "w", "timeout")
 
 
@@ -69,7 +72,9 @@ def parse_idempotency_key(header: str | None) -> str | None:
     if header is None:
         return None
     if not KEY_PATTERN.match(header):
-        raise BadRequest(400, "Idempotency-Key must be 1 to 200 visible ASCII characters")
+        raise BadRequest(
+            400, f"Idempotency-Key must be 1 to {KEY_MAX_LENGTH} visible ASCII characters"
+        )
     return header
 
 

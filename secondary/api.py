@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import bottle
 
+from secondary.openapi import spec
 from secondary.receiver import Receiver
 from shared.http import json_response, new_app, streamed_json
-from shared.openapi import spec
 from shared.ordered_log import OrderedLog
 
 
 def make_app(store: OrderedLog, receiver: Receiver, node_name: str) -> bottle.Bottle:
-    app = new_app(spec("secondary"))
+    app = new_app(spec())
 
     @app.get("/messages")
     def list_messages():
