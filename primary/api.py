@@ -31,9 +31,10 @@ def make_app(
     @app.post("/messages")
     def append_message():
         try:
-            check_content_type(bottle.request.content_type)
+            media_type = check_content_type(bottle.request.content_type)
             key = parse_idempotency_key(bottle.request.get_header("Idempotency-Key"))
-            request = parse_append(_read_body(config.max_body_bytes), config.cluster_size)
+            body = _read_body(config.max_body_bytes)
+            request = parse_append(body, config.cluster_size, media_type)
         except BadRequest as exc:
             return json_error(exc.status, exc.message)
         result = appender.append(request, key)

@@ -1,7 +1,7 @@
 """The primary's OpenAPI document: appends, reads, health.
 
-The limits it states come from the code that enforces them: the ``timeout``
-ceiling from the validator, the Idempotency-Key pattern from the key table,
+The rules it states come from the code that enforces them: the accepted
+media types and the ``timeout`` ceiling from the validator, the Idempotency-Key pattern from the key table,
 the number of keys remembered from the configuration's default. The ``w``
 range is the configured cluster's. ``python -m primary.openapi`` prints the
 copy kept in ``docs/openapi/`` (two secondaries).
@@ -11,7 +11,7 @@ Pure; thread: any.
 
 from __future__ import annotations
 
-from primary.append_request import MAX_TIMEOUT_S
+from primary.append_request import CURL_FORM_MEDIA_TYPE, MAX_TIMEOUT_S
 from primary.config import PrimaryConfig
 from primary.idempotency import KEY_PATTERN
 from shared.openapi import document, error_response_object, json_response_object, print_document
@@ -76,6 +76,9 @@ _APPEND_OPERATION = {
         }
     ],
     "requestBody": {
+        "description": "the JSON object below; sent as application/json (or any +json type), "
+        f"or as {CURL_FORM_MEDIA_TYPE}, curl's default for -d, under which the body is read "
+        "as JSON all the same (form fields are not read: 400)",
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AppendRequest"}}},
     },
@@ -86,7 +89,7 @@ _APPEND_OPERATION = {
         "400": error_response_object("the body or a header is invalid; nothing appended"),
         "409": error_response_object("the Idempotency-Key was used for a different message"),
         "413": error_response_object("the body is larger than MAX_MESSAGE_BYTES"),
-        "415": error_response_object("the Content-Type is not JSON"),
+        "415": error_response_object(f"the Content-Type is neither JSON nor {CURL_FORM_MEDIA_TYPE}"),
         "503": error_response_object("overloaded, read-only without quorum, or shutting down", _RETRY_AFTER),
         "504": json_response_object(
             {"allOf": [{"$ref": "#/components/schemas/AppendResult"}, {"$ref": "#/components/schemas/Error"}]},
