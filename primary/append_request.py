@@ -98,13 +98,16 @@ def resolve_w(value: object, cluster_size: int) -> int:
         return majority(cluster_size)
     if type(value) is not int:
         raise BadRequest(
-            400, f"'w' must be an integer, \"all\" or \"majority\", got {_describe(value)}"
+            400,
+            f"write concern 'w' must be an integer, \"all\" or \"majority\", "
+            f"got {_describe(value)}",
         )
     if not 1 <= value <= cluster_size:
+        secondaries = cluster_size - 1
         raise BadRequest(
             400,
-            f"'w' must be between 1 and {cluster_size} (the primary and "
-            f"{cluster_size - 1} secondaries), got {value}",
+            f"write concern 'w' must be between 1 and {cluster_size} (1 + {secondaries} "
+            f"secondar{'y' if secondaries == 1 else 'ies'}), got {value}",
         )
     return value
 

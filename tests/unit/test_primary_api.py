@@ -48,11 +48,26 @@ def test_timeout_answers_504_and_keeps_the_message(lonely):
     assert lonely.app.get("/messages").json == {"messages": ["m"]}
 
 
+@pytest.mark.parametrize(
+    "names, error",
+    [
+        (("a",), "write concern 'w' must be between 1 and 2 (1 + 1 secondary), got 3"),
+        ((), "write concern 'w' must be between 1 and 1 (1 + 0 secondaries), got 3"),
+    ],
+)
+def test_the_w_range_error_counts_the_configured_secondaries(make_inprocess_cluster, names, error):
+    cluster = make_inprocess_cluster(names=names, running=())
+    resp = cluster.post({"message": "m", "w": 3})
+    assert resp.status_int == 400 and resp.json == {"error": error}
+    assert len(cluster.store) == 0
+
+
 def test_w1_does_not_need_any_secondary(lonely):
     resp = lonely.post({"message": "m", "w": 1})
     assert resp.status_int == 201 and resp.json["acked_by"] == ["primary"]
 
 
+W_TYPE = "write concern 'w' must be an integer, \"all\" or \"majority\""
 BAD_BODIES = [
     (b"{not json", 400, "not valid JSON"),
     (b"", 400, "not valid JSON"),
@@ -66,16 +81,16 @@ BAD_BODIES = [
     (b'{"message": 5}', 400, "'message' must be a string"),
     (b'{"message": ["a"]}', 400, "'message' must be a string"),
     (b'{"message": true}', 400, "'message' must be a string"),
-    (b'{"message": "m", "w": 0}', 400, "between 1 and 3"),
-    (b'{"message": "m", "w": -1}', 400, "between 1 and 3"),
-    (b'{"message": "m", "w": 4}', 400, "between 1 and 3"),
-    (b'{"message": "m", "w": 2.0}', 400, "'w' must be an integer"),
-    (b'{"message": "m", "w": 1.5}', 400, "'w' must be an integer"),
-    (b'{"message": "m", "w": true}', 400, "got a boolean"),
-    (b'{"message": "m", "w": false}', 400, "got a boolean"),
-    (b'{"message": "m", "w": "most"}', 400, "'w' must be an integer"),
-    (b'{"message": "m", "w": "2"}', 400, "'w' must be an integer"),
-    (b'{"message": "m", "w": null}', 400, "'w' must be an integer"),
+    (b'{"message": "m", "w": 0}', 400, "write concern 'w' must be between 1 and 3 (1 + 2 secondaries), got 0"),
+    (b'{"message": "m", "w": -1}', 400, "write concern 'w' must be between 1 and 3 (1 + 2 secondaries), got -1"),
+    (b'{"message": "m", "w": 4}', 400, "write concern 'w' must be between 1 and 3 (1 + 2 secondaries), got 4"),
+    (b'{"message": "m", "w": 2.0}', 400, W_TYPE),
+    (b'{"message": "m", "w": 1.5}', 400, W_TYPE),
+    (b'{"message": "m", "w": true}', 400, f"{W_TYPE}, got a boolean"),
+    (b'{"message": "m", "w": false}', 400, f"{W_TYPE}, got a boolean"),
+    (b'{"message": "m", "w": "most"}', 400, f"{W_TYPE}, got the string 'most'"),
+    (b'{"message": "m", "w": "2"}', 400, W_TYPE),
+    (b'{"message": "m", "w": null}', 400, W_TYPE),
     (b'{"message": "m", "timeout": -1}', 400, "'timeout'"),
     (b'{"message": "m", "timeout": 0}', 400, "'timeout'"),
     (b'{"message": "m", "timeout": "5"}', 400, "'timeout'"),
