@@ -16,24 +16,25 @@ from primary.append_request import (
 )
 from primary.appender import Appender
 from primary.config import PrimaryConfig
+from primary.openapi import spec
 from primary.replicator import Replicator
 from shared.http import LogReads, json_error, json_response, new_app
-from shared.openapi import spec
 from shared.ordered_log import OrderedLog
 
 
 def make_app(
     config: PrimaryConfig, store: OrderedLog, replicator: Replicator, appender: Appender
 ) -> bottle.Bottle:
-    app = new_app(spec("primary", config.cluster_size))
+    app = new_app(spec(config.cluster_size))
     log_reads = LogReads(config.log_read_slots)
 
     @app.post("/messages")
     def append_message():
         try:
-            check_content_type(bottle.request.content_type)
+            media_type = check_content_type(bottle.request.content_type)
             key = parse_idempotency_key(bottle.request.get_header("Idempotency-Key"))
-            request = parse_append(_read_body(config.max_body_bytes), config.cluster_size)
+            body = _read_body(config.max_body_bytes)
+            request = parse_append(body, config.cluster_size, media_type)
         except BadRequest as exc:
             return json_error(exc.status, exc.message)
         result = appender.append(request, key)

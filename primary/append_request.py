@@ -3,9 +3,11 @@
 Pure functions, no state; thread: any. Every rejection names what is wrong,
 and nothing is appended for it. The rules:
 
-- Content-Type, when sent, must be JSON (``application/json`` or ``*+json``): else 415.
-  (The body size limit, 413, is checked while reading it, in primary.api.)
-- The body is UTF-8 JSON holding an object: else 400.
+- Content-Type, when sent, must be JSON (``application/json`` or ``*+json``),
+  or curl's default for ``-d``, ``application/x-www-form-urlencoded``, whose
+  body is read as JSON all the same: else 415. (The body size limit, 413, is
+  checked while reading it, in primary.api.)
+- The body is UTF-8 JSON holding an object, whatever the type: else 400.
 - Its fields are ``message`` (required string), ``w`` and ``timeout``
   (optional); any other field is rejected, so a typo such as ``"timout"``
   cannot silently drop a setting.
@@ -13,7 +15,8 @@ and nothing is appended for it. The rules:
   absent means ``"all"``. Booleans and floats are not integers.
 - ``timeout`` is a number of seconds in (0, MAX_TIMEOUT_S]; absent or null
   means wait as long as it takes.
-- The optional ``Idempotency-Key`` header is 1 to 200 visible ASCII characters.
+- The optional ``Idempotency-Key`` header is 1 to KEY_MAX_LENGTH visible ASCII
+  characters.
 """
 
 from __future__ import annotations
@@ -23,10 +26,15 @@ import math
 from dataclasses import dataclass
 
 from primary.config import majority
-from primary.idempotency import KEY_PATTERN
-from shared.openapi import MAX_TIMEOUT_S
+from primary.idempotency import KEY_MAX_LENGTH, KEY_PATTERN
 
+#: The longest wait a client may ask for. Past an hour a client should poll.
+#: primary.openapi documents it from here, so document and code agree.
+MAX_TIMEOUT_S = 3600
 ALLOWED_FIELDS = ("message", "w", "timeout")
+#: What ``curl -d '{"message": ...}'`` sends without ``-H``. Refusing it would
+#: turn away the request as most people first type it.
+CURL_FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 
 class BadRequest(Exception):
@@ -43,8 +51,9 @@ class AppendRequest:
     timeout: float | None
 
 
-def parse_append(body: bytes, cluster_size: int) -> AppendRequest:
-    document = _decode_json(body)
+def parse_append(body: bytes, cluster_size: int, media_type: str = "") -> AppendRequest:
+    """``media_type`` is what check_content_type returned; it only words errors."""
+    document = _decode_json(body, _FORM_HINT if media_type == CURL_FORM_MEDIA_TYPE else "")
     if not isinstance(document, dict):
         raise BadRequest(400, "body must be a JSON object")
     unknown = sorted(set(document) - set(ALLOWED_FIELDS))
@@ -59,17 +68,25 @@ def parse_append(body: bytes, cluster_size: int) -> AppendRequest:
     )
 
 
-def check_content_type(content_type: str) -> None:
+def check_content_type(content_type: str) -> str:
+    """The media type, lower-cased, "" when none was sent; 415 unless it is accepted."""
     media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+    if (
+        media_type
+        and media_type not in ("application/json", CURL_FORM_MEDIA_TYPE)
+        and not media_type.endswith("+json")
+    ):
         raise BadRequest(415, f"Content-Type must be application/json, got {media_type!r}")
+    return media_type
 
 
 def parse_idempotency_key(header: str | None) -> str | None:
     if header is None:
         return None
     if not KEY_PATTERN.match(header):
-        raise BadRequest(400, "Idempotency-Key must be 1 to 200 visible ASCII characters")
+        raise BadRequest(
+            400, f"Idempotency-Key must be 1 to {KEY_MAX_LENGTH} visible ASCII characters"
+        )
     return header
 
 
@@ -81,28 +98,39 @@ def resolve_w(value: object, cluster_size: int) -> int:
         return majority(cluster_size)
     if type(value) is not int:
         raise BadRequest(
-            400, f"'w' must be an integer, \"all\" or \"majority\", got {_describe(value)}"
+            400,
+            f"write concern 'w' must be an integer, \"all\" or \"majority\", "
+            f"got {_describe(value)}",
         )
     if not 1 <= value <= cluster_size:
+        secondaries = cluster_size - 1
         raise BadRequest(
             400,
-            f"'w' must be between 1 and {cluster_size} (the primary and "
-            f"{cluster_size - 1} secondaries), got {value}",
+            f"write concern 'w' must be between 1 and {cluster_size} (1 + {secondaries} "
+            f"secondar{'y' if secondaries == 1 else 'ies'}), got {value}",
         )
     return value
 
 
-def _decode_json(body: bytes) -> object:
+#: Added to a decoding error under curl's form type: someone may have sent
+#: form fields (``-d message=hi``), which are not read.
+_FORM_HINT = (
+    f" (Content-Type {CURL_FORM_MEDIA_TYPE}, curl's default for -d, is read as JSON:"
+    " send a JSON object, not form fields)"
+)
+
+
+def _decode_json(body: bytes, hint: str) -> object:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest(400, f"body is not valid UTF-8 (byte {exc.start})") from None
+        raise BadRequest(400, f"body is not valid UTF-8 (byte {exc.start}){hint}") from None
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise BadRequest(400, f"body is not valid JSON: {exc}") from None
+        raise BadRequest(400, f"body is not valid JSON: {exc}{hint}") from None
     except RecursionError:
-        raise BadRequest(400, "body is not valid JSON: nested too deeply") from None
+        raise BadRequest(400, f"body is not valid JSON: nested too deeply{hint}") from None
 
 
 def _message(document: dict) -> str:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 
-#: Visible ASCII, 1 to 200 characters: a UUID, a hash, a client's own scheme.
-KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+#: The longest key accepted: room for a UUID, a hash, a client's own scheme.
+KEY_MAX_LENGTH = 200
+#: Visible ASCII (no spaces), 1 to KEY_MAX_LENGTH characters.
+KEY_PATTERN = re.compile(rf"^[\x21-\x7e]{{1,{KEY_MAX_LENGTH}}}$")
 
 
 class IdempotencyTable:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import bottle
 
+from secondary.openapi import spec
 from secondary.receiver import Receiver
 from shared.http import LogReads, json_response, new_app
-from shared.openapi import spec
 from shared.ordered_log import OrderedLog
 
 
 def make_app(store: OrderedLog, receiver: Receiver, node_name: str,
              log_read_slots: int = 2) -> bottle.Bottle:
-    app = new_app(spec("secondary"))
+    app = new_app(spec())
     log_reads = LogReads(log_read_slots)
 
     @app.get("/messages")

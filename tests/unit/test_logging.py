@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import threading
 
 import colorlog
+import pytest
 
-from shared.logging_setup import FORMAT, RateLimitFilter, _LeanColoredFormatter, setup_logging
+from shared.logging_setup import FORMAT, ColourFormatter, RateLimitFilter, setup_logging
 
 
 def test_every_line_names_its_thread(capsys):
@@ -68,12 +70,45 @@ def test_tracebacks_survive_the_queue(capsys):
     assert "it failed" in err and "Traceback" in err and "ValueError: boom" in err
 
 
-def test_the_lean_formatter_writes_exactly_what_colorlog_writes(monkeypatch):
-    for force in (False, True):
-        if force:
-            monkeypatch.setenv("FORCE_COLOR", "1")
-        for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.CRITICAL):
-            record = logging.LogRecord("x", level, __file__, 1, "id=%d", (7,), None)
-            lean = _LeanColoredFormatter(FORMAT, datefmt="%H:%M:%S", stream=io.StringIO())
-            plain = colorlog.ColoredFormatter(FORMAT, datefmt="%H:%M:%S", stream=io.StringIO())
-            assert lean.format(record) == plain.format(record)
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _records() -> list[logging.LogRecord]:
+    records = [
+        logging.LogRecord("x", level, __file__, 1, "id=%d", (7,), None)
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL, 15)
+    ]
+    ends_in_reset = logging.LogRecord("x", logging.INFO, __file__, 1, "already reset\033[0m", (), None)
+    return records + [ends_in_reset]
+
+
+@pytest.mark.parametrize(
+    "stream, environ, coloured",
+    [
+        (io.StringIO, {}, False),
+        (io.StringIO, {"FORCE_COLOR": "1"}, True),
+        (io.StringIO, {"FORCE_COLOR": ""}, True),
+        (_Terminal, {}, True),
+        (_Terminal, {"NO_COLOR": "1"}, False),
+        (_Terminal, {"NO_COLOR": "1", "FORCE_COLOR": "1"}, True),
+    ],
+)
+def test_the_formatter_writes_exactly_what_colorlog_writes(monkeypatch, stream, environ, coloured):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    ours = ColourFormatter(FORMAT, datefmt="%H:%M:%S", stream=stream())
+    theirs = colorlog.ColoredFormatter(FORMAT, datefmt="%H:%M:%S", stream=stream())
+    records = _records()
+    if not coloured:  # colorlog colours tracebacks on Python 3.13+, this formatter does not
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            records.append(logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()))
+    for record in records:
+        written = ours.format(record)
+        assert written == theirs.format(record)
+        assert ("\033[36m" in written) == coloured  # the thread name in cyan

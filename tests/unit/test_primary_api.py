@@ -52,11 +52,26 @@ def test_timeout_answers_504_and_keeps_the_message(lonely):
     assert lonely.app.get("/messages").json == {"messages": ["m"]}
 
 
+@pytest.mark.parametrize(
+    "names, error",
+    [
+        (("a",), "write concern 'w' must be between 1 and 2 (1 + 1 secondary), got 3"),
+        ((), "write concern 'w' must be between 1 and 1 (1 + 0 secondaries), got 3"),
+    ],
+)
+def test_the_w_range_error_counts_the_configured_secondaries(make_inprocess_cluster, names, error):
+    cluster = make_inprocess_cluster(names=names, running=())
+    resp = cluster.post({"message": "m", "w": 3})
+    assert resp.status_int == 400 and resp.json == {"error": error}
+    assert len(cluster.store) == 0
+
+
 def test_w1_does_not_need_any_secondary(lonely):
     resp = lonely.post({"message": "m", "w": 1})
     assert resp.status_int == 201 and resp.json["acked_by"] == ["primary"]
 
 
+W_TYPE = "write concern 'w' must be an integer, \"all\" or \"majority\""
 BAD_BODIES = [
     (b"{not json", 400, "not valid JSON"),
     (b"", 400, "not valid JSON"),
@@ -70,16 +85,16 @@ BAD_BODIES = [
     (b'{"message": 5}', 400, "'message' must be a string"),
     (b'{"message": ["a"]}', 400, "'message' must be a string"),
     (b'{"message": true}', 400, "'message' must be a string"),
-    (b'{"message": "m", "w": 0}', 400, "between 1 and 3"),
-    (b'{"message": "m", "w": -1}', 400, "between 1 and 3"),
-    (b'{"message": "m", "w": 4}', 400, "between 1 and 3"),
-    (b'{"message": "m", "w": 2.0}', 400, "'w' must be an integer"),
-    (b'{"message": "m", "w": 1.5}', 400, "'w' must be an integer"),
-    (b'{"message": "m", "w": true}', 400, "got a boolean"),
-    (b'{"message": "m", "w": false}', 400, "got a boolean"),
-    (b'{"message": "m", "w": "most"}', 400, "'w' must be an integer"),
-    (b'{"message": "m", "w": "2"}', 400, "'w' must be an integer"),
-    (b'{"message": "m", "w": null}', 400, "'w' must be an integer"),
+    (b'{"message": "m", "w": 0}', 400, "write concern 'w' must be between 1 and 3 (1 + 2 secondaries), got 0"),
+    (b'{"message": "m", "w": -1}', 400, "write concern 'w' must be between 1 and 3 (1 + 2 secondaries), got -1"),
+    (b'{"message": "m", "w": 4}', 400, "write concern 'w' must be between 1 and 3 (1 + 2 secondaries), got 4"),
+    (b'{"message": "m", "w": 2.0}', 400, W_TYPE),
+    (b'{"message": "m", "w": 1.5}', 400, W_TYPE),
+    (b'{"message": "m", "w": true}', 400, f"{W_TYPE}, got a boolean"),
+    (b'{"message": "m", "w": false}', 400, f"{W_TYPE}, got a boolean"),
+    (b'{"message": "m", "w": "most"}', 400, f"{W_TYPE}, got the string 'most'"),
+    (b'{"message": "m", "w": "2"}', 400, W_TYPE),
+    (b'{"message": "m", "w": null}', 400, W_TYPE),
     (b'{"message": "m", "timeout": -1}', 400, "'timeout'"),
     (b'{"message": "m", "timeout": 0}', 400, "'timeout'"),
     (b'{"message": "m", "timeout": "5"}', 400, "'timeout'"),
@@ -101,10 +116,43 @@ def test_bad_bodies_get_a_clear_4xx_and_append_nothing(cluster, body, status, er
     assert len(cluster.store) == 0
 
 
-def test_wrong_content_type_is_415(cluster):
-    resp = cluster.post({"message": "m"}, content_type="text/plain")
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "multipart/form-data; boundary=x", "application/xml", "text/json"]
+)
+def test_a_content_type_that_is_not_json_is_415(cluster, content_type):
+    resp = cluster.post({"message": "m"}, content_type=content_type)
     assert resp.status_int == 415 and "application/json" in resp.json["error"]
-    assert cluster.post({"message": "m", "w": 1}, content_type="application/json; charset=utf-8").status_int == 201
+    assert len(cluster.store) == 0
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/vnd.api+json", ""])
+def test_json_types_and_none_are_read_as_json(cluster, content_type):
+    assert cluster.post({"message": "m", "w": 1}, content_type=content_type).status_int == 201
+    assert cluster.app.get("/messages").json == {"messages": ["m"]}
+
+
+def test_curls_default_form_type_with_a_json_body_appends_as_json_would(cluster):
+    """``curl -d '{"message": "hi", "w": 2}' .../messages``, as people type it."""
+    resp = cluster.post(
+        b'{"message": "hi", "w": 2}', content_type="application/x-www-form-urlencoded"
+    )
+    assert resp.status_int == 201 and resp.json["id"] == 0 and resp.json["w"] == 2
+    assert cluster.app.get("/messages").json == {"messages": ["hi"]}
+
+
+@pytest.mark.parametrize("body", [b"message=hi&w=2", b"", b"\xff"])
+def test_curls_default_form_type_without_json_is_400_naming_the_type(cluster, body):
+    resp = cluster.post(body, content_type="application/x-www-form-urlencoded")
+    assert resp.status_int == 400
+    error = resp.json["error"]
+    assert error.startswith("body is not valid ")
+    assert "application/x-www-form-urlencoded" in error and "not form fields" in error
+    assert len(cluster.store) == 0
+
+
+def test_the_form_type_hint_is_only_given_under_the_form_type(cluster):
+    resp = cluster.post(b"message=hi")
+    assert resp.status_int == 400 and "form" not in resp.json["error"]
 
 
 def test_body_over_the_limit_is_413_and_the_server_goes_on(make_inprocess_cluster):

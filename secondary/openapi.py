@@ -1,0 +1,32 @@
+"""The secondary's OpenAPI document: reads and health; it takes no writes.
+
+``python -m secondary.openapi`` prints the copy kept in ``docs/openapi/``.
+Pure; thread: any.
+"""
+
+from __future__ import annotations
+
+from shared.openapi import document, print_document
+
+_HEALTH = {
+    "type": "object",
+    "required": ["status", "role", "node", "length"],
+    "properties": {
+        "status": {"type": "string"},
+        "role": {"type": "string", "enum": ["secondary"]},
+        "node": {"type": "string"},
+        "incarnation": {"type": "string"},
+        "primary_epoch": {"type": "string", "nullable": True},
+        "replication_endpoint": {"type": "string", "nullable": True},
+        "length": {"type": "integer", "minimum": 0},
+        "waiting": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def spec() -> dict:
+    return document("secondary", _HEALTH)
+
+
+if __name__ == "__main__":
+    print_document(spec())
