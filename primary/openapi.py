@@ -14,7 +14,14 @@ from __future__ import annotations
 from primary.append_request import CURL_FORM_MEDIA_TYPE, MAX_TIMEOUT_S
 from primary.config import PrimaryConfig
 from primary.idempotency import KEY_PATTERN
-from shared.openapi import document, error_response_object, json_response_object, print_document
+from shared.openapi import (
+    HISTORY_PROPERTIES,
+    RETRY_AFTER,
+    document,
+    error_response_object,
+    json_response_object,
+    print_document,
+)
 
 #: The cluster ``docs/openapi/primary.json`` describes: the primary and two secondaries.
 DOCUMENTED_CLUSTER_SIZE = 3
@@ -29,9 +36,6 @@ _APPEND_RESULT = {
         "acked_by": {"type": "array", "items": {"type": "string"}},
         "duplicate": {"type": "boolean", "description": "present on a replay of a known Idempotency-Key"},
     },
-}
-_RETRY_AFTER = {
-    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
 }
 
 
@@ -90,7 +94,9 @@ _APPEND_OPERATION = {
         "409": error_response_object("the Idempotency-Key was used for a different message"),
         "413": error_response_object("the body is larger than MAX_MESSAGE_BYTES"),
         "415": error_response_object(f"the Content-Type is neither JSON nor {CURL_FORM_MEDIA_TYPE}"),
-        "503": error_response_object("overloaded, read-only without quorum, or shutting down", _RETRY_AFTER),
+        "503": error_response_object(
+            "overloaded, read-only without quorum, recovering its log, storage unavailable, "
+            "replication stopped, or shutting down", RETRY_AFTER),
         "504": json_response_object(
             {"allOf": [{"$ref": "#/components/schemas/AppendResult"}, {"$ref": "#/components/schemas/Error"}]},
             "the timeout ran out first; the message stays appended and still replicates",
@@ -105,7 +111,9 @@ _HEALTH = {
         "status": {"type": "string"},
         "role": {"type": "string", "enum": ["primary"]},
         "node": {"type": "string"},
-        "epoch": {"type": "string"},
+        **HISTORY_PROPERTIES,
+        "recovering": {"type": "boolean",
+                       "description": "taking over its log from the secondaries; appends wait"},
         "length": {"type": "integer", "minimum": 0},
         "quorum": {"type": "integer", "minimum": 1},
         "available_nodes": {"type": "integer", "minimum": 1},
@@ -118,7 +126,7 @@ _HEALTH = {
                 "properties": {
                     "name": {"type": "string"},
                     "endpoint": {"type": "string"},
-                    "state": {"type": "string", "enum": ["unknown", "healthy", "suspected", "unhealthy"]},
+                    "state": {"type": "string", "enum": ["unknown", "healthy", "suspected", "unhealthy", "diverged"]},
                     "last_heard_s_ago": {"type": "number", "nullable": True},
                     "acked_length": {"type": "integer", "minimum": 0},
                     "lag": {"type": "integer", "minimum": 0},

@@ -6,7 +6,7 @@ Pure; thread: any.
 
 from __future__ import annotations
 
-from shared.openapi import document, print_document
+from shared.openapi import HISTORY_PROPERTIES, document, print_document
 
 _HEALTH = {
     "type": "object",
@@ -16,7 +16,8 @@ _HEALTH = {
         "role": {"type": "string", "enum": ["secondary"]},
         "node": {"type": "string"},
         "incarnation": {"type": "string"},
-        "primary_epoch": {"type": "string", "nullable": True},
+        **HISTORY_PROPERTIES,
+        "held_past_gap": {"type": "integer", "minimum": 0},
         "replication_endpoint": {"type": "string", "nullable": True},
         "length": {"type": "integer", "minimum": 0},
         "waiting": {"type": "integer", "minimum": 0},

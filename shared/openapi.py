@@ -39,6 +39,19 @@ def error_response_object(description: str, headers: dict | None = None) -> dict
     return json_response_object(ERROR_REF, description, headers)
 
 
+#: The history and run a node follows (its own run, on the primary).
+HISTORY_PROPERTIES = {
+    "history": {"type": "string", "nullable": True,
+                "description": "the cluster's history id; null until its first append"},
+    "run": {"type": "array", "nullable": True, "items": {}, "minItems": 2, "maxItems": 2,
+            "description": "the primary run, as [number, token]"},
+    "bad_frames": {"type": "integer", "minimum": 0,
+                   "description": "replication frames dropped as malformed or foreign since start"},
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
+}
+
 _LIST_OPERATION = {
     "summary": "Read the messages this node holds, in order, without gaps",
     "operationId": "listMessages",
@@ -50,7 +63,9 @@ _LIST_OPERATION = {
                 "properties": {"messages": {"type": "array", "items": {"type": "string"}}},
             },
             "the contiguous prefix of the log held by this node",
-        )
+        ),
+        "503": error_response_object(
+            "busy: MAX_LOG_READS whole-log reads are already being sent", RETRY_AFTER),
     },
 }
 
