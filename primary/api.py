@@ -32,7 +32,10 @@ def make_app(
     def append_message():
         try:
             media_type = check_content_type(bottle.request.content_type)
-            key = parse_idempotency_key(bottle.request.get_header("Idempotency-Key"))
+            # From the WSGI environ as sent (latin-1), not through Bottle's
+            # UTF-8 decoding, which raises on bytes such as 0xe9: the
+            # validator then answers 400 for anything but visible ASCII.
+            key = parse_idempotency_key(bottle.request.environ.get("HTTP_IDEMPOTENCY_KEY"))
             body = _read_body(config.max_body_bytes)
             request = parse_append(body, config.cluster_size, media_type)
         except BadRequest as exc:

@@ -145,8 +145,9 @@ def _message(document: dict) -> str:
 def _timeout(value: object) -> float | None:
     if value is None:
         return None
-    if type(value) not in (int, float) or not math.isfinite(value):
+    if type(value) not in (int, float) or (type(value) is float and not math.isfinite(value)):
         raise BadRequest(400, f"'timeout' must be a number of seconds, got {_describe(value)}")
+    # Compared as it is: an integer of 400 digits is too large, not an overflow.
     if not 0 < value <= MAX_TIMEOUT_S:
         raise BadRequest(400, f"'timeout' must be more than 0 and at most {MAX_TIMEOUT_S} seconds")
     return float(value)

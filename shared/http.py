@@ -17,7 +17,11 @@ from typing import Iterator
 
 import bottle
 
+from shared.logging_setup import RateLimitFilter
+
 log = logging.getLogger(__name__)
+crash_log = logging.getLogger(f"{__name__}.crashes")
+crash_log.addFilter(RateLimitFilter(5.0))
 
 JSON = "application/json"
 
@@ -110,13 +114,11 @@ def new_app(openapi_document: dict) -> bottle.Bottle:
 
 def _json_error_page(error: bottle.HTTPError) -> bytes:
     if error.status_code >= 500:
-        log.error(
-            "%s %s failed: %r\n%s",
-            bottle.request.method,
-            bottle.request.path,
-            error.exception,
-            error.traceback or "",
-        )
+        # One line, at a limited rate: a bug that every request hits must not
+        # flood the log. The traceback, long, is for DEBUG.
+        crash_log.error("%s %s failed: %r (traceback at DEBUG)",
+                        bottle.request.method, bottle.request.path, error.exception)
+        log.debug("the traceback of that failure:\n%s", error.traceback or "")
     bottle.response.content_type = JSON
     reason = _REASONS.get(error.status_code, error.body or error.status_line)
     if error.status_code == 405:

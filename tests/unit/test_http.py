@@ -23,6 +23,23 @@ def test_a_crash_in_a_route_is_a_json_500_and_the_traceback_stays_in_the_log(cap
     assert "secret internals" not in resp.text and "Traceback" not in resp.text
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and "secret internals" in errors[0].getMessage()
+    assert "Traceback" not in errors[0].getMessage(), "one line; the traceback is for DEBUG"
+
+
+def test_repeated_crashes_log_one_error_line_per_interval(caplog):
+    app = new_app({"openapi": "3.0.3"})
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("every time")
+
+    client = webtest.TestApp(app)
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(50):
+            assert client.get("/boom", expect_errors=True).status_int == 500
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    tracebacks = [r for r in caplog.records if r.levelno == logging.DEBUG and "Traceback" in r.getMessage()]
+    assert len(errors) <= 1 and len(tracebacks) == 50
 
 
 def test_the_app_serves_its_openapi_document():

@@ -102,6 +102,7 @@ BAD_BODIES = [
     (b'{"message": "m", "timeout": 3601}', 400, "'timeout'"),
     (b'{"message": "m", "timeout": 1e400}', 400, "'timeout'"),
     (b'{"message": "m", "timeout": NaN}', 400, "'timeout'"),
+    (b'{"message": "m", "timeout": 1' + b"0" * 400 + b"}", 400, "at most 3600 seconds"),
     (b'{"message": "m", "W": 1}', 400, "unknown field(s) 'W'"),
     (b'{"message": "m", "timout": 1}', 400, "unknown field(s) 'timout'"),
 ]
@@ -199,3 +200,9 @@ def test_health_answers_503_once_replication_has_stopped(cluster):
     secondary = cluster.secondaries["s1"]
     secondary.receiver.stop()
     assert secondary.app.get("/health", expect_errors=True).status_int == 503
+
+
+def test_an_idempotency_key_that_is_not_ascii_is_a_400_not_a_500(cluster):
+    resp = cluster.post({"message": "m", "w": 1}, headers={"Idempotency-Key": "caf\xe9"})
+    assert resp.status_int == 400 and "Idempotency-Key" in resp.json["error"]
+    assert cluster.app.get("/messages").json == {"messages": []}
