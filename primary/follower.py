@@ -323,6 +323,13 @@ class Follower:
             log.error("%s is diverged: %s. It is kept as it is and not written to; to re-join "
                       "it, empty its DATA_DIR or restart it in memory", self.name, reason)
 
+    def excuse_silence(self, seconds: float, now: float) -> None:
+        """Do not count ``seconds`` of silence: the primary could not listen."""
+        if self._last_heard is not None:
+            self._last_heard = min(now, self._last_heard + seconds)
+        self._watching_since = min(now, self._watching_since + seconds)
+        self._publish()
+
     def note_catch_up(self, log_length: int, now: float) -> None:
         """Log the end of a catch-up: after a restart, a return from Unhealthy,
         or the first reply, once the secondary holds what the log held then."""

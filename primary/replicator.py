@@ -205,7 +205,9 @@ class Replicator(IoThread):
                 receive_batch(sock, lambda frames, f=follower: self._receive(frames, f))
             if flags & zmq.POLLOUT:
                 self._unblock(poller, sock)
-        now = self._last_pass = time.monotonic()
+        now = time.monotonic()
+        self._excuse_own_stall(now)
+        self._last_pass = now
         if self._recovery is not None:
             self._recover(now)
         elif self._leader.history is None and self._store.appended():
@@ -250,6 +252,17 @@ class Replicator(IoThread):
             if sock not in self._blocked:
                 deadlines.append(follower.retry_deadline(now))
         return min(d for d in deadlines if d is not None)
+
+    def _excuse_own_stall(self, now: float) -> None:
+        """After this thread itself was stalled (the process paused, or starved
+        of the CPU), the secondaries' replies may not even be readable yet:
+        zmq's own thread stalled too. Their silence meanwhile proves nothing,
+        so it does not count; the heartbeat that follows tells the truth."""
+        stalled = now - self._last_pass - self._settings.heartbeat_interval
+        if stalled > self._settings.heartbeat_interval:  # an idle loop wakes every beat
+            for follower in self._followers:
+                follower.excuse_silence(stalled, now)
+            self._next_heartbeat = now
 
     # -- history, run and recovery ----------------------------------------------
 

@@ -158,3 +158,20 @@ def test_sigterm_stops_every_role_promptly_even_with_requests_waiting(make_clust
         assert time.monotonic() - started < 3
     waiting.join(10)
     assert result["value"].status == 503  # released, told its concern is unconfirmed
+
+
+def test_a_primary_resumed_after_a_pause_never_judges_live_secondaries_dead(make_cluster):
+    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEAT_ENV)
+    url = cluster.primary.url
+    wait_until(lambda: all(s["state"] == "healthy" for s in get_health(url)["secondaries"]),
+               10, what="both healthy")
+    cluster.primary.pause()  # SIGSTOP: the primary hears nothing for 20 heartbeats
+    time.sleep(2.0)  # the fault itself lasts this long; nothing waits on it
+    cluster.primary.resume()
+    seen = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        health = get_health(url)
+        seen.append((health["read_only"], sorted(s["state"] for s in health["secondaries"])))
+    assert not any(read_only for read_only, _ in seen), "it must not turn read-only"
+    assert all("unhealthy" not in states for _, states in seen), seen[:5]

@@ -233,3 +233,11 @@ def test_a_length_below_what_was_acknowledged_rewinds_and_resends(follower):
     assert not follower.holds(4), "a secondary that shows nothing must not count as holding 4"
     resend = follower.next_send(5, 0.1)
     assert (resend.start, resend.stop) == (0, 5)
+
+
+def test_silence_while_the_primary_itself_stalled_does_not_count(follower):
+    follower.on_status(status(0), 1.0)
+    follower.excuse_silence(8.0, 9.5)  # the primary was paused from 1.0 to about 9.5
+    assert follower.health(9.5) is Health.HEALTHY
+    assert follower.status.health(9.5, SETTINGS) is Health.HEALTHY
+    assert follower.health(9.0 + 4 * SETTINGS.heartbeat_interval) is Health.UNHEALTHY

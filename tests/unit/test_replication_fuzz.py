@@ -52,14 +52,25 @@ body_fields = st.fixed_dictionaries(
         "junk": json_values,
     },
 )
-bodies = body_fields.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=40) | json_values.map(
-    lambda v: json.dumps(v).encode()
+#: What a hostile peer sends: nesting deeper than the parser's recursion
+#: limit, numbers of hundreds of digits, and parts of megabytes.
+adversarial = (
+    st.integers(500, 5000).map(lambda n: b"[" * n + b"]" * n)
+    | st.integers(500, 5000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n)
+    | st.integers(300, 5000).map(lambda n: b'{"first": 1' + b"0" * n + b', "length": 1' + b"0" * n + b"}")
+    | st.sampled_from([b"", b" " * (3 << 20), b'"' + b"x" * (2 << 20) + b'"'])
+)
+bodies = (
+    body_fields.map(lambda d: json.dumps(d).encode())
+    | st.binary(max_size=40)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | adversarial
 )
 kinds = st.sampled_from([protocol.APPEND, protocol.ACK, protocol.PING, protocol.PONG, protocol.FETCH,
                          protocol.ENTRIES]) | st.binary(max_size=8)
 corr_ids = st.sampled_from([b"c0ffee", b""]) | st.binary(max_size=70)
 entries = st.lists(
-    st.text(max_size=6).map(protocol.encode_entry) | st.binary(max_size=10), max_size=4
+    st.text(max_size=6).map(protocol.encode_entry) | st.binary(max_size=10) | adversarial, max_size=4
 )
 structured = st.builds(lambda k, c, b, e: [k, c, b, *e], kinds, corr_ids, bodies, entries)
 frame_lists = structured | st.lists(st.binary(max_size=30), min_size=1, max_size=6)
