@@ -20,13 +20,14 @@ from primary.openapi import spec
 from primary.replicator import Replicator
 from shared.http import LogReads, json_error, json_response, new_app
 from shared.ordered_log import OrderedLog
+from shared.reads import Reads
 
 
 def make_app(
     config: PrimaryConfig, store: OrderedLog, replicator: Replicator, appender: Appender
 ) -> bottle.Bottle:
     app = new_app(spec(config.cluster_size))
-    log_reads = LogReads(config.log_read_slots)
+    reads = Reads(store, LogReads(config.log_read_slots), config.waiting_read_slots)
 
     @app.post("/messages")
     def append_message():
@@ -37,7 +38,7 @@ def make_app(
             # validator then answers 400 for anything but visible ASCII.
             key = parse_idempotency_key(bottle.request.environ.get("HTTP_IDEMPOTENCY_KEY"))
             body = _read_body(config.max_body_bytes)
-            request = parse_append(body, config.cluster_size, media_type)
+            request = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
         except BadRequest as exc:
             return json_error(exc.status, exc.message)
         result = appender.append(request, key)
@@ -45,7 +46,7 @@ def make_app(
 
     @app.get("/messages")
     def list_messages():
-        return log_reads.serve(*store.messages_document())
+        return reads.serve(bottle.request.query)
 
     @app.get("/health")
     def health():

@@ -8,9 +8,10 @@ and nothing is appended for it. The rules:
   body is read as JSON all the same: else 415. (The body size limit, 413, is
   checked while reading it, in primary.api.)
 - The body is UTF-8 JSON holding an object, whatever the type: else 400.
-- Its fields are ``message`` (required string), ``w`` and ``timeout``
-  (optional); any other field is rejected, so a typo such as ``"timout"``
-  cannot silently drop a setting.
+- Its fields are either ``message`` (a string) or ``messages`` (a batch: a
+  non-empty list of strings, at most ``max_batch`` of them, else 413),
+  and ``w`` and ``timeout`` (optional); any other field is rejected, so a
+  typo such as ``"timout"`` cannot silently drop a setting.
 - ``w`` is an integer in 1..cluster size, or ``"all"`` or ``"majority"``;
   absent means ``"all"``. Booleans and floats are not integers.
 - ``timeout`` is a number of seconds in (0, MAX_TIMEOUT_S]; absent or null
@@ -31,7 +32,7 @@ from primary.idempotency import KEY_MAX_LENGTH, KEY_PATTERN
 #: The longest wait a client may ask for. Past an hour a client should poll.
 #: primary.openapi documents it from here, so document and code agree.
 MAX_TIMEOUT_S = 3600
-ALLOWED_FIELDS = ("message", "w", "timeout")
+ALLOWED_FIELDS = ("message", "messages", "w", "timeout")
 #: What ``curl -d '{"message": ...}'`` sends without ``-H``. Refusing it would
 #: turn away the request as most people first type it.
 CURL_FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
@@ -46,12 +47,15 @@ class BadRequest(Exception):
 
 @dataclass(frozen=True)
 class AppendRequest:
-    message: str
+    #: One message, or a batch appended at consecutive ids, all or nothing.
+    messages: tuple[str, ...]
     w: int
     timeout: float | None
+    batch: bool = False
 
 
-def parse_append(body: bytes, cluster_size: int, media_type: str = "") -> AppendRequest:
+def parse_append(body: bytes, cluster_size: int, media_type: str = "",
+                 max_batch: int = 10_000) -> AppendRequest:
     """``media_type`` is what check_content_type returned; it only words errors."""
     document = _decode_json(body, _FORM_HINT if media_type == CURL_FORM_MEDIA_TYPE else "")
     if not isinstance(document, dict):
@@ -59,12 +63,15 @@ def parse_append(body: bytes, cluster_size: int, media_type: str = "") -> Append
     unknown = sorted(set(document) - set(ALLOWED_FIELDS))
     if unknown:
         raise BadRequest(
-            400, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: message, w, timeout"
+            400, f"unknown field(s) {', '.join(map(repr, unknown))}; "
+                 f"allowed: {', '.join(ALLOWED_FIELDS)}"
         )
+    batch = "messages" in document
     return AppendRequest(
-        message=_message(document),
+        messages=_batch(document, max_batch) if batch else (_message(document),),
         w=resolve_w(document.get("w", "all"), cluster_size),
         timeout=_timeout(document.get("timeout")),
+        batch=batch,
     )
 
 
@@ -135,11 +142,28 @@ def _decode_json(body: bytes, hint: str) -> object:
 
 def _message(document: dict) -> str:
     if "message" not in document:
-        raise BadRequest(400, "'message' is required")
+        raise BadRequest(400, "'message' (or 'messages', for a batch) is required")
     message = document["message"]
     if not isinstance(message, str):
         raise BadRequest(400, f"'message' must be a string, got {_describe(message)}")
     return message
+
+
+def _batch(document: dict, max_batch: int) -> tuple[str, ...]:
+    if "message" in document:
+        raise BadRequest(400, "give either 'message' or 'messages', not both")
+    messages = document["messages"]
+    if not isinstance(messages, list):
+        raise BadRequest(400, f"'messages' must be a list of strings, got {_describe(messages)}")
+    if not messages:
+        raise BadRequest(400, "'messages' must hold at least one message")
+    if len(messages) > max_batch:
+        raise BadRequest(413, f"'messages' holds {len(messages)} messages, more than the "
+                              f"{max_batch} of MAX_BATCH_MESSAGES")
+    for index, message in enumerate(messages):
+        if not isinstance(message, str):
+            raise BadRequest(400, f"'messages'[{index}] must be a string, got {_describe(message)}")
+    return tuple(messages)
 
 
 def _timeout(value: object) -> float | None:

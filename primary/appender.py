@@ -91,26 +91,33 @@ class Appender:
                 self._waiting_slots.release()
 
     def _admitted(self, request: AppendRequest, key: str | None, started: float) -> AppendResult:
-        entry = encode_entry(request.message)
+        entries = [encode_entry(message) for message in request.messages]
         # A keyed append looks up its key and appends as one step; unkeyed
         # appends need no such lock, and do not queue behind keyed ones.
         with self._keys_lock if key is not None else contextlib.nullcontext():
-            seq = None if key is None else self._keys.get(key)
-            duplicate = seq is not None
-            if duplicate and self._store.entry(seq) != entry:
-                return AppendResult(
-                    409, {"error": "this Idempotency-Key was used for a different message", "id": seq}
-                )
-            if not duplicate:
+            known = None if key is None else self._keys.get(key)
+            duplicate = known is not None
+            if duplicate:
+                seq, count = known
+                if count != len(entries) or any(
+                    self._store.entry(seq + i) != entry for i, entry in enumerate(entries)
+                ):
+                    return AppendResult(409, {"error": "this Idempotency-Key was used for a "
+                                                       "different message", "id": seq})
+            else:
                 refusal = (self._refuse_without_replication() or self._refuse_without_storage()
                            or self._refuse_without_quorum())
                 if refusal:
                     return refusal
-                # The id is the entry's position, given under the log's lock
-                # as it is appended: gap-free, in append order.
-                seq = self._store.append(entry)
+                # The ids are the entries' positions, given under the log's
+                # lock as they are appended: gap-free, in append order, and a
+                # batch's consecutive, with nothing between them.
+                if len(entries) == 1:
+                    seq = self._store.append(entries[0])
+                else:
+                    seq = self._store.append_many(entries)
                 if key is not None:
-                    self._keys.remember(key, seq)
+                    self._keys.remember(key, seq, len(entries))
         if not duplicate:
             self._replicator.notify_appended()
         return self._await_write_concern(request, seq, duplicate, started)
@@ -151,23 +158,29 @@ class Appender:
     def _await_write_concern(
         self, request: AppendRequest, seq: int, duplicate: bool, started: float
     ) -> AppendResult:
+        """Wait for ``w`` nodes to hold the entries from ``seq`` on. A node
+        that shows the last one holds them all: every node shows a prefix."""
+        last = seq + len(request.messages) - 1
         acked_by = [self._config.node_name]
         satisfied, aborted = True, None
         # A replay asks the replicator even at w=1: it reports who holds the
         # entry now. With DATA_DIR every append waits for its commit.
         if request.w > 1 or duplicate or self._store.durable:
-            waiter = self._replicator.register_waiter(seq, request.w - 1)
+            waiter = self._replicator.register_waiter(last, request.w - 1)
             satisfied = waiter.wait(_remaining(request.timeout, started))
             aborted = waiter.abort_reason
             acked_by = (acked_by if waiter.local else []) + waiter.acked_by
         latency_ms = (time.monotonic() - started) * 1000
-        body = {"id": seq, "w": request.w, "acks": len(acked_by), "acked_by": acked_by}
+        ids = ({"first_id": seq, "last_id": last, "count": len(request.messages)}
+               if request.batch else {"id": seq})
+        body = {**ids, "w": request.w, "acks": len(acked_by), "acked_by": acked_by}
         if duplicate:
             body["duplicate"] = True
         # Arguments, not an f-string: the log writer formats the line, and
         # only if the level lets it through.
-        line = "append id=%d w=%d acks=%d latency=%.1fms%s"
-        args = (seq, request.w, len(acked_by), latency_ms, " (replay)" if duplicate else "")
+        line = "append id=%d%s w=%d acks=%d latency=%.1fms%s"
+        args = (seq, f"..{last}" if request.batch else "", request.w, len(acked_by), latency_ms,
+                " (replay)" if duplicate else "")
         if satisfied:
             log.info(line, *args)
             return AppendResult(200 if duplicate else 201, body)

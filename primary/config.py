@@ -93,6 +93,10 @@ class PrimaryConfig(NodeConfig):
         derive=lambda above: str(above["http_threads"] * 3 // 4),
         shown_default="¾ of HTTP_THREADS (48)",
     )
+    max_batch_messages: int = setting(
+        "MAX_BATCH_MESSAGES", "10000", integer(1, 1_000_000),
+        "messages one batch append (\"messages\": [...]) may hold (413 beyond)",
+    )
     idempotency_keys: int = setting(
         "IDEMPOTENCY_KEYS", "100000", integer(1, 10_000_000),
         "idempotency keys remembered (the most recent ones)",

@@ -23,12 +23,13 @@ KEY_PATTERN = re.compile(rf"^[\x21-\x7e]{{1,{KEY_MAX_LENGTH}}}$")
 class IdempotencyTable:
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._seq_by_key: OrderedDict[str, int] = OrderedDict()
+        self._appended_by_key: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
-    def get(self, key: str) -> int | None:
-        return self._seq_by_key.get(key)
+    def get(self, key: str) -> tuple[int, int] | None:
+        """The first id and the count of messages the key appended, if remembered."""
+        return self._appended_by_key.get(key)
 
-    def remember(self, key: str, seq: int) -> None:
-        self._seq_by_key[key] = seq
-        while len(self._seq_by_key) > self._capacity:
-            self._seq_by_key.popitem(last=False)
+    def remember(self, key: str, first: int, count: int) -> None:
+        self._appended_by_key[key] = (first, count)
+        while len(self._appended_by_key) > self._capacity:
+            self._appended_by_key.popitem(last=False)

@@ -224,6 +224,7 @@ class Replicator(IoThread):
                 self._pump(poller, sock, follower)
 
     def _close(self) -> None:
+        self._store.release_readers()  # tailing readers are answered at once
         # From now on register_waiter aborts at once (``stopping`` is set).
         for waiters in self._waiters.values():
             for waiter in waiters:

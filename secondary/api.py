@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import bottle
 
+from secondary.config import SecondaryConfig
 from secondary.openapi import spec
 from secondary.receiver import Receiver
 from shared.http import LogReads, json_response, new_app
 from shared.ordered_log import OrderedLog
+from shared.reads import Reads
 
 
-def make_app(store: OrderedLog, receiver: Receiver, node_name: str,
-             log_read_slots: int = 2) -> bottle.Bottle:
+def make_app(store: OrderedLog, receiver: Receiver, config: SecondaryConfig) -> bottle.Bottle:
     app = new_app(spec())
-    log_reads = LogReads(log_read_slots)
+    reads = Reads(store, LogReads(config.log_read_slots), config.waiting_read_slots)
+    node_name = config.node_name
 
     @app.get("/messages")
     def list_messages():
-        return log_reads.serve(*store.messages_document())
+        return reads.serve(bottle.request.query)
 
     @app.get("/health")
     def health():

@@ -38,7 +38,7 @@ def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
         max_message_bytes=config.max_body_bytes,
     )
     return Service(
-        app=make_app(store, receiver, config.node_name, config.log_read_slots),
+        app=make_app(store, receiver, config),
         io_thread=receiver,
         max_body_bytes=config.max_body_bytes,
         bound=lambda: {"replication": receiver.endpoint},

@@ -139,6 +139,7 @@ class Receiver(IoThread):
         return self._due[0][0] if self._due else None
 
     def _close(self) -> None:
+        self._store.release_readers()  # tailing readers are answered at once
         if self._sock is not None:
             self._sock.close(linger=0)
 

@@ -312,11 +312,19 @@ class NodeConfig:
         'when set: once ready, write the addresses bound there, as JSON {"http": URL, ...}',
     )
 
+    max_waiting_reads: int | None = setting(
+        "MAX_WAITING_READS", "", optional(integer(1, 100_000)),
+        "tailing reads (GET /messages?from=N&wait=S) waiting at once (503 beyond)",
+        shown_default="¼ of HTTP_THREADS, at least 1",
+    )
+
     @property
     def log_read_slots(self) -> int:
-        if self.max_log_reads is not None:
-            return self.max_log_reads
-        return max(1, self.http_threads // 4)
+        return self.max_log_reads or max(1, self.http_threads // 4)
+
+    @property
+    def waiting_read_slots(self) -> int:
+        return self.max_waiting_reads or max(1, self.http_threads // 4)
 
     @classmethod
     def from_env(cls: type[Config], env: Mapping[str, str] = os.environ) -> Config:

@@ -105,6 +105,7 @@ class DurableLog(OrderedLog):
                 del self._staged[seq]
                 self._place(seq, entry)
             self._written = len(self._prefix) - appended_meanwhile
+            self._grew.notify_all()
             if self._truncate_from == changes.truncate_from:
                 self._truncate_from = None
             for key in changes.meta:

@@ -39,6 +39,9 @@ class OrderedLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: Notified, under the lock, whenever the visible prefix grows.
+        self._grew = threading.Condition(self._lock)
+        self._readers_released = False
         self._prefix: list[bytes] = []  # seqs 0 .. len-1, no gaps
         self._ahead: dict[int, bytes] = {}  # seqs past a gap, hidden until it fills
         self.meta: dict = {}
@@ -85,6 +88,20 @@ class OrderedLog:
                 seq += 1
         return run
 
+    def wait_for_length(self, length: int, timeout: float) -> bool:
+        """Block until at least ``length`` entries are visible, ``timeout`` runs
+        out, or ``release_readers`` is called; True if the length was reached.
+        For a request thread that tails the log."""
+        with self._lock:
+            self._grew.wait_for(lambda: self._visible() >= length or self._readers_released, timeout)
+            return self._visible() >= length
+
+    def release_readers(self) -> None:
+        """Answer every waiting reader now, and any later one at once (shutdown)."""
+        with self._lock:
+            self._readers_released = True
+            self._grew.notify_all()
+
     @property
     def ahead_count(self) -> int:
         """Entries held past a gap. An unsynchronised reading, for /health."""
@@ -98,8 +115,19 @@ class OrderedLog:
         (which Bottle would keep alive until the thread's next request)."""
         with self._lock:
             snapshot = self._prefix[: self._visible()]  # copies references only
-        size = len(_OPEN) + sum(map(len, snapshot)) + max(len(snapshot) - 1, 0) + len(_CLOSE)
-        return size, _document_chunks(snapshot)
+        return _document(snapshot, _CLOSE)
+
+    def page_document(self, start: int, limit: int | None) -> tuple[int, Iterator[bytes]]:
+        """Visible entries from ``start``, at most ``limit`` (all when None), as
+        ``{"messages": [...], "from": start, "next": ..., "length": ...}``, the
+        length visible at the same moment. A slice: its cost does not depend
+        on ``start``."""
+        with self._lock:
+            visible = self._visible()
+            stop = visible if limit is None else min(visible, start + limit)
+            entries = self._prefix[start:stop]
+        close = b'],"from":%d,"next":%d,"length":%d}' % (start, start + len(entries), visible)
+        return _document(entries, close)
 
     # -- writing ----------------------------------------------------------------
 
@@ -107,7 +135,17 @@ class OrderedLog:
         """Append at the end and return the new entry's seq (primary use)."""
         with self._lock:
             self._prefix.append(entry)
+            self._grew.notify_all()
             return len(self._prefix) - 1
+
+    def append_many(self, entries: list[bytes]) -> int:
+        """Append ``entries`` at consecutive seqs, with nothing between them;
+        the first one's seq (primary use)."""
+        with self._lock:
+            first = len(self._prefix)
+            self._prefix.extend(entries)
+            self._grew.notify_all()
+            return first
 
     def put(self, seq: int, entry: bytes) -> bool:
         """Store the entry at ``seq`` unless held already; True if it was new."""
@@ -149,6 +187,7 @@ class OrderedLog:
             return True
         self._prefix.append(entry)
         self._close_gap()
+        self._grew.notify_all()
         return True
 
     def _close_gap(self) -> None:
@@ -167,7 +206,12 @@ class OrderedLog:
         return removed + beyond
 
 
-def _document_chunks(entries: list[bytes]) -> Iterator[bytes]:
+def _document(entries: list[bytes], close: bytes) -> tuple[int, Iterator[bytes]]:
+    size = len(_OPEN) + sum(map(len, entries)) + max(len(entries) - 1, 0) + len(close)
+    return size, _document_chunks(entries, close)
+
+
+def _document_chunks(entries: list[bytes], close: bytes) -> Iterator[bytes]:
     yield _OPEN
     chunk: list[bytes] = []
     size = 0
@@ -179,4 +223,4 @@ def _document_chunks(entries: list[bytes]) -> Iterator[bytes]:
             chunk, size = [], 0
     if chunk:
         yield b",".join(chunk)
-    yield _CLOSE
+    yield close

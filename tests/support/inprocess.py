@@ -18,6 +18,7 @@ from primary.appender import Appender
 from primary.config import PrimaryConfig, ReplicationSettings, SecondarySpec
 from primary.replicator import Replicator
 from secondary.api import make_app as make_secondary_app
+from secondary.config import SecondaryConfig
 from secondary.receiver import Receiver
 from shared.config import DelayRange
 from shared.ordered_log import OrderedLog
@@ -53,7 +54,7 @@ class InProcessCluster:
                 store = OrderedLog()
                 receiver = Receiver(ctx, endpoint, store, name, (delays or {}).get(name, DelayRange()))
                 receiver.start()
-                app = webtest.TestApp(make_secondary_app(store, receiver, name))
+                app = webtest.TestApp(make_secondary_app(store, receiver, SecondaryConfig(node_name=name)))
                 self.secondaries[name] = InProcessSecondary(name, store, receiver, app)
         self.config = replace(
             PrimaryConfig(), secondaries=tuple(specs), replication=FAST_HEARTBEAT_SETTINGS, **config

@@ -66,7 +66,7 @@ def test_concurrent_retries_with_one_key_append_once(cluster):
     lock = threading.Lock()
 
     def retry():
-        result = cluster.appender.append(AppendRequest("race", 3, None), "same-key")
+        result = cluster.appender.append(AppendRequest(("race",), 3, None), "same-key")
         with lock:
             results.append(result)
 
@@ -92,7 +92,7 @@ def test_the_key_table_is_bounded_and_forgets_the_oldest(make_inprocess_cluster)
 def test_waiting_appends_beyond_the_cap_get_503_and_append_nothing(make_inprocess_cluster):
     cluster = make_inprocess_cluster(running=(), quorum=1, max_waiting_appends=2)
     waiting = [
-        threading.Thread(target=cluster.appender.append, args=(AppendRequest(f"w{i}", 2, 2.0),))
+        threading.Thread(target=cluster.appender.append, args=(AppendRequest((f"w{i}",), 2, 2.0),))
         for i in range(2)
     ]
     for t in waiting:

@@ -80,7 +80,7 @@ BAD_BODIES = [
     (b"[1, 2]", 400, "JSON object"),
     (b'"just a string"', 400, "JSON object"),
     (b"null", 400, "JSON object"),
-    (b"{}", 400, "'message' is required"),
+    (b"{}", 400, "'message' (or 'messages', for a batch) is required"),
     (b'{"message": null}', 400, "'message' must be a string, got null"),
     (b'{"message": 5}', 400, "'message' must be a string"),
     (b'{"message": ["a"]}', 400, "'message' must be a string"),
