@@ -28,9 +28,13 @@ DOCUMENTED_CLUSTER_SIZE = 3
 
 _APPEND_RESULT = {
     "type": "object",
-    "required": ["id", "w", "acks", "acked_by"],
+    "required": ["w", "acks", "acked_by"],
     "properties": {
-        "id": {"type": "integer", "minimum": 0, "description": "0-based position in the total order"},
+        "id": {"type": "integer", "minimum": 0,
+               "description": "0-based position in the total order (one message)"},
+        "first_id": {"type": "integer", "minimum": 0, "description": "a batch's first id"},
+        "last_id": {"type": "integer", "minimum": 0, "description": "a batch's last id"},
+        "count": {"type": "integer", "minimum": 1, "description": "messages in the batch"},
         "w": {"type": "integer", "minimum": 1, "description": "the write concern, resolved to a node count"},
         "acks": {"type": "integer", "minimum": 1, "description": "nodes holding it when answered, the primary included"},
         "acked_by": {"type": "array", "items": {"type": "string"}},
@@ -43,9 +47,13 @@ def _append_request(cluster_size: int) -> dict:
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": ["message"],
+        "description": "either 'message' (one) or 'messages' (a batch, appended at "
+        "consecutive ids, all or nothing)",
+        "oneOf": [{"required": ["message"]}, {"required": ["messages"]}],
         "properties": {
             "message": {"type": "string"},
+            "messages": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                         "maxItems": PrimaryConfig.max_batch_messages},
             "w": {
                 "description": "nodes, the primary included, that must hold the message before "
                 "the answer; default \"all\"",
@@ -92,7 +100,8 @@ _APPEND_OPERATION = {
         "201": json_response_object({"$ref": "#/components/schemas/AppendResult"}, "appended; w nodes hold it"),
         "400": error_response_object("the body or a header is invalid; nothing appended"),
         "409": error_response_object("the Idempotency-Key was used for a different message"),
-        "413": error_response_object("the body is larger than MAX_MESSAGE_BYTES"),
+        "413": error_response_object(
+            "the body is larger than MAX_MESSAGE_BYTES, or a batch holds more than MAX_BATCH_MESSAGES"),
         "415": error_response_object(f"the Content-Type is neither JSON nor {CURL_FORM_MEDIA_TYPE}"),
         "503": error_response_object(
             "overloaded, read-only without quorum, recovering its log, storage unavailable, "

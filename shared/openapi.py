@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import json
 
+from shared.protocol import MAX_SEQ
+from shared.reads import MAX_WAIT_S
+
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -52,20 +55,40 @@ RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
 }
 
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
 _LIST_OPERATION = {
-    "summary": "Read the messages this node holds, in order, without gaps",
+    "summary": "Read the messages this node holds, in order, without gaps: all, a page, or a tail",
     "operationId": "listMessages",
+    "parameters": [
+        _query("from", {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+               "the first id to read (default 0); with any of these, the answer is a page"),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}, "at most this many messages"),
+        _query("wait", {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_WAIT_S},
+               "seconds to wait for a message at from or beyond, if none is there yet"),
+    ],
     "responses": {
         "200": json_response_object(
             {
                 "type": "object",
                 "required": ["messages"],
-                "properties": {"messages": {"type": "array", "items": {"type": "string"}}},
+                "properties": {
+                    "messages": {"type": "array", "items": {"type": "string"}},
+                    "from": {"type": "integer", "minimum": 0},
+                    "next": {"type": "integer", "minimum": 0, "description": "the from of the next page"},
+                    "length": {"type": "integer", "minimum": 0,
+                               "description": "messages this node shows, at the same moment"},
+                },
             },
-            "the contiguous prefix of the log held by this node",
+            "the contiguous prefix of the log held by this node, or the page of it asked for",
         ),
+        "400": error_response_object("a query parameter is invalid or unknown"),
         "503": error_response_object(
-            "busy: MAX_LOG_READS whole-log reads are already being sent", RETRY_AFTER),
+            "busy: MAX_LOG_READS whole-log reads are being sent, or MAX_WAITING_READS readers wait",
+            RETRY_AFTER),
     },
 }
 

@@ -1,7 +1,8 @@
 """GET /messages on either role: the whole log, a page, or a tail that waits.
 
 - no parameters: the whole visible log, ``{"messages": [...]}``, streamed;
-- ``from=N`` and optionally ``limit=M``: a page of the gap-free prefix,
+- ``from=N`` (0 when only ``limit`` or ``wait`` is given) and optionally
+  ``limit=M``: a page of the gap-free prefix,
   ``{"messages": [...], "from": N, "next": N + returned, "length": L}``;
 - ``wait=S`` (with ``from``): if nothing is visible at ``from`` or beyond
   yet, wait up to S seconds for it (a long poll, like Kafka's fetch with
@@ -26,6 +27,7 @@ import bottle
 
 from shared.http import LogReads, json_error, streamed_json
 from shared.ordered_log import OrderedLog
+from shared.protocol import MAX_SEQ
 
 #: The longest a tailing read may wait, in seconds.
 MAX_WAIT_S = 60.0
@@ -51,9 +53,7 @@ def parse_read(query: Mapping[str, str]) -> ReadRequest | None:
                       f"allowed: {', '.join(_PARAMETERS)}")
     if not query:
         return None
-    if "from" not in query:
-        raise BadRead("'from' is required with 'limit' or 'wait'")
-    start = _whole_number(query, "from", minimum=0)
+    start = _whole_number(query, "from", minimum=0) if "from" in query else 0
     limit = _whole_number(query, "limit", minimum=1) if "limit" in query else None
     wait = _seconds(query["wait"]) if "wait" in query else None
     return ReadRequest(start, limit, wait)
@@ -91,11 +91,11 @@ class Reads:
 
 def _whole_number(query: Mapping[str, str], name: str, minimum: int) -> int:
     raw = query[name]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 16:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 20:
         raise BadRead(f"'{name}' must be a whole number, got {raw[:40]!r}")
     value = int(raw)
-    if value < minimum:
-        raise BadRead(f"'{name}' must be at least {minimum}, got {value}")
+    if not minimum <= value <= MAX_SEQ:
+        raise BadRead(f"'{name}' must be at least {minimum} and at most 2**53, got {value}")
     return value
 
 
