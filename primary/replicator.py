@@ -40,10 +40,7 @@ POLLOUT, and sending resumes the moment the connection is up.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -54,6 +51,7 @@ from primary.acks import STORAGE, AckWaiter
 from primary.config import ReplicationSettings, SecondarySpec
 from primary.follower import Follower, FollowerStatus, Health, Send
 from primary.recovery import Recovery
+from primary.waiters import Waiters
 from shared import history as hist
 from shared import protocol
 from shared.io_thread import IoThread, receive_batch
@@ -104,11 +102,7 @@ class Replicator(IoThread):
         self._highest_run = 0
         #: Why the last flush failed, while it keeps failing; for the appender.
         self.storage_error: str | None = None
-        self._waiters: dict[int, list[AckWaiter]] = {}
-        self._new_waiters: queue.SimpleQueue[AckWaiter] = queue.SimpleQueue()
-        # Waiters whose seq is not yet durable on the primary, by seq.
-        self._local_waiters: list[tuple[int, int, AckWaiter]] = []
-        self._tiebreak = itertools.count()
+        self._waiters = Waiters()
         self._links: dict[zmq.Socket, Follower] = {}
         self._bad_frames = BadFrameLog(log)
         self._poller: zmq.Poller | None = None
@@ -151,7 +145,7 @@ class Replicator(IoThread):
         """Start counting ACKs of ``seq``; wait on the returned waiter. With
         DATA_DIR it also waits for the primary's own copy to be committed."""
         waiter = AckWaiter(seq, needed, local_pending=self._store.durable)
-        self._new_waiters.put(waiter)
+        self._waiters.submit(waiter)
         self.wake()
         if self.stopping:
             waiter.abort()  # the I/O thread may be gone and never see it
@@ -198,7 +192,7 @@ class Replicator(IoThread):
 
     def _pass(self, events: dict) -> None:
         poller, links = self._poller, self._links
-        self._take_new_waiters()
+        self._waiters.admit(lambda seq: [f.name for f in self._followers if f.holds(seq)])
         for sock, follower in links.items():
             flags = events.get(sock, 0)
             if flags & zmq.POLLIN:
@@ -226,11 +220,7 @@ class Replicator(IoThread):
     def _close(self) -> None:
         self._store.release_readers()  # tailing readers are answered at once
         # From now on register_waiter aborts at once (``stopping`` is set).
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                waiter.abort()
-        while not self._new_waiters.empty():
-            self._new_waiters.get().abort()
+        self._waiters.abort_all()
         for sock in self._links:
             sock.close(linger=0)
 
@@ -309,25 +299,12 @@ class Replicator(IoThread):
             if self.storage_error is None:
                 log.error("cannot store appends, answering 503 until writes succeed again: %s", exc)
             self.storage_error = str(exc)
-            while self._local_waiters:
-                heapq.heappop(self._local_waiters)[2].abort(STORAGE)
+            self._waiters.abort_local(STORAGE)
             return
         if self.storage_error is not None:
             log.info("storage accepts writes again")
             self.storage_error = None
-        durable = len(self._store)
-        while self._local_waiters and self._local_waiters[0][0] < durable:
-            heapq.heappop(self._local_waiters)[2].record_local()
-
-    def _take_new_waiters(self) -> None:
-        while not self._new_waiters.empty():
-            waiter = self._new_waiters.get()
-            holders = [f.name for f in self._followers if f.holds(waiter.seq)]
-            if waiter.record(holders):
-                continue
-            self._waiters.setdefault(waiter.seq, []).append(waiter)
-            if not waiter.local:
-                heapq.heappush(self._local_waiters, (waiter.seq, next(self._tiebreak), waiter))
+        self._waiters.credit_local(len(self._store))
 
     # -- replies ----------------------------------------------------------------
 
@@ -362,30 +339,14 @@ class Replicator(IoThread):
                 self._recovery.on_pong(follower.name, message, now)
             progress = follower.on_status(status, now)
         if progress:
-            self._credit(follower)
+            self._waiters.credit(follower.name, follower.holds)
         follower.note_catch_up(len(self._store), now)
-
-    def _credit(self, follower: Follower) -> None:
-        """Give waiting appends the ACK of a secondary whose holdings grew."""
-        self._keep_waiters(
-            [seq for seq in self._waiters if follower.holds(seq)],
-            lambda waiter: not waiter.finished and not waiter.record([follower.name]),
-        )
-
-    def _keep_waiters(self, seqs: list[int], still_waiting) -> None:
-        """Keep, for each of ``seqs``, only the waiters for which ``still_waiting`` holds."""
-        for seq in seqs:
-            remaining = [waiter for waiter in self._waiters[seq] if still_waiting(waiter)]
-            if remaining:
-                self._waiters[seq] = remaining
-            else:
-                del self._waiters[seq]
 
     def _heartbeat(self, poller: zmq.Poller, links: dict) -> None:
         for sock in links:
             self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self._leader_header))
-        # Requests that timed out or were answered leave their waiters behind; sweep them up.
-        self._keep_waiters(list(self._waiters), lambda waiter: not waiter.finished)
+        # Requests that timed out or were answered leave their waiters behind.
+        self._waiters.sweep()
 
     def _log_health_change(self, follower: Follower, now: float) -> None:
         health = follower.health(now)

@@ -14,7 +14,7 @@ import zmq
 
 from shared import protocol
 from shared.history import Segment
-from tests.support.http import get_health, get_messages, post_message, request
+from tests.support.http import get_messages, post_message, request
 from tests.support.waiting import wait_until
 
 
