@@ -1,13 +1,15 @@
 """The processes a scenario measures: a fresh cluster, the bare baseline, their memory.
 
 A thin layer over tests.support.processes: it fixes the benchmark's shape
-(one primary, two secondaries, 64 Waitress threads everywhere) and makes
-sure every process it starts is stopped when the scenario ends, whether it
-ends normally, on an exception or on Ctrl-C.
+(one primary, two secondaries, 64 Waitress threads everywhere), gives each
+node of a durable cluster a fresh DATA_DIR of its own, and makes sure every
+process it starts is stopped when the scenario ends, whether it ends
+normally, on an exception or on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,16 +26,28 @@ SECONDARIES = ("s1", "s2")
 
 
 @contextmanager
-def cluster(log_dir: Path, delay_s: float | None = None) -> Iterator[Cluster]:
+def cluster(log_dir: Path, delay_s: float | None = None, durable: bool = False) -> Iterator[Cluster]:
     """One primary and two secondaries, each secondary delayed by ``delay_s``;
-    every node logs to a file in ``log_dir``."""
+    every node logs to a file in ``log_dir``. ``durable``: every node keeps
+    its log in a fresh DATA_DIR with FSYNC=always (``durable_env``)."""
     log_dir.mkdir(parents=True, exist_ok=True)
+
+    def env(name: str, settings: dict[str, str]) -> dict[str, str]:
+        return {**settings, **(durable_env(log_dir, name) if durable else {})}
+
     secondary_env = {"REPLICATION_DELAY": f"{delay_s:g}"} if delay_s else {}
     nodes = Cluster(
         log_dir,
-        {name: dict(secondary_env) for name in SECONDARIES},
-        primary_env={"HTTP_THREADS": str(HTTP_THREADS)},
+        {name: env(name, secondary_env) for name in SECONDARIES},
+        primary_env=env("primary", {"HTTP_THREADS": str(HTTP_THREADS)}),
     )
+    with started(nodes) as running:
+        yield running
+
+
+@contextmanager
+def started(nodes: Cluster) -> Iterator[Cluster]:
+    """Start ``nodes``; stop every one of them when the block ends."""
     try:
         yield nodes.start()
     finally:
@@ -41,10 +55,8 @@ def cluster(log_dir: Path, delay_s: float | None = None) -> Iterator[Cluster]:
 
 
 @contextmanager
-def baseline(log_dir: Path) -> Iterator[Node]:
-    """The bare Bottle+Waitress app of tests/bench/baseline_app.py."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    node = Node("tests.bench.baseline_app", "baseline", log_dir, {"HTTP_THREADS": str(HTTP_THREADS)})
+def serving(node: Node) -> Iterator[Node]:
+    """Start one process and wait until it is ready; stop it when the block ends."""
     try:
         yield node.start().wait_ready()
     finally:
@@ -53,6 +65,28 @@ def baseline(log_dir: Path) -> Iterator[Node]:
                 node.stop(timeout=10)
             except subprocess.TimeoutExpired:
                 node.kill()
+
+
+@contextmanager
+def baseline(log_dir: Path) -> Iterator[Node]:
+    """The bare Bottle+Waitress app of tests/bench/baseline_app.py."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with serving(Node("tests.bench.baseline_app", "baseline", log_dir,
+                      {"HTTP_THREADS": str(HTTP_THREADS)})) as node:
+        yield node
+
+
+def data_dir(log_dir: Path, name: str) -> Path:
+    """The DATA_DIR of node ``name``: under its scenario's log folder, empty."""
+    path = log_dir / "data" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def durable_env(log_dir: Path, name: str) -> dict[str, str]:
+    """The settings of a node that keeps its log in a fresh DATA_DIR, fsyncing every commit."""
+    return {"DATA_DIR": str(data_dir(log_dir, name)), "FSYNC": "always"}
 
 
 def log_length(node: Node) -> int:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import zmq
@@ -38,6 +39,8 @@ class Node:
         self.url: str | None = None
         self.replication_endpoint: str | None = None
         self.process: subprocess.Popen | None = None
+        #: time.monotonic() of the last launch: what a start-up time counts from.
+        self.started_at: float | None = None
 
     def start(self) -> "Node":
         """Launch the process; call ``wait_ready`` before using it."""
@@ -50,6 +53,7 @@ class Node:
         }
         self.port_file.unlink(missing_ok=True)  # the next one is this start's
         with open(self.log_path, "ab") as log_file:
+            self.started_at = time.monotonic()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.role],
                 cwd=REPO,
