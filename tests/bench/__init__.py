@@ -7,6 +7,8 @@ targets. docs/benchmarks.md has the figures and how to rerun them.
 
 Modules: __main__ (command line), scenarios (what is run), wrk and post.lua
 (the load), nodes (the processes), consistency (the correctness check),
-report (targets, checks, table), machine (what it ran on), baseline_app
-(the bare Bottle+Waitress app the primary is compared with).
+durability (a primary's start on a large DATA_DIR, an in-memory primary's
+recovery, and the stores they start from), report (targets, checks,
+table), machine (what it ran on), baseline_app (the bare Bottle+Waitress
+app the primary is compared with).
 """

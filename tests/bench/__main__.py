@@ -27,7 +27,7 @@ DEFAULT_OUT = REPO / "bench-results" / "latest.json"
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true",
-                        help="CI mode: every scenario for about a second, 2,000-message log")
+                        help="CI mode: every scenario for about a second, small logs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"the JSON results file (default: {DEFAULT_OUT.relative_to(REPO)})")
     args = parser.parse_args(argv)
@@ -71,6 +71,7 @@ def main(argv: list[str]) -> int:
         "ok": ok,
         "runs": [run.to_json() for run in results.runs],
         "large_log": results.large_log.to_json(),
+        "durability": results.durability.to_json(),
         "targets": [target.to_json() for target in targets],
         "checks": [check.to_json() for check in checks],
     }

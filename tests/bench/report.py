@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.bench.scenarios import CONNECTIONS, PIPELINE_DELAY_S, Plan, Results, Run
+from tests.bench.durability import SOURCE, Durability
+from tests.bench.scenarios import (
+    CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
+)
 
 MB = 1_000_000
 #: The memory ceiling per process: twice the raw payload plus this.
 MEMORY_ALLOWANCE_BYTES = 60 * MB
 IDEAL_PIPELINED_RPS = CONNECTIONS / PIPELINE_DELAY_S
+#: DATA_DIR with FSYNC=always against memory, at the same w: a floor, in %.
+DURABLE_GOAL_PERCENT = 85
+#: From a primary's launch to /health 200 on its large DATA_DIR, and to the
+#: end of an in-memory primary's recovery: ceilings, in seconds.
+READY_GOAL_S = 3.0
+RECOVERY_GOAL_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,21 @@ def targets(results: Results) -> list[Target]:
     for name, memory in log.memory.items():
         found.append(Target(f"RSS {name} after {log.messages:,} messages", memory.rss_bytes / MB,
                             memory_goal_mb, "MB", at_most=True))
+    return found + _durability_targets(results)
+
+
+def _durability_targets(results: Results) -> list[Target]:
+    found = []
+    for w in DURABLE_WS:
+        durable = results.run("durable", DURABLE_LABEL.format(w=w)).load.requests_per_s
+        in_memory = results.run("throughput", f"w={w}").load.requests_per_s
+        found.append(Target(f"durable w={w}, % of in-memory w={w} req/s", _percent(durable, in_memory),
+                            DURABLE_GOAL_PERCENT, "%", at_most=False))
+    ready, recovery = results.durability.ready, results.durability.recovery
+    found.append(Target(f"primary ready with {ready.messages:,} messages in DATA_DIR", ready.ready_s,
+                        READY_GOAL_S, "s", at_most=True))
+    found.append(Target(f"in-memory primary recovers {recovery.messages:,} messages", recovery.recovered_s,
+                        RECOVERY_GOAL_S, "s", at_most=True))
     return found
 
 
@@ -90,6 +114,21 @@ def checks(results: Results) -> list[Check]:
         counted = load.acknowledged <= run.log_growth <= load.sent
         found.append(Check(f"{name}: acknowledged <= appended <= sent", counted,
                            f"{load.acknowledged} <= {run.log_growth} <= {load.sent}"))
+    return found + _durability_checks(results.durability)
+
+
+def _durability_checks(durability: Durability) -> list[Check]:
+    ready, recovery = durability.ready, durability.recovery
+    found = [
+        Check(f"ready-time ({ready.messages:,} messages): the primary serves exactly the stored log, "
+              "then appends at the next id", not ready.problem, ready.problem),
+        Check(f"recovery ({recovery.messages:,} messages): the primary holds exactly {SOURCE}'s log",
+              recovery.recovered and not recovery.problem, recovery.problem),
+    ]
+    consistency = recovery.consistency
+    found.append(Check("recovery: secondaries equal the primary, no duplicates",
+                       consistency is not None and consistency.ok,
+                       consistency.problem if consistency else "the recovery never ended"))
     return found
 
 
@@ -114,6 +153,7 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
         f"RSS after {log.messages:,} messages (payload {log.payload_bytes / MB:.1f} MB): "
         + ", ".join(f"{n} {m.rss_bytes / MB:.1f} MB (peak {m.peak_rss_bytes / MB:.1f})"
                     for n, m in log.memory.items()),
+        *_durability_lines(results.durability),
         "",
         "targets" + (" (smoke mode: indicative only, never asserted)" if plan.mode == "smoke" else ""),
     ]
@@ -137,11 +177,30 @@ def _run_row(run: Run, base_rps: float) -> str:
         consistent = "NO"
     # Only runs under the baseline's load compare with it; pipelining is bound
     # by the delay and the large-log load is a means, not a figure.
-    compared = run.scenario in ("throughput", "w1-delay")
+    compared = run.scenario in ("throughput", "durable", "w1-delay")
     ratio = f"{_percent(load.requests_per_s, base_rps):.0f}%" if compared else ""
     return _row(run.scenario, run.label, f"{load.requests_per_s:.0f}", ratio,
                 f"{load.latency_ms['p50']:.1f}", f"{load.latency_ms['p99']:.1f}",
                 str(load.error_count), consistent)
+
+
+def _durability_lines(durability: Durability) -> list[str]:
+    ready, recovery = durability.ready, durability.recovery
+    lines = [
+        f"ready-time: a primary with {ready.messages:,} messages in DATA_DIR answered /health after "
+        f"{ready.ready_s:.2f} s (store written in {ready.build_s:.1f} s); "
+        f"RSS {ready.memory.rss_bytes / MB:.1f} MB (peak {ready.memory.peak_rss_bytes / MB:.1f})",
+    ]
+    if recovery.recovered:
+        caught_up = recovery.consistency
+        after = (f"every node equal {caught_up.seconds:.1f} s later" if caught_up.ok
+                 else "the nodes did NOT converge")
+        lines.append(f"recovery: an in-memory primary recovered {recovery.messages:,} messages "
+                     f"from {SOURCE} in {recovery.recovered_s:.2f} s after its launch "
+                     f"(/health 200 after {recovery.ready_s:.2f} s); {after}")
+    else:
+        lines.append(f"recovery: {recovery.problem}")
+    return lines
 
 
 def _row(*cells: str) -> str:

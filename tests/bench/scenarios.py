@@ -1,10 +1,13 @@
 """The scenarios: each starts the processes it needs, loads them and checks them.
 
-In order: the bare baseline; throughput at w=1, 2 and 3; pipelining (w=3,
-secondaries 0.2 s late); w=1 with secondaries 1 s late; and a large log
-(load it, time GET /messages, read the memory). Every cluster is fresh, so
-a scenario's delays and log size are its own, and every load on a cluster
-ends with the consistency check.
+In order: the bare baseline; throughput at w=1, 2 and 3; the same with
+DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); pipelining (w=3,
+secondaries 0.2 s late); w=1 with secondaries 1 s late; a large log (load
+it, time GET /messages, read the memory); and the durability scenarios of
+tests.bench.durability (a primary's start on a large DATA_DIR, an in-memory
+primary's recovery). Every cluster is fresh, so a scenario's delays, log
+size and data are its own, and every load on a cluster ends with the
+consistency check.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench import nodes, wrk
+from tests.bench import durability, nodes, wrk
 from tests.bench.consistency import Consistency, wait_for_convergence
 from tests.support.http import request
 from tests.support.processes import Cluster, Node
@@ -28,6 +31,9 @@ PIPELINE_DELAY_S = 0.2
 SLOW_DELAY_S = 1.0
 #: Covers the slowest delay and a loaded machine, yet ends a broken run.
 CONVERGENCE_TIMEOUT_S = 60.0
+#: The write concerns measured with DATA_DIR, each against the in-memory run at the same w.
+DURABLE_WS = (1, 3)
+DURABLE_LABEL = "w={w}, DATA_DIR, FSYNC=always"
 #: Seconds between progress lines while the large log loads.
 PROGRESS_EVERY_S = 15
 
@@ -96,6 +102,7 @@ class LargeLog:
 class Results:
     runs: list[Run]
     large_log: LargeLog
+    durability: durability.Durability
 
     def run(self, scenario: str, label: str) -> Run:
         return next(r for r in self.runs if r.scenario == scenario and r.label == label)
@@ -110,8 +117,9 @@ class Bench:
         self._log_dir = log_dir
 
     def run_all(self) -> Results:
-        runs = [self.baseline(), *self.throughput(), self.pipelining(), self.w1_under_delay()]
-        return Results(runs, self.large_log())
+        runs = [self.baseline(), *self.throughput(), *self.durable_throughput(), self.pipelining(),
+                self.w1_under_delay()]
+        return Results(runs, self.large_log(), self.start_ups())
 
     def baseline(self) -> Run:
         with nodes.baseline(self._logs("baseline")) as app:
@@ -121,6 +129,10 @@ class Bench:
     def throughput(self) -> list[Run]:
         with nodes.cluster(self._logs("throughput")) as cluster:
             return [self._measure(cluster, "throughput", f"w={w}", w) for w in (1, 2, 3)]
+
+    def durable_throughput(self) -> list[Run]:
+        with nodes.cluster(self._logs("durable"), durable=True) as cluster:
+            return [self._measure(cluster, "durable", DURABLE_LABEL.format(w=w), w) for w in DURABLE_WS]
 
     def pipelining(self) -> Run:
         with nodes.cluster(self._logs("pipelining"), PIPELINE_DELAY_S) as cluster:
@@ -153,6 +165,17 @@ class Bench:
             # After the reads, so that memory they keep is counted too.
             result.memory = {node.name: nodes.memory(node) for node in (primary, reader)}
             return result
+
+    def start_ups(self) -> durability.Durability:
+        """ready-time and recovery: how fast a node with a large log is up."""
+        sizes = durability.SIZES[self.plan.mode]
+        return durability.Durability(
+            durability.ready_time(self._logs("ready-time"), messages=sizes.ready_messages,
+                                  message_bytes=MESSAGE_BYTES, say=self._say),
+            durability.recovery(self._logs("recovery"), messages=sizes.recovery_messages,
+                                message_bytes=MESSAGE_BYTES,
+                                convergence_timeout_s=CONVERGENCE_TIMEOUT_S, say=self._say),
+        )
 
     def _measure(self, cluster: Cluster, scenario: str, label: str, w: int) -> Run:
         self._say(f"{scenario}: {label}, {self.plan.load_seconds} s")
