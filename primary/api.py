@@ -18,6 +18,7 @@ from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.openapi import spec
 from primary.replicator import Replicator
+from shared.api_token import protect
 from shared.http import LogReads, json_error, json_response, new_app
 from shared.ordered_log import OrderedLog
 from shared.reads import Reads
@@ -26,7 +27,8 @@ from shared.reads import Reads
 def make_app(
     config: PrimaryConfig, store: OrderedLog, replicator: Replicator, appender: Appender
 ) -> bottle.Bottle:
-    app = new_app(spec(config.cluster_size))
+    token = config.bearer_token
+    app = protect(new_app(spec(config.cluster_size, bearer=token is not None)), token)
     reads = Reads(store, LogReads(config.log_read_slots), config.waiting_read_slots)
 
     @app.post("/messages")

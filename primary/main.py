@@ -11,6 +11,7 @@ from primary.api import make_app
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
+from shared import curve
 from shared.durable_log import open_log
 from shared.service import Service, run_role
 
@@ -26,13 +27,19 @@ def main() -> int:
 
 
 def build(config: PrimaryConfig, ctx: zmq.Context) -> Service:
+    channel = curve.load_client(
+        config.replication_keys_dir, config.node_name, [s.name for s in config.secondaries]
+    )
     store = open_log(config.data_dir, "primary", config.fsync)
-    replicator = Replicator(ctx, store, config.secondaries, config.replication, config.max_body_bytes)
+    replicator = Replicator(
+        ctx, store, config.secondaries, config.replication, config.max_body_bytes, channel
+    )
     appender = Appender(config, store, replicator)
     secondaries = ", ".join(f"{s.name}={s.endpoint}" for s in config.secondaries)
     return Service(
         app=make_app(config, store, replicator, appender),
         io_thread=replicator,
+        channel=channel,
         detail=f"secondaries: {secondaries or 'none (w=1 only)'}",
         max_body_bytes=config.max_body_bytes,
     )

@@ -15,6 +15,7 @@ from primary.append_request import CURL_FORM_MEDIA_TYPE, MAX_TIMEOUT_S
 from primary.config import PrimaryConfig
 from primary.idempotency import KEY_PATTERN
 from shared.openapi import (
+    DOCUMENTED_BEARER,
     HISTORY_PROPERTIES,
     RETRY_AFTER,
     document,
@@ -146,13 +147,15 @@ _HEALTH = {
 }
 
 
-def spec(cluster_size: int = DOCUMENTED_CLUSTER_SIZE) -> dict:
-    """The primary's document, for a cluster of ``cluster_size`` nodes."""
+def spec(cluster_size: int = DOCUMENTED_CLUSTER_SIZE, bearer: bool = DOCUMENTED_BEARER) -> dict:
+    """The primary's document, for a cluster of ``cluster_size`` nodes;
+    ``bearer``: with an API token."""
     return document(
         "primary",
         _HEALTH,
         post_messages=_APPEND_OPERATION,
         schemas={"AppendRequest": _append_request(cluster_size), "AppendResult": _APPEND_RESULT},
+        bearer=bearer,
     )
 
 

@@ -54,6 +54,7 @@ from primary.recovery import Recovery
 from primary.waiters import Waiters
 from shared import history as hist
 from shared import protocol
+from shared.curve import PLAIN, PlainChannel
 from shared.io_thread import IoThread, receive_batch
 from shared.bad_frames import BadFrameLog
 from shared.ordered_log import OrderedLog
@@ -87,9 +88,11 @@ class Replicator(IoThread):
         secondaries: tuple[SecondarySpec, ...] | list[SecondarySpec],
         settings: ReplicationSettings = ReplicationSettings(),
         max_message_bytes: int = 1 << 20,
+        channel: PlainChannel = PLAIN,
     ) -> None:
         super().__init__("replicator-io")
         self._ctx = ctx
+        self._channel = channel  # plain, or CURVE from REPLICATION_KEYS_DIR
         self._store = store
         self._settings = settings
         self._frame_limit = protocol.frame_limit(max_message_bytes)
@@ -229,6 +232,7 @@ class Replicator(IoThread):
         sock.linger = 0
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
+        self._channel.secure(sock, follower.name)
         sock.connect(follower.endpoint)  # lazy: the secondary may come up later
         return sock
 

@@ -12,13 +12,15 @@ import bottle
 from secondary.config import SecondaryConfig
 from secondary.openapi import spec
 from secondary.receiver import Receiver
+from shared.api_token import protect
 from shared.http import LogReads, json_response, new_app
 from shared.ordered_log import OrderedLog
 from shared.reads import Reads
 
 
 def make_app(store: OrderedLog, receiver: Receiver, config: SecondaryConfig) -> bottle.Bottle:
-    app = new_app(spec())
+    token = config.bearer_token
+    app = protect(new_app(spec(bearer=token is not None)), token)
     reads = Reads(store, LogReads(config.log_read_slots), config.waiting_read_slots)
     node_name = config.node_name
 

@@ -46,3 +46,8 @@ class SecondaryConfig(NodeConfig):
         "NODE_NAME", "secondary", parse_node_name, "name in ACKs, logs and /health",
         derive=lambda _above: socket.gethostname(), shown_default="the hostname",
     )
+    primary_name: str = setting(
+        "PRIMARY_NAME", "primary", parse_node_name,
+        "the primary's NODE_NAME: with REPLICATION_KEYS_DIR, PRIMARY_NAME.key is the one "
+        "client key admitted",
+    )

@@ -10,6 +10,7 @@ import zmq
 from secondary.api import make_app
 from secondary.config import SecondaryConfig
 from secondary.receiver import Receiver
+from shared import curve
 from shared.durable_log import open_log
 from shared.service import Service, run_role
 
@@ -25,6 +26,7 @@ def main() -> int:
 
 
 def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
+    channel = curve.load_server(config.replication_keys_dir, config.node_name, config.primary_name)
     store = open_log(config.data_dir, "secondary", config.fsync)
     receiver = Receiver(
         ctx,
@@ -36,10 +38,12 @@ def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
         keep_incarnation=store.durable and config.fsync,
         max_ahead=config.max_ahead,
         max_message_bytes=config.max_body_bytes,
+        channel=channel,
     )
     return Service(
         app=make_app(store, receiver, config),
         io_thread=receiver,
+        channel=channel,
         max_body_bytes=config.max_body_bytes,
         bound=lambda: {"replication": receiver.endpoint},
     )

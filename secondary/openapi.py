@@ -6,7 +6,7 @@ Pure; thread: any.
 
 from __future__ import annotations
 
-from shared.openapi import HISTORY_PROPERTIES, document, print_document
+from shared.openapi import DOCUMENTED_BEARER, HISTORY_PROPERTIES, document, print_document
 
 _HEALTH = {
     "type": "object",
@@ -25,8 +25,9 @@ _HEALTH = {
 }
 
 
-def spec() -> dict:
-    return document("secondary", _HEALTH)
+def spec(bearer: bool = DOCUMENTED_BEARER) -> dict:
+    """The secondary's document; ``bearer``: with an API token."""
+    return document("secondary", _HEALTH, bearer=bearer)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import zmq
 from shared import history as hist
 from shared import protocol
 from shared.config import DelayRange
+from shared.curve import PLAIN, PlainChannel
 from shared.io_thread import IoThread, receive_batch
 from shared.bad_frames import BadFrameLog
 from shared.logging_setup import RateLimitFilter
@@ -68,9 +69,11 @@ class Receiver(IoThread):
         keep_incarnation: bool = False,
         max_ahead: int = 100_000,
         max_message_bytes: int = 1 << 20,
+        channel: PlainChannel = PLAIN,
     ) -> None:
         super().__init__("receiver-io")
         self._ctx = ctx
+        self._channel = channel  # plain, or CURVE from REPLICATION_KEYS_DIR
         self._bind = bind
         self._store = store
         self._node_name = node_name
@@ -146,6 +149,7 @@ class Receiver(IoThread):
     def _open_router(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.linger = 0
+        self._channel.secure(sock)
         # A reply to a primary that went away raises EHOSTUNREACH instead of
         # vanishing, so _send can say so (the primary resends what it misses).
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
+from shared.api_token import ApiToken
+
 #: FSYNC's values: whether a commit waits for the disk.
 FSYNC_MODES = {"always": True, "off": False}
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
@@ -32,6 +34,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_DELAY_S = 3600.0
 _TCP_ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+|\*):(?P<port>\d{1,5})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+#: What an API token may hold: it travels in an HTTP header.
+_TOKEN = re.compile(r"^[!-~]+$")
 #: Keys of a dataclass field's metadata.
 _SETTING = "setting"
 _GROUP = "settings_group"
@@ -257,6 +261,34 @@ def data_directory(variable: str, raw: str) -> str:
     return raw
 
 
+def api_token(variable: str, raw: str) -> ApiToken | None:
+    """A bearer token; empty: none. An error never repeats the value."""
+    if not raw:
+        return None
+    if not _TOKEN.match(raw):
+        raise ConfigError(f"{variable}: use visible ASCII characters and no spaces "
+                          "(the value is not shown)")
+    return ApiToken(raw.encode("ascii"))
+
+
+def api_token_file(variable: str, raw: str) -> ApiToken | None:
+    """The token held in file ``raw`` (a Docker secret), without its line end."""
+    if not raw:
+        return None
+    try:
+        with open(raw, "rb") as file:
+            content = file.read()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {raw!r}: {exc.strerror}") from None
+    try:
+        token = content.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = "\n"  # not ASCII: rejected below like a space
+    if not token:
+        raise ConfigError(f"{variable}: {raw!r} is empty")
+    return api_token(f"{variable} ({raw!r})", token)
+
+
 def parse_fsync(variable: str, raw: str) -> bool:
     if raw not in FSYNC_MODES:
         raise ConfigError(f"{variable}: expected always or off, got {raw!r}")
@@ -311,6 +343,24 @@ class NodeConfig:
         "PORT_FILE", "", text,
         'when set: once ready, write the addresses bound there, as JSON {"http": URL, ...}',
     )
+    replication_keys_dir: str = setting(
+        "REPLICATION_KEYS_DIR", "", text,
+        "directory of CurveZMQ certificates (NAME.key, NAME.key_secret: python -m shared.keys); "
+        "empty: replication is unauthenticated and unencrypted",
+    )
+    api_token: ApiToken | None = setting(
+        "API_TOKEN", "", api_token,
+        "when set: GET and POST /messages need Authorization: Bearer <token> (401 without)",
+    )
+    api_token_file: ApiToken | None = setting(
+        "API_TOKEN_FILE", "", api_token_file,
+        "a file holding API_TOKEN, such as a Docker secret; set at most one of the two",
+    )
+
+    @property
+    def bearer_token(self) -> ApiToken | None:
+        """The HTTP API's token, from API_TOKEN or API_TOKEN_FILE; None: open."""
+        return self.api_token or self.api_token_file
 
     max_waiting_reads: int | None = setting(
         "MAX_WAITING_READS", "", optional(integer(1, 100_000)),
@@ -328,4 +378,7 @@ class NodeConfig:
 
     @classmethod
     def from_env(cls: type[Config], env: Mapping[str, str] = os.environ) -> Config:
-        return read_settings(cls, env)
+        config = read_settings(cls, env)
+        if config.api_token and config.api_token_file:
+            raise ConfigError("API_TOKEN, API_TOKEN_FILE: set at most one of the two")
+        return config

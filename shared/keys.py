@@ -33,7 +33,7 @@ from pathlib import Path
 
 import zmq.auth
 
-from shared.config import ConfigError, check_name
+from shared.config import ConfigError, parse_node_name
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         for name in args.names:
-            check_name("NAME", name)
+            parse_node_name("NAME", name)
     except ConfigError as exc:
         parser.error(str(exc))
     try:

@@ -3,8 +3,10 @@
 Each role builds its own document from these pieces, next to the code that
 owns its rules: ``primary.openapi`` (appends, whose limits it imports from
 the validator) and ``secondary.openapi``. Each process serves its own at
-``GET /openapi.json``. ``docs/openapi/`` holds copies for a cluster with two
-secondaries; regenerate them with::
+``GET /openapi.json``. A node with an API token declares the bearer scheme,
+and the 401, on every operation outside shared.api_token.OPEN_PATHS.
+``docs/openapi/`` holds copies for a cluster with two secondaries and a
+token; regenerate them with::
 
     for role in primary secondary; do python -m $role.openapi > docs/openapi/$role.json; done
 
@@ -16,8 +18,10 @@ Pure; thread: any.
 
 from __future__ import annotations
 
+import copy
 import json
 
+from shared.api_token import OPEN_PATHS
 from shared.protocol import MAX_SEQ
 from shared.reads import MAX_WAIT_S
 
@@ -28,6 +32,8 @@ _ERROR = {
 }
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+#: The copies in docs/openapi/ describe nodes with an API token.
+DOCUMENTED_BEARER = True
 
 
 def json_response_object(schema: dict, description: str, headers: dict | None = None) -> dict:
@@ -93,11 +99,41 @@ _LIST_OPERATION = {
 }
 
 
+_BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "the node's API_TOKEN (or the content of API_TOKEN_FILE), sent as "
+    "Authorization: Bearer <token>",
+}
+
+
 def document(
-    role: str, health: dict, post_messages: dict | None = None, schemas: dict | None = None
+    role: str, health: dict, post_messages: dict | None = None, schemas: dict | None = None,
+    bearer: bool = DOCUMENTED_BEARER,
 ) -> dict:
     """A role's document: every role lists messages and reports health;
-    ``post_messages`` and the ``schemas`` it refers to are the role's own."""
+    ``post_messages`` and the ``schemas`` it refers to are the role's own.
+    ``bearer``: the node has an API token."""
+    assembled = _document(role, health, post_messages, schemas)
+    return _require_bearer(assembled) if bearer else assembled
+
+
+def _require_bearer(document: dict) -> dict:
+    document = copy.deepcopy(document)  # the operations are shared constants
+    document["components"]["securitySchemes"] = {"bearerAuth": _BEARER_SCHEME}
+    for path, operations in document["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearerAuth": []}]
+            operation["responses"]["401"] = error_response_object(
+                "no bearer token, or a wrong one: refused, and nothing changed",
+                {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+            )
+    return document
+
+
+def _document(role: str, health: dict, post_messages: dict | None, schemas: dict | None) -> dict:
     messages: dict = {"get": _LIST_OPERATION}
     if post_messages is not None:
         messages["post"] = post_messages

@@ -11,8 +11,11 @@ module owns the outline around it, and the shutdown order:
   4. the listening sockets close and ``run_http`` returns;
   5. the zmq Context is terminated, after every socket owner has gone;
   6. the log writer stops last: it writes out what is still queued.
-A start that fails (a port taken) stops the I/O thread and takes steps 5
-and 6. On every path each step runs exactly once.
+With REPLICATION_KEYS_DIR, the replication channel (shared.curve) starts
+before the I/O thread and stops after it, before step 5. A start that fails
+(a port taken, exit 1; a key file that ``build`` cannot use, exit 2) stops
+the I/O thread and takes steps 5 and 6. On every path each step runs
+exactly once.
 
 Thread: main thread only (signal handlers can only be installed there).
 """
@@ -34,6 +37,7 @@ import zmq
 
 from shared.command_line import parse_command_line
 from shared.config import ConfigError
+from shared.curve import PLAIN, PlainChannel
 from shared.io_thread import IoThread
 from shared.logging_setup import setup_logging
 from shared.memory import limit_malloc_arenas
@@ -51,6 +55,8 @@ class Service:
     #: The role's I/O thread: ``start`` raises OSError when it cannot bind;
     #: ``stop`` is safe after a ``start`` that raised.
     io_thread: IoThread
+    #: What secures the I/O thread's sockets: CURVE from REPLICATION_KEYS_DIR, or plain.
+    channel: PlainChannel = PLAIN
     #: Called after the I/O thread started: what it bound, by name, for
     #: the "ready" log line and PORT_FILE (beside "http").
     bound: Callable[[], dict[str, str]] = dict
@@ -82,11 +88,16 @@ def run_role(
         ctx.linger = 0
         cleanup.callback(ctx.term)
         try:
-            service = build(config, ctx)  # opens and loads the log, with DATA_DIR
+            service = build(config, ctx)  # loads the keys; opens and loads the log
+            cleanup.callback(service.channel.stop)  # once the I/O thread has stopped
             stop_io = _once(service.io_thread.stop)
             cleanup.callback(stop_io)
             service.io_thread.on_crash = lambda: _fail_stop(role_log, crashed)
+            service.channel.start(ctx)
             server = _start(config, service)
+        except ConfigError as exc:  # a file a setting names is unusable
+            print(f"{role}: invalid configuration: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             role_log.critical("cannot start: %s", exc)
             return 1

@@ -90,5 +90,5 @@ def test_a_name_that_is_no_node_name_is_a_usage_error(tmp_path):
         cwd=REPO, capture_output=True, text=True,
     )
     assert result.returncode == 2
-    assert "bad name '../escape'" in result.stderr
+    assert "NAME: use 1-64 letters" in result.stderr and "'../escape'" in result.stderr
     assert list(tmp_path.iterdir()) == []
