@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from shared.keys import create_pairs
 from tests.support.http import get_health
 from tests.support.processes import Cluster, Node
 
@@ -26,14 +27,21 @@ SECONDARIES = ("s1", "s2")
 
 
 @contextmanager
-def cluster(log_dir: Path, delay_s: float | None = None, durable: bool = False) -> Iterator[Cluster]:
+def cluster(log_dir: Path, delay_s: float | None = None, durable: bool = False,
+            curve: bool = False) -> Iterator[Cluster]:
     """One primary and two secondaries, each secondary delayed by ``delay_s``;
     every node logs to a file in ``log_dir``. ``durable``: every node keeps
-    its log in a fresh DATA_DIR with FSYNC=always (``durable_env``)."""
+    its log in a fresh DATA_DIR with FSYNC=always (``durable_env``).
+    ``curve``: replication over CurveZMQ, with fresh keys in ``log_dir``/keys."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    keys_env = {}
+    if curve:
+        keys = log_dir / "keys"
+        create_pairs(keys, ["primary", *SECONDARIES], if_missing=True)
+        keys_env["REPLICATION_KEYS_DIR"] = str(keys)
 
     def env(name: str, settings: dict[str, str]) -> dict[str, str]:
-        return {**settings, **(durable_env(log_dir, name) if durable else {})}
+        return {**settings, **keys_env, **(durable_env(log_dir, name) if durable else {})}
 
     secondary_env = {"REPLICATION_DELAY": f"{delay_s:g}"} if delay_s else {}
     nodes = Cluster(

@@ -25,6 +25,8 @@ DURABLE_GOAL_PERCENT = 85
 #: end of an in-memory primary's recovery: ceilings, in seconds.
 READY_GOAL_S = 3.0
 RECOVERY_GOAL_S = 3.0
+#: Authentication and encryption may cost at most a tenth of w=3 throughput.
+CURVE_GOAL_PERCENT = 90
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ def targets(results: Results) -> list[Target]:
                                                              base.requests_per_s), goal, "%", at_most=False)
         for w, goal in (("w=1", 85), ("w=3", 70))
     ]
+    found.append(Target("w=3 over CurveZMQ, % of plain w=3 req/s",
+                        _percent(results.run("curve", "w=3, CurveZMQ").load.requests_per_s,
+                                 results.run("throughput", "w=3").load.requests_per_s),
+                        CURVE_GOAL_PERCENT, "%", at_most=False))
     pipelined = next(r for r in results.runs if r.scenario == "pipelining").load
     found.append(Target(f"pipelining, % of the ideal {IDEAL_PIPELINED_RPS:g} req/s",
                         _percent(pipelined.requests_per_s, IDEAL_PIPELINED_RPS), 90, "%", at_most=False))

@@ -1,7 +1,8 @@
 """The scenarios: each starts the processes it needs, loads them and checks them.
 
 In order: the bare baseline; throughput at w=1, 2 and 3; the same with
-DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); pipelining (w=3,
+DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); w=3 again with
+replication over CurveZMQ, to compare with the plain w=3; pipelining (w=3,
 secondaries 0.2 s late); w=1 with secondaries 1 s late; a large log (load
 it, time GET /messages, read the memory); and the durability scenarios of
 tests.bench.durability (a primary's start on a large DATA_DIR, an in-memory
@@ -117,8 +118,8 @@ class Bench:
         self._log_dir = log_dir
 
     def run_all(self) -> Results:
-        runs = [self.baseline(), *self.throughput(), *self.durable_throughput(), self.pipelining(),
-                self.w1_under_delay()]
+        runs = [self.baseline(), *self.throughput(), *self.durable_throughput(), self.curve(),
+                self.pipelining(), self.w1_under_delay()]
         return Results(runs, self.large_log(), self.start_ups())
 
     def baseline(self) -> Run:
@@ -133,6 +134,10 @@ class Bench:
     def durable_throughput(self) -> list[Run]:
         with nodes.cluster(self._logs("durable"), durable=True) as cluster:
             return [self._measure(cluster, "durable", DURABLE_LABEL.format(w=w), w) for w in DURABLE_WS]
+
+    def curve(self) -> Run:
+        with nodes.cluster(self._logs("curve"), curve=True) as cluster:
+            return self._measure(cluster, "curve", "w=3, CurveZMQ", 3)
 
     def pipelining(self) -> Run:
         with nodes.cluster(self._logs("pipelining"), PIPELINE_DELAY_S) as cluster:

@@ -43,6 +43,7 @@ def start_project(compose_command, request):
             "SECONDARY_3_DELAY": "0",
             "LOG_LEVEL": "INFO",
             "QUORUM": "",
+            "API_TOKEN": "",
             **settings,
         }
         project = ComposeProject(compose_command, [BASE_FILE, *override_files], env)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.compose import THREE_SECONDARIES_FILE, messages_once_up
-from tests.support.http import get_messages, post_message
+from tests.support.http import get_messages, post_message, request
 from tests.support.waiting import wait_until
 
 NODES = ["primary", "secondary-1", "secondary-2"]
@@ -17,6 +17,8 @@ NODES = ["primary", "secondary-1", "secondary-2"]
 SECONDARY_2_DELAY_S = 2.0
 #: Slack for timings on a loaded machine.
 TIMING_MARGIN_S = 0.5
+API_TOKEN = "e2e-token-5b1d"
+AUTHORIZATION = {"Authorization": f"Bearer {API_TOKEN}"}
 #: Docker's default grace period is 10 s; a clean SIGTERM exit takes about 1.
 STOP_LIMIT_S = 5.0
 
@@ -28,6 +30,11 @@ def test_the_compose_cluster_replicates_recovers_a_restarted_secondary_and_stops
     project = start_project(SECONDARY_2_DELAY=f"{SECONDARY_2_DELAY_S:g}")
     project.wait_healthy(NODES)
     primary, secondary_1, secondary_2 = (project.url(node) for node in NODES)
+    # Replication runs on the certificates the one-shot `keys` service made.
+    assert project.exit_codes()["keys"] == 0
+    for node in NODES:
+        log = project.logs(node)
+        assert "replication channel: CURVE" in log and "unauthenticated" not in log, node
     ids = []
 
     # w=1 answers at once; the delayed secondary-2 does not have it yet.
@@ -72,7 +79,7 @@ def test_the_compose_cluster_replicates_recovers_a_restarted_secondary_and_stops
     # Every node exits 0 on `docker stop`'s SIGTERM, well within the grace
     # period; 137 would mean Docker gave up waiting and sent SIGKILL.
     took = project.stop()
-    assert project.exit_codes() == {node: 0 for node in NODES}
+    assert project.exit_codes() == {node: 0 for node in ["keys", *NODES]}
     assert took < STOP_LIMIT_S, f"`stop` took {took:.1f}s"
 
 
@@ -105,6 +112,8 @@ def test_every_message_survives_restarts_kills_and_down_up_of_the_primary(start_
     project.down(keep_volumes=True)
     project.up()
     project.wait_healthy(NODES)
+    # The keys survived in their volume, and the `keys` service kept them.
+    assert "kept the existing pairs" in project.logs("keys")
     for node in NODES:
         url = project.url(node)
         wait_until(lambda: messages_once_up(url) == expected, 30, interval=0.2,
@@ -113,16 +122,20 @@ def test_every_message_survives_restarts_kills_and_down_up_of_the_primary(start_
 
 
 @pytest.mark.docker
-def test_the_override_file_adds_a_third_secondary(start_project):
+def test_the_override_file_adds_a_third_secondary_and_api_token_guards_every_node(start_project):
     nodes = [*NODES, "secondary-3"]
-    project = start_project(THREE_SECONDARIES_FILE)
-    project.wait_healthy(nodes)
+    project = start_project(THREE_SECONDARIES_FILE, API_TOKEN=API_TOKEN)
+    project.wait_healthy(nodes)  # /health needs no token
 
-    resp = post_message(project.url("primary"), "to all four", w="all")
+    assert post_message(project.url("primary"), "no token", w=1).status == 401
+    resp = post_message(project.url("primary"), "to all four", w="all", headers=AUTHORIZATION)
     assert resp.status == 201, resp.body
     assert resp.json["w"] == 4 and sorted(resp.json["acked_by"]) == nodes
     for node in nodes:
-        assert get_messages(project.url(node)) == ["to all four"], node
+        url = f"{project.url(node)}/messages"
+        assert request("GET", url).status == 401, node
+        assert request("GET", url, headers=AUTHORIZATION).json == {"messages": ["to all four"]}, node
+        assert API_TOKEN not in project.logs(node), node
 
 
 @pytest.mark.docker
@@ -133,8 +146,9 @@ def test_the_primary_serves_before_any_secondary_exists(start_project):
     project = start_project(services=("primary",), QUORUM="1")
     project.wait_healthy(["primary"])
     # Nothing may pull the secondaries in (a depends_on, say): the primary
-    # must come up, and take writes, on its own.
-    assert set(project.container_states()) == {"primary"}
+    # must come up, and take writes, on its own. Only the one-shot `keys`
+    # service runs before it.
+    assert set(project.container_states()) == {"keys", "primary"}
     resp = post_message(project.url("primary"), "before the secondaries", w=1)
     assert resp.status == 201, resp.body
 
