@@ -12,8 +12,8 @@ needs from that directory (file names: shared.keys), and nothing more:
 any fault in the files is a ConfigError, one line naming
 REPLICATION_KEYS_DIR and the file. Without the directory they return PLAIN.
 The role's I/O thread calls ``secure(sock)`` on the socket it creates,
-before it binds or connects it; ``main`` brackets the sockets' life with
-``start(ctx)`` and ``stop()``.
+before it binds or connects it; ``around`` gives ``main`` the start and stop
+steps that bracket the sockets' life with ``start(ctx)`` and ``stop()``.
 
 How a secondary refuses:
 
@@ -81,17 +81,21 @@ _Z85_KEY = re.compile(rb"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
 
 class PlainChannel:
-    """No REPLICATION_KEYS_DIR: sockets stay as they are; ``start`` says so once."""
+    """No REPLICATION_KEYS_DIR: sockets stay as they are; ``start`` says so once.
+
+    Also the interface of the CURVE channels below."""
 
     def start(self, ctx: zmq.Context) -> None:
+        """Main thread, before the I/O thread opens its sockets (``around``)."""
         log.warning("the replication channel is unauthenticated and unencrypted: anyone who can "
                     "reach it can read and forge the log; set REPLICATION_KEYS_DIR (README: Security)")
 
     def stop(self) -> None:
-        pass
+        """Main thread, after the I/O thread has closed its sockets."""
 
     def secure(self, sock: zmq.Socket, peer: str = "") -> None:
-        pass
+        """The socket's own thread, before it binds or connects; ``peer``:
+        on the primary, the secondary's name."""
 
 
 PLAIN = PlainChannel()
