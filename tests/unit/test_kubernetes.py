@@ -36,6 +36,9 @@ KUBERNETES = REPO / "deployment" / "kubernetes"
 KUBERNETES_VERSIONS = ("1.25", "1.37")
 CONFIGS = {"primary": PrimaryConfig, "secondary": SecondaryConfig}
 IMAGE = "replicated-log"
+#: The two workloads, as ``the`` finds them.
+PRIMARY = ("StatefulSet", "primary")
+SECONDARIES = ("StatefulSet", "secondary")
 
 
 def kustomization() -> dict:
@@ -116,10 +119,6 @@ def pod_config(statefulset: dict, pod_name: str, data_dir: Path):
 
 def statefulsets() -> list[dict]:
     return [m for m in manifests() if m["kind"] == "StatefulSet"]
-
-
-PRIMARY = ("StatefulSet", "primary")
-SECONDARIES = ("StatefulSet", "secondary")
 
 
 # -- the kustomization ---------------------------------------------------------
