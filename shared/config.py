@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from shared.api_token import ApiToken
+from shared.logging_setup import LOG_FORMATS
 
 #: FSYNC's values: whether a commit waits for the disk.
 FSYNC_MODES = {"always": True, "off": False}
@@ -180,6 +181,13 @@ def parse_log_level(variable: str, raw: str) -> str:
     return level
 
 
+def parse_log_format(variable: str, raw: str) -> str:
+    log_format = raw.lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"{variable}: expected {' or '.join(LOG_FORMATS)}, got {raw!r}")
+    return log_format
+
+
 def parse_node_name(variable: str, raw: str) -> str:
     if not _NAME.match(raw):
         raise ConfigError(f"{variable}: use 1-64 letters, digits, '.', '_', ':' or '-', got {raw!r}")
@@ -324,6 +332,11 @@ class NodeConfig:
     )
     log_level: str = setting(
         "LOG_LEVEL", "INFO", parse_log_level, f"one of {', '.join(LOG_LEVELS)}"
+    )
+    log_format: str = setting(
+        "LOG_FORMAT", "text", parse_log_format,
+        "text (coloured as colorlog colours) or json (one object per line: time, level, "
+        "logger, thread, message, exception; never coloured)",
     )
     max_body_bytes: int = setting(
         "MAX_MESSAGE_BYTES", "1048576", integer(1, 1 << 30),

@@ -1,4 +1,6 @@
-"""Process-wide logging: colorlog's colours on stderr, the thread name on every line.
+"""Process-wide logging on stderr, the thread name on every line: colorlog's
+colours for people (LOG_FORMAT=text), or one JSON object per line for log
+collectors (LOG_FORMAT=json).
 
 Call ``setup_logging`` once, from the main thread, before Waitress starts
 (Waitress calls ``logging.basicConfig``, which does nothing once the root
@@ -15,6 +17,7 @@ formats, and writes whatever has queued up in one system call.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -36,15 +39,24 @@ FORMAT = (
 WAITRESS_QUEUE_WARNING_INTERVAL_S = 10.0
 #: Records written per system call at most.
 WRITE_BATCH = 512
+#: LOG_FORMAT's values.
+TEXT = "text"
+JSON = "json"
+LOG_FORMATS = (TEXT, JSON)
 
 
-def setup_logging(level: str) -> "LogWriter":
+def setup_logging(level: str, log_format: str = TEXT) -> "LogWriter":
     """Route every record through a queue to one writer of stderr.
 
-    Lines are coloured as colorlog colours them: only when stderr is a TTY,
-    unless the environment sets FORCE_COLOR (docker logs are no TTY) or NO_COLOR.
+    Text lines are coloured as colorlog colours them: only when stderr is a
+    TTY, unless the environment sets FORCE_COLOR (docker logs are no TTY) or
+    NO_COLOR. JSON lines are never coloured, whatever the environment says.
     """
-    writer = LogWriter(sys.stderr, ColourFormatter(FORMAT, datefmt="%H:%M:%S", stream=sys.stderr))
+    if log_format == JSON:
+        formatter: logging.Formatter = JsonFormatter()
+    else:
+        formatter = ColourFormatter(FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
+    writer = LogWriter(sys.stderr, formatter)
     root = logging.getLogger()
     root.handlers[:] = [writer.handler]
     root.setLevel(level)
@@ -90,6 +102,34 @@ class ColourFormatter(logging.Formatter):
 
     def _code(self, escape: str) -> str:
         return escape if self._colour else ""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line, for log collectors.
+
+    Fields: ``time`` (UTC, ISO 8601, milliseconds), ``level``, ``logger``,
+    ``thread`` and ``message``; ``exception`` (the traceback text) and
+    ``stack`` only when the record has them. JSON escapes every control
+    character, so a line never holds a line break or an escape code, even
+    when a message does. Thread: the one that formats (the ``log-writer``).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "thread": record.threadName,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            fields["exception"] = record.exc_text
+        if record.stack_info:
+            fields["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(fields)
 
 
 def colour_wanted(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:

@@ -83,7 +83,7 @@ def run_role(
     role_log = logging.getLogger(role)
     crashed = threading.Event()
     with ExitStack() as cleanup:  # runs its callbacks last first
-        cleanup.callback(setup_logging(config.log_level).stop)
+        cleanup.callback(setup_logging(config.log_level, config.log_format).stop)
         ctx = zmq.Context()
         ctx.linger = 0
         cleanup.callback(ctx.term)

@@ -57,6 +57,7 @@ def test_secondaries_named_and_unnamed():
         ({"SECONDARIES": "primary=tcp://x:1"}, "SECONDARIES"),
         ({"SECONDARIES": "bad name=tcp://x:1"}, "SECONDARIES"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"HEARTBEAT_INTERVAL": "0"}, "HEARTBEAT_INTERVAL"),
         ({"SUSPECT_AFTER": "5", "UNHEALTHY_AFTER": "2"}, "UNHEALTHY_AFTER"),
         ({"HTTP_THREADS": "8", "MAX_WAITING_APPENDS": "8"}, "MAX_WAITING_APPENDS"),
@@ -73,6 +74,12 @@ def test_secondaries_named_and_unnamed():
 def test_primary_rejects_bad_values_naming_the_variable(env, variable):
     with pytest.raises(ConfigError, match=f"^{variable}:"):
         PrimaryConfig.from_env(env)
+
+
+@pytest.mark.parametrize("raw, log_format", [("", "text"), ("text", "text"), ("json", "json"), ("JSON", "json")])
+def test_log_format_is_text_unless_json_is_asked_for(raw, log_format):
+    assert PrimaryConfig.from_env({"LOG_FORMAT": raw}).log_format == log_format
+    assert SecondaryConfig.from_env({"LOG_FORMAT": raw}).log_format == log_format
 
 
 def test_majority():

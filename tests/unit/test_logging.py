@@ -1,8 +1,11 @@
-"""Logging setup: thread names on every line, and no flood of Waitress queue warnings."""
+"""Logging setup: thread names on every line, no flood of Waitress queue
+warnings, colorlog's colours in text, and JSON lines that are never coloured."""
 
 from __future__ import annotations
 
+import datetime
 import io
+import json
 import logging
 import sys
 import threading
@@ -10,7 +13,7 @@ import threading
 import colorlog
 import pytest
 
-from shared.logging_setup import FORMAT, ColourFormatter, RateLimitFilter, setup_logging
+from shared.logging_setup import FORMAT, JSON, ColourFormatter, JsonFormatter, RateLimitFilter, setup_logging
 
 
 def test_every_line_names_its_thread(capsys):
@@ -112,3 +115,58 @@ def test_the_formatter_writes_exactly_what_colorlog_writes(monkeypatch, stream, 
         written = ours.format(record)
         assert written == theirs.format(record)
         assert ("\033[36m" in written) == coloured  # the thread name in cyan
+
+
+def _json_lines(text: str) -> list[dict]:
+    lines = text.splitlines()
+    assert lines, "nothing was logged"
+    return [json.loads(line) for line in lines]
+
+
+def test_json_lines_hold_time_level_logger_thread_and_message(capsys, monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # would colour text lines; never JSON ones
+    writer = setup_logging("INFO", JSON)
+    try:
+        worker = threading.Thread(
+            target=lambda: logging.getLogger("primary.appender").warning("id=%d acks=%d", 7, 2),
+            name="waitress-3",
+        )
+        worker.start()
+        worker.join()
+        logging.getLogger("t").info("second line")
+        logging.getLogger("t").debug("below the level")
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "\033" not in err
+    first, second = _json_lines(err)
+    assert first.keys() == {"time", "level", "logger", "thread", "message"}
+    assert (first["level"], first["logger"], first["thread"], first["message"]) == (
+        "WARNING", "primary.appender", "waitress-3", "id=7 acks=2")
+    assert second["message"] == "second line" and second["thread"] == "MainThread"
+    stamp = datetime.datetime.strptime(first["time"], "%Y-%m-%dT%H:%M:%S.%f%z")  # "Z": UTC
+    assert abs(stamp - datetime.datetime.now(datetime.timezone.utc)) < datetime.timedelta(minutes=1)
+
+
+def test_a_json_line_carries_the_traceback_and_stays_one_line():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed\nat \033[31monce", (), sys.exc_info())
+    line = JsonFormatter().format(record)
+    assert "\n" not in line and "\033" not in line
+    fields = json.loads(line)
+    assert fields["message"] == "failed\nat \033[31monce"  # escaped, not lost
+    assert fields["exception"].startswith("Traceback") and "ValueError: boom" in fields["exception"]
+
+
+def test_json_lines_survive_the_writer_batching_records_together(capsys):
+    writer = setup_logging("INFO", JSON)
+    try:
+        for n in range(2000):  # more than one WRITE_BATCH
+            logging.getLogger("t").info("line %d", n)
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    assert [f["message"] for f in _json_lines(capsys.readouterr().err)] == [f"line {n}" for n in range(2000)]
