@@ -258,6 +258,8 @@ def data_directory(variable: str, raw: str) -> str:
     """A directory the node can write, created if missing; empty stays empty."""
     if not raw:
         return raw
+    if os.path.exists(raw) and not os.path.isdir(raw):
+        raise ConfigError(f"{variable}: {raw!r} is not a directory")
     try:
         os.makedirs(raw, exist_ok=True)
     except OSError as exc:

@@ -69,6 +69,10 @@ MAX_SEQ = 2**53
 MAX_CORR_ID_BYTES = 64
 #: Bytes of entries one APPEND or ENTRIES frame carries at most, past its first entry.
 MAX_BATCH_BYTES = 4 << 20
+#: Entries one APPEND or ENTRIES frame may carry: far more than either end
+#: sends (batches of about a thousand), and few enough that decoding a
+#: hostile frame can never cost much memory. Counted before anything is parsed.
+MAX_FRAME_ENTRIES = 65_536
 #: Bytes of frame headers, corr_ids and statuses, generously.
 FRAME_OVERHEAD_BYTES = 1 << 20
 #: Separates the entries of an APPEND; it never occurs inside one.
@@ -297,6 +301,8 @@ def _decode_segments(value: object) -> hist.Segments:
 def _decode_entries(raw: bytes, first: int, allow_empty: bool) -> list[bytes]:
     if not raw and allow_empty:
         return []
+    if raw.count(ENTRY_SEPARATOR) >= MAX_FRAME_ENTRIES:
+        raise ProtocolError(f"more than {MAX_FRAME_ENTRIES} entries in one frame")
     entries = raw.split(ENTRY_SEPARATOR)
     if first + len(entries) > MAX_SEQ:
         raise ProtocolError("the entries run past the largest seq")

@@ -34,12 +34,15 @@ def test_a_huge_frame_or_appends_far_ahead_never_fill_a_secondarys_memory(make_c
     leader = protocol.Leader("someone-else", (Segment(1, "r", 0),))
     # 200 MB in one frame: the secondary disconnects before buffering it.
     dealer.send_multipart([protocol.PING, b"c1", b" " * (200 * MB)])
-    # A million empty entries at id 10**9, ten times over: far past its window.
-    far = protocol.encode_append("c2", leader, 10**9, [protocol.encode_entry("")] * 1_000_000)
+    # A million empty entries in one frame, ten times over: refused unparsed.
+    huge = protocol.encode_append("c2", leader, 0, [protocol.encode_entry("")] * 1_000_000)
+    # Fifty thousand at id 10**9, ten times over: far past its window.
+    far = protocol.encode_append("c3", leader, 10**9, [protocol.encode_entry("")] * 50_000)
     for _ in range(10):
+        dealer.send_multipart(huge)
         dealer.send_multipart(far)
     dealer.close()
-    del far
+    del huge, far
     # The node still works, and keeps what it had: nothing.
     wait_until(lambda: get_health(s1.url)["status"] == "ok", what="s1 to answer")
     assert get_messages(s1.url) == []

@@ -121,6 +121,8 @@ def _ack_body(**overrides):
         ([b"ACK", b"c1", _ack_body(run=[1])], "'run'"),
         ([b"ACK", b"c1", _ack_body(run=["1", "t"])], "'run'"),
         ([b"PING", b"c1", b"[" * 100_000 + b"]" * 100_000], "not JSON"),
+        ([b"APPEND", b"c1", json.dumps({**HEADER, "first": 0}).encode(), b'"x"\n' * 70_000 + b'"x"'],
+         "more than 65536 entries"),
         ([b"PONG", b"c1", json.dumps({"node": "s", "incarnation": "i", "length": 0,
                                       "segments": [[1, "t", 0]] * 2}).encode()], "ascending"),
     ],
