@@ -13,17 +13,25 @@ the guarantees:
 - each node's list only grows (a restarted secondary starts again from empty);
 - a rejected write (4xx, or a 503 that appended nothing) never appears.
 
+Where a scenario promises less (a primary without a disk that crashes may
+lose what only it held), ``check`` can be told so: ``may_lose`` names the
+acknowledged writes that may be missing (if present, they must still sit at
+their id), and ``unchecked`` names incarnations whose snapshots prove
+nothing (a crashed in-memory primary's lists).
+
 Messages must be unique per call; the workload helpers make them so.
 Thread: History and Snapshotter are safe to use from many threads.
 """
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Container, Mapping
 
 from tests.support.http import get_health, get_messages, post_message
 
@@ -52,8 +60,9 @@ class History:
             self.calls.append(call)
         try:
             resp = post_message(url, call.message, w=w, http_timeout=60, **fields)
-        except OSError:
-            call.outcome = UNKNOWN  # the connection broke: it may or may not have landed
+        except (OSError, http.client.HTTPException):
+            # The connection broke, perhaps mid-answer: it may or may not have landed.
+            call.outcome = UNKNOWN
             return call
         call.status = resp.status
         if resp.status in (200, 201):
@@ -102,25 +111,31 @@ class Snapshotter:
         while not self._stop.is_set():
             for name, url in self._urls.items():
                 try:
-                    before = _incarnation(url)
+                    before = incarnation(url)
                     messages = get_messages(url)
-                    if _incarnation(url) == before:
+                    if incarnation(url) == before:
                         self.snapshots[name].append((before, messages))
-                except (OSError, AssertionError):
-                    pass  # the node is down right now; that is part of the test
+                except (OSError, http.client.HTTPException, AssertionError):
+                    pass  # the node is down (or died mid-answer); that is part of the test
             self._stop.wait(self._interval)
 
 
-def _incarnation(url: str) -> str:
+def incarnation(url: str) -> str:
+    """What a node's snapshots are filed under: a secondary's state, or the
+    primary's run. A new one may start again from empty."""
     health = get_health(url)
-    # A secondary's state, or the primary's run: a new one may start again from empty.
     return health.get("incarnation") or f"{health['history']}/{health['run']}"
 
 
 def check(history: History, snapshots: dict[str, list[tuple[str, list[str]]]],
           final: dict[str, list[str]],
-          primary: str = "primary") -> list[str]:
-    """Every violation found, as readable lines; empty when all guarantees hold."""
+          primary: str = "primary",
+          may_lose: Callable[[Call], bool] = lambda call: False,
+          unchecked: Mapping[str, Container[str]] | None = None) -> list[str]:
+    """Every violation found, as readable lines; empty when all guarantees hold.
+
+    ``may_lose(call)``: an acknowledged write the scenario allows to be lost.
+    ``unchecked``: per node, the incarnations whose snapshots are not checked."""
     violations = []
     truth = final[primary]
     position = {message: index for index, message in enumerate(truth)}
@@ -130,6 +145,8 @@ def check(history: History, snapshots: dict[str, list[tuple[str, list[str]]]],
         if messages != truth:
             violations.append(f"{name} did not converge: {len(messages)} vs {len(truth)} messages")
     for call in history.by_outcome(OK) + history.by_outcome(APPENDED):
+        if call.message not in position and may_lose(call):
+            continue
         if position.get(call.message) != call.id:
             violations.append(f"{call.message} (w={call.w}, {call.status}) was given id {call.id} "
                               f"but sits at {position.get(call.message)}")
@@ -138,15 +155,18 @@ def check(history: History, snapshots: dict[str, list[tuple[str, list[str]]]],
             violations.append(f"{call.message} was rejected ({call.status}) but appears")
     for name, seen in snapshots.items():
         previous: dict[str, list[str]] = {}  # by incarnation
-        for incarnation, snapshot in seen:
+        skipped = (unchecked or {}).get(name, ())
+        for state, snapshot in seen:
+            if state in skipped:
+                continue
             if snapshot != truth[: len(snapshot)]:
                 violations.append(f"{name} showed a list that is not a prefix of the primary's")
                 break
-            earlier = previous.get(incarnation, [])
+            earlier = previous.get(state, [])
             if snapshot[: len(earlier)] != earlier:
                 violations.append(f"{name}'s list shrank or changed: {len(earlier)} -> {len(snapshot)}")
                 break
-            previous[incarnation] = snapshot
+            previous[state] = snapshot
     return violations
 
 

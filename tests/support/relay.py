@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import zmq
 
+from shared import protocol
 from shared.io_thread import IoThread, receive_batch
 
 TO_SECONDARY, TO_PRIMARY = "to-secondary", "to-primary"
@@ -49,6 +50,9 @@ class Relay(IoThread):
         self._back: zmq.Socket | None = None
         self.endpoint: str | None = None
         self.forwarded = {TO_SECONDARY: 0, TO_PRIMARY: 0}
+        #: Entries in the APPEND frames the primary sent (resends included),
+        #: whatever the faults then did to them. An unsynchronised reading.
+        self.appended_entries = 0
 
     def start(self) -> "Relay":
         super().start()
@@ -94,6 +98,11 @@ class Relay(IoThread):
 
     def _from_primary(self, frames: list[bytes]) -> None:
         self._primary_identity, *payload = frames
+        if payload and payload[0] == protocol.APPEND:
+            try:
+                self.appended_entries += len(protocol.decode(payload).entries)
+            except protocol.ProtocolError:
+                pass  # passed on as it is: the secondary judges it
         self._admit(TO_SECONDARY, payload)
 
     def _admit(self, direction: str, frames: list[bytes]) -> None:
