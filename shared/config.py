@@ -373,7 +373,8 @@ class NodeConfig:
     )
     api_token: ApiToken | None = setting(
         "API_TOKEN", "", api_token,
-        "when set: GET and POST /messages need Authorization: Bearer <token> (401 without)",
+        "when set: GET and POST /messages and GET /metrics need Authorization: Bearer <token> "
+        "(401 without)",
     )
     api_token_file: ApiToken | None = setting(
         "API_TOKEN_FILE", "", api_token_file,

@@ -6,29 +6,25 @@ rising and falling back to 0, and no console error on the way. The
 screenshot it takes is the README's: ``UPDATE_SCREENSHOT=1`` writes it to
 docs/img/dashboard.png (otherwise to the test's temporary directory).
 
-The API-token flow is tested against an in-process primary served behind
-a stand-in for the token rule, until that rule ships in the apps.
+With API_TOKEN set, the page loads without it, asks for it on the first
+401, and sends it from then on.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import threading
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
 from tests.support.browser import PLAYWRIGHT_MISSING, console_errors, headless_chromium
-from tests.support.http import get_health, post_message
-from tests.support.inprocess import InProcessCluster
+from tests.support.http import get_health, post_message, request
 from tests.support.processes import REPO
 from tests.support.waiting import wait_until
 
 expect = pytest.importorskip("playwright.sync_api", reason=PLAYWRIGHT_MISSING).expect
 
 SCREENSHOT = REPO / "docs" / "img" / "dashboard.png"
+TOKEN = "a-long-random-token-for-the-browser-test"
 #: How long the page may take to show a change: it polls twice a second, on
 #: a machine that other test runs share.
 SHOWN_WITHIN_MS = 10_000
@@ -108,58 +104,11 @@ def test_a_secondary_page_shows_its_own_length(make_cluster, page):
     assert errors == []
 
 
-class _TokenRule:
-    """Stands in for the API_TOKEN rule: every route but the page and
-    /health answers 401 without ``Authorization: Bearer <token>``."""
-
-    OPEN = ("/", "/health")
-
-    def __init__(self, app, token: str) -> None:
-        self._app = app
-        self._expected = f"Bearer {token}"
-        self.authorized: list[str] = []
-
-    def __call__(self, environ, start_response):
-        path = environ["PATH_INFO"]
-        if path in self.OPEN:
-            return self._app(environ, start_response)
-        if environ.get("HTTP_AUTHORIZATION") != self._expected:
-            start_response("401 Unauthorized", [("Content-Type", "application/json"),
-                                                ("WWW-Authenticate", "Bearer")])
-            return [json.dumps({"error": "this node needs a bearer token"}).encode()]
-        self.authorized.append(f"{environ['REQUEST_METHOD']} {path}")
-        return self._app(environ, start_response)
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def served_behind_a_token(ctx):
-    """An in-process primary (two secondaries) over HTTP on 127.0.0.1, behind _TokenRule."""
-    cluster = InProcessCluster(ctx)
-    rule = _TokenRule(cluster.app.app, "open sesame")
-    server = make_server("127.0.0.1", 0, rule, server_class=_ThreadingServer, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", rule
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
-    cluster.stop()
-
-
-def test_the_page_asks_for_the_token_once_and_sends_it_with_data_requests(served_behind_a_token, page):
-    url, rule = served_behind_a_token
+def test_with_an_api_token_the_page_asks_for_it_once_and_sends_it(make_cluster, page):
+    cluster = make_cluster({"s1": {"API_TOKEN": TOKEN}}, primary_env={"API_TOKEN": TOKEN})
     errors = console_errors(page)
-    page.goto(f"{url}/")  # the page itself needs no token
-    expect(node_row(page, "s2")).to_be_visible(timeout=SHOWN_WITHIN_MS)
+    page.goto(f"{cluster.primary.url}/")  # the page itself needs no token, nor does /health
+    expect(node_row(page, "s1")).to_be_visible(timeout=SHOWN_WITHIN_MS)
     token_form = page.locator("#token-section")
     expect(token_form).to_be_hidden()
 
@@ -169,17 +118,19 @@ def test_the_page_asks_for_the_token_once_and_sends_it_with_data_requests(served
     page.fill("#token", "wrong guess")
     page.click("#token-form button")
     expect(page.locator("#token-reason")).to_contain_text("refused", timeout=SHOWN_WITHIN_MS)
-    page.fill("#token", "open sesame")
+    page.fill("#token", TOKEN)
     page.click("#token-form button")
     expect(page.locator("#result")).to_contain_text("201 · id 0", timeout=SHOWN_WITHIN_MS)
     expect(token_form).to_be_hidden()
-    assert page.evaluate("() => Object.values(sessionStorage)") == ["open sesame"]
+    assert page.evaluate("() => Object.values(sessionStorage)") == [TOKEN]
 
-    page.reload()  # same tab: the token is kept, and not asked for again
+    page.reload()  # the same tab keeps the token, and does not ask again
     page.fill("#message", "again")
     page.click("#append")
     expect(page.locator("#result")).to_contain_text("201 · id 1", timeout=SHOWN_WITHIN_MS)
     expect(token_form).to_be_hidden()
-    assert rule.authorized == ["POST /messages", "POST /messages"]
-    # The two refusals are the browser's own log lines of the 401s, nothing else.
+    appended = request("GET", f"{cluster.primary.url}/messages",
+                       headers={"Authorization": f"Bearer {TOKEN}"}).json["messages"]
+    assert appended == ["with a token", "again"]
+    # The two refusals show only as the browser's own log lines of the 401s.
     assert len(errors) == 2 and all("401" in error for error in errors), errors

@@ -55,3 +55,14 @@ def test_counters_equal_the_workload_on_both_roles(make_cluster):
     primary = wait_until(no_lag, what="the primary to see both caught up")
     acked = primary.labelled("replog_secondary_acked_length", "secondary")
     assert acked == {"s1": total, "s2": total}
+
+
+def test_with_an_api_token_metrics_need_it_like_the_other_reads(make_cluster):
+    token = "metrics-are-data-too"
+    cluster = make_cluster({"s1": {"API_TOKEN": token}}, primary_env={"API_TOKEN": token})
+    for node in cluster.nodes:
+        assert request("GET", f"{node.url}/metrics").status == 401
+        answered = request("GET", f"{node.url}/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert answered.status == 200
+        assert Scrape(answered.body.decode())("replog_log_length") == 0
+        assert request("GET", f"{node.url}/").status == 200  # the page holds no data
