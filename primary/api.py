@@ -1,10 +1,16 @@
-"""The primary's HTTP API: append, read, health.
+"""The primary's HTTP API: append, read, health, metrics, and the dashboard.
 
 Routes validate the request (primary.append_request), then hand it to the
-Appender. Thread: Waitress workers.
+Appender; every answered append is counted (primary.metrics). The
+dashboard (dashboard.html beside this file, read once) is a static page
+that draws itself from /health and appends through POST /messages.
+Thread: Waitress workers.
 """
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import bottle
 
@@ -16,12 +22,16 @@ from primary.append_request import (
 )
 from primary.appender import Appender
 from primary.config import PrimaryConfig
+from primary.metrics import PrimaryMetrics
 from primary.openapi import spec
 from primary.replicator import Replicator
 from shared.api_token import protect
-from shared.http import LogReads, json_error, json_response, new_app
+from shared.http import LogReads, html_response, json_error, json_response, new_app
+from shared.metrics import exposition
 from shared.ordered_log import OrderedLog
 from shared.reads import Reads
+
+DASHBOARD = Path(__file__).with_name("dashboard.html").read_bytes()
 
 
 def make_app(
@@ -30,9 +40,11 @@ def make_app(
     token = config.bearer_token
     app = protect(new_app(spec(config.cluster_size, bearer=token is not None)), token)
     reads = Reads(store, LogReads(config.log_read_slots), config.waiting_read_slots)
+    metrics = PrimaryMetrics(config, store, replicator, appender)
 
     @app.post("/messages")
     def append_message():
+        started = time.monotonic()
         try:
             media_type = check_content_type(bottle.request.content_type)
             # From the WSGI environ as sent (latin-1), not through Bottle's
@@ -42,8 +54,10 @@ def make_app(
             body = _read_body(config.max_body_bytes)
             request = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
         except BadRequest as exc:
+            metrics.record_bad_request()
             return json_error(exc.status, exc.message)
         result = appender.append(request, key)
+        metrics.record_append(request.w, result.outcome, started)
         return json_response(result.status, result.body, result.headers)
 
     @app.get("/messages")
@@ -64,7 +78,7 @@ def make_app(
                     else round(max(0.0, view.now - status.last_heard), 3)
                 ),
                 "acked_length": status.acked_length,
-                "lag": max(0, log_length - status.acked_length),
+                "lag": status.lag(log_length),
             }
             for status, health in view.secondaries
         ]
@@ -87,6 +101,14 @@ def make_app(
                 "secondaries": secondaries,
             },
         )
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        return exposition(metrics.registry, bottle.request.get_header("Accept", ""))
+
+    @app.get("/")
+    def dashboard():
+        return html_response(DASHBOARD)
 
     return app
 

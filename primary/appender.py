@@ -24,6 +24,7 @@ that gets an error.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import threading
 import time
@@ -44,11 +45,28 @@ rejections_log = logging.getLogger(f"{__name__}.rejections")
 rejections_log.addFilter(RateLimitFilter(5.0))
 
 
+class Outcome(str, enum.Enum):
+    """How an append ended, as /metrics counts it (primary.metrics)."""
+
+    OK = "ok"
+    DUPLICATE = "duplicate"  # a replay of a known Idempotency-Key
+    TIMEOUT = "timeout"
+    OVERLOADED = "overloaded"
+    READ_ONLY = "read_only"
+    RECOVERING = "recovering"
+    #: Refused by primary.append_request (400, 413, 415), or a reused key (409).
+    BAD_REQUEST = "bad_request"
+    STORAGE = "storage"
+    REPLICATION_STOPPED = "replication_stopped"
+    SHUTTING_DOWN = "shutting_down"
+
+
 @dataclass(frozen=True)
 class AppendResult:
     status: int
     body: dict
     headers: dict = field(default_factory=dict)
+    outcome: Outcome = field(kw_only=True)
 
 
 class Appender:
@@ -59,6 +77,13 @@ class Appender:
         self._waiting_slots = threading.BoundedSemaphore(config.max_waiting_appends)
         self._keys = IdempotencyTable(config.idempotency_keys)
         self._keys_lock = threading.Lock()
+
+    @property
+    def waiting_count(self) -> int:
+        """Appends holding a waiting slot now. An unsynchronised reading, for /metrics."""
+        # threading.Semaphore keeps its free count in _value; read without its
+        # lock, it is at worst one acquire or release old.
+        return self._config.max_waiting_appends - self._waiting_slots._value
 
     def append(self, request: AppendRequest, idempotency_key: str | None = None) -> AppendResult:
         started = time.monotonic()
@@ -76,6 +101,7 @@ class Appender:
                  f"overloaded: {slots} appends are already waiting for acknowledgements; "
                  "nothing was appended, retry later"},
                 {"Retry-After": "1"},
+                outcome=Outcome.RECOVERING if recovering else Outcome.OVERLOADED,
             )
         try:
             if recovering and not self._replicator.wait_recovered(request.timeout):
@@ -84,6 +110,7 @@ class Appender:
                     {"error": f"recovering: the primary is still taking over its log from the "
                               f"secondaries after {request.timeout:g}s; nothing was appended, retry later"},
                     {"Retry-After": "1"},
+                    outcome=Outcome.RECOVERING,
                 )
             return self._admitted(request, idempotency_key, started)
         finally:
@@ -103,7 +130,8 @@ class Appender:
                     self._store.entry(seq + i) != entry for i, entry in enumerate(entries)
                 ):
                     return AppendResult(409, {"error": "this Idempotency-Key was used for a "
-                                                       "different message", "id": seq})
+                                                       "different message", "id": seq},
+                                        outcome=Outcome.BAD_REQUEST)
             else:
                 refusal = (self._refuse_without_replication() or self._refuse_without_storage()
                            or self._refuse_without_quorum())
@@ -129,7 +157,7 @@ class Appender:
         return AppendResult(
             503, {"error": "replication stopped: the primary cannot replicate and is shutting "
                            "down; nothing was appended, retry later"},
-            {"Retry-After": "1"},
+            {"Retry-After": "1"}, outcome=Outcome.REPLICATION_STOPPED,
         )
 
     def _refuse_without_storage(self) -> AppendResult | None:
@@ -139,7 +167,7 @@ class Appender:
         rejections_log.warning("storage failing: answering 503: %s", error)
         return AppendResult(
             503, {"error": f"storage unavailable: {error}; nothing was appended, retry later"},
-            {"Retry-After": "1"},
+            {"Retry-After": "1"}, outcome=Outcome.STORAGE,
         )
 
     def _refuse_without_quorum(self) -> AppendResult | None:
@@ -152,7 +180,7 @@ class Appender:
         return AppendResult(
             503,
             {"error": "read-only: no quorum", "available_nodes": available, "quorum": quorum},
-            {"Retry-After": "1"},
+            {"Retry-After": "1"}, outcome=Outcome.READ_ONLY,
         )
 
     def _await_write_concern(
@@ -183,22 +211,25 @@ class Appender:
                 " (replay)" if duplicate else "")
         if satisfied:
             log.info(line, *args)
-            return AppendResult(200 if duplicate else 201, body)
+            return AppendResult(200 if duplicate else 201, body,
+                                outcome=Outcome.DUPLICATE if duplicate else Outcome.OK)
         if aborted == STORAGE:
             log.warning(line + ": the primary could not store it", *args)
             return AppendResult(503, {**body, "error": "storage unavailable: the primary could not "
                                       f"store the message ({self._replicator.storage_error}); it is "
                                       "not acknowledged, and is stored later only if writes "
                                       "succeed again before the primary stops"},
-                                {"Retry-After": "1"})
+                                {"Retry-After": "1"}, outcome=Outcome.STORAGE)
         if aborted:
             log.warning(line + ": primary shutting down before the write concern was met", *args)
             return AppendResult(503, {**body, "error": "the primary is shutting down; the message "
-                                      "is stored on the primary but its write concern was not confirmed"})
+                                      "is stored on the primary but its write concern was not confirmed"},
+                                outcome=Outcome.SHUTTING_DOWN)
         log.warning(line + ": timed out waiting for the write concern", *args)
         return AppendResult(504, {**body, "error": f"timed out after {request.timeout:g}s with "
                                   f"{len(acked_by)} of {request.w} acknowledgements; the message "
-                                  "stays appended and still replicates to every secondary"})
+                                  "stays appended and still replicates to every secondary"},
+                            outcome=Outcome.TIMEOUT)
 
 
 def _remaining(timeout: float | None, started: float) -> float | None:

@@ -90,6 +90,12 @@ class FollowerStatus:
     incarnation: str | None
     #: Why this secondary is not written to, if it is diverged.
     diverged: str | None = None
+    #: Batches sent to it again for want of an ACK, since the primary started.
+    resends: int = 0
+
+    def lag(self, log_length: int) -> int:
+        """Messages of a log ``log_length`` long that it has not shown to hold."""
+        return max(0, log_length - self.acked_length)
 
     def health(self, now: float, settings: ReplicationSettings) -> Health:
         if self.diverged is not None:
@@ -149,6 +155,7 @@ class Follower:
         self._diverged: str | None = None
         self._srtt: float | None = None
         self._rttvar = 0.0
+        self._resends = 0
         self.status = self._snapshot()
 
     # -- queries --------------------------------------------------------------
@@ -221,12 +228,14 @@ class Follower:
             self._next_seq = stop
         else:
             flight.resends += 1
+            self._resends += 1
             # INFO, not WARNING: a secondary with a REPLICATION_DELAY longer
             # than the first guess of its round trip is resent to once.
             log.info(
                 "resending seqs %d..%d to %s (no ACK after %.2fs)",
                 flight.start, flight.stop - 1, self.name, now - flight.sent_at,
             )
+            self._publish()  # for /metrics; resends are rare, new batches are not
         flight.sent_at = now
         flight.retry_at = now + self._retry_timeout(flight.resends)
         flight.corr_ids.append(send.corr_id)
@@ -393,4 +402,5 @@ class Follower:
             self.acked_length,
             self._incarnation,
             self._diverged,
+            self._resends,
         )

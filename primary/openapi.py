@@ -153,6 +153,8 @@ def spec(cluster_size: int = DOCUMENTED_CLUSTER_SIZE, bearer: bool = DOCUMENTED_
     return document(
         "primary",
         _HEALTH,
+        page="The dashboard: every node with its state, length and lag, the append rate, "
+        "and a form to append",
         post_messages=_APPEND_OPERATION,
         schemas={"AppendRequest": _append_request(cluster_size), "AppendResult": _APPEND_RESULT},
         bearer=bearer,

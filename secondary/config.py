@@ -12,6 +12,7 @@ from shared.config import (
     DelayRange,
     NodeConfig,
     delay,
+    http_url,
     integer,
     number,
     parse_node_name,
@@ -41,6 +42,11 @@ class SecondaryConfig(NodeConfig):
     drop_ack_fraction: float = setting(
         "FAULT_DROP_ACKS", "0", number(0.0, 1.0),
         "fault injection: the fraction of ACKs dropped after the message is stored",
+    )
+    primary_url: str = setting(
+        "PRIMARY_URL", "", http_url,
+        "the primary's HTTP address as a browser reaches it; this node's GET / links to its "
+        "dashboard there",
     )
     node_name: str = setting(
         "NODE_NAME", "secondary", parse_node_name, "name in ACKs, logs and /health",

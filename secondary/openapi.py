@@ -27,7 +27,8 @@ _HEALTH = {
 
 def spec(bearer: bool = DOCUMENTED_BEARER) -> dict:
     """The secondary's document; ``bearer``: with an API token."""
-    return document("secondary", _HEALTH, bearer=bearer)
+    return document("secondary", _HEALTH, bearer=bearer,
+                    page="This node's length, and a link to the primary's dashboard (PRIMARY_URL)")
 
 
 if __name__ == "__main__":

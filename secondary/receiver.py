@@ -102,6 +102,11 @@ class Receiver(IoThread):
         self._acks: list[tuple[bytes, str, list[int]]] = []
         self._replies: list[tuple[bytes, list[bytes]]] = []
         self._pongs: list[tuple[bytes, str]] = []
+        #: Entries received in APPEND frames, and those of them it held or had
+        #: scheduled already (resends). Written by the I/O thread alone; other
+        #: threads read them unsynchronised, for /metrics.
+        self.received = 0
+        self.duplicates = 0
 
     # -- any thread ---------------------------------------------------------
 
@@ -230,11 +235,16 @@ class Receiver(IoThread):
         # Past this window an entry is not kept (nor acknowledged): the primary
         # resends it later. So frames far ahead cannot fill the memory.
         window_end = len(self._store) + self._max_ahead
+        self.received += len(append.entries)
         for seq, entry in enumerate(append.entries, start=append.first):
-            if seq in self._scheduled or seq >= window_end:
+            if seq in self._scheduled:
+                self.duplicates += 1
+                continue
+            if seq >= window_end:
                 continue
             if not self._delay or self._store.holds(seq):
-                self._store.put(seq, entry)
+                if not self._store.put(seq, entry):
+                    self.duplicates += 1
                 acked.append(seq)
             else:
                 due = now + self._delay.draw()

@@ -4,7 +4,9 @@ With a token configured, every route that reads or writes data answers only
 a request that carries ``Authorization: Bearer <token>``; any other gets a
 401 with ``WWW-Authenticate: Bearer`` and a JSON ``{"error": ...}``, before
 the route runs, so nothing is appended. OPEN_PATHS hold no data and stay
-open: ``/health`` for probes, ``/openapi.json`` for clients.
+open: ``/health`` for probes, ``/openapi.json`` for clients, ``/`` the HTML
+page, which asks for the token itself when a data request answers 401.
+``/metrics`` is a read like the others: it needs the token.
 
 The comparison runs in constant time (hmac.compare_digest), and the token
 never leaves this module: ApiToken has no readable text, and no answer or
@@ -23,7 +25,7 @@ import bottle
 from shared.http import json_error
 
 #: Routes that answer without a token: they hold no data.
-OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/"})
 REALM = "replicated-log"
 
 

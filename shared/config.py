@@ -34,6 +34,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: The longest REPLICATION_DELAY (or any delay) in seconds.
 MAX_DELAY_S = 3600.0
 _TCP_ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+|\*):(?P<port>\d{1,5})$")
+#: An absolute http(s) URL of a host (a name, IPv4, or [IPv6]), maybe a port and path.
+_HTTP_URL = re.compile(r'^https?://([^\s/:?#@\[\]]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?(/[^\s?#"<>]*)?$')
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 #: What an API token may hold: it travels in an HTTP header.
 _TOKEN = re.compile(r"^[!-~]+$")
@@ -192,6 +194,14 @@ def parse_node_name(variable: str, raw: str) -> str:
     if not _NAME.match(raw):
         raise ConfigError(f"{variable}: use 1-64 letters, digits, '.', '_', ':' or '-', got {raw!r}")
     return raw
+
+
+def http_url(variable: str, url: str) -> str:
+    """Accept an absolute ``http://`` or ``https://`` URL of a host, and
+    return it without a trailing slash; empty stays empty."""
+    if url and not _HTTP_URL.match(url):
+        raise ConfigError(f"{variable}: expected http://HOST[:PORT][/PATH] or https://..., got {url!r}")
+    return url.rstrip("/")
 
 
 def tcp_endpoint(variable: str, endpoint: str) -> str:
@@ -365,7 +375,8 @@ class NodeConfig:
     )
     api_token: ApiToken | None = setting(
         "API_TOKEN", "", api_token,
-        "when set: GET and POST /messages need Authorization: Bearer <token> (401 without)",
+        "when set: GET and POST /messages and GET /metrics need Authorization: Bearer <token> "
+        "(401 without)",
     )
     api_token_file: ApiToken | None = setting(
         "API_TOKEN_FILE", "", api_token_file,

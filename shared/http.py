@@ -45,6 +45,21 @@ def json_error(status: int, message: str, headers: dict | None = None, **details
     return json_response(status, {"error": message, **details}, headers)
 
 
+#: What the HTML pages may load: nothing from elsewhere, only their own
+#: inline script and style, and requests to the node that served them.
+_PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                "connect-src 'self'; img-src data:; form-action 'none'; base-uri 'none'")
+
+
+def html_response(page: bytes) -> bottle.HTTPResponse:
+    """A self-contained HTML page (``GET /``), which holds no data of the log."""
+    return bottle.HTTPResponse(body=page, headers={
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Security-Policy": _PAGE_POLICY,
+        "Cache-Control": "no-cache",
+    })
+
+
 def streamed_json(size: int, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
     """A 200 whose JSON body is already encoded, sent chunk by chunk."""
     return bottle.HTTPResponse(

@@ -99,6 +99,32 @@ _LIST_OPERATION = {
 }
 
 
+def _page_operation(summary: str) -> dict:
+    return {
+        "summary": summary,
+        "description": "A self-contained HTML page: it holds no data of the log, and draws "
+        "itself from this node's JSON endpoints.",
+        "operationId": "page",
+        "responses": {"200": {"description": "the page",
+                              "content": {"text/html": {"schema": {"type": "string"}}}}},
+    }
+
+
+_METRICS_OPERATION = {
+    "summary": "Prometheus metrics of this node: the replog_* ones, and the process's",
+    "description": "Prometheus' text format, or OpenMetrics when the Accept header asks for "
+    "application/openmetrics-text.",
+    "operationId": "metrics",
+    "responses": {
+        "200": {
+            "description": "the metrics",
+            "content": {media_type: {"schema": {"type": "string"}}
+                        for media_type in ("text/plain", "application/openmetrics-text")},
+        }
+    },
+}
+
+
 _BEARER_SCHEME = {
     "type": "http",
     "scheme": "bearer",
@@ -108,13 +134,14 @@ _BEARER_SCHEME = {
 
 
 def document(
-    role: str, health: dict, post_messages: dict | None = None, schemas: dict | None = None,
-    bearer: bool = DOCUMENTED_BEARER,
+    role: str, health: dict, page: str, post_messages: dict | None = None,
+    schemas: dict | None = None, bearer: bool = DOCUMENTED_BEARER,
 ) -> dict:
-    """A role's document: every role lists messages and reports health;
-    ``post_messages`` and the ``schemas`` it refers to are the role's own.
-    ``bearer``: the node has an API token."""
-    assembled = _document(role, health, post_messages, schemas)
+    """A role's document: every role lists messages, reports health, serves
+    metrics and a page at ``/`` (``page`` sums it up); ``post_messages`` and
+    the ``schemas`` it refers to are the role's own. ``bearer``: the node
+    has an API token."""
+    assembled = _document(role, health, page, post_messages, schemas)
     return _require_bearer(assembled) if bearer else assembled
 
 
@@ -133,7 +160,8 @@ def _require_bearer(document: dict) -> dict:
     return document
 
 
-def _document(role: str, health: dict, post_messages: dict | None, schemas: dict | None) -> dict:
+def _document(role: str, health: dict, page: str, post_messages: dict | None,
+              schemas: dict | None) -> dict:
     messages: dict = {"get": _LIST_OPERATION}
     if post_messages is not None:
         messages["post"] = post_messages
@@ -160,6 +188,8 @@ def _document(role: str, health: dict, post_messages: dict | None, schemas: dict
                     },
                 }
             },
+            "/metrics": {"get": _METRICS_OPERATION},
+            "/": {"get": _page_operation(page)},
             "/openapi.json": {
                 "get": {
                     "summary": "This document",

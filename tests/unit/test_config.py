@@ -88,11 +88,14 @@ def test_majority():
 
 def test_secondary_config():
     config = SecondaryConfig.from_env(
-        {"REPLICATION_BIND": "tcp://*:7000", "REPLICATION_DELAY": "0.5-2", "NODE_NAME": "s9"}
+        {"REPLICATION_BIND": "tcp://*:7000", "REPLICATION_DELAY": "0.5-2", "NODE_NAME": "s9",
+         "PRIMARY_URL": "http://primary.example:8000/"}
     )
     assert config.replication_bind == "tcp://*:7000"
     assert config.replication_delay == DelayRange(0.5, 2.0)
     assert config.node_name == "s9"
+    assert config.primary_url == "http://primary.example:8000"
+    assert SecondaryConfig.from_env({}).primary_url == ""
 
 
 @pytest.mark.parametrize(
@@ -107,6 +110,9 @@ def test_secondary_config():
         ({"NODE_NAME": "has space"}, "NODE_NAME"),
         ({"MAX_AHEAD": "0"}, "MAX_AHEAD"),
         ({"HTTP_HOST": "1.2.3.4.5"}, "HTTP_HOST"),
+        ({"PRIMARY_URL": "localhost:8000"}, "PRIMARY_URL"),
+        ({"PRIMARY_URL": "ftp://primary"}, "PRIMARY_URL"),
+        ({"PRIMARY_URL": 'http://primary/"><script>'}, "PRIMARY_URL"),
     ],
 )
 def test_secondary_rejects_bad_values_naming_the_variable(env, variable):

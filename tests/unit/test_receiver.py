@@ -8,13 +8,16 @@ import uuid
 
 import pytest
 import zmq
+from prometheus_client import generate_latest
 
+from secondary.metrics import secondary_registry
 from secondary.receiver import Receiver
 from shared import protocol
 from shared.config import DelayRange
 from shared.history import Run, Segment
 from shared.ordered_log import OrderedLog
 from tests.support.documents import messages_of
+from tests.support.metrics import Scrape
 
 LEADER = protocol.Leader("history-1", (Segment(1, "r1", 0),))
 
@@ -142,6 +145,23 @@ def test_a_duplicate_of_a_waiting_entry_gets_one_ack_when_due(make_receiver):
     assert primary.reply().corr_id == corr
     assert primary.no_reply_within(0.3)
     assert messages(store) == ["a"] and receiver.waiting_count == 0
+
+
+def test_metrics_count_entries_received_duplicates_and_those_past_a_gap(make_receiver):
+    receiver, store, primary = make_receiver(delay=DelayRange(0.2, 0.2))
+    registry = secondary_registry(store, receiver)
+    primary.append(0, "a", "b")
+    primary.append(0, "a", "b")  # resent while both wait on the schedule
+    primary.append(5, "f")       # past a gap
+    primary.reply(), primary.reply()
+    primary.append(1, "b")       # resent once stored
+    primary.reply()
+    metrics = Scrape(generate_latest(registry).decode())
+    assert metrics("replog_received_total") == 6
+    assert metrics("replog_duplicates_total") == 3
+    assert metrics("replog_hidden_ahead") == 1
+    assert metrics("replog_log_length") == len(messages(store)) == 2
+    assert receiver.waiting_count == 0 and metrics("replog_waiting") == 0
 
 
 def test_a_frame_of_another_history_changes_nothing(make_receiver):
