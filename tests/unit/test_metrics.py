@@ -94,6 +94,8 @@ def test_replication_gauges_agree_with_health(cluster):
 def test_a_slow_secondary_shows_waiting_appends_overload_timeouts_and_resends(make_inprocess_cluster):
     # s2 holds each message 2 s: longer than the first resend timeout (1 s).
     cluster = make_inprocess_cluster(delays={"s2": DelayRange(2.0, 2.0)}, max_waiting_appends=1)
+    # Past its recovery, so that a refusal is "overloaded", not "recovering".
+    wait_until(lambda: scrape(cluster.app)("replog_recovering") == 0, what="the recovery to end")
     answers = []
     waiting = threading.Thread(target=lambda: answers.append(cluster.post({"message": "slow", "w": 3})),
                                name="test-waiting-append")
@@ -114,11 +116,13 @@ def test_a_slow_secondary_shows_waiting_appends_overload_timeouts_and_resends(ma
     def resends_seen():
         resends = scrape(cluster.app).labelled("replog_resends_total", "secondary")
         duplicates = scrape(cluster.secondaries["s2"].app)("replog_duplicates_total")
-        return resends if resends["s2"] >= 1 and resends["s2"] == duplicates else None
+        return resends if resends["s2"] >= 1 and duplicates >= resends["s2"] else None
 
-    # Each resend to s2 is of one message that it holds or has scheduled: a duplicate there.
+    # Each resend to s2 is of one message that it holds or has scheduled: a
+    # duplicate there. (On a starved machine s2 may also miss heartbeats and
+    # be sent everything again on its return: more duplicates, no resends.)
     resends = wait_until(resends_seen, what="a resend to s2, counted on both ends")
-    assert resends["s1"] == 0
+    assert set(resends) == {"s1", "s2"}
 
 
 def test_read_only_shows_in_the_gauges_and_the_refusals(make_inprocess_cluster):
