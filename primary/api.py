@@ -47,10 +47,10 @@ def make_app(
         started = time.monotonic()
         try:
             media_type = check_content_type(bottle.request.content_type)
-            # From the WSGI environ as sent (latin-1), not through Bottle's
-            # UTF-8 decoding, which raises on bytes such as 0xe9: the
-            # validator then answers 400 for anything but visible ASCII.
-            key = parse_idempotency_key(bottle.request.environ.get("HTTP_IDEMPOTENCY_KEY"))
+            # The header as sent (latin-1), not through Bottle's UTF-8
+            # decoding, which raises on bytes such as 0xe9: the validator
+            # then answers 400 for anything but visible ASCII.
+            key = parse_idempotency_key(bottle.request.headers.raw("Idempotency-Key"))
             body = _read_body(config.max_body_bytes)
             request = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
         except BadRequest as exc:
