@@ -99,7 +99,6 @@ class Replicator(IoThread):
         now = time.monotonic()
         self._followers = [Follower(s.name, s.endpoint, settings, now) for s in secondaries]
         self._leader = protocol.Leader(None, ())
-        self._leader_header = protocol.leader_header(self._leader)
         self._recovery: Recovery | None = None
         self._recovered = threading.Event()
         self._highest_run = 0
@@ -265,7 +264,6 @@ class Replicator(IoThread):
         """Lead ``history`` under the run that ``segments`` ends with."""
         self._store.set_meta(history=history, segments=hist.to_wire(segments))
         self._leader = protocol.Leader(history, segments)
-        self._leader_header = protocol.leader_header(self._leader)
         run = segments[-1]
         for follower in self._followers:
             follower.follow_run(history, run.run)
@@ -312,11 +310,11 @@ class Replicator(IoThread):
 
     # -- replies ----------------------------------------------------------------
 
-    def _receive(self, frames: list[bytes], follower: Follower) -> None:
+    def _receive(self, parts: list[bytes], follower: Follower) -> None:
         try:
-            message = protocol.decode(frames)
+            message = protocol.decode(parts)
         except protocol.ProtocolError as exc:
-            self._bad_frames.dropped(follower.name, "%d parts: %s", len(frames), exc)
+            self._bad_frames.dropped(follower.name, "%d bytes: %s", sum(map(len, parts)), exc)
             return
         now = time.monotonic()
         if isinstance(message, protocol.Entries):
@@ -348,7 +346,7 @@ class Replicator(IoThread):
 
     def _heartbeat(self, poller: zmq.Poller, links: dict) -> None:
         for sock in links:
-            self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self._leader_header))
+            self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self._leader))
         # Requests that timed out or were answered leave their waiters behind.
         self._waiters.sweep()
 
@@ -375,8 +373,8 @@ class Replicator(IoThread):
             if send is None:
                 return
             entries = self._batch(send)
-            frames = protocol.encode_append(send.corr_id, self._leader_header, send.start, entries)
-            if not self._send(poller, sock, frames):
+            frame = protocol.encode_append(send.corr_id, self._leader, send.start, entries)
+            if not self._send(poller, sock, frame):
                 return
             follower.sent(send, send.start + len(entries), now)
 
@@ -389,9 +387,9 @@ class Replicator(IoThread):
                 return entries[:count]
         return entries
 
-    def _send(self, poller: zmq.Poller, sock: zmq.Socket, frames: list[bytes]) -> bool:
+    def _send(self, poller: zmq.Poller, sock: zmq.Socket, frame: bytes) -> bool:
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
+            sock.send(frame, zmq.NOBLOCK)
             return True
         except zmq.Again:
             # Not connected (IMMEDIATE) or its queue is full: wait for POLLOUT.
@@ -403,4 +401,4 @@ class Replicator(IoThread):
         self._blocked.discard(sock)
         poller.modify(sock, zmq.POLLIN)
         # A fresh connection: ask at once what it holds rather than at the next beat.
-        self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self._leader_header))
+        self._send(poller, sock, protocol.encode_ping(protocol.new_corr_id(), self._leader))

@@ -100,7 +100,7 @@ class Receiver(IoThread):
         self._tiebreak = itertools.count()
         # Answers of this pass, sent once the log is flushed.
         self._acks: list[tuple[bytes, str, list[int]]] = []
-        self._replies: list[tuple[bytes, list[bytes]]] = []
+        self._replies: list[tuple[bytes, bytes]] = []
         self._pongs: list[tuple[bytes, str]] = []
         #: Entries received in APPEND frames, and those of them it held or had
         #: scheduled already (resends). Written by the I/O thread alone; other
@@ -168,11 +168,11 @@ class Receiver(IoThread):
         return sock
 
     def _handle(self, frames: list[bytes]) -> None:
-        identity, payload = frames[0], frames[1:]
+        identity, parts = frames[0], frames[1:]
         try:
-            message = protocol.decode(payload)
+            message = protocol.decode(parts)
         except protocol.ProtocolError as exc:
-            self._bad_frames.dropped(_peer(identity), "%d parts: %s", len(payload), exc)
+            self._bad_frames.dropped(_peer(identity), "%d bytes: %s", sum(map(len, parts)), exc)
             return
         if isinstance(message, protocol.Append):
             if self._follow(message.leader):
@@ -280,23 +280,22 @@ class Receiver(IoThread):
             self._send(identity, protocol.encode_pong(corr_id, self._status(), self._segments))
         for identity, corr_id, seqs in acks:
             self._ack(identity, corr_id, seqs)
-        for identity, frames in replies:
-            self._send(identity, frames)
+        for identity, frame in replies:
+            self._send(identity, frame)
 
     def _ack(self, identity: bytes, corr_id: str, seqs: list[int]) -> None:
         if self._drop_ack_fraction and random.random() < self._drop_ack_fraction:
             log.debug("fault injection: dropped the ACK of %s", corr_id)
             return
-        frames = protocol.encode_ack(corr_id, self._status(), protocol.to_ranges(seqs))
-        self._send(identity, frames)
+        self._send(identity, protocol.encode_ack(corr_id, self._status(), protocol.to_ranges(seqs)))
 
     def _status(self) -> protocol.Status:
         return protocol.Status(self._node_name, self.incarnation, len(self._store),
                                self.history, self.run)
 
-    def _send(self, identity: bytes, frames: list[bytes]) -> None:
+    def _send(self, identity: bytes, frame: bytes) -> None:
         try:
-            self._sock.send_multipart([identity, *frames], zmq.NOBLOCK)
+            self._sock.send_multipart([identity, frame], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             # The primary went away or is not reading; it resends what it misses.
             log.debug("could not answer the primary: %s", exc)

@@ -1,42 +1,44 @@
 """Replication wire protocol between the primary (DEALER) and a secondary (ROUTER).
 
 This module owns the frame layout. It is pure: no sockets, no state, callable
-from any thread. Every frame is bytes; structured parts are UTF-8 JSON, never
-pickle. Neither end is REQ/REP, so there is no empty delimiter frame.
+from any thread. Structured parts are UTF-8 JSON, never pickle. Neither end
+is REQ/REP, so there is no empty delimiter frame.
 
-    primary -> secondary                      secondary -> primary
-    ------------------------------------      --------------------------------------
-    APPEND                                    ACK
-      0  b"APPEND"                              0  b"ACK"
-      1  corr_id     ascii, echoed in ACK       1  corr_id     of the APPEND acked
-      2  header      {"history": str,           2  status      {"node": str,
-                      "segments": [...],                         "incarnation": str,
-                      "first": int}                              "length": int,
-      3  entries     the messages as JSON                        "history": str|null,
-                     string literals, one per                    "run": [n, token]|null,
-                     line: line i has seq first+i                "acked": [[start, stop], ...]}
-    PING                                      PONG
-      0  b"PING"                                0  b"PONG"
-      1  corr_id                                1  corr_id     of the PING answered
-      2  header      {"history": str|null,      2  status      as in ACK, without "acked",
-                      "segments": [...]}                       plus "segments": [...]
-    FETCH (a primary recovering its log)      ENTRIES
-      0  b"FETCH"                               0  b"ENTRIES"
-      1  corr_id                                1  corr_id     of the FETCH answered
-      2  {"from": int}                          2  {"first": int}
-                                                3  entries     as in APPEND; empty
-                                                               if it holds no ``from``
+Every message is **one frame**: a kind, a corr_id and one more field,
+separated by single spaces; APPEND and ENTRIES then carry their entries
+after a newline, one per line.
 
-The ROUTER sees one more frame in front of these, the DEALER's identity;
-only the secondary's receiver adds or strips it.
+    primary -> secondary                       secondary -> primary
+    ---------------------------------------    ---------------------------------------
+    APPEND <corr_id> <first> <leader>\n        ACK <corr_id> <status>
+      <entries>                                  status: {"node": str,
+        line i holds seq first + i                        "incarnation": str,
+                                                          "length": int,
+                                                          "history": str|null,
+                                                          "run": [n, token]|null,
+                                                          "acked": [[start, stop], ...]}
+    PING <corr_id> <leader>                    PONG <corr_id> <status>
+      leader: {"history": str|null,              status: as in ACK, without "acked",
+               "segments": [...]}                        plus "segments": [...]
+    FETCH <corr_id> <from>                     ENTRIES <corr_id> <first>\n<entries>
+      (a primary recovering its log)             nothing after the newline if it
+                                                 holds no ``from``
 
+``first`` and ``from`` are decimal seqs. The ROUTER sees one more frame in
+front, the DEALER's identity; only the secondary's receiver adds or strips it.
+
+- One frame, because every frame sent or received costs a release and a
+  re-take of the GIL in pyzmq, and each release lets another thread in: on
+  the primary, whose request threads share one GIL with the replicator,
+  that was measured in throughput (docs/benchmarks.md).
 - corr_id routes a reply to what is waiting for it. Each attempt of a batch
   has its own corr_id; the primary accepts an ACK of any of them, and
   learns from which one it is exactly how long that round trip took.
 - seq is a message's position in the total order, 0-based, for the life of
   the cluster. Secondaries order and deduplicate by seq, never by corr_id.
 - Entries are encoded once, with ensure_ascii, so no literal holds a raw
-  newline and "\n" can separate them: a batch of any size is one frame.
+  newline and "\n" can separate them. JSON written by ``json.dumps`` holds
+  no raw newline either, so the first newline ends the header.
 - history names the cluster's log (shared.history); null from a primary
   that has appended nothing yet. segments name the runs of primaries that
   wrote it, the last one the sender's own run (shared.history).
@@ -52,6 +54,7 @@ import itertools
 import json
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Union
 
 from shared import history as hist
@@ -75,8 +78,13 @@ MAX_BATCH_BYTES = 4 << 20
 MAX_FRAME_ENTRIES = 65_536
 #: Bytes of frame headers, corr_ids and statuses, generously.
 FRAME_OVERHEAD_BYTES = 1 << 20
-#: Separates the entries of an APPEND; it never occurs inside one.
+#: Separates the entries of an APPEND, and the header from them; it never
+#: occurs inside an entry or a header.
 ENTRY_SEPARATOR = b"\n"
+#: Separates the header's fields; never inside a kind, corr_id or number.
+FIELD_SEPARATOR = b" "
+#: The most digits a seq written in decimal can need (2**53 has 16).
+MAX_SEQ_DIGITS = 16
 
 # A process-wide prefix and a counter: unique across restarts, and far
 # cheaper than a uuid4 per frame.
@@ -98,6 +106,11 @@ class Leader:
     @property
     def run(self) -> hist.Run | None:
         return self.segments[-1].run if self.segments else None
+
+    @cached_property
+    def wire(self) -> bytes:
+        """Its JSON, as every APPEND and PING carries it: encoded once per run."""
+        return json.dumps({"history": self.history, "segments": hist.to_wire(self.segments)}).encode()
 
 
 @dataclass(frozen=True)
@@ -179,81 +192,83 @@ def encode_entry(message: str) -> bytes:
     return json.dumps(message).encode("ascii")
 
 
-def leader_header(leader: Leader) -> dict:
-    """The part of every APPEND and PING header that names the sender."""
-    return {"history": leader.history, "segments": hist.to_wire(leader.segments)}
+def encode_append(corr_id: str, leader: Leader, first: int, entries: list[bytes]) -> bytes:
+    """An APPEND of ``entries`` (from ``encode_entry``, at least one) from seq ``first``."""
+    head = b"%s %s %d %s" % (APPEND, corr_id.encode(), first, leader.wire)
+    return ENTRY_SEPARATOR.join([head, *entries])  # one copy of the entries, not two
 
 
-def encode_append(corr_id: str, leader: Leader | dict, first: int, entries: list[bytes]) -> list[bytes]:
-    """An APPEND of ``entries`` (from ``encode_entry``, at least one) from seq ``first``.
-    ``leader`` may be given as its ``leader_header``, computed once per run."""
-    header = leader if isinstance(leader, dict) else leader_header(leader)
-    return [APPEND, corr_id.encode(), json.dumps({**header, "first": first}).encode(),
-            ENTRY_SEPARATOR.join(entries)]
+def encode_ping(corr_id: str, leader: Leader) -> bytes:
+    return b"%s %s %s" % (PING, corr_id.encode(), leader.wire)
 
 
-def encode_ping(corr_id: str, leader: Leader | dict) -> list[bytes]:
-    header = leader if isinstance(leader, dict) else leader_header(leader)
-    return [PING, corr_id.encode(), json.dumps(header).encode()]
+def encode_fetch(corr_id: str, start: int) -> bytes:
+    return b"%s %s %d" % (FETCH, corr_id.encode(), start)
 
 
-def encode_fetch(corr_id: str, start: int) -> list[bytes]:
-    return [FETCH, corr_id.encode(), json.dumps({"from": start}).encode()]
-
-
-def encode_ack(corr_id: str, status: Status, acked: list[tuple[int, int]]) -> list[bytes]:
+def encode_ack(corr_id: str, status: Status, acked: list[tuple[int, int]]) -> bytes:
     body = _status_dict(status)
     body["acked"] = [list(r) for r in acked]
-    return [ACK, corr_id.encode(), json.dumps(body).encode()]
+    return b"%s %s %s" % (ACK, corr_id.encode(), json.dumps(body).encode())
 
 
-def encode_pong(corr_id: str, status: Status, segments: hist.Segments) -> list[bytes]:
+def encode_pong(corr_id: str, status: Status, segments: hist.Segments) -> bytes:
     body = _status_dict(status)
     body["segments"] = hist.to_wire(segments)
-    return [PONG, corr_id.encode(), json.dumps(body).encode()]
+    return b"%s %s %s" % (PONG, corr_id.encode(), json.dumps(body).encode())
 
 
-def encode_entries(corr_id: str, first: int, entries: list[bytes]) -> list[bytes]:
-    return [ENTRIES, corr_id.encode(), json.dumps({"first": first}).encode(),
-            ENTRY_SEPARATOR.join(entries)]
+def encode_entries(corr_id: str, first: int, entries: list[bytes]) -> bytes:
+    return b"%s %s %d\n%s" % (ENTRIES, corr_id.encode(), first, ENTRY_SEPARATOR.join(entries))
 
 
-def decode(frames: list[bytes]) -> Message:
-    """Parse one message (identity frame already stripped); raise ProtocolError.
+def decode(parts: list[bytes]) -> Message:
+    """Parse one message, given as the parts it arrived in (the ROUTER's
+    identity already stripped): exactly one frame. Raise ProtocolError.
 
     Nothing else escapes: whatever a frame provokes in the parsers (deep
     nesting, a huge number, memory) is a bad frame too."""
     try:
-        return _decode(frames)
+        return _decode(parts)
     except ProtocolError:
         raise
     except Exception as exc:  # RecursionError, MemoryError's cousins, a parser bug
         raise ProtocolError(f"undecodable frame ({type(exc).__name__})") from None
 
 
-def _decode(frames: list[bytes]) -> Message:
-    if len(frames) < 3:
-        raise ProtocolError(f"expected at least 3 frames, got {len(frames)}")
-    kind, raw_corr, raw_body = frames[0], frames[1], frames[2]
+def _decode(parts: list[bytes]) -> Message:
+    if len(parts) != 1:
+        raise ProtocolError(f"a message is one frame, got {len(parts)}")
+    head, newline, raw_entries = parts[0].partition(ENTRY_SEPARATOR)
+    kind, _, rest = head.partition(FIELD_SEPARATOR)
+    raw_corr, _, field = rest.partition(FIELD_SEPARATOR)
+    if kind not in _KINDS:
+        raise ProtocolError(f"unknown message kind {_describe_kind(kind)}")
     corr_id = _decode_corr_id(raw_corr)
-    body = _decode_json_object(raw_body)
     if kind in (APPEND, ENTRIES):
-        _expect_frame_count(kind, frames, 4)
-        first = _seq(body, "first")
-        entries = _decode_entries(frames[3], first, allow_empty=kind == ENTRIES)
+        if not newline:
+            raise ProtocolError(f"{kind.decode()} needs its entries after a newline")
+        raw_first, _, raw_leader = field.partition(FIELD_SEPARATOR)
+        first = _decimal_seq(raw_first, "first")
+        entries = _decode_entries(raw_entries, first, allow_empty=kind == ENTRIES)
         if kind == ENTRIES:
+            if raw_leader:
+                raise ProtocolError("ENTRIES carries nothing after 'first'")
             return Entries(corr_id, first, entries)
-        return Append(corr_id, _decode_leader(body), first, entries)
-    _expect_frame_count(kind, frames, 3)
+        return Append(corr_id, _decode_leader(_decode_json_object(raw_leader)), first, entries)
+    if newline:
+        raise ProtocolError(f"{kind.decode()} carries no entries")
+    if kind == FETCH:
+        return Fetch(corr_id, _decimal_seq(field, "from"))
+    body = _decode_json_object(field)
     if kind == PING:
         return Ping(corr_id, _decode_leader(body))
-    if kind == FETCH:
-        return Fetch(corr_id, _seq(body, "from"))
     if kind == ACK:
         return Ack(corr_id, _decode_status(body), _decode_ranges(body.get("acked")))
-    if kind == PONG:
-        return Pong(corr_id, _decode_status(body), _decode_segments(body.get("segments")))
-    raise ProtocolError(f"unknown message kind {_describe_kind(kind)}")
+    return Pong(corr_id, _decode_status(body), _decode_segments(body.get("segments")))
+
+
+_KINDS = (APPEND, ACK, PING, PONG, FETCH, ENTRIES)
 
 
 def to_ranges(seqs: list[int]) -> list[tuple[int, int]]:
@@ -310,11 +325,6 @@ def _decode_entries(raw: bytes, first: int, allow_empty: bool) -> list[bytes]:
     return entries
 
 
-def _expect_frame_count(kind: bytes, frames: list[bytes], count: int) -> None:
-    if len(frames) != count:
-        raise ProtocolError(f"{_describe_kind(kind)} needs {count} frames, got {len(frames)}")
-
-
 def _describe_kind(kind: bytes) -> str:
     # A name like b"SYNC" helps whoever reads the log; anything else could be
     # a misplaced message body, which must not reach a log line.
@@ -352,6 +362,16 @@ def _check_entries(entries: list[bytes]) -> None:
         raise ProtocolError("an entry is not JSON") from None
     if len(values) != len(entries) or not all(type(value) is str for value in values):
         raise ProtocolError("an entry is not a JSON string")
+
+
+def _decimal_seq(raw: bytes, name: str) -> int:
+    """A seq written in decimal ASCII digits, as APPEND, FETCH and ENTRIES carry it."""
+    if not raw or len(raw) > MAX_SEQ_DIGITS or not raw.isascii() or not raw.isdigit():
+        raise ProtocolError(f"{name!r} must be an integer in [0, 2**53]")
+    value = int(raw)
+    if value > MAX_SEQ:
+        raise ProtocolError(f"{name!r} must be an integer in [0, 2**53]")
+    return value
 
 
 def _seq(body: dict, key: str) -> int:

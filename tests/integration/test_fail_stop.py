@@ -42,7 +42,7 @@ def test_a_node_whose_replication_thread_dies_exits_non_zero_within_seconds(tmp_
         endpoint = json.loads(port_file.read_text())["replication"]
         dealer = ctx.socket(zmq.DEALER)
         dealer.connect(endpoint)
-        dealer.send_multipart(protocol.encode_ping("p1", protocol.Leader(None, ())))
+        dealer.send(protocol.encode_ping("p1", protocol.Leader(None, ())))
         started = time.monotonic()
         code = node.wait(10)
         dealer.close()

@@ -147,7 +147,7 @@ def test_a_secondary_stores_a_resent_entry_once_and_hides_gaps(make_cluster, ctx
     def append(first, *messages):
         corr = protocol.new_corr_id()
         entries = [protocol.encode_entry(m) for m in messages]
-        dealer.send_multipart(protocol.encode_append(corr, leader, first, entries))
+        dealer.send(protocol.encode_append(corr, leader, first, entries))
         assert dealer.poll(5000), "no ACK"
         ack = protocol.decode(dealer.recv_multipart())
         assert ack.corr_id == corr

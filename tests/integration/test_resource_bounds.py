@@ -33,14 +33,14 @@ def test_a_huge_frame_or_appends_far_ahead_never_fill_a_secondarys_memory(make_c
     dealer.connect(s1.replication_endpoint)
     leader = protocol.Leader("someone-else", (Segment(1, "r", 0),))
     # 200 MB in one frame: the secondary disconnects before buffering it.
-    dealer.send_multipart([protocol.PING, b"c1", b" " * (200 * MB)])
+    dealer.send(b"PING c1 " + b" " * (200 * MB))
     # A million empty entries in one frame, ten times over: refused unparsed.
     huge = protocol.encode_append("c2", leader, 0, [protocol.encode_entry("")] * 1_000_000)
     # Fifty thousand at id 10**9, ten times over: far past its window.
     far = protocol.encode_append("c3", leader, 10**9, [protocol.encode_entry("")] * 50_000)
     for _ in range(10):
-        dealer.send_multipart(huge)
-        dealer.send_multipart(far)
+        dealer.send(huge)
+        dealer.send(far)
     dealer.close()
     del huge, far
     # The node still works, and keeps what it had: nothing.

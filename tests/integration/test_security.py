@@ -94,9 +94,9 @@ def test_a_raw_dealer_without_the_primary_s_key_gets_no_reply_and_changes_nothin
     }
     for who, keypair in intruders.items():
         sock = raw_client(ctx, s1.replication_endpoint, keypair, s1_public)
-        sock.send_multipart(protocol.encode_append(protocol.new_corr_id(), forged, 0,
+        sock.send(protocol.encode_append(protocol.new_corr_id(), forged, 0,
                                                    [protocol.encode_entry("INJECTED")]))
-        sock.send_multipart(protocol.encode_ping(protocol.new_corr_id(), forged))
+        sock.send(protocol.encode_ping(protocol.new_corr_id(), forged))
         assert not sock.poll(1000), f"{who}: got a reply"
         sock.close()
         assert get_messages(s1.url) == ["genuine"], who

@@ -93,8 +93,8 @@ class RawPeer:
         self._sock.connect(endpoint)
         self.received: list[protocol.Message] = []
 
-    def send(self, frames: list[bytes]) -> None:
-        self._sock.send_multipart(frames)
+    def send(self, frame: bytes) -> None:
+        self._sock.send(frame)
 
     def ping(self, leader: protocol.Leader, timeout: float = 10.0) -> protocol.Pong:
         """PING as ``leader`` and wait for its PONG; whatever arrives before

@@ -98,7 +98,7 @@ class Relay(IoThread):
 
     def _from_primary(self, frames: list[bytes]) -> None:
         self._primary_identity, *payload = frames
-        if payload and payload[0] == protocol.APPEND:
+        if payload and payload[0].startswith(protocol.APPEND):
             try:
                 self.appended_entries += len(protocol.decode(payload).entries)
             except protocol.ProtocolError:

@@ -7,7 +7,6 @@ import logging
 
 import zmq
 
-from shared import protocol
 from shared.config import DelayRange
 from tests.support.waiting import wait_until
 
@@ -30,9 +29,9 @@ def test_no_log_line_above_debug_carries_a_message_body(ctx, make_inprocess_clus
     dealers = [ctx.socket(zmq.DEALER) for _ in range(2)]
     for dealer in dealers:
         dealer.connect(cluster.secondaries["s1"].receiver.endpoint)
-    header = {"history": SECRET, "segments": [[1, SECRET, 0]], "first": 0}
-    dealers[0].send_multipart([protocol.APPEND, b"c1", json.dumps(header).encode(), SECRET.encode()])
-    dealers[1].send_multipart([SECRET.encode(), b"c1", b"{}"])
+    leader = {"history": SECRET, "segments": [[1, SECRET, 0]]}
+    dealers[0].send(b"APPEND c1 0 " + json.dumps(leader).encode() + b"\n" + SECRET.encode())
+    dealers[1].send(SECRET.encode() + b" c1 {}")
     wait_until(
         lambda: sum("bad frame" in r.getMessage() for r in caplog.records) >= 2,
         what="both bad frames to be logged",

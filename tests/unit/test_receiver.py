@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -30,17 +29,17 @@ class RawPrimary:
     def append(self, first: int, *messages: str, corr_id: str | None = None, leader=LEADER) -> str:
         corr_id = corr_id or protocol.new_corr_id()
         entries = [protocol.encode_entry(m) for m in messages]
-        self.dealer.send_multipart(protocol.encode_append(corr_id, leader, first, entries))
+        self.dealer.send(protocol.encode_append(corr_id, leader, first, entries))
         return corr_id
 
     def ping(self, leader=LEADER) -> str:
         corr_id = protocol.new_corr_id()
-        self.dealer.send_multipart(protocol.encode_ping(corr_id, leader))
+        self.dealer.send(protocol.encode_ping(corr_id, leader))
         return corr_id
 
     def fetch(self, start: int) -> str:
         corr_id = protocol.new_corr_id()
-        self.dealer.send_multipart(protocol.encode_fetch(corr_id, start))
+        self.dealer.send(protocol.encode_fetch(corr_id, start))
         return corr_id
 
     def reply(self, timeout: float = 5.0):
@@ -223,13 +222,14 @@ def test_bad_frames_are_logged_at_a_limited_rate_and_dropped(make_receiver, capl
     receiver, store, primary = make_receiver()
     junk = [
         [b"APPEND"],
-        [b"APPEND", b"c1", b"{bad json"],
-        [b"APPEND", b"c1", json.dumps({**protocol.leader_header(LEADER), "first": -1}).encode(), b'"x"'],
-        [b"APPEND", b"c1", json.dumps({**protocol.leader_header(LEADER), "first": 10**20}).encode(), b'"x"'],
-        [b"APPEND", b"c1", json.dumps({**protocol.leader_header(LEADER), "first": 0}).encode(), b"not-a-string"],
-        [b"PING", b"c1", b"[" * 1000 + b"]" * 1000],
-        [b"EXPLODE", b"c1", b"{}"],
-        protocol.encode_ack("c1", protocol.Status("x", "y", 0), []),
+        [b"APPEND c1 0 {bad json\n\"x\""],
+        [b"APPEND c1 -1 " + LEADER.wire + b'\n"x"'],
+        [b"APPEND c1 %d " % 10**20 + LEADER.wire + b'\n"x"'],
+        [b"APPEND c1 0 " + LEADER.wire + b"\nnot-a-string"],
+        [b"APPEND c1 0 " + LEADER.wire, b'"x"'],  # two parts
+        [b"PING c1 " + b"[" * 1000 + b"]" * 1000],
+        [b"EXPLODE c1 {}"],
+        [protocol.encode_ack("c1", protocol.Status("x", "y", 0), [])],
     ]
     for frames in junk:
         primary.dealer.send_multipart(frames)

@@ -37,7 +37,7 @@ class RawSecondary:
         return protocol.Status(self.name, self.incarnation, self.length,
                                self.leader.history, self.leader.run)
 
-    def pong(self, corr_id: str) -> list[bytes]:
+    def pong(self, corr_id: str) -> bytes:
         return protocol.encode_pong(corr_id, self.status(), self.leader.segments)
 
     def next_append(self, timeout: float = 5.0) -> protocol.Append:
@@ -62,8 +62,9 @@ class RawSecondary:
             self.length = length
         self.send(protocol.encode_ack(corr_id, self.status(), ranges))
 
-    def send(self, frames) -> None:
-        self.router.send_multipart([self.identity, *frames])
+    def send(self, *parts: bytes) -> None:
+        """One message: a frame, or the parts of a malformed one."""
+        self.router.send_multipart([self.identity, *parts])
 
     def close(self) -> None:
         self.router.close(linger=0)
@@ -177,8 +178,8 @@ def test_bad_frames_from_a_secondary_are_dropped_and_replication_goes_on(cluster
     store, replicator, (s1, _) = cluster
     seq = append(store, replicator, "m")
     frame = s1.next_append()
-    for junk in ([b"ACK"], [b"ACK", b"c1", b"{"], [b"WHAT", b"c1", b"{}"], [b"\xff" * 3] * 7):
-        s1.send(junk)
+    for junk in ([b"ACK"], [b"ACK c1 {"], [b"WHAT c1 {}"], [b"\xff" * 3] * 7):
+        s1.send(*junk)
     s1.send(protocol.encode_ping("c2", s1.leader))  # a PING is not for the primary
     s1.ack(frame.corr_id, [(0, 1)], length=1)
     assert replicator.register_waiter(seq, needed=1).wait(5)
