@@ -32,8 +32,15 @@ class AckWaiter:
         self._local = not local_pending
         self._acked_by: list[str] = []
         self._abort_reason: str | None = None
-        self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._lock = threading.Lock()  # guards the state above and below
+        self._released = False
+        # Held from here until the wait is over, satisfied or aborted: the
+        # request thread blocks acquiring it, the I/O thread releases it once.
+        # A plain lock, not an Event: an Event's wait makes a lock of its own
+        # and goes through a Condition, and every extra step that gives up
+        # the GIL lets another of the primary's threads in.
+        self._gate = threading.Lock()
+        self._gate.acquire()
 
     def record(self, secondaries: list[str]) -> bool:
         """Count these secondaries' ACKs. I/O thread only. True once satisfied.
@@ -45,33 +52,35 @@ class AckWaiter:
             for name in secondaries:
                 if name not in self._acked_by:
                     self._acked_by.append(name)
-        return self._settle()
+            return self._settle()
 
     def record_local(self) -> bool:
         """The primary's own copy is durable. I/O thread only. True once satisfied."""
         with self._lock:
             self._local = True
-        return self._settle()
+            return self._settle()
 
     def abort(self, reason: str = SHUTDOWN) -> None:
-        """Release the waiting thread without success. I/O thread only."""
+        """Release the waiting thread without success, unless it was released
+        already (a write concern met stays met). Any thread."""
         with self._lock:
-            self._abort_reason = reason
-        self._done.set()
+            if not self._released:
+                self._abort_reason = reason
+                self._release()
 
     def wait(self, timeout: float | None) -> bool:
         """Block until satisfied, aborted or timed out. Request thread. True if satisfied."""
-        self._done.wait(timeout)
+        self._gate.acquire(timeout=-1 if timeout is None else timeout)
         with self._lock:
             satisfied = self._satisfied()
-        if not satisfied:
-            self.abandoned = True
+            if not satisfied:
+                self.abandoned = True
         return satisfied
 
     @property
     def finished(self) -> bool:
         """Satisfied, aborted or abandoned: the I/O thread need not keep it."""
-        return self.abandoned or self._done.is_set()
+        return self.abandoned or self._released
 
     @property
     def local(self) -> bool:
@@ -90,12 +99,18 @@ class AckWaiter:
         with self._lock:
             return list(self._acked_by)
 
+    # -- under self._lock ---------------------------------------------------------
+
     def _settle(self) -> bool:
-        with self._lock:
-            satisfied = self._satisfied()
+        satisfied = self._satisfied()
         if satisfied:
-            self._done.set()
+            self._release()
         return satisfied
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._gate.release()
 
     def _satisfied(self) -> bool:
         return self._abort_reason is None and self._local and len(self._acked_by) >= self.needed
