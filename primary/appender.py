@@ -35,7 +35,7 @@ from primary.append_request import AppendRequest
 from primary.config import PrimaryConfig
 from primary.idempotency import IdempotencyTable
 from primary.replicator import Replicator
-from shared.logging_setup import RateLimitFilter
+from shared.logging_setup import RateLimitFilter, log_request_line
 from shared.ordered_log import OrderedLog
 from shared.protocol import encode_entry
 
@@ -210,7 +210,7 @@ class Appender:
         args = (seq, f"..{last}" if request.batch else "", request.w, len(acked_by), latency_ms,
                 " (replay)" if duplicate else "")
         if satisfied:
-            log.info(line, *args)
+            log_request_line(log, line, *args)
             return AppendResult(200 if duplicate else 201, body,
                                 outcome=Outcome.DUPLICATE if duplicate else Outcome.OK)
         if aborted == STORAGE:

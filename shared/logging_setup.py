@@ -13,6 +13,11 @@ hold its lock across the write; the write releases the GIL, and every other
 thread that logs queued behind that lock until the writer had the GIL back:
 under load, most Waitress workers were found parked there. The writer also
 formats, and writes whatever has queued up in one system call.
+
+The line a node logs for every request goes through ``log_request_line``,
+which queues a bare tuple instead of a LogRecord: building a record (the
+caller's frame, the clock, the thread, the process) costs more of the
+shared GIL than everything else that line needs, and it is paid per request.
 """
 
 from __future__ import annotations
@@ -73,11 +78,12 @@ class ColourFormatter(logging.Formatter):
     colorlog's formatter copies its table of every escape code (hundreds) into
     each record and reads the environment each time: 20 to 40 µs a line, up to
     a fifth of a core at a few thousand appends a second. The codes depend only
-    on the level, so this works out, once per level, just the ones ``fmt``
-    names, from colorlog's public ``escape_codes`` and ``parse_colors``; and
-    whether to colour at all once, by colorlog's rules (``colour_wanted``).
+    on the level, so this writes them, once per level, into a format string of
+    that level's own, from colorlog's public ``escape_codes`` and
+    ``parse_colors``; whether to colour at all is decided once, by colorlog's
+    rules (``colour_wanted``); and the time of day is formatted once a second.
     Tracebacks are not coloured (colorlog colours them from Python 3.13 on).
-    Thread: the one that formats (the ``log-writer``).
+    Thread: the one that formats (the ``log-writer``); it keeps caches unlocked.
     """
 
     def __init__(
@@ -85,20 +91,34 @@ class ColourFormatter(logging.Formatter):
     ) -> None:
         super().__init__(fmt, datefmt)
         self._colour = colour_wanted(stream, environ)
-        names = set(re.findall(r"%\((\w+)\)", fmt))
-        self._fixed_escapes = {name: self._code(escape_codes[name]) for name in names & set(escape_codes)}
+        self._escape_names = set(re.findall(r"%\((\w+)\)", fmt)) & set(escape_codes) | {"log_color"}
         self._reset = self._code(escape_codes["reset"])
-        self._escapes_by_level: dict[str, dict[str, str]] = {}
+        self._fmt_by_level: dict[str, str] = {}
+        self._second: int | None = None
+        self._asctime = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._asctime = second, super().formatTime(record, datefmt)
+        return self._asctime
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        escapes = self._escapes_by_level.get(record.levelname)
-        if escapes is None:
-            level_colour = parse_colors(colorlog.default_log_colors.get(record.levelname, ""))
-            escapes = {**self._fixed_escapes, "log_color": self._code(level_colour)}
-            self._escapes_by_level[record.levelname] = escapes
-        message = super().formatMessage(_WithEscapes(record, escapes))
+        level_fmt = self._fmt_by_level.get(record.levelname)
+        if level_fmt is None:
+            level_fmt = self._fmt_by_level[record.levelname] = self._level_fmt(record.levelname)
+        message = level_fmt % record.__dict__
         # Like colorlog: end every line uncoloured.
         return message if message.endswith(self._reset) else message + self._reset
+
+    def _level_fmt(self, levelname: str) -> str:
+        """``fmt`` with this level's escape codes written in, as literal text."""
+        level_colour = parse_colors(colorlog.default_log_colors.get(levelname, ""))
+        escapes = {name: self._code(escape_codes[name]) for name in self._escape_names - {"log_color"}}
+        escapes["log_color"] = self._code(level_colour)
+        return re.sub(r"%\((\w+)\)s",
+                      lambda m: escapes[m[1]].replace("%", "%%") if m[1] in escapes else m[0],
+                      self._fmt)
 
     def _code(self, escape: str) -> str:
         return escape if self._colour else ""
@@ -139,12 +159,30 @@ def colour_wanted(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bo
     return "NO_COLOR" not in environ and stream.isatty()
 
 
-class _WithEscapes:
-    """A record's attributes plus escape codes, for the format string to name."""
+def log_request_line(logger: logging.Logger, msg: str, *args: object) -> None:
+    """``logger.info(msg, *args)`` for the line logged on every request, for a
+    fraction of its cost on the calling thread. Thread: any.
 
-    def __init__(self, record: logging.LogRecord, escapes: Mapping[str, str]) -> None:
-        self.__dict__.update(record.__dict__)
-        self.__dict__.update(escapes)
+    When the writer's handler is the only one a record would reach, it gets a
+    tuple: the time, the thread's name, and what to format, later, on the
+    writer. Otherwise (logging set up some other way, or a test capturing
+    records) it is an ordinary ``logger.info``."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handlers = logging.root.handlers
+    if len(handlers) == 1 and type(handlers[0]) is _Enqueue and _only_root_handles(logger):
+        handlers[0].enqueue_line(logger.name, msg, args)
+    else:
+        logger.info(msg, *args)
+
+
+def _only_root_handles(logger: logging.Logger) -> bool:
+    """No handler or filter of its own, nor of any ancestor below the root."""
+    while logger is not logging.root:
+        if logger.handlers or logger.filters or not logger.propagate:
+            return False
+        logger = logger.parent
+    return True
 
 
 class _Enqueue(logging.Handler):
@@ -160,6 +198,29 @@ class _Enqueue(logging.Handler):
         if self.filter(record):
             self._records.put(record)
         return True
+
+    def enqueue_line(self, name: str, msg: str, args: tuple) -> None:
+        """Queue an INFO line as a tuple; the writer makes it a record (_QueuedLine)."""
+        if not self.filters:
+            self._records.put((name, msg, args, time.time(), threading.current_thread().name))
+
+
+class _QueuedLine(logging.LogRecord):
+    """An INFO record made on the writer from ``enqueue_line``'s tuple: the
+    fields the formatters read, without what LogRecord's own constructor
+    looks up (the caller's frame, the process) on the logging thread."""
+
+    def __init__(self, name: str, msg: str, args: tuple, created: float, thread_name: str) -> None:
+        self.name, self.msg, self.args = name, msg, args
+        self.levelno, self.levelname = logging.INFO, "INFO"
+        self.created = created
+        self.msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord does
+        self.relativeCreated = (created - logging._startTime) * 1000
+        self.threadName, self.thread = thread_name, None
+        self.processName, self.process = None, None
+        self.pathname = self.filename = self.module = ""
+        self.funcName, self.lineno = None, 0
+        self.exc_info = self.exc_text = self.stack_info = None
 
 
 class LogWriter:
@@ -187,7 +248,8 @@ class LogWriter:
             batch = [self._records.get()]
             while len(batch) < WRITE_BATCH and not self._records.empty():
                 batch.append(self._records.get())
-            records = [r for r in batch if r is not self._STOP]
+            records = [_QueuedLine(*item) if type(item) is tuple else item
+                       for item in batch if item is not self._STOP]
             if records:
                 self._stream.write("".join(self._formatter.format(r) + "\n" for r in records))
                 self._stream.flush()

@@ -7,13 +7,16 @@ import datetime
 import io
 import json
 import logging
+import re
 import sys
 import threading
 
 import colorlog
 import pytest
 
-from shared.logging_setup import FORMAT, JSON, ColourFormatter, JsonFormatter, RateLimitFilter, setup_logging
+from shared.logging_setup import (
+    FORMAT, JSON, ColourFormatter, JsonFormatter, RateLimitFilter, log_request_line, setup_logging,
+)
 
 
 def test_every_line_names_its_thread(capsys):
@@ -170,3 +173,63 @@ def test_json_lines_survive_the_writer_batching_records_together(capsys):
         writer.stop()
         logging.getLogger().handlers.clear()
     assert [f["message"] for f in _json_lines(capsys.readouterr().err)] == [f"line {n}" for n in range(2000)]
+
+
+def _log_both_ways(log_format: str, capsys) -> list[str]:
+    """The same INFO line through logger.info and through log_request_line,
+    from a thread named like a Waitress worker."""
+    writer = setup_logging("INFO", log_format)
+    logger = logging.getLogger("primary.appender")
+    try:
+        worker = threading.Thread(name="waitress-7", target=lambda: (
+            logger.info("append id=%d w=%d", 7, 3), log_request_line(logger, "append id=%d w=%d", 7, 3)))
+        worker.start()
+        worker.join()
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    return capsys.readouterr().err.splitlines()
+
+
+def test_a_request_line_is_written_as_logger_info_writes_it(capsys):
+    ordinary, queued = _log_both_ways("text", capsys)
+    time_of_day = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} ")
+    assert time_of_day.match(ordinary) and time_of_day.match(queued)
+    assert time_of_day.sub("", queued) == time_of_day.sub("", ordinary)
+    assert "waitress-7" in queued and "primary.appender: append id=7 w=3" in queued
+
+
+def test_a_request_line_in_json_has_the_fields_of_any_other_line(capsys):
+    ordinary, queued = (json.loads(line) for line in _log_both_ways(JSON, capsys))
+    assert {**queued, "time": ""} == {**ordinary, "time": ""}
+    assert queued["thread"] == "waitress-7" and queued["message"] == "append id=7 w=3"
+
+
+def test_a_request_line_below_the_level_is_not_written(capsys):
+    writer = setup_logging("WARNING")
+    try:
+        log_request_line(logging.getLogger("primary.appender"), "append id=%d", 4)
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_request_line_reaches_every_handler_when_the_writer_is_not_alone(caplog):
+    writer = setup_logging("INFO")
+    logging.getLogger().addHandler(caplog.handler)  # as a test capturing records does
+    try:
+        log_request_line(logging.getLogger("primary.appender"), "append id=%d", 4)
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    assert [r.getMessage() for r in caplog.records] == ["append id=4"]
+
+
+def test_the_time_of_day_follows_the_clock_across_seconds():
+    ours = ColourFormatter(FORMAT, datefmt="%H:%M:%S", stream=io.StringIO())
+    theirs = colorlog.ColoredFormatter(FORMAT, datefmt="%H:%M:%S", stream=io.StringIO())
+    for created in (1_000.25, 1_000.75, 1_001.5, 4_000.0, 1_000.5):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "at %s", (created,), None)
+        record.created, record.msecs = created, (created % 1) * 1000
+        assert ours.format(record) == theirs.format(record)
