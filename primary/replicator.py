@@ -69,15 +69,19 @@ class ReplicationView:
 
     now: float
     secondaries: list[tuple[FollowerStatus, Health]]
+    #: Nodes counting toward the write quorum: the primary, and every
+    #: secondary neither declared Unhealthy nor diverged (a Suspected one
+    #: still counts, and one not heard from yet gets ``unhealthy_after``
+    #: heartbeats of grace).
+    available_nodes: int
 
-    @property
-    def available_nodes(self) -> int:
-        """Nodes counting toward the write quorum: the primary, and every
-        secondary neither declared Unhealthy nor diverged (a Suspected one
-        still counts, and one not heard from yet gets ``unhealthy_after``
-        heartbeats of grace)."""
-        return 1 + sum(health not in (Health.UNHEALTHY, Health.DIVERGED)
-                       for _, health in self.secondaries)
+    @classmethod
+    def judge(cls, followers: list[Follower], now: float) -> "ReplicationView":
+        """The view of ``followers`` at ``now``. Thread: the one that owns them."""
+        secondaries = [(f.status, f.health(now)) for f in followers]
+        available = 1 + sum(health not in (Health.UNHEALTHY, Health.DIVERGED)
+                            for _, health in secondaries)
+        return cls(now, secondaries, available)
 
 
 class Replicator(IoThread):
@@ -98,6 +102,7 @@ class Replicator(IoThread):
         self._frame_limit = protocol.frame_limit(max_message_bytes)
         now = time.monotonic()
         self._followers = [Follower(s.name, s.endpoint, settings, now) for s in secondaries]
+        self._view = ReplicationView.judge(self._followers, now)
         self._leader = protocol.Leader(None, ())
         self._recovery: Recovery | None = None
         self._recovered = threading.Event()
@@ -154,21 +159,18 @@ class Replicator(IoThread):
         return waiter
 
     def view(self) -> ReplicationView:
-        """Every secondary's status and health at one moment: what /health
-        shows and what the quorum check counts, so the two never disagree."""
-        now = self._observed_now()
-        statuses = [f.status for f in self._followers]
-        return ReplicationView(now, [(s, s.health(now, self._settings)) for s in statuses])
+        """Every secondary's status and health as the I/O thread judged them
+        at the end of its last pass: what /health shows and what the quorum
+        check of every append counts, so the two never disagree, and reading
+        it costs nothing.
 
-    def _observed_now(self) -> float:
-        """The latest moment the I/O thread can vouch for, to judge silence by.
-
-        A secondary's replies wait in its socket until the I/O thread reads
-        them. If that thread is starved of the GIL, silence measured against
-        the clock would declare healthy secondaries dead (and the primary
-        read-only); measured against the loop, it cannot. An idle loop still
-        wakes at every heartbeat, hence the one interval of slack."""
-        return min(time.monotonic(), self._last_pass + self._settings.heartbeat_interval)
+        Judged by the I/O thread, not against the reader's clock: a
+        secondary's replies wait in its socket until that thread reads them,
+        so if it were starved of the GIL, silence measured by the clock would
+        declare healthy secondaries dead (and the primary read-only). The loop
+        passes at every heartbeat and whenever silence would change a
+        secondary's health, so the view is never older than either."""
+        return self._view
 
     # -- replicator-io thread -------------------------------------------------
 
@@ -218,6 +220,7 @@ class Replicator(IoThread):
         for sock, follower in links.items():
             if sock not in self._blocked:
                 self._pump(poller, sock, follower)
+        self._view = ReplicationView.judge(self._followers, now)
 
     def _close(self) -> None:
         self._store.release_readers()  # tailing readers are answered at once

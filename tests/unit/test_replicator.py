@@ -222,4 +222,4 @@ def test_a_stalled_io_loop_declares_nobody_dead(ctx, monkeypatch):
     clock.now += 100 * SETTINGS.heartbeat_interval * SETTINGS.unhealthy_after
     view = replicator.view()
     assert view.available_nodes == 2
-    assert view.now == 1000.0 + SETTINGS.heartbeat_interval
+    assert view.now == 1000.0, "judged when the loop last looked, not by the reader's clock"
