@@ -145,9 +145,11 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
         f"Replicated log benchmark, {plan.mode} mode: {machine['cores']} cores, {machine['cpu']}, "
         f"Python {machine['python']}, commit {machine['commit']}, "
         f"load average {machine['load_average_1m']} before the run",
-        f"wrk: {CONNECTIONS} connections, {plan.load_seconds} s per run, 100-byte messages",
+        f"wrk: {CONNECTIONS} connections, {plan.load_seconds} s per run, 100-byte messages; "
+        "CPU: the loaded process's (primary or baseline) per request",
         "",
-        _row("scenario", "run", "req/s", "vs base", "p50 ms", "p99 ms", "errors", "converged"),
+        _row("scenario", "run", "req/s", "vs base", "p50 ms", "p99 ms", "CPU µs/req", "errors",
+             "converged"),
     ]
     for run in [*results.runs, results.large_log.load]:
         lines.append(_run_row(run, base_rps))
@@ -185,8 +187,9 @@ def _run_row(run: Run, base_rps: float) -> str:
     # by the delay and the large-log load is a means, not a figure.
     compared = run.scenario in ("throughput", "durable", "w1-delay")
     ratio = f"{_percent(load.requests_per_s, base_rps):.0f}%" if compared else ""
+    cpu = "" if run.cpu_us_per_request is None else f"{run.cpu_us_per_request:.0f}"
     return _row(run.scenario, run.label, f"{load.requests_per_s:.0f}", ratio,
-                f"{load.latency_ms['p50']:.1f}", f"{load.latency_ms['p99']:.1f}",
+                f"{load.latency_ms['p50']:.1f}", f"{load.latency_ms['p99']:.1f}", cpu,
                 str(load.error_count), consistent)
 
 
@@ -210,7 +213,7 @@ def _durability_lines(durability: Durability) -> list[str]:
 
 
 def _row(*cells: str) -> str:
-    widths = (11, 28, 7, 8, 8, 8, 7, 0)
+    widths = (11, 28, 7, 8, 8, 8, 10, 7, 0)
     return "  ".join(
         cell.ljust(width) if i < 2 or i == len(widths) - 1 else cell.rjust(width)
         for i, (cell, width) in enumerate(zip(cells, widths))

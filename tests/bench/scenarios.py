@@ -8,7 +8,8 @@ it, time GET /messages, read the memory); and the durability scenarios of
 tests.bench.durability (a primary's start on a large DATA_DIR, an in-memory
 primary's recovery). Every cluster is fresh, so a scenario's delays, log
 size and data are its own, and every load on a cluster ends with the
-consistency check.
+consistency check. Every wrk run also notes the CPU time per request of
+the process it loads.
 """
 
 from __future__ import annotations
@@ -67,12 +68,17 @@ class Run:
     consistency: Consistency | None = None
     #: Messages the primary's log gained during the run.
     log_growth: int | None = None
+    #: CPU time of the loaded process (the primary, or the baseline) per
+    #: response: what its throughput is bounded by. None without a response.
+    cpu_us_per_request: float | None = None
 
     def to_json(self) -> dict:
         return {
             "scenario": self.scenario,
             "label": self.label,
             **self.load.to_json(),
+            "cpu_us_per_request": (None if self.cpu_us_per_request is None
+                                   else round(self.cpu_us_per_request, 1)),
             "log_growth": self.log_growth,
             "consistency": self.consistency.to_json() if self.consistency else None,
         }
@@ -125,7 +131,8 @@ class Bench:
     def baseline(self) -> Run:
         with nodes.baseline(self._logs("baseline")) as app:
             self._say(f"baseline: bare Bottle+Waitress, {self.plan.load_seconds} s")
-            return Run("baseline", "bare", wrk.run(self._wrk, self._load(app.url, 1, "base")))
+            result, cpu_us = self._wrk_run(app, self._load(app.url, 1, "base"))
+            return Run("baseline", "bare", result, cpu_us_per_request=cpu_us)
 
     def throughput(self) -> list[Run]:
         with nodes.cluster(self._logs("throughput")) as cluster:
@@ -157,12 +164,14 @@ class Bench:
                 seconds=self.plan.log_load_timeout_s, connections=CONNECTIONS,
                 threads=WRK_THREADS, limit=count,
             )
+            cpu_before = nodes.cpu_seconds(primary)
             with wrk.WrkRun(self._wrk, load) as running:
                 self._wait_for_length(primary, count)
                 loaded = running.interrupt()
+            cpu_us = _cpu_us_per_request(primary, cpu_before, loaded)
             consistency = wait_for_convergence(cluster, CONVERGENCE_TIMEOUT_S)
             run = Run("large-log", f"load {count:,} messages, w=1", loaded, consistency,
-                      consistency.lengths["primary"])
+                      consistency.lengths["primary"], cpu_us)
             result = LargeLog(count, count * MESSAGE_BYTES, run)
             reader = cluster["s1"]
             for node in (primary, reader):
@@ -186,9 +195,15 @@ class Bench:
         self._say(f"{scenario}: {label}, {self.plan.load_seconds} s")
         before = nodes.log_length(cluster.primary)
         tag = f"{scenario}-w{w}"
-        result = wrk.run(self._wrk, self._load(cluster.primary.url, w, tag))
+        result, cpu_us = self._wrk_run(cluster.primary, self._load(cluster.primary.url, w, tag))
         consistency = wait_for_convergence(cluster, CONVERGENCE_TIMEOUT_S)
-        return Run(scenario, label, result, consistency, consistency.lengths["primary"] - before)
+        return Run(scenario, label, result, consistency, consistency.lengths["primary"] - before, cpu_us)
+
+    def _wrk_run(self, server: Node, load: wrk.Load) -> tuple[wrk.WrkResult, float | None]:
+        """Run ``load`` against ``server``: wrk's result, and the server's CPU µs per response."""
+        cpu_before = nodes.cpu_seconds(server)
+        result = wrk.run(self._wrk, load)
+        return result, _cpu_us_per_request(server, cpu_before, result)
 
     def _load(self, url: str, w: int, tag: str) -> wrk.Load:
         return wrk.Load(url, w=w, tag=tag, message_bytes=MESSAGE_BYTES,
@@ -223,3 +238,10 @@ class Bench:
 
     def _say(self, what: str) -> None:
         print(f"-- {what}", file=sys.stderr, flush=True)
+
+
+def _cpu_us_per_request(server: Node, cpu_before_s: float, result: wrk.WrkResult) -> float | None:
+    """The CPU time ``server`` used since ``cpu_before_s``, per response of ``result``."""
+    if not result.responses:
+        return None
+    return (nodes.cpu_seconds(server) - cpu_before_s) * 1e6 / result.responses
