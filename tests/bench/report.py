@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tests.bench.durability import SOURCE, Durability
 from tests.bench.scenarios import (
-    CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
+    BATCH_MESSAGES, CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
 )
 
 MB = 1_000_000
@@ -27,6 +27,8 @@ READY_GOAL_S = 3.0
 RECOVERY_GOAL_S = 3.0
 #: Authentication and encryption may cost at most a tenth of w=3 throughput.
 CURVE_GOAL_PERCENT = 90
+#: Messages appended, replicated to every node and acknowledged per second, in batches.
+BATCHES_GOAL_MESSAGES_PER_S = 100_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ def targets(results: Results) -> list[Target]:
     for name, memory in log.memory.items():
         found.append(Target(f"RSS {name} after {log.messages:,} messages", memory.rss_bytes / MB,
                             memory_goal_mb, "MB", at_most=True))
+    batches = next(r for r in results.runs if r.scenario == "batches")
+    found.append(Target(f"batches ({batches.label}), messages/s", batches.load.messages_per_s,
+                        BATCHES_GOAL_MESSAGES_PER_S, "msg/s", at_most=False))
     return found + _durability_targets(results)
 
 
@@ -116,10 +121,10 @@ def checks(results: Results) -> list[Check]:
             continue
         found.append(Check(f"{name}: secondaries equal the primary, no duplicates",
                            run.consistency.ok, run.consistency.problem))
-        # Every acknowledged POST is in the log; nothing is there that was not sent.
-        counted = load.acknowledged <= run.log_growth <= load.sent
+        # Every acknowledged message is in the log; nothing is there that was not sent.
+        counted = load.acknowledged_messages <= run.log_growth <= load.sent_messages
         found.append(Check(f"{name}: acknowledged <= appended <= sent", counted,
-                           f"{load.acknowledged} <= {run.log_growth} <= {load.sent}"))
+                           f"{load.acknowledged_messages} <= {run.log_growth} <= {load.sent_messages}"))
     return found + _durability_checks(results.durability)
 
 
@@ -161,6 +166,7 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
         f"RSS after {log.messages:,} messages (payload {log.payload_bytes / MB:.1f} MB): "
         + ", ".join(f"{n} {m.rss_bytes / MB:.1f} MB (peak {m.peak_rss_bytes / MB:.1f})"
                     for n, m in log.memory.items()),
+        _batches_line(results),
         *_durability_lines(results.durability),
         "",
         "targets" + (" (smoke mode: indicative only, never asserted)" if plan.mode == "smoke" else ""),
@@ -168,7 +174,7 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
     for target in found_targets:
         sign = "<=" if target.at_most else ">="
         lines.append(f"  {'PASS' if target.met else 'MISS'}  {target.name}: "
-                     f"{target.measured:.1f} {target.unit} (goal {sign} {target.goal:.1f} {target.unit})")
+                     f"{target.measured:,.1f} {target.unit} (goal {sign} {target.goal:,.1f} {target.unit})")
     failed = [check for check in found_checks if not check.ok]
     lines += ["", f"checks: {len(found_checks) - len(failed)} of {len(found_checks)} passed"]
     lines += [f"  FAIL  {check.name}: {check.detail}" for check in failed]
@@ -191,6 +197,14 @@ def _run_row(run: Run, base_rps: float) -> str:
     return _row(run.scenario, run.label, f"{load.requests_per_s:.0f}", ratio,
                 f"{load.latency_ms['p50']:.1f}", f"{load.latency_ms['p99']:.1f}", cpu,
                 str(load.error_count), consistent)
+
+
+def _batches_line(results: Results) -> str:
+    batches = next(r for r in results.runs if r.scenario == "batches").load
+    return (f"batches: {batches.messages_per_s:,.0f} messages/s acknowledged "
+            f"({batches.requests_per_s:,.0f} POSTs/s of {BATCH_MESSAGES})")
+
+
 
 
 def _durability_lines(durability: Durability) -> list[str]:

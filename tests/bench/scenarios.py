@@ -3,8 +3,9 @@
 In order: the bare baseline; throughput at w=1, 2 and 3; the same with
 DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); w=3 again with
 replication over CurveZMQ, to compare with the plain w=3; pipelining (w=3,
-secondaries 0.2 s late); w=1 with secondaries 1 s late; a large log (load
-it, time GET /messages, read the memory); and the durability scenarios of
+secondaries 0.2 s late); w=1 with secondaries 1 s late; batches (w=3, 100
+messages per POST); a large log (load it, time GET /messages, read the
+memory); and the durability scenarios of
 tests.bench.durability (a primary's start on a large DATA_DIR, an in-memory
 primary's recovery). Every cluster is fresh, so a scenario's delays, log
 size and data are its own, and every load on a cluster ends with the
@@ -29,6 +30,9 @@ CONNECTIONS = 32
 #: One wrk thread per core: wrk shares the 2 cores with three servers.
 WRK_THREADS = 2
 MESSAGE_BYTES = 100
+#: The batches scenario: messages per POST, and its write concern.
+BATCH_MESSAGES = 100
+BATCH_W = 3
 PIPELINE_DELAY_S = 0.2
 SLOW_DELAY_S = 1.0
 #: Covers the slowest delay and a loaded machine, yet ends a broken run.
@@ -125,7 +129,7 @@ class Bench:
 
     def run_all(self) -> Results:
         runs = [self.baseline(), *self.throughput(), *self.durable_throughput(), self.curve(),
-                self.pipelining(), self.w1_under_delay()]
+                self.pipelining(), self.w1_under_delay(), self.batches()]
         return Results(runs, self.large_log(), self.start_ups())
 
     def baseline(self) -> Run:
@@ -153,6 +157,11 @@ class Bench:
     def w1_under_delay(self) -> Run:
         with nodes.cluster(self._logs("w1-delay"), SLOW_DELAY_S) as cluster:
             return self._measure(cluster, "w1-delay", f"w=1, {SLOW_DELAY_S:g} s delay", 1)
+
+    def batches(self) -> Run:
+        with nodes.cluster(self._logs("batches")) as cluster:
+            label = f"w={BATCH_W}, {BATCH_MESSAGES} messages per POST"
+            return self._measure(cluster, "batches", label, BATCH_W, batch=BATCH_MESSAGES)
 
     def large_log(self) -> LargeLog:
         count = self.plan.log_messages
@@ -191,11 +200,11 @@ class Bench:
                                 convergence_timeout_s=CONVERGENCE_TIMEOUT_S, say=self._say),
         )
 
-    def _measure(self, cluster: Cluster, scenario: str, label: str, w: int) -> Run:
+    def _measure(self, cluster: Cluster, scenario: str, label: str, w: int, batch: int = 1) -> Run:
         self._say(f"{scenario}: {label}, {self.plan.load_seconds} s")
         before = nodes.log_length(cluster.primary)
         tag = f"{scenario}-w{w}"
-        result, cpu_us = self._wrk_run(cluster.primary, self._load(cluster.primary.url, w, tag))
+        result, cpu_us = self._wrk_run(cluster.primary, self._load(cluster.primary.url, w, tag, batch))
         consistency = wait_for_convergence(cluster, CONVERGENCE_TIMEOUT_S)
         return Run(scenario, label, result, consistency, consistency.lengths["primary"] - before, cpu_us)
 
@@ -205,9 +214,9 @@ class Bench:
         result = wrk.run(self._wrk, load)
         return result, _cpu_us_per_request(server, cpu_before, result)
 
-    def _load(self, url: str, w: int, tag: str) -> wrk.Load:
-        return wrk.Load(url, w=w, tag=tag, message_bytes=MESSAGE_BYTES,
-                        seconds=self.plan.load_seconds, connections=CONNECTIONS, threads=WRK_THREADS)
+    def _load(self, url: str, w: int, tag: str, batch: int = 1) -> wrk.Load:
+        return wrk.Load(url, w=w, tag=tag, message_bytes=MESSAGE_BYTES, seconds=self.plan.load_seconds,
+                        connections=CONNECTIONS, threads=WRK_THREADS, batch=batch)
 
     def _wait_for_length(self, primary: Node, count: int) -> None:
         """Wait until the primary holds ``count`` messages, saying how it goes."""
