@@ -6,8 +6,9 @@ replication over CurveZMQ, to compare with the plain w=3; pipelining (w=3,
 secondaries 0.2 s late); w=1 with secondaries 1 s late; batches (w=3, 100
 messages per POST); a large log (load it, time GET /messages, read the
 memory); and the durability scenarios of
-tests.bench.durability (a primary's start on a large DATA_DIR, an in-memory
-primary's recovery). Every cluster is fresh, so a scenario's delays, log
+tests.bench.durability (a primary's start on a large DATA_DIR, with the
+paged reads of tests.bench.paging on it, an in-memory primary's
+recovery). Every cluster is fresh, so a scenario's delays, log
 size and data are its own, and every load on a cluster ends with the
 consistency check. Every wrk run also notes the CPU time per request of
 the process it loads.
