@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.bench import paging
+from tests.bench import paging, tailing
 from tests.bench.durability import SOURCE, Durability
 from tests.bench.scenarios import (
     BATCH_MESSAGES, CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
@@ -30,6 +30,9 @@ RECOVERY_GOAL_S = 3.0
 CURVE_GOAL_PERCENT = 90
 #: Messages appended, replicated to every node and acknowledged per second, in batches.
 BATCHES_GOAL_MESSAGES_PER_S = 100_000
+#: From an append's answer to a reader tailing a secondary: ceilings, in ms.
+TAIL_GOAL_P50_MS = 5.0
+TAIL_GOAL_P99_MS = 50.0
 #: A page at any offset of the large log: a ceiling on the slowest median, in ms.
 PAGE_GOAL_MS = 5.0
 
@@ -95,7 +98,18 @@ def targets(results: Results) -> list[Target]:
     batches = next(r for r in results.runs if r.scenario == "batches")
     found.append(Target(f"batches ({batches.label}), messages/s", batches.load.messages_per_s,
                         BATCHES_GOAL_MESSAGES_PER_S, "msg/s", at_most=False))
-    return found + [_paging_target(results.durability.ready.pages)] + _durability_targets(results)
+    return (found + _tailing_targets(results.tailing) + [_paging_target(results.durability.ready.pages)]
+            + _durability_targets(results))
+
+
+def _tailing_targets(tail: tailing.Tailing) -> list[Target]:
+    if not tail.latency_ms:  # none after a problem, which a check reports
+        return []
+    return [Target(f"tailing {tailing.TAILED}, from an append's answer to the reader, {name}",
+                   tail.latency_ms[name], goal, "ms", at_most=True)
+            for name, goal in (("p50", TAIL_GOAL_P50_MS), ("p99", TAIL_GOAL_P99_MS))]
+
+
 
 
 def _paging_target(pages: paging.PagedReads) -> Target:
@@ -135,6 +149,9 @@ def checks(results: Results) -> list[Check]:
         counted = load.acknowledged_messages <= run.log_growth <= load.sent_messages
         found.append(Check(f"{name}: acknowledged <= appended <= sent", counted,
                            f"{load.acknowledged_messages} <= {run.log_growth} <= {load.sent_messages}"))
+    tail = results.tailing
+    found.append(Check(f"tailing: every append answered 201, {tailing.TAILED}'s reader saw each of "
+                       f"the {tail.samples:,} once, in order", not tail.problem, tail.problem))
     return found + _durability_checks(results.durability)
 
 
@@ -179,6 +196,7 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
         + ", ".join(f"{n} {m.rss_bytes / MB:.1f} MB (peak {m.peak_rss_bytes / MB:.1f})"
                     for n, m in log.memory.items()),
         _batches_line(results),
+        _tailing_line(results.tailing),
         *_durability_lines(results.durability),
         "",
         "targets" + (" (smoke mode: indicative only, never asserted)" if plan.mode == "smoke" else ""),
@@ -215,6 +233,17 @@ def _batches_line(results: Results) -> str:
     batches = next(r for r in results.runs if r.scenario == "batches").load
     return (f"batches: {batches.messages_per_s:,.0f} messages/s acknowledged "
             f"({batches.requests_per_s:,.0f} POSTs/s of {BATCH_MESSAGES})")
+
+
+
+
+def _tailing_line(tail: tailing.Tailing) -> str:
+    if not tail.latency_ms:
+        return f"tailing: {tail.problem}"
+    latency = tail.latency_ms
+    return (f"tailing: {tail.samples:,} appends at w=1, {tailing.PACE_S * 1000:g} ms apart, reached "
+            f"{tailing.TAILED}'s long-poll reader p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms "
+            f"(min {latency['min']:.2f}, max {latency['max']:.2f}) after the append's answer")
 
 
 

@@ -5,13 +5,15 @@ DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); w=3 again with
 replication over CurveZMQ, to compare with the plain w=3; pipelining (w=3,
 secondaries 0.2 s late); w=1 with secondaries 1 s late; batches (w=3, 100
 messages per POST); a large log (load it, time GET /messages, read the
-memory); and the durability scenarios of
+memory); tailing (tests.bench.tailing); and the durability scenarios of
 tests.bench.durability (a primary's start on a large DATA_DIR, with the
 paged reads of tests.bench.paging on it, an in-memory primary's
 recovery). Every cluster is fresh, so a scenario's delays, log
 size and data are its own, and every load on a cluster ends with the
 consistency check. Every wrk run also notes the CPU time per request of
 the process it loads.
+
+Thread: the benchmark's main thread (tailing starts two of its own).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench import durability, nodes, wrk
+from tests.bench import durability, nodes, tailing, wrk
 from tests.bench.consistency import Consistency, wait_for_convergence
 from tests.support.http import request
 from tests.support.processes import Cluster, Node
@@ -56,11 +58,15 @@ class Plan:
     read_repeats: int
     #: Ceiling on loading the large log.
     log_load_timeout_s: int
+    #: Appends the tailing reader times.
+    tail_samples: int
 
 
 # Even a primary as slow as 60 appends/s loads its 100,000 messages in time.
-FULL = Plan("full", load_seconds=8, log_messages=100_000, read_repeats=7, log_load_timeout_s=1800)
-SMOKE = Plan("smoke", load_seconds=1, log_messages=2_000, read_repeats=3, log_load_timeout_s=60)
+FULL = Plan("full", load_seconds=8, log_messages=100_000, read_repeats=7, log_load_timeout_s=1800,
+            tail_samples=2_000)
+SMOKE = Plan("smoke", load_seconds=1, log_messages=2_000, read_repeats=3, log_load_timeout_s=60,
+             tail_samples=100)
 
 
 @dataclass
@@ -114,6 +120,7 @@ class LargeLog:
 class Results:
     runs: list[Run]
     large_log: LargeLog
+    tailing: tailing.Tailing
     durability: durability.Durability
 
     def run(self, scenario: str, label: str) -> Run:
@@ -131,7 +138,10 @@ class Bench:
     def run_all(self) -> Results:
         runs = [self.baseline(), *self.throughput(), *self.durable_throughput(), self.curve(),
                 self.pipelining(), self.w1_under_delay(), self.batches()]
-        return Results(runs, self.large_log(), self.start_ups())
+        large_log = self.large_log()
+        tail = self.tailing_latency()
+        start_ups = self.start_ups()
+        return Results(runs, large_log, tail, start_ups)
 
     def baseline(self) -> Run:
         with nodes.baseline(self._logs("baseline")) as app:
@@ -189,6 +199,11 @@ class Bench:
             # After the reads, so that memory they keep is counted too.
             result.memory = {node.name: nodes.memory(node) for node in (primary, reader)}
             return result
+
+    def tailing_latency(self) -> tailing.Tailing:
+        with nodes.cluster(self._logs("tailing")) as cluster:
+            self._say(f"tailing: {self.plan.tail_samples:,} appends at w=1, {tailing.TAILED} tailed")
+            return tailing.run(cluster, self.plan.tail_samples, MESSAGE_BYTES)
 
     def start_ups(self) -> durability.Durability:
         """ready-time and recovery: how fast a node with a large log is up."""
