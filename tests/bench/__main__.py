@@ -72,6 +72,7 @@ def main(argv: list[str]) -> int:
         "runs": [run.to_json() for run in results.runs],
         "large_log": results.large_log.to_json(),
         "tailing": results.tailing.to_json(),
+        "catch_up": [point.to_json() for point in results.catch_up],
         "durability": results.durability.to_json(),
         "targets": [target.to_json() for target in targets],
         "checks": [check.to_json() for check in checks],

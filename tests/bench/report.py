@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.bench import paging, tailing
+from tests.bench import catch_up, paging, tailing
 from tests.bench.durability import SOURCE, Durability
 from tests.bench.scenarios import (
     BATCH_MESSAGES, CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
@@ -152,7 +152,19 @@ def checks(results: Results) -> list[Check]:
     tail = results.tailing
     found.append(Check(f"tailing: every append answered 201, {tailing.TAILED}'s reader saw each of "
                        f"the {tail.samples:,} once, in order", not tail.problem, tail.problem))
+    for point in results.catch_up:
+        found.append(Check(f"catch-up ({point.messages:,} messages): {catch_up.RESTARTED} restarted "
+                           "empty holds the primary's list, every node equal, no duplicates",
+                           point.ok, _catch_up_problem(point)))
     return found + _durability_checks(results.durability)
+
+
+def _catch_up_problem(point: catch_up.CatchUp) -> str:
+    if not point.caught_up:
+        return f"not caught up {catch_up.CATCH_UP_DEADLINE_S:g} s after its launch"
+    return point.consistency.problem
+
+
 
 
 def _durability_checks(durability: Durability) -> list[Check]:
@@ -197,6 +209,7 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
                     for n, m in log.memory.items()),
         _batches_line(results),
         _tailing_line(results.tailing),
+        _catch_up_line(results.catch_up),
         *_durability_lines(results.durability),
         "",
         "targets" + (" (smoke mode: indicative only, never asserted)" if plan.mode == "smoke" else ""),
@@ -244,6 +257,22 @@ def _tailing_line(tail: tailing.Tailing) -> str:
     return (f"tailing: {tail.samples:,} appends at w=1, {tailing.PACE_S * 1000:g} ms apart, reached "
             f"{tailing.TAILED}'s long-poll reader p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms "
             f"(min {latency['min']:.2f}, max {latency['max']:.2f}) after the append's answer")
+
+
+
+
+def _catch_up_line(points: list[catch_up.CatchUp]) -> str:
+    return (f"catch-up: {catch_up.RESTARTED} restarted empty held the primary's "
+            + ", ".join(_catch_up_text(point) for point in points))
+
+
+
+
+def _catch_up_text(point: catch_up.CatchUp) -> str:
+    if not point.caught_up:
+        return f"{point.messages:,} messages: NOT within {catch_up.CATCH_UP_DEADLINE_S:g} s"
+    return (f"{point.messages:,} messages after {point.caught_up_s:.2f} s "
+            f"(the first after {point.first_message_s:.2f} s)")
 
 
 

@@ -5,10 +5,10 @@ DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); w=3 again with
 replication over CurveZMQ, to compare with the plain w=3; pipelining (w=3,
 secondaries 0.2 s late); w=1 with secondaries 1 s late; batches (w=3, 100
 messages per POST); a large log (load it, time GET /messages, read the
-memory); tailing (tests.bench.tailing); and the durability scenarios of
-tests.bench.durability (a primary's start on a large DATA_DIR, with the
-paged reads of tests.bench.paging on it, an in-memory primary's
-recovery). Every cluster is fresh, so a scenario's delays, log
+memory); tailing (tests.bench.tailing); catch-up (tests.bench.catch_up);
+and the durability scenarios of tests.bench.durability (a primary's start
+on a large DATA_DIR, with the paged reads of tests.bench.paging on it, an
+in-memory primary's recovery). Every cluster is fresh, so a scenario's delays, log
 size and data are its own, and every load on a cluster ends with the
 consistency check. Every wrk run also notes the CPU time per request of
 the process it loads.
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench import durability, nodes, tailing, wrk
+from tests.bench import catch_up, durability, nodes, tailing, wrk
 from tests.bench.consistency import Consistency, wait_for_convergence
 from tests.support.http import request
 from tests.support.processes import Cluster, Node
@@ -60,13 +60,15 @@ class Plan:
     log_load_timeout_s: int
     #: Appends the tailing reader times.
     tail_samples: int
+    #: The log lengths a secondary restarted empty catches up with, ascending.
+    catch_up_lengths: tuple[int, ...]
 
 
 # Even a primary as slow as 60 appends/s loads its 100,000 messages in time.
 FULL = Plan("full", load_seconds=8, log_messages=100_000, read_repeats=7, log_load_timeout_s=1800,
-            tail_samples=2_000)
+            tail_samples=2_000, catch_up_lengths=(25_000, 50_000, 100_000, 200_000))
 SMOKE = Plan("smoke", load_seconds=1, log_messages=2_000, read_repeats=3, log_load_timeout_s=60,
-             tail_samples=100)
+             tail_samples=100, catch_up_lengths=(5_000, 10_000))
 
 
 @dataclass
@@ -121,6 +123,7 @@ class Results:
     runs: list[Run]
     large_log: LargeLog
     tailing: tailing.Tailing
+    catch_up: list[catch_up.CatchUp]
     durability: durability.Durability
 
     def run(self, scenario: str, label: str) -> Run:
@@ -140,8 +143,9 @@ class Bench:
                 self.pipelining(), self.w1_under_delay(), self.batches()]
         large_log = self.large_log()
         tail = self.tailing_latency()
+        catching_up = self.catch_up_times()
         start_ups = self.start_ups()
-        return Results(runs, large_log, tail, start_ups)
+        return Results(runs, large_log, tail, catching_up, start_ups)
 
     def baseline(self) -> Run:
         with nodes.baseline(self._logs("baseline")) as app:
@@ -204,6 +208,13 @@ class Bench:
         with nodes.cluster(self._logs("tailing")) as cluster:
             self._say(f"tailing: {self.plan.tail_samples:,} appends at w=1, {tailing.TAILED} tailed")
             return tailing.run(cluster, self.plan.tail_samples, MESSAGE_BYTES)
+
+    def catch_up_times(self) -> list[catch_up.CatchUp]:
+        lengths = ", ".join(f"{n:,}" for n in self.plan.catch_up_lengths)
+        with nodes.cluster(self._logs("catch-up")) as cluster:
+            self._say(f"catch-up: {catch_up.RESTARTED} restarted empty on logs of {lengths} messages")
+            return catch_up.run(cluster, self.plan.catch_up_lengths, MESSAGE_BYTES,
+                                CONVERGENCE_TIMEOUT_S)
 
     def start_ups(self) -> durability.Durability:
         """ready-time and recovery: how fast a node with a large log is up."""
