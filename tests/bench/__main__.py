@@ -74,6 +74,7 @@ def main(argv: list[str]) -> int:
         "tailing": results.tailing.to_json(),
         "catch_up": [point.to_json() for point in results.catch_up],
         "durability": results.durability.to_json(),
+        "metrics_cost": results.metrics_cost.to_json(),
         "targets": [target.to_json() for target in targets],
         "checks": [check.to_json() for check in checks],
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.bench import catch_up, paging, tailing
+from tests.bench import catch_up, metrics_cost, paging, tailing
 from tests.bench.durability import SOURCE, Durability
 from tests.bench.scenarios import (
     BATCH_MESSAGES, CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
@@ -35,6 +35,8 @@ TAIL_GOAL_P50_MS = 5.0
 TAIL_GOAL_P99_MS = 50.0
 #: A page at any offset of the large log: a ceiling on the slowest median, in ms.
 PAGE_GOAL_MS = 5.0
+#: /metrics, recording and scraping, as a share of the primary's CPU per request: a ceiling, in %.
+METRICS_GOAL_PERCENT = 3.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def targets(results: Results) -> list[Target]:
     found.append(Target(f"batches ({batches.label}), messages/s", batches.load.messages_per_s,
                         BATCHES_GOAL_MESSAGES_PER_S, "msg/s", at_most=False))
     return (found + _tailing_targets(results.tailing) + [_paging_target(results.durability.ready.pages)]
-            + _durability_targets(results))
+            + _metrics_targets(results) + _durability_targets(results))
 
 
 def _tailing_targets(tail: tailing.Tailing) -> list[Target]:
@@ -115,6 +117,16 @@ def _tailing_targets(tail: tailing.Tailing) -> list[Target]:
 def _paging_target(pages: paging.PagedReads) -> Target:
     return Target(f"a page of {paging.PAGE:,} at any offset of {pages.messages:,} messages, slowest median",
                   pages.slowest_ms, PAGE_GOAL_MS, "ms", at_most=True)
+
+
+
+
+def _metrics_targets(results: Results) -> list[Target]:
+    cost = results.metrics_cost
+    return [Target(f"/metrics at {run.label}, % of the primary's CPU per request",
+                   cost.percent(run.load.requests_per_s, run.cpu_us_per_request),
+                   METRICS_GOAL_PERCENT, "%", at_most=True)
+            for run in results.runs if run.scenario == "throughput"]
 
 
 
@@ -210,6 +222,7 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
         _batches_line(results),
         _tailing_line(results.tailing),
         _catch_up_line(results.catch_up),
+        _metrics_line(results),
         *_durability_lines(results.durability),
         "",
         "targets" + (" (smoke mode: indicative only, never asserted)" if plan.mode == "smoke" else ""),
@@ -264,6 +277,17 @@ def _tailing_line(tail: tailing.Tailing) -> str:
 def _catch_up_line(points: list[catch_up.CatchUp]) -> str:
     return (f"catch-up: {catch_up.RESTARTED} restarted empty held the primary's "
             + ", ".join(_catch_up_text(point) for point in points))
+
+
+
+
+def _metrics_line(results: Results) -> str:
+    cost = results.metrics_cost
+    shares = ", ".join(f"{run.label} {cost.percent(run.load.requests_per_s, run.cpu_us_per_request):.2f}%"
+                       for run in results.runs if run.scenario == "throughput")
+    return (f"/metrics: record_append {cost.record_us:.2f} µs; a scrape {cost.scrape_us:,.0f} µs of the "
+            f"primary's CPU ({cost.scrape_bytes / 1000:.1f} kB); at {metrics_cost.SCRAPES_PER_S:g} "
+            f"scrape/s, of its CPU per request: {shares}")
 
 
 

@@ -1,15 +1,17 @@
 """The scenarios: each starts the processes it needs, loads them and checks them.
 
-In order: the bare baseline; throughput at w=1, 2 and 3; the same with
-DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); w=3 again with
+In order: the bare baseline; throughput at w=1, 2 and 3, then what a
+/metrics scrape costs that primary (tests.bench.metrics_cost); the same
+with DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); w=3 again with
 replication over CurveZMQ, to compare with the plain w=3; pipelining (w=3,
 secondaries 0.2 s late); w=1 with secondaries 1 s late; batches (w=3, 100
 messages per POST); a large log (load it, time GET /messages, read the
 memory); tailing (tests.bench.tailing); catch-up (tests.bench.catch_up);
-and the durability scenarios of tests.bench.durability (a primary's start
-on a large DATA_DIR, with the paged reads of tests.bench.paging on it, an
-in-memory primary's recovery). Every cluster is fresh, so a scenario's delays, log
-size and data are its own, and every load on a cluster ends with the
+the durability scenarios of tests.bench.durability (a primary's start on a
+large DATA_DIR, with the paged reads of tests.bench.paging on it, an
+in-memory primary's recovery); and what recording an append in the
+metrics costs. Every cluster is fresh, so a scenario's delays, log size
+and data are its own, and every load on a cluster ends with the
 consistency check. Every wrk run also notes the CPU time per request of
 the process it loads.
 
@@ -24,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench import catch_up, durability, nodes, tailing, wrk
+from tests.bench import catch_up, durability, metrics_cost, nodes, tailing, wrk
 from tests.bench.consistency import Consistency, wait_for_convergence
 from tests.support.http import request
 from tests.support.processes import Cluster, Node
@@ -125,6 +127,7 @@ class Results:
     tailing: tailing.Tailing
     catch_up: list[catch_up.CatchUp]
     durability: durability.Durability
+    metrics_cost: metrics_cost.MetricsCost
 
     def run(self, scenario: str, label: str) -> Run:
         return next(r for r in self.runs if r.scenario == scenario and r.label == label)
@@ -139,13 +142,18 @@ class Bench:
         self._log_dir = log_dir
 
     def run_all(self) -> Results:
-        runs = [self.baseline(), *self.throughput(), *self.durable_throughput(), self.curve(),
+        baseline = self.baseline()
+        throughput, (scrape_us, scrape_bytes) = self.throughput()
+        runs = [baseline, *throughput, *self.durable_throughput(), self.curve(),
                 self.pipelining(), self.w1_under_delay(), self.batches()]
         large_log = self.large_log()
         tail = self.tailing_latency()
         catching_up = self.catch_up_times()
         start_ups = self.start_ups()
-        return Results(runs, large_log, tail, catching_up, start_ups)
+        # Last, with no cluster left running to compete with this process.
+        self._say("metrics-cost: timing PrimaryMetrics.record_append in this process")
+        cost = metrics_cost.MetricsCost(metrics_cost.record_us(), scrape_us, scrape_bytes)
+        return Results(runs, large_log, tail, catching_up, start_ups, cost)
 
     def baseline(self) -> Run:
         with nodes.baseline(self._logs("baseline")) as app:
@@ -153,9 +161,12 @@ class Bench:
             result, cpu_us = self._wrk_run(app, self._load(app.url, 1, "base"))
             return Run("baseline", "bare", result, cpu_us_per_request=cpu_us)
 
-    def throughput(self) -> list[Run]:
+    def throughput(self) -> tuple[list[Run], tuple[float, int]]:
+        """The runs at w=1, 2 and 3, and the primary's CPU µs and bytes per /metrics scrape."""
         with nodes.cluster(self._logs("throughput")) as cluster:
-            return [self._measure(cluster, "throughput", f"w={w}", w) for w in (1, 2, 3)]
+            runs = [self._measure(cluster, "throughput", f"w={w}", w) for w in (1, 2, 3)]
+            self._say(f"metrics-cost: {metrics_cost.SCRAPES} scrapes of the primary's /metrics")
+            return runs, metrics_cost.scrape(cluster.primary)
 
     def durable_throughput(self) -> list[Run]:
         with nodes.cluster(self._logs("durable"), durable=True) as cluster:
