@@ -25,9 +25,8 @@ from matplotlib.ticker import StrMethodFormatter
 
 from tests.bench import catch_up, tailing
 from tests.bench.report import THROUGHPUT_GOAL_PERCENT
-from tests.bench.scenarios import DURABLE_LABEL, DURABLE_WS, Plan, Results
+from tests.bench.scenarios import CONNECTIONS, DURABLE_LABEL, DURABLE_WS, MESSAGE_BYTES, Plan, Results
 
-CHARTS = ("throughput", "latency", "catch-up")
 SIZE_IN = (9, 5)
 DPI = 110
 #: Where a latency bar at or below zero is drawn on the logarithmic axis (its label says the truth).
@@ -36,13 +35,13 @@ LOG_FLOOR_MS = 0.01
 
 def write(results: Results, plan: Plan, machine: dict, folder: Path, prefix: str) -> dict[str, Path]:
     """Draw every chart into ``folder``; the files written, by chart name."""
-    subtitle = (f"{plan.mode} mode, {machine['cores']} cores, commit {machine['commit']}"
+    subtitle = (f"{plan.mode} mode, {machine['cores']} cores, commit {machine['commit']}, "
+                f"load average {machine['load_average_1m']} before the run"
                 + (" (smoke: indicative only)" if plan.mode == "smoke" else ""))
-    drawers = {"throughput": _throughput, "latency": _latency, "catch-up": _catch_up}
     written = {}
-    for name in CHARTS:
+    for name, draw in (("throughput", _throughput), ("latency", _latency), ("catch-up", _catch_up)):
         figure = Figure(figsize=SIZE_IN, dpi=DPI)
-        drawers[name](figure.subplots(), results)
+        draw(figure.subplots(), results)
         figure.text(0.99, 0.01, subtitle, ha="right", va="bottom", fontsize=8, color="dimgray")
         figure.tight_layout(rect=(0, 0.03, 1, 1))
         written[name] = folder / f"{prefix}-{name}.png"
@@ -80,7 +79,8 @@ def _throughput(axes, results: Results) -> None:
     axes.set_xlabel("write concern")
     axes.set_ylabel("acknowledged appends per second (req/s)")
     axes.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    axes.set_title("Append throughput by write concern (wrk, 32 connections, 100-byte messages)")
+    axes.set_title(f"Append throughput by write concern (wrk, {CONNECTIONS} connections, "
+                   f"{MESSAGE_BYTES}-byte messages)")
     axes.set_ylim(0, base * 1.25)
     axes.legend(fontsize=8, loc="upper right")
     axes.grid(axis="y", alpha=0.3)
@@ -123,7 +123,7 @@ def _catch_up(axes, results: Results) -> None:
     for point in points:
         axes.annotate(f"{point.caught_up_s:.2f} s", (point.messages, point.caught_up_s),
                       textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    axes.set_xlabel("log length (messages of 100 bytes)")
+    axes.set_xlabel(f"log length (messages of {MESSAGE_BYTES} bytes)")
     axes.set_ylabel("seconds until it holds the whole log")
     axes.set_title(f"Catch-up of a secondary ({catch_up.RESTARTED}) restarted empty, "
                    "against the log's length")
