@@ -8,10 +8,9 @@ its launch (Python's start-up included) until its /health length equals
 the primary's. The primary learns of the restart from s2's first reply,
 which can wait for a heartbeat (HEARTBEAT_INTERVAL, 1 s by default), so
 the time until s2 holds its first message is noted too: what follows it
-is the transfer itself. Then
-every node must hold the same list, without duplicates
-(tests.bench.consistency). A secondary that does not catch up ends the
-scenario: the lengths after it would measure something else.
+is the transfer itself. Then every node must hold the same list, without
+duplicates (tests.bench.consistency). A secondary that does not catch up
+ends the scenario: the lengths after it would measure something else.
 
 Thread: the benchmark's main thread.
 """

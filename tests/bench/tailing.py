@@ -32,7 +32,7 @@ from tests.support.processes import Cluster
 PACE_S = 0.005
 #: The long poll's wait, in seconds.
 WAIT_S = 5
-#: Beyond the appends' own time: covers a loaded machine, yet ends a broken run.
+#: Beyond the paces between appends: covers a loaded machine, yet ends a broken run.
 DEADLINE_MARGIN_S = 30.0
 #: The secondary that is tailed.
 TAILED = "s1"
