@@ -10,7 +10,8 @@ the one run that appended everything and, on a secondary, its incarnation.
 - **ready-time**: a primary alone (no secondaries, so nothing but its own
   log counts) starts on a DATA_DIR of ``ready_messages``; the figure is the
   time from the process's launch until GET /health answers 200. Then its
-  log must equal what was stored, and an append must get the next id.
+  log must equal what was stored, the paged reads of tests.bench.paging
+  are timed on it, and an append must get the next id.
 - **recovery**: s1 starts on a DATA_DIR of ``recovery_messages``, s2 starts
   empty in memory, then a primary in memory with both as SECONDARIES; the
   figure is the time from the primary's launch until its /health says
@@ -36,7 +37,7 @@ from typing import Callable
 from shared import history as hist
 from shared import protocol
 from shared.sqlite_store import Changes, SqliteStore
-from tests.bench import nodes
+from tests.bench import nodes, paging
 from tests.bench.consistency import Consistency, wait_for_convergence
 from tests.support.http import get_health, post_message, request
 from tests.support.processes import Cluster, Node
@@ -96,9 +97,11 @@ class ReadyTime(StartUp):
     #: The log length /health reported once ready.
     length: int
     memory: nodes.Memory
+    pages: paging.PagedReads
 
     def to_json(self) -> dict:
-        return {**super().to_json(), "length": self.length, "memory": self.memory.to_json()}
+        return {**super().to_json(), "length": self.length, "memory": self.memory.to_json(),
+                "paged_reads": self.pages.to_json()}
 
 
 @dataclass
@@ -172,12 +175,14 @@ def ready_time(log_dir: Path, *, messages: int, message_bytes: int,
         with nodes.serving(primary):
             ready_s = time.monotonic() - primary.started_at
             length = nodes.log_length(primary)
-            problem = (_differences(primary, messages, "ready", message_bytes)
-                       or _next_id_problem(primary, messages))
+            problem = _differences(primary, messages, "ready", message_bytes)
+            # Before the next append: every page read is then of the stored log.
+            pages = paging.time_pages(primary, messages, lambda seq: message("ready", seq, message_bytes))
+            problem = problem or _next_id_problem(primary, messages)
             memory = nodes.memory(primary)
     finally:
         shutil.rmtree(store_env["DATA_DIR"], ignore_errors=True)
-    return ReadyTime(messages, build_s, ready_s, problem, length=length, memory=memory)
+    return ReadyTime(messages, build_s, ready_s, problem, length=length, memory=memory, pages=pages)
 
 
 def recovery(log_dir: Path, *, messages: int, message_bytes: int, convergence_timeout_s: float,

@@ -1,4 +1,4 @@
-"""The processes a scenario measures: a fresh cluster, the bare baseline, their memory.
+"""The processes a scenario measures: a fresh cluster, the bare baseline, their memory and CPU time.
 
 A thin layer over tests.support.processes: it fixes the benchmark's shape
 (one primary, two secondaries, 64 Waitress threads everywhere), gives each
@@ -9,6 +9,7 @@ normally, on an exception or on Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from shared.keys import create_pairs
 from tests.support.http import get_health
 from tests.support.processes import Cluster, Node
 
+#: The unit of utime and stime in /proc/PID/stat.
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 #: Waitress threads of the primary and of the baseline: the same, so the
 #: baseline differs from the primary only in what a request does.
 HTTP_THREADS = 64
@@ -119,3 +122,13 @@ def memory(node: Node) -> Memory:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) * 1024  # reported in kB
     return Memory(fields["VmRSS"], fields["VmHWM"])
+
+
+def cpu_seconds(node: Node) -> float:
+    """CPU time the process has used so far, every thread's, user and system
+    (utime + stime of /proc/PID/stat), counted in clock ticks (10 ms on Linux)."""
+    stat = Path(f"/proc/{node.process.pid}/stat").read_text()
+    # The command name, in parentheses, may hold spaces: count fields after it.
+    # utime and stime are fields 14 and 15, state (field 3) being the first after it.
+    after_name = stat.rpartition(")")[2].split()
+    return (int(after_name[14 - 3]) + int(after_name[15 - 3])) / CLOCK_TICKS_PER_S

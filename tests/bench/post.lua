@@ -1,9 +1,11 @@
--- wrk script: POST /messages, a unique message of SIZE bytes per request.
+-- wrk script: POST /messages, BATCH unique messages of SIZE bytes per request.
 --
--- Arguments after wrk's "--": TAG W SIZE [LIMIT THREADS]
+-- Arguments after wrk's "--": TAG W SIZE BATCH [LIMIT THREADS]
 --   TAG      prefix that keeps messages unique across runs on one cluster
 --   W        the write concern, an integer
 --   SIZE     message length in bytes (ASCII), the counter padded with "x"
+--   BATCH    messages per POST: 1 sends {"message": ...}, more a batch
+--            append, {"messages": [...]}
 --   LIMIT    POSTs to send in all; each thread stops after its exact share
 --   THREADS  wrk's -t, needed to split LIMIT into those shares
 --
@@ -24,16 +26,16 @@ function setup(thread)
 end
 
 -- Running phase: every thread runs this file in its own environment.
--- `sent` is global so that done() can read it with thread:get().
+-- `sent` (POSTs) is global so that done() can read it with thread:get().
 sent = 0
-local tag, w, size, quota
+local tag, w, size, batch, quota
 -- Before the run, wrk calls the first thread's request() once to check that
 -- it returns a well-formed request; that one is never sent, so not counted.
 local probe_pending
 
 function init(args)
-   tag, w, size = args[1], tonumber(args[2]), tonumber(args[3])
-   local limit, thread_count = tonumber(args[4]), tonumber(args[5])
+   tag, w, size, batch = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+   local limit, thread_count = tonumber(args[5]), tonumber(args[6])
    if limit then
       quota = math.floor(limit / thread_count)
       if thread_index < limit % thread_count then
@@ -41,6 +43,12 @@ function init(args)
       end
    end
    probe_pending = thread_index == 0
+end
+
+-- The thread's message number `number` (from 1): unique across threads and runs.
+local function message(number)
+   local head = string.format("%s t%d n%d ", tag, thread_index, number)
+   return head .. string.rep("x", size - #head)
 end
 
 function request()
@@ -54,9 +62,15 @@ function request()
       return wrk.format("GET", "/health")
    end
    sent = sent + 1
-   local head = string.format("%s t%d n%d ", tag, thread_index, sent)
-   local message = head .. string.rep("x", size - #head)
-   return wrk.format(nil, nil, nil, string.format('{"message":"%s","w":%d}', message, w))
+   if batch == 1 then
+      return wrk.format(nil, nil, nil, string.format('{"message":"%s","w":%d}', message(sent), w))
+   end
+   local quoted = {}
+   for i = 1, batch do
+      quoted[i] = '"' .. message((sent - 1) * batch + i) .. '"'
+   end
+   return wrk.format(nil, nil, nil,
+                     string.format('{"messages":[%s],"w":%d}', table.concat(quoted, ","), w))
 end
 
 function done(summary, latency, requests)

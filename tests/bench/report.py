@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tests.bench import catch_up, metrics_cost, paging, tailing
 from tests.bench.durability import SOURCE, Durability
 from tests.bench.scenarios import (
-    CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
+    BATCH_MESSAGES, CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
 )
 
 MB = 1_000_000
+#: Throughput at a w, as a share of the baseline's req/s: floors, in %.
+THROUGHPUT_GOAL_PERCENT = {1: 85, 3: 70}
 #: The memory ceiling per process: twice the raw payload plus this.
 MEMORY_ALLOWANCE_BYTES = 60 * MB
 IDEAL_PIPELINED_RPS = CONNECTIONS / PIPELINE_DELAY_S
@@ -27,6 +30,15 @@ READY_GOAL_S = 3.0
 RECOVERY_GOAL_S = 3.0
 #: Authentication and encryption may cost at most a tenth of w=3 throughput.
 CURVE_GOAL_PERCENT = 90
+#: Messages appended, replicated to every node and acknowledged per second, in batches.
+BATCHES_GOAL_MESSAGES_PER_S = 100_000
+#: From an append's answer to a reader tailing a secondary: ceilings, in ms.
+TAIL_GOAL_P50_MS = 5.0
+TAIL_GOAL_P99_MS = 50.0
+#: A page at any offset of the large log: a ceiling on the slowest median, in ms.
+PAGE_GOAL_MS = 5.0
+#: /metrics, recording and scraping, as a share of the primary's CPU per request: a ceiling, in %.
+METRICS_GOAL_PERCENT = 3.0
 
 
 @dataclass(frozen=True)
@@ -68,9 +80,10 @@ def targets(results: Results) -> list[Target]:
     log = results.large_log
     memory_goal_mb = (2 * log.payload_bytes + MEMORY_ALLOWANCE_BYTES) / MB
     found = [
-        Target(f"throughput {w}, % of baseline req/s", _percent(results.run("throughput", w).load.requests_per_s,
-                                                             base.requests_per_s), goal, "%", at_most=False)
-        for w, goal in (("w=1", 85), ("w=3", 70))
+        Target(f"throughput w={w}, % of baseline req/s",
+               _percent(results.run("throughput", f"w={w}").load.requests_per_s, base.requests_per_s),
+               goal, "%", at_most=False)
+        for w, goal in THROUGHPUT_GOAL_PERCENT.items()
     ]
     found.append(Target("w=3 over CurveZMQ, % of plain w=3 req/s",
                         _percent(results.run("curve", "w=3, CurveZMQ").load.requests_per_s,
@@ -87,7 +100,32 @@ def targets(results: Results) -> list[Target]:
     for name, memory in log.memory.items():
         found.append(Target(f"RSS {name} after {log.messages:,} messages", memory.rss_bytes / MB,
                             memory_goal_mb, "MB", at_most=True))
-    return found + _durability_targets(results)
+    batches = next(r for r in results.runs if r.scenario == "batches")
+    found.append(Target(f"batches ({batches.label}), messages/s", batches.load.messages_per_s,
+                        BATCHES_GOAL_MESSAGES_PER_S, "msg/s", at_most=False))
+    return (found + _tailing_targets(results.tailing) + [_paging_target(results.durability.ready.pages)]
+            + _metrics_targets(results) + _durability_targets(results))
+
+
+def _tailing_targets(tail: tailing.Tailing) -> list[Target]:
+    if not tail.latency_ms:  # none after a problem, which a check reports
+        return []
+    return [Target(f"tailing {tailing.TAILED}, from an append's answer to the reader, {name}",
+                   tail.latency_ms[name], goal, "ms", at_most=True)
+            for name, goal in (("p50", TAIL_GOAL_P50_MS), ("p99", TAIL_GOAL_P99_MS))]
+
+
+def _paging_target(pages: paging.PagedReads) -> Target:
+    return Target(f"a page of {paging.PAGE:,} at any offset of {pages.messages:,} messages, slowest median",
+                  pages.slowest_ms, PAGE_GOAL_MS, "ms", at_most=True)
+
+
+def _metrics_targets(results: Results) -> list[Target]:
+    cost = results.metrics_cost
+    return [Target(f"/metrics at {run.label}, % of the primary's CPU per request",
+                   cost.percent(run.load.requests_per_s, run.cpu_us_per_request),
+                   METRICS_GOAL_PERCENT, "%", at_most=True)
+            for run in results.runs if run.scenario == "throughput"]
 
 
 def _durability_targets(results: Results) -> list[Target]:
@@ -116,11 +154,24 @@ def checks(results: Results) -> list[Check]:
             continue
         found.append(Check(f"{name}: secondaries equal the primary, no duplicates",
                            run.consistency.ok, run.consistency.problem))
-        # Every acknowledged POST is in the log; nothing is there that was not sent.
-        counted = load.acknowledged <= run.log_growth <= load.sent
+        # Every acknowledged message is in the log; nothing is there that was not sent.
+        counted = load.acknowledged_messages <= run.log_growth <= load.sent_messages
         found.append(Check(f"{name}: acknowledged <= appended <= sent", counted,
-                           f"{load.acknowledged} <= {run.log_growth} <= {load.sent}"))
+                           f"{load.acknowledged_messages} <= {run.log_growth} <= {load.sent_messages}"))
+    tail = results.tailing
+    found.append(Check(f"tailing: every append answered 201, {tailing.TAILED}'s reader saw each of "
+                       f"the {tail.samples:,} once, in order", not tail.problem, tail.problem))
+    for point in results.catch_up:
+        found.append(Check(f"catch-up ({point.messages:,} messages): {catch_up.RESTARTED} restarted "
+                           "empty holds the primary's list, every node equal, no duplicates",
+                           point.ok, _catch_up_problem(point)))
     return found + _durability_checks(results.durability)
+
+
+def _catch_up_problem(point: catch_up.CatchUp) -> str:
+    if not point.caught_up:
+        return f"not caught up {catch_up.CATCH_UP_DEADLINE_S:g} s after its launch"
+    return point.consistency.problem
 
 
 def _durability_checks(durability: Durability) -> list[Check]:
@@ -130,6 +181,8 @@ def _durability_checks(durability: Durability) -> list[Check]:
               "then appends at the next id", not ready.problem, ready.problem),
         Check(f"recovery ({recovery.messages:,} messages): the primary holds exactly {SOURCE}'s log",
               recovery.recovered and not recovery.problem, recovery.problem),
+        Check(f"paged reads ({ready.pages.messages:,} messages): every page holds exactly the stored "
+              "messages", not ready.pages.problem, ready.pages.problem),
     ]
     consistency = recovery.consistency
     found.append(Check("recovery: secondaries equal the primary, no duplicates",
@@ -145,9 +198,11 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
         f"Replicated log benchmark, {plan.mode} mode: {machine['cores']} cores, {machine['cpu']}, "
         f"Python {machine['python']}, commit {machine['commit']}, "
         f"load average {machine['load_average_1m']} before the run",
-        f"wrk: {CONNECTIONS} connections, {plan.load_seconds} s per run, 100-byte messages",
+        f"wrk: {CONNECTIONS} connections, {plan.load_seconds} s per run, 100-byte messages; "
+        "CPU: the loaded process's (primary or baseline) per request",
         "",
-        _row("scenario", "run", "req/s", "vs base", "p50 ms", "p99 ms", "errors", "converged"),
+        _row("scenario", "run", "req/s", "vs base", "p50 ms", "p99 ms", "CPU µs/req", "errors",
+             "converged"),
     ]
     for run in [*results.runs, results.large_log.load]:
         lines.append(_run_row(run, base_rps))
@@ -159,6 +214,10 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
         f"RSS after {log.messages:,} messages (payload {log.payload_bytes / MB:.1f} MB): "
         + ", ".join(f"{n} {m.rss_bytes / MB:.1f} MB (peak {m.peak_rss_bytes / MB:.1f})"
                     for n, m in log.memory.items()),
+        _batches_line(results),
+        _tailing_line(results.tailing),
+        _catch_up_line(results.catch_up),
+        _metrics_line(results),
         *_durability_lines(results.durability),
         "",
         "targets" + (" (smoke mode: indicative only, never asserted)" if plan.mode == "smoke" else ""),
@@ -166,7 +225,7 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
     for target in found_targets:
         sign = "<=" if target.at_most else ">="
         lines.append(f"  {'PASS' if target.met else 'MISS'}  {target.name}: "
-                     f"{target.measured:.1f} {target.unit} (goal {sign} {target.goal:.1f} {target.unit})")
+                     f"{target.measured:,.1f} {target.unit} (goal {sign} {target.goal:,.1f} {target.unit})")
     failed = [check for check in found_checks if not check.ok]
     lines += ["", f"checks: {len(found_checks) - len(failed)} of {len(found_checks)} passed"]
     lines += [f"  FAIL  {check.name}: {check.detail}" for check in failed]
@@ -185,17 +244,58 @@ def _run_row(run: Run, base_rps: float) -> str:
     # by the delay and the large-log load is a means, not a figure.
     compared = run.scenario in ("throughput", "durable", "w1-delay")
     ratio = f"{_percent(load.requests_per_s, base_rps):.0f}%" if compared else ""
+    cpu = "" if run.cpu_us_per_request is None else f"{run.cpu_us_per_request:.0f}"
     return _row(run.scenario, run.label, f"{load.requests_per_s:.0f}", ratio,
-                f"{load.latency_ms['p50']:.1f}", f"{load.latency_ms['p99']:.1f}",
+                f"{load.latency_ms['p50']:.1f}", f"{load.latency_ms['p99']:.1f}", cpu,
                 str(load.error_count), consistent)
+
+
+def _batches_line(results: Results) -> str:
+    batches = next(r for r in results.runs if r.scenario == "batches").load
+    return (f"batches: {batches.messages_per_s:,.0f} messages/s acknowledged "
+            f"({batches.requests_per_s:,.0f} POSTs/s of {BATCH_MESSAGES})")
+
+
+def _tailing_line(tail: tailing.Tailing) -> str:
+    if not tail.latency_ms:
+        return f"tailing: {tail.problem}"
+    latency = tail.latency_ms
+    return (f"tailing: {tail.samples:,} appends at w=1, {tailing.PACE_S * 1000:g} ms apart, reached "
+            f"{tailing.TAILED}'s long-poll reader p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms "
+            f"(min {latency['min']:.2f}, max {latency['max']:.2f}) after the append's answer")
+
+
+def _catch_up_line(points: list[catch_up.CatchUp]) -> str:
+    return (f"catch-up: {catch_up.RESTARTED} restarted empty held the primary's "
+            + ", ".join(_catch_up_text(point) for point in points))
+
+
+def _metrics_line(results: Results) -> str:
+    cost = results.metrics_cost
+    shares = ", ".join(f"{run.label} {cost.percent(run.load.requests_per_s, run.cpu_us_per_request):.2f}%"
+                       for run in results.runs if run.scenario == "throughput")
+    return (f"/metrics: record_append {cost.record_us:.2f} µs; a scrape {cost.scrape_us:,.0f} µs of the "
+            f"primary's CPU ({cost.scrape_bytes / 1000:.1f} kB); at {metrics_cost.SCRAPES_PER_S:g} "
+            f"scrape/s, of its CPU per request: {shares}")
+
+
+def _catch_up_text(point: catch_up.CatchUp) -> str:
+    if not point.caught_up:
+        return f"{point.messages:,} messages: NOT within {catch_up.CATCH_UP_DEADLINE_S:g} s"
+    return (f"{point.messages:,} messages after {point.caught_up_s:.2f} s "
+            f"(the first after {point.first_message_s:.2f} s)")
 
 
 def _durability_lines(durability: Durability) -> list[str]:
     ready, recovery = durability.ready, durability.recovery
+    pages = ready.pages
     lines = [
         f"ready-time: a primary with {ready.messages:,} messages in DATA_DIR answered /health after "
         f"{ready.ready_s:.2f} s (store written in {ready.build_s:.1f} s); "
         f"RSS {ready.memory.rss_bytes / MB:.1f} MB (peak {ready.memory.peak_rss_bytes / MB:.1f})",
+        f"paged reads on it: a page of {paging.PAGE:,}, median of {paging.READS}, from "
+        + ", ".join(f"{start:,} {ms:.2f} ms" for start, ms in pages.median_ms.items())
+        + f"; last / first {pages.last_over_first:.2f}x",
     ]
     if recovery.recovered:
         caught_up = recovery.consistency
@@ -210,7 +310,7 @@ def _durability_lines(durability: Durability) -> list[str]:
 
 
 def _row(*cells: str) -> str:
-    widths = (11, 28, 7, 8, 8, 8, 7, 0)
+    widths = (11, 28, 7, 8, 8, 8, 10, 7, 0)
     return "  ".join(
         cell.ljust(width) if i < 2 or i == len(widths) - 1 else cell.rjust(width)
         for i, (cell, width) in enumerate(zip(cells, widths))

@@ -1,14 +1,21 @@
 """The scenarios: each starts the processes it needs, loads them and checks them.
 
-In order: the bare baseline; throughput at w=1, 2 and 3; the same with
-DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); w=3 again with
+In order: the bare baseline; throughput at w=1, 2 and 3, then what a
+/metrics scrape costs that primary (tests.bench.metrics_cost); the same
+with DATA_DIR and FSYNC=always at w=1 and 3 ("durable"); w=3 again with
 replication over CurveZMQ, to compare with the plain w=3; pipelining (w=3,
-secondaries 0.2 s late); w=1 with secondaries 1 s late; a large log (load
-it, time GET /messages, read the memory); and the durability scenarios of
-tests.bench.durability (a primary's start on a large DATA_DIR, an in-memory
-primary's recovery). Every cluster is fresh, so a scenario's delays, log
-size and data are its own, and every load on a cluster ends with the
-consistency check.
+secondaries 0.2 s late); w=1 with secondaries 1 s late; batches (w=3, 100
+messages per POST); a large log (load it, time GET /messages, read the
+memory); tailing (tests.bench.tailing); catch-up (tests.bench.catch_up);
+the durability scenarios of tests.bench.durability (a primary's start on a
+large DATA_DIR, with the paged reads of tests.bench.paging on it, an
+in-memory primary's recovery); and what recording an append in the
+metrics costs. Every cluster is fresh, so a scenario's delays, log size
+and data are its own, and every load on a cluster ends with the
+consistency check. Every wrk run also notes the CPU time per request of
+the process it loads.
+
+Thread: the benchmark's main thread (tailing starts two of its own).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench import durability, nodes, wrk
+from tests.bench import catch_up, durability, metrics_cost, nodes, tailing, wrk
 from tests.bench.consistency import Consistency, wait_for_convergence
 from tests.support.http import request
 from tests.support.processes import Cluster, Node
@@ -28,6 +35,9 @@ CONNECTIONS = 32
 #: One wrk thread per core: wrk shares the 2 cores with three servers.
 WRK_THREADS = 2
 MESSAGE_BYTES = 100
+#: The batches scenario: messages per POST, and its write concern.
+BATCH_MESSAGES = 100
+BATCH_W = 3
 PIPELINE_DELAY_S = 0.2
 SLOW_DELAY_S = 1.0
 #: Covers the slowest delay and a loaded machine, yet ends a broken run.
@@ -50,11 +60,17 @@ class Plan:
     read_repeats: int
     #: Ceiling on loading the large log.
     log_load_timeout_s: int
+    #: Appends the tailing reader times.
+    tail_samples: int
+    #: The log lengths a secondary restarted empty catches up with, ascending.
+    catch_up_lengths: tuple[int, ...]
 
 
 # Even a primary as slow as 60 appends/s loads its 100,000 messages in time.
-FULL = Plan("full", load_seconds=8, log_messages=100_000, read_repeats=7, log_load_timeout_s=1800)
-SMOKE = Plan("smoke", load_seconds=1, log_messages=2_000, read_repeats=3, log_load_timeout_s=60)
+FULL = Plan("full", load_seconds=8, log_messages=100_000, read_repeats=7, log_load_timeout_s=1800,
+            tail_samples=2_000, catch_up_lengths=(25_000, 50_000, 100_000, 200_000))
+SMOKE = Plan("smoke", load_seconds=1, log_messages=2_000, read_repeats=3, log_load_timeout_s=60,
+             tail_samples=100, catch_up_lengths=(5_000, 10_000))
 
 
 @dataclass
@@ -67,12 +83,17 @@ class Run:
     consistency: Consistency | None = None
     #: Messages the primary's log gained during the run.
     log_growth: int | None = None
+    #: CPU time of the loaded process (the primary, or the baseline) per
+    #: response: what its throughput is bounded by. None without a response.
+    cpu_us_per_request: float | None = None
 
     def to_json(self) -> dict:
         return {
             "scenario": self.scenario,
             "label": self.label,
             **self.load.to_json(),
+            "cpu_us_per_request": (None if self.cpu_us_per_request is None
+                                   else round(self.cpu_us_per_request, 1)),
             "log_growth": self.log_growth,
             "consistency": self.consistency.to_json() if self.consistency else None,
         }
@@ -103,7 +124,10 @@ class LargeLog:
 class Results:
     runs: list[Run]
     large_log: LargeLog
+    tailing: tailing.Tailing
+    catch_up: list[catch_up.CatchUp]
     durability: durability.Durability
+    metrics_cost: metrics_cost.MetricsCost
 
     def run(self, scenario: str, label: str) -> Run:
         return next(r for r in self.runs if r.scenario == scenario and r.label == label)
@@ -118,18 +142,31 @@ class Bench:
         self._log_dir = log_dir
 
     def run_all(self) -> Results:
-        runs = [self.baseline(), *self.throughput(), *self.durable_throughput(), self.curve(),
-                self.pipelining(), self.w1_under_delay()]
-        return Results(runs, self.large_log(), self.start_ups())
+        baseline = self.baseline()
+        throughput, (scrape_us, scrape_bytes) = self.throughput()
+        runs = [baseline, *throughput, *self.durable_throughput(), self.curve(),
+                self.pipelining(), self.w1_under_delay(), self.batches()]
+        large_log = self.large_log()
+        tail = self.tailing_latency()
+        catching_up = self.catch_up_times()
+        start_ups = self.start_ups()
+        # Last, with no cluster left running to compete with this process.
+        self._say("metrics-cost: timing PrimaryMetrics.record_append in this process")
+        cost = metrics_cost.MetricsCost(metrics_cost.record_us(), scrape_us, scrape_bytes)
+        return Results(runs, large_log, tail, catching_up, start_ups, cost)
 
     def baseline(self) -> Run:
         with nodes.baseline(self._logs("baseline")) as app:
             self._say(f"baseline: bare Bottle+Waitress, {self.plan.load_seconds} s")
-            return Run("baseline", "bare", wrk.run(self._wrk, self._load(app.url, 1, "base")))
+            result, cpu_us = self._wrk_run(app, self._load(app.url, 1, "base"))
+            return Run("baseline", "bare", result, cpu_us_per_request=cpu_us)
 
-    def throughput(self) -> list[Run]:
+    def throughput(self) -> tuple[list[Run], tuple[float, int]]:
+        """The runs at w=1, 2 and 3, and the primary's CPU µs and bytes per /metrics scrape."""
         with nodes.cluster(self._logs("throughput")) as cluster:
-            return [self._measure(cluster, "throughput", f"w={w}", w) for w in (1, 2, 3)]
+            runs = [self._measure(cluster, "throughput", f"w={w}", w) for w in (1, 2, 3)]
+            self._say(f"metrics-cost: {metrics_cost.SCRAPES} scrapes of the primary's /metrics")
+            return runs, metrics_cost.scrape(cluster.primary)
 
     def durable_throughput(self) -> list[Run]:
         with nodes.cluster(self._logs("durable"), durable=True) as cluster:
@@ -147,6 +184,11 @@ class Bench:
         with nodes.cluster(self._logs("w1-delay"), SLOW_DELAY_S) as cluster:
             return self._measure(cluster, "w1-delay", f"w=1, {SLOW_DELAY_S:g} s delay", 1)
 
+    def batches(self) -> Run:
+        with nodes.cluster(self._logs("batches")) as cluster:
+            label = f"w={BATCH_W}, {BATCH_MESSAGES} messages per POST"
+            return self._measure(cluster, "batches", label, BATCH_W, batch=BATCH_MESSAGES)
+
     def large_log(self) -> LargeLog:
         count = self.plan.log_messages
         with nodes.cluster(self._logs("large-log")) as cluster:
@@ -157,12 +199,14 @@ class Bench:
                 seconds=self.plan.log_load_timeout_s, connections=CONNECTIONS,
                 threads=WRK_THREADS, limit=count,
             )
+            cpu_before = nodes.cpu_seconds(primary)
             with wrk.WrkRun(self._wrk, load) as running:
                 self._wait_for_length(primary, count)
                 loaded = running.interrupt()
+            cpu_us = _cpu_us_per_request(primary, cpu_before, loaded)
             consistency = wait_for_convergence(cluster, CONVERGENCE_TIMEOUT_S)
             run = Run("large-log", f"load {count:,} messages, w=1", loaded, consistency,
-                      consistency.lengths["primary"])
+                      consistency.lengths["primary"], cpu_us)
             result = LargeLog(count, count * MESSAGE_BYTES, run)
             reader = cluster["s1"]
             for node in (primary, reader):
@@ -170,6 +214,18 @@ class Bench:
             # After the reads, so that memory they keep is counted too.
             result.memory = {node.name: nodes.memory(node) for node in (primary, reader)}
             return result
+
+    def tailing_latency(self) -> tailing.Tailing:
+        with nodes.cluster(self._logs("tailing")) as cluster:
+            self._say(f"tailing: {self.plan.tail_samples:,} appends at w=1, {tailing.TAILED} tailed")
+            return tailing.run(cluster, self.plan.tail_samples, MESSAGE_BYTES)
+
+    def catch_up_times(self) -> list[catch_up.CatchUp]:
+        lengths = ", ".join(f"{n:,}" for n in self.plan.catch_up_lengths)
+        with nodes.cluster(self._logs("catch-up")) as cluster:
+            self._say(f"catch-up: {catch_up.RESTARTED} restarted empty on logs of {lengths} messages")
+            return catch_up.run(cluster, self.plan.catch_up_lengths, MESSAGE_BYTES,
+                                CONVERGENCE_TIMEOUT_S)
 
     def start_ups(self) -> durability.Durability:
         """ready-time and recovery: how fast a node with a large log is up."""
@@ -182,17 +238,23 @@ class Bench:
                                 convergence_timeout_s=CONVERGENCE_TIMEOUT_S, say=self._say),
         )
 
-    def _measure(self, cluster: Cluster, scenario: str, label: str, w: int) -> Run:
+    def _measure(self, cluster: Cluster, scenario: str, label: str, w: int, batch: int = 1) -> Run:
         self._say(f"{scenario}: {label}, {self.plan.load_seconds} s")
         before = nodes.log_length(cluster.primary)
         tag = f"{scenario}-w{w}"
-        result = wrk.run(self._wrk, self._load(cluster.primary.url, w, tag))
+        result, cpu_us = self._wrk_run(cluster.primary, self._load(cluster.primary.url, w, tag, batch))
         consistency = wait_for_convergence(cluster, CONVERGENCE_TIMEOUT_S)
-        return Run(scenario, label, result, consistency, consistency.lengths["primary"] - before)
+        return Run(scenario, label, result, consistency, consistency.lengths["primary"] - before, cpu_us)
 
-    def _load(self, url: str, w: int, tag: str) -> wrk.Load:
-        return wrk.Load(url, w=w, tag=tag, message_bytes=MESSAGE_BYTES,
-                        seconds=self.plan.load_seconds, connections=CONNECTIONS, threads=WRK_THREADS)
+    def _wrk_run(self, server: Node, load: wrk.Load) -> tuple[wrk.WrkResult, float | None]:
+        """Run ``load`` against ``server``: wrk's result, and the server's CPU µs per response."""
+        cpu_before = nodes.cpu_seconds(server)
+        result = wrk.run(self._wrk, load)
+        return result, _cpu_us_per_request(server, cpu_before, result)
+
+    def _load(self, url: str, w: int, tag: str, batch: int = 1) -> wrk.Load:
+        return wrk.Load(url, w=w, tag=tag, message_bytes=MESSAGE_BYTES, seconds=self.plan.load_seconds,
+                        connections=CONNECTIONS, threads=WRK_THREADS, batch=batch)
 
     def _wait_for_length(self, primary: Node, count: int) -> None:
         """Wait until the primary holds ``count`` messages, saying how it goes."""
@@ -223,3 +285,10 @@ class Bench:
 
     def _say(self, what: str) -> None:
         print(f"-- {what}", file=sys.stderr, flush=True)
+
+
+def _cpu_us_per_request(server: Node, cpu_before_s: float, result: wrk.WrkResult) -> float | None:
+    """The CPU time ``server`` used since ``cpu_before_s``, per response of ``result``."""
+    if not result.responses:
+        return None
+    return (nodes.cpu_seconds(server) - cpu_before_s) * 1e6 / result.responses

@@ -1,5 +1,8 @@
 """wrk, the load generator: find or install it, run it with post.lua, parse it.
 
+A Load sends one message per POST, or a batch of them (``batch``); the
+result counts both POSTs and messages.
+
 Every throughput and latency figure comes from wrk, a C event loop that keeps
 a fixed number of keep-alive connections busy (closed loop: each connection
 sends its next request when the previous answer arrives). A Python client
@@ -63,9 +66,11 @@ class Load:
     threads: int
     #: POSTs to send in all, then each wrk thread stops; None: no limit.
     limit: int | None = None
+    #: Messages per POST: 1 is the single-message form, more a batch append.
+    batch: int = 1
 
     def command(self, wrk: str) -> list[str]:
-        args = [self.tag, str(self.w), str(self.message_bytes)]
+        args = [self.tag, str(self.w), str(self.message_bytes), str(self.batch)]
         if self.limit is not None:
             args += [str(self.limit), str(self.threads)]
         return [
@@ -85,6 +90,8 @@ class WrkResult:
     errors: dict[str, int]
     #: p50, p90, p99, max, mean.
     latency_ms: dict[str, float]
+    #: The Load's batch: every POST carried this many messages.
+    messages_per_request: int
 
     @property
     def acknowledged(self) -> int:
@@ -92,8 +99,21 @@ class WrkResult:
         return self.responses - self.errors["status"]
 
     @property
+    def acknowledged_messages(self) -> int:
+        """A batch is appended all or nothing: every message of an acknowledged POST."""
+        return self.acknowledged * self.messages_per_request
+
+    @property
+    def sent_messages(self) -> int:
+        return self.sent * self.messages_per_request
+
+    @property
     def requests_per_s(self) -> float:
         return self.acknowledged / self.seconds if self.seconds else 0.0
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.requests_per_s * self.messages_per_request
 
     @property
     def error_count(self) -> int:
@@ -103,6 +123,8 @@ class WrkResult:
         return {
             "seconds": round(self.seconds, 3),
             "requests_per_s": round(self.requests_per_s, 1),
+            "messages_per_request": self.messages_per_request,
+            "messages_per_s": round(self.messages_per_s, 1),
             "responses": self.responses,
             "acknowledged": self.acknowledged,
             "sent": self.sent,
@@ -117,6 +139,7 @@ class WrkRun:
     def __init__(self, wrk: str, load: Load) -> None:
         self._command = load.command(wrk)
         self._seconds = load.seconds
+        self._batch = load.batch
         self._process: subprocess.Popen | None = None
 
     def __enter__(self) -> "WrkRun":
@@ -133,13 +156,13 @@ class WrkRun:
     def wait(self) -> WrkResult:
         """Wait for the run to end at its duration."""
         output, _ = self._process.communicate(timeout=self._seconds + REQUEST_TIMEOUT_S + 30)
-        return parse(output)
+        return parse(output, self._batch)
 
     def interrupt(self) -> WrkResult:
         """End the run now; on SIGINT wrk stops and still reports."""
         self._process.send_signal(signal.SIGINT)
         output, _ = self._process.communicate(timeout=REQUEST_TIMEOUT_S + 30)
-        return parse(output)
+        return parse(output, self._batch)
 
 
 def run(wrk: str, load: Load) -> WrkResult:
@@ -147,7 +170,7 @@ def run(wrk: str, load: Load) -> WrkResult:
         return running.wait()
 
 
-def parse(output: str) -> WrkResult:
+def parse(output: str, messages_per_request: int) -> WrkResult:
     match = _RESULT.search(output)
     if match is None:
         raise RuntimeError(f"wrk printed no BENCH_RESULT line:\n{output}")
@@ -158,4 +181,5 @@ def parse(output: str) -> WrkResult:
         sent=raw["sent"],
         errors=raw["errors"],
         latency_ms={name: round(us / 1000, 2) for name, us in raw["latency_us"].items()},
+        messages_per_request=messages_per_request,
     )

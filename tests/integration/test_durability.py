@@ -19,11 +19,10 @@ from shared import history as hist
 from shared import protocol
 from shared.sqlite_store import FILE_NAME, SqliteStore
 from tests.integration.test_failures import FAST_HEARTBEAT_ENV, in_background, secondary_state
-from tests.integration.test_log_api import post_batch
 from tests.integration.test_start_failures import assert_clean_exit, run_node
 from tests.support.checker import OK, History, Snapshotter, check, incarnation, wait_for_convergence
 from tests.support.durability import RawPeer, Writers, data_dir, length, wait_for_length
-from tests.support.http import get_health, get_messages, post_message
+from tests.support.http import get_health, get_messages, post_batch, post_message
 from tests.support.processes import Cluster
 from tests.support.waiting import wait_until
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support.http import get_messages, post_message, request
+from tests.support.http import get_messages, post_batch, post_message, request
 from tests.support.waiting import wait_until
-
-
-def post_batch(base: str, messages: list[str], **fields):
-    body = json.dumps({"messages": messages, **fields}).encode()
-    return request("POST", f"{base}/messages", body, {"Content-Type": "application/json"})
 
 
 def test_concurrent_appends_never_land_between_a_batchs_messages(make_cluster):
