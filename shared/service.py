@@ -38,6 +38,7 @@ import zmq
 from shared.command_line import parse_command_line
 from shared.config import ConfigError
 from shared.curve import PLAIN, PlainChannel
+from shared.http_channel import WorkerFlushedChannel
 from shared.io_thread import IoThread
 from shared.logging_setup import setup_logging
 from shared.memory import limit_malloc_arenas
@@ -174,7 +175,7 @@ def create_http_server(
     idle_timeout: float = 30.0,
 ):
     """A Waitress server, bound and listening, but not yet serving."""
-    return waitress.create_server(
+    server = waitress.create_server(
         app,
         host=host,
         port=port,
@@ -194,6 +195,9 @@ def create_http_server(
         ident="replicated-log",
         clear_untrusted_proxy_headers=True,
     )
+    # Connections whose main loop does not spin while a worker writes (shared.http_channel).
+    server.channel_class = WorkerFlushedChannel
+    return server
 
 
 def run_http(server, before_exit: Callable[[], None]) -> None:
