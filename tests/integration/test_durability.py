@@ -75,9 +75,8 @@ def test_durable_primary_killed_under_load_keeps_every_acknowledged_message(make
     history, snapshots, final = crash_under_load(cluster, crash)
     assert check(history, snapshots, final) == []
     assert_every_w_acknowledged(history)
-    log = cluster.primary.log()
-    assert log.count("recovering: asking") == 1, "a primary that kept its log recovers nothing"
-    assert re.search(r"leading history \w+ as run 2\.\w+ from id [1-9]", log)
+    cluster.primary.wait_for_log(re.compile(r"leading history \w+ as run 2\.\w+ from id [1-9]"))
+    assert cluster.primary.log().count("recovering: asking") == 1, "a primary that kept its log recovers nothing"
 
 
 def test_in_memory_primary_killed_under_load_keeps_every_w2_and_w3_message(make_cluster):
@@ -99,8 +98,7 @@ def test_in_memory_primary_killed_under_load_keeps_every_w2_and_w3_message(make_
     assert check(history, snapshots, final, may_lose=lambda call: call.w == 1,
                  unchecked={"primary": crashed_run}) == []
     assert_every_w_acknowledged(history)
-    assert re.search(r"recovered [1-9]\d* messages of history \w+ from s[12], s[12] in",
-                     cluster.primary.log())
+    cluster.primary.wait_for_log(re.compile(r"recovered [1-9]\d* messages of history \w+ from s[12], s[12] in"))
 
 
 def test_durable_secondary_killed_under_load_keeps_its_log_and_is_caught_up(make_cluster, tmp_path):
@@ -118,7 +116,7 @@ def test_durable_secondary_killed_under_load_keeps_its_log_and_is_caught_up(make
     assert {state for state, _ in snapshots["s1"]} == {incarnation(s1.url)}
     assert check(history, snapshots, final) == []
     assert_every_w_acknowledged(history)
-    assert re.search(r"loaded [1-9]\d* messages \(0 more past a gap\)", s1.log())
+    s1.wait_for_log(re.compile(r"loaded [1-9]\d* messages \(0 more past a gap\)"))
     assert "s1 restarted" not in cluster.primary.log()  # same state: only the tail is resent
 
 
@@ -160,13 +158,14 @@ def test_a_restarted_durable_secondary_is_resent_only_its_missing_tail(make_clus
     for i in range(100):
         assert post_message(url, f"tail{i}", w=2).status == 201
     s1.restart()
-    assert "loaded 2000 messages" in s1.log()
+    s1.wait_for_log("loaded 2000 messages")
     wait_until(lambda: length(s1.url) == 2100, 20, what="s1 to catch up")
     resent = relay.appended_entries - sent_before
     assert 100 <= resent <= 150, f"{resent} entries were sent to catch s1 up on 100"
     assert get_messages(s1.url) == get_messages(url)
     # Without fsync it cannot vouch for what it acknowledged: a new incarnation,
     # resent from the length it reloaded, which is still only the tail.
+    cluster.primary.wait_for_log("s1 caught up: 100 messages")  # logged after any restart line
     assert ("s1 restarted (it holds 2000 messages)" in cluster.primary.log()) == (fsync == "off")
 
 
@@ -207,7 +206,7 @@ def test_fresh_cluster_with_s2_down_answers_msg1_at_once(make_cluster, tmp_path,
     msg1 = post_message(url, "Msg1", w=1)
     assert msg1.status == 201 and msg1.json["id"] == 0
     assert msg1.elapsed < 2 * heartbeat + 0.6, "it must not wait for RECOVERY_TIMEOUT"
-    found = re.search(r"recovery found no history: a new cluster \((\d+\.\d+)s\)", cluster.primary.log())
+    found = cluster.primary.wait_for_log(re.compile(r"recovery found no history: a new cluster \((\d+\.\d+)s\)"))
     assert found and float(found.group(1)) < 2 * heartbeat + 0.6, found
     assert post_message(url, "Msg2", w=2).status == 201
     assert get_messages(cluster["s1"].url) == ["Msg1", "Msg2"]
@@ -270,7 +269,7 @@ def test_appends_during_recovery_wait_or_time_out_with_503(make_cluster):
     assert waited["value"].status == 201 and waited["value"].json["id"] == 5
     assert get_messages(url) == [*before, "waited"]
     assert not get_health(url)["recovering"]
-    found = re.search(r"recovered 5 messages of history \w+ from s1 in (\d+\.\d+)s", cluster.primary.log())
+    found = cluster.primary.wait_for_log(re.compile(r"recovered 5 messages of history \w+ from s1 in (\d+\.\d+)s"))
     assert found and 2.5 <= float(found.group(1)) < 4.5  # RECOVERY_TIMEOUT, and the fetch
     assert "no answer from s2" in cluster.primary.log()
     cluster["s2"].restart()
@@ -303,12 +302,13 @@ def test_a_secondary_away_through_recovery_loses_only_what_it_alone_held(make_cl
     assert after.status == 201 and after.json["id"] == 5
     if durable:
         s2.restart()
-        assert "loaded 8 messages" in s2.log()
+        s2.wait_for_log("loaded 8 messages")
     else:
         s2.resume()
     expected = [*(f"m{i}" for i in range(5)), "after"]
     final = wait_for_convergence(cluster.urls, 20)
     assert all(messages == expected for messages in final.values()), final
+    s2.wait_for_log("truncated")
     truncations = [line for line in s2.log().splitlines() if "truncated" in line]
     assert len(truncations) == 1 and " WARNING " in truncations[0], truncations
     assert "truncated 3 message(s), ids 5..7" in truncations[0]
@@ -316,7 +316,7 @@ def test_a_secondary_away_through_recovery_loses_only_what_it_alone_held(make_cl
         s2.kill()
         s2.restart()
         assert get_messages(s2.url) == expected
-        assert "loaded 6 messages" in s2.log()
+        s2.wait_for_log("loaded 6 messages")
 
 
 def test_with_every_secondary_up_recovery_keeps_what_only_one_held(make_cluster):
@@ -336,7 +336,7 @@ def test_with_every_secondary_up_recovery_keeps_what_only_one_held(make_cluster)
     expected = [*(f"m{i}" for i in range(8)), "after"]
     final = wait_for_convergence(cluster.urls, 20)
     assert all(messages == expected for messages in final.values()), final
-    assert "recovered 8 messages" in cluster.primary.log()
+    cluster.primary.wait_for_log("recovered 8 messages")
     assert all("truncated" not in node.log() for node in cluster.secondaries.values())
 
 
@@ -348,10 +348,10 @@ def test_a_primary_that_lost_its_data_dir_recovers_and_keeps_what_it_recovered(m
     shutil.rmtree(tmp_path / "primary")
     cluster.primary.restart()
     assert post_message(url, "after loss", w=2).json["id"] == 300
-    assert "recovered 300 messages" in cluster.primary.log()
+    cluster.primary.wait_for_log("recovered 300 messages")
     cluster.primary.kill()  # now it has a log of its own again
     cluster.primary.restart()
-    assert "loaded 301 messages" in cluster.primary.log()
+    cluster.primary.wait_for_log("loaded 301 messages")
     assert post_message(url, "after restart", w=3).json["id"] == 301
     expected = [*(f"m{i}" for i in range(300)), "after loss", "after restart"]
     final = wait_for_convergence(cluster.urls, 20)
@@ -407,6 +407,7 @@ def test_a_secondary_with_another_clusters_data_is_diverged_and_never_written(
     assert get_health(url)["history"] != other_history
     s2.restart()
     wait_until(lambda: secondary_state(url, "s2") == "diverged", 10, what="s2 diverged")
+    cluster.primary.wait_for_log("s2 is diverged")
     errors = [line for line in cluster.primary.log().splitlines() if "s2 is diverged" in line]
     assert len(errors) == 1 and " ERROR " in errors[0] and "empty its DATA_DIR" in errors[0], errors
     assert post_message(url, "b2", w=2).status == 201

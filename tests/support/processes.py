@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,17 @@ class Node:
         if not self.log_path.exists():
             return ""
         return self.log_path.read_bytes().decode(errors="replace")
+
+    def wait_for_log(self, pattern: str | re.Pattern, timeout: float = 10.0):
+        """Wait until the log holds ``pattern``, a substring or a compiled
+        regex; return the match (True for a substring). A node writes what it
+        logs a little after the event, up to an interval's lines at a time
+        (shared.logging_setup), so a test looks for a line until it is there."""
+        def found():
+            log = self.log()
+            return pattern in log if isinstance(pattern, str) else pattern.search(log)
+
+        return wait_until(found, timeout, what=f"{self.name}'s log to show {pattern!r}")
 
 
 class Cluster:
