@@ -278,6 +278,14 @@ def test_the_ports_are_the_nodes_defaults(tmp_path):
     assert the("Service", "primary")["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http"}]
 
 
+def test_the_secondaries_link_to_the_primary_where_the_documented_port_forward_puts_it(tmp_path):
+    config = pod_config(the(*SECONDARIES), "secondary-0", tmp_path / "s")
+    [service_port] = the("Service", "primary")["spec"]["ports"]
+    forward = f"port-forward service/primary {service_port['port']}:{service_port['port']}"
+    assert forward in (REPO / "docs" / "deployment.md").read_text()
+    assert config.primary_url == f"http://127.0.0.1:{service_port['port']}"
+
+
 @pytest.mark.parametrize("workload", [PRIMARY, SECONDARIES])
 def test_data_dir_is_the_mount_of_the_pods_own_claim(workload):
     statefulset = the(*workload)
