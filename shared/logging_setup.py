@@ -170,14 +170,16 @@ def log_request_line(logger: logging.Logger, msg: str, *args: object) -> None:
     """``logger.info(msg, *args)`` for the line logged on every request, for a
     fraction of its cost on the calling thread. Thread: any.
 
-    When the writer's handler is the only one a record would reach, it gets a
-    tuple: the time, the thread's name, and what to format, later, on the
-    writer. Otherwise (logging set up some other way, or a test capturing
-    records) it is an ordinary ``logger.info``."""
+    When the writer's handler is the only one a record would reach, and
+    nothing would filter it, it gets a tuple: the time, the thread's name,
+    and what to format, later, on the writer. Otherwise (logging set up some
+    other way, a filter added, or a test capturing records) it is an
+    ordinary ``logger.info``."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handlers = logging.root.handlers
-    if len(handlers) == 1 and type(handlers[0]) is _Enqueue and _only_root_handles(logger):
+    if (len(handlers) == 1 and type(handlers[0]) is _Enqueue and not handlers[0].filters
+            and _only_root_handles(logger)):
         handlers[0].enqueue_line(logger.name, msg, args)
     else:
         logger.info(msg, *args)
@@ -207,9 +209,9 @@ class _Enqueue(logging.Handler):
         return True
 
     def enqueue_line(self, name: str, msg: str, args: tuple) -> None:
-        """Queue an INFO line as a tuple; the writer makes it a record (_QueuedLine)."""
-        if not self.filters:
-            self._records.put((name, msg, args, time.time(), threading.current_thread().name))
+        """Queue an INFO line as a tuple; the writer makes it a record
+        (_QueuedLine). Only for a handler without filters: they take records."""
+        self._records.put((name, msg, args, time.time(), threading.current_thread().name))
 
 
 class _QueuedLine(logging.LogRecord):

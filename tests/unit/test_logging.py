@@ -226,6 +226,19 @@ def test_a_request_line_reaches_every_handler_when_the_writer_is_not_alone(caplo
     assert [r.getMessage() for r in caplog.records] == ["append id=4"]
 
 
+def test_a_filter_on_the_writers_handler_judges_request_lines_too(capsys):
+    writer = setup_logging("INFO", JSON)
+    [handler] = logging.getLogger().handlers
+    handler.addFilter(lambda record: "keep" in record.getMessage())
+    try:
+        for word in ("keep", "drop"):
+            log_request_line(logging.getLogger("primary.appender"), "append %s", word)
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    assert [f["message"] for f in _json_lines(capsys.readouterr().err)] == ["append keep"]
+
+
 def test_the_time_of_day_follows_the_clock_across_seconds():
     ours = ColourFormatter(FORMAT, datefmt="%H:%M:%S", stream=io.StringIO())
     theirs = colorlog.ColoredFormatter(FORMAT, datefmt="%H:%M:%S", stream=io.StringIO())
