@@ -117,6 +117,7 @@ def test_durable_secondary_killed_under_load_keeps_its_log_and_is_caught_up(make
     assert check(history, snapshots, final) == []
     assert_every_w_acknowledged(history)
     s1.wait_for_log(re.compile(r"loaded [1-9]\d* messages \(0 more past a gap\)"))
+    cluster.shutdown()  # every line written
     assert "s1 restarted" not in cluster.primary.log()  # same state: only the tail is resent
 
 
@@ -337,6 +338,7 @@ def test_with_every_secondary_up_recovery_keeps_what_only_one_held(make_cluster)
     final = wait_for_convergence(cluster.urls, 20)
     assert all(messages == expected for messages in final.values()), final
     cluster.primary.wait_for_log("recovered 8 messages")
+    cluster.shutdown()  # every line written
     assert all("truncated" not in node.log() for node in cluster.secondaries.values())
 
 

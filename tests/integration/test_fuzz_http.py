@@ -43,5 +43,6 @@ def test_fuzzing_finds_no_server_error_or_spec_violation(make_cluster, tmp_path)
     assert primary, "the fuzzer should have appended something"
     for name in ("s1", "s2"):
         wait_until(lambda: get_messages(cluster[name].url) == primary, 15, what=f"{name} to agree")
+    cluster.shutdown()  # every line written
     for node in cluster.nodes:
         assert "Traceback" not in node.log()
