@@ -41,7 +41,7 @@ from shared.curve import PLAIN, PlainChannel
 from shared.http_channel import WorkerFlushedChannel
 from shared.io_thread import IoThread
 from shared.logging_setup import setup_logging
-from shared.memory import limit_malloc_arenas
+from shared.memory import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def run_role(
     """Run until a signal; the exit code: 0, 1 if it cannot start, 2 on bad
     configuration. ``summary`` opens the --help text."""
     parse_command_line(role, summary, config_type)
-    limit_malloc_arenas()
+    tune_malloc()
     try:
         config = config_type.from_env()
     except ConfigError as exc:
