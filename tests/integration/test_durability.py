@@ -206,7 +206,10 @@ def test_fresh_cluster_with_s2_down_answers_msg1_at_once(make_cluster, tmp_path,
     assert get_messages(url) == []
     msg1 = post_message(url, "Msg1", w=1)
     assert msg1.status == 201 and msg1.json["id"] == 0
-    assert msg1.elapsed < 2 * heartbeat + 0.6, "it must not wait for RECOVERY_TIMEOUT"
+    # The answer's own time only tells the two rules apart (RECOVERY_TIMEOUT
+    # is 10 s); the primary's measure of its recovery, free of HTTP and of a
+    # loaded machine's scheduling, is held to two heartbeats.
+    assert msg1.elapsed < 5, "it must not wait for RECOVERY_TIMEOUT"
     found = cluster.primary.wait_for_log(re.compile(r"recovery found no history: a new cluster \((\d+\.\d+)s\)"))
     assert found and float(found.group(1)) < 2 * heartbeat + 0.6, found
     assert post_message(url, "Msg2", w=2).status == 201
