@@ -171,7 +171,7 @@ def log_request_line(logger: logging.Logger, msg: str, *args: object) -> None:
     fraction of its cost on the calling thread. Thread: any.
 
     When the writer's handler is the only one a record would reach, and
-    nothing would filter it, it gets a tuple: the time, the thread's name,
+    nothing would filter it or hold INFO back, it gets a tuple: the time, the thread's name,
     and what to format, later, on the writer. Otherwise (logging set up some
     other way, a filter added, or a test capturing records) it is an
     ordinary ``logger.info``."""
@@ -179,7 +179,7 @@ def log_request_line(logger: logging.Logger, msg: str, *args: object) -> None:
         return
     handlers = logging.root.handlers
     if (len(handlers) == 1 and type(handlers[0]) is _Enqueue and not handlers[0].filters
-            and _only_root_handles(logger)):
+            and handlers[0].level <= logging.INFO and _only_root_handles(logger)):
         handlers[0].enqueue_line(logger.name, msg, args)
     else:
         logger.info(msg, *args)
@@ -259,16 +259,43 @@ class LogWriter:
             # A batching window, not a wait for anything: while lines keep
             # coming, let those of the interval gather.
             time.sleep(max(0.0, last_write + WRITE_INTERVAL_S - time.monotonic()))
-            while len(batch) < WRITE_BATCH and not self._records.empty():
-                batch.append(self._records.get())
-            records = [_QueuedLine(*item) if type(item) is tuple else item
-                       for item in batch if item is not self._STOP]
-            if records:
-                self._stream.write("".join(self._formatter.format(r) + "\n" for r in records))
+            # Then everything queued by now, WRITE_BATCH records per write: the
+            # interval bounds how often the writer wakes, never how much it
+            # writes, so it keeps up with any rate of lines.
+            while True:
+                while len(batch) < WRITE_BATCH and not self._records.empty():
+                    batch.append(self._records.get())
+                if self._write(batch):
+                    return
+                if self._records.empty():
+                    break
+                batch = []
+            last_write = time.monotonic()
+
+    def _write(self, batch: list) -> bool:
+        """Format and write the records of ``batch``; True if it holds the stop mark."""
+        lines, stop = [], False
+        for item in batch:
+            if item is self._STOP:
+                stop = True
+                continue
+            record = _QueuedLine(*item) if type(item) is tuple else item
+            try:
+                lines.append(self._formatter.format(record) + "\n")
+            except Exception:
+                # A bad logging call (arguments that do not fit the message)
+                # costs its own line, reported as logging's handlers report
+                # it, never the writer thread and every line after it.
+                self.handler.handleError(record)
+        if lines:
+            try:
+                self._stream.write("".join(lines))
                 self._stream.flush()
-                last_write = time.monotonic()
-            if len(records) != len(batch):
-                return
+            except OSError:
+                # stderr is gone (a closed pipe): there is nowhere to write
+                # these lines or to say so; the writer stays up for the rest.
+                pass
+        return stop
 
 
 class RateLimitFilter(logging.Filter):

@@ -15,7 +15,7 @@ import colorlog
 import pytest
 
 from shared.logging_setup import (
-    FORMAT, JSON, ColourFormatter, JsonFormatter, RateLimitFilter, log_request_line, setup_logging,
+    FORMAT, JSON, WRITE_BATCH, ColourFormatter, JsonFormatter, RateLimitFilter, log_request_line, setup_logging,
 )
 
 
@@ -175,6 +175,37 @@ def test_json_lines_survive_the_writer_batching_records_together(capsys):
     assert [f["message"] for f in _json_lines(capsys.readouterr().err)] == [f"line {n}" for n in range(2000)]
 
 
+def test_the_writer_keeps_up_with_far_more_lines_than_a_batch_per_interval(capsys):
+    # 60,000 lines queued at once: at WRITE_BATCH lines per WRITE_INTERVAL_S
+    # they would take about 6 s, and stop() gives the writer 5.
+    count = 120 * WRITE_BATCH
+    writer = setup_logging("INFO", JSON)
+    logger = logging.getLogger("primary.appender")
+    try:
+        for n in range(count):
+            log_request_line(logger, "append id=%d", n)
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    lines = _json_lines(capsys.readouterr().err)
+    assert [f["message"] for f in lines] == [f"append id={n}" for n in range(count)]
+
+
+def test_a_bad_logging_call_costs_its_own_line_and_no_other(capsys):
+    writer = setup_logging("INFO", JSON)
+    try:
+        logging.getLogger("t").info("before")
+        logging.getLogger("t").info("%d messages", "not a number")  # a bug in a caller
+        logging.getLogger("t").info("after")
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err  # reported as logging's own handlers report it
+    messages = [json.loads(line)["message"] for line in err.splitlines() if line.startswith("{")]
+    assert messages == ["before", "after"]
+
+
 def _log_both_ways(log_format: str, capsys) -> list[str]:
     """The same INFO line through logger.info and through log_request_line,
     from a thread named like a Waitress worker."""
@@ -237,6 +268,17 @@ def test_a_filter_on_the_writers_handler_judges_request_lines_too(capsys):
         writer.stop()
         logging.getLogger().handlers.clear()
     assert [f["message"] for f in _json_lines(capsys.readouterr().err)] == ["append keep"]
+
+
+def test_the_writers_handler_level_holds_request_lines_back_too(capsys):
+    writer = setup_logging("INFO")
+    logging.getLogger().handlers[0].setLevel(logging.WARNING)
+    try:
+        log_request_line(logging.getLogger("primary.appender"), "append id=%d", 4)
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+    assert capsys.readouterr().err == ""
 
 
 def test_the_time_of_day_follows_the_clock_across_seconds():
