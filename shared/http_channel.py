@@ -15,22 +15,55 @@ per request, a third of the throughput, for the rest of the run.
 So, while a request is being served, the main loop leaves the writing to
 the worker, which flushes its own output (Waitress's ``send_bytes`` is 1),
 and watches the connection only when the worker cannot go on without it:
-past the high watermark, where the worker waits for the main loop to drain
-the output. Once the request is done, pending output is the main loop's
-again, as in Waitress. A connection with a request in progress is not
-readable either (Waitress reads no request ahead), so until the worker is
-done, or stuck on a full socket, the main loop does not look at it.
+at or past the high watermark, where the worker waits for the main loop to
+drain the output (the worker waits while the output is over the watermark
+and is woken only once it is below: at exactly the watermark the main loop
+must still drain it). Once the request is done, pending output is the main
+loop's again, as in Waitress. A connection with a request in progress is
+not readable either (Waitress reads no request ahead), so until the worker
+is done, or stuck on a full socket, the main loop does not look at it.
 
-Thread: Waitress's main loop calls ``writable``; everything else is Waitress's.
+One exception: pipelined requests, read from one packet. When a request
+ends with output unsent and the next one is already being served, that
+output is no longer its worker's: the next worker may not write for a long
+time (a tailing read waits up to a minute). The finished request marks it,
+and the main loop sends it as Waitress would until it is all out.
+
+Thread: Waitress's main loop calls ``writable``; a worker calls ``service``.
 """
 
 from __future__ import annotations
 
 from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, MultiSocketServer
 
 
 class WorkerFlushedChannel(HTTPChannel):
+    #: Output of a finished request is pending while the next is served.
+    #: Set by a worker, cleared by the main loop once the output is out.
+    _finished_output_pending = False
+
     def writable(self) -> bool:
+        if self._finished_output_pending:
+            if self.total_outbufs_len:
+                return super().writable()
+            self._finished_output_pending = False
         if self.requests and not (self.will_close or self.close_when_flushed):
-            return self.total_outbufs_len > self.adj.outbuf_high_watermark
+            return self.total_outbufs_len >= self.adj.outbuf_high_watermark
         return super().writable()
+
+    def service(self) -> None:
+        super().service()
+        if self.requests and self.total_outbufs_len:
+            self._finished_output_pending = True
+            self.server.pull_trigger()
+
+
+def use_worker_flushed_channels(server) -> None:
+    """Make ``server``, as waitress.create_server returns it, use
+    WorkerFlushedChannel: a host name with several addresses gives a
+    MultiSocketServer, with one listening server per address."""
+    listeners = server.map.values() if isinstance(server, MultiSocketServer) else [server]
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = WorkerFlushedChannel

@@ -38,7 +38,7 @@ import zmq
 from shared.command_line import parse_command_line
 from shared.config import ConfigError
 from shared.curve import PLAIN, PlainChannel
-from shared.http_channel import WorkerFlushedChannel
+from shared.http_channel import use_worker_flushed_channels
 from shared.io_thread import IoThread
 from shared.logging_setup import setup_logging
 from shared.memory import tune_malloc
@@ -196,7 +196,7 @@ def create_http_server(
         clear_untrusted_proxy_headers=True,
     )
     # Connections whose main loop does not spin while a worker writes (shared.http_channel).
-    server.channel_class = WorkerFlushedChannel
+    use_worker_flushed_channels(server)
     return server
 
 
