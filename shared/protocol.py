@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from json.encoder import encode_basestring_ascii
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
@@ -186,10 +187,12 @@ def new_corr_id() -> str:
 def encode_entry(message: str) -> bytes:
     """Encode one message once, as the JSON literal every later copy reuses.
 
-    ensure_ascii keeps the bytes pure ASCII, so strings that are not valid
-    Unicode on their own (a lone surrogate from ``"\\ud800"``) still round-trip.
+    ASCII only (what ``json.dumps`` writes by default, through the same C
+    function), so strings that are not valid Unicode on their own (a lone
+    surrogate from ``"\\ud800"``) still round-trip. One string has one such
+    encoding, which is how a received entry is checked (``_check_entries``).
     """
-    return json.dumps(message).encode("ascii")
+    return encode_basestring_ascii(message).encode("ascii")
 
 
 def encode_append(corr_id: str, leader: Leader, first: int, entries: list[bytes]) -> bytes:
@@ -248,13 +251,12 @@ def _decode(parts: list[bytes]) -> Message:
     if kind in (APPEND, ENTRIES):
         if not newline:
             raise ProtocolError(f"{kind.decode()} needs its entries after a newline")
+        if kind == ENTRIES:
+            first = _decimal_seq(field, "first")  # and nothing after it
+            return Entries(corr_id, first, _decode_entries(raw_entries, first, allow_empty=True))
         raw_first, _, raw_leader = field.partition(FIELD_SEPARATOR)
         first = _decimal_seq(raw_first, "first")
-        entries = _decode_entries(raw_entries, first, allow_empty=kind == ENTRIES)
-        if kind == ENTRIES:
-            if raw_leader:
-                raise ProtocolError("ENTRIES carries nothing after 'first'")
-            return Entries(corr_id, first, entries)
+        entries = _decode_entries(raw_entries, first, allow_empty=False)
         return Append(corr_id, _decode_leader(_decode_json_object(raw_leader)), first, entries)
     if newline:
         raise ProtocolError(f"{kind.decode()} carries no entries")
@@ -350,18 +352,21 @@ def _decode_json_object(raw: bytes) -> dict:
 
 
 def _check_entries(entries: list[bytes]) -> None:
-    """Each entry must be exactly one JSON string.
+    """Each entry must be exactly one JSON string, as ``encode_entry`` writes it.
 
-    Parsed as one array, in a single C call rather than one per entry: an
-    entry with a comma of its own between two values would add a value, and
-    only an empty entry could make up for it, which makes the array invalid;
-    so the count of values and their types settle it."""
+    Parsed as one array, in a single C call rather than one per entry; then
+    each value, encoded again, must give back its entry byte for byte. The
+    values' count and types alone do not settle it: the entries ``"a`` and
+    ``b","c"`` join into the two strings "a,b" and "c", and a secondary
+    that kept them would hold two entries that are not JSON."""
     try:
         values = json.loads(b"[" + b",".join(entries) + b"]")
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProtocolError("an entry is not JSON") from None
     if len(values) != len(entries) or not all(type(value) is str for value in values):
         raise ProtocolError("an entry is not a JSON string")
+    if not all([encode_entry(value) == entry for value, entry in zip(values, entries)]):
+        raise ProtocolError("an entry is not a JSON string as the primary encodes one")
 
 
 def _decimal_seq(raw: bytes, name: str) -> int:

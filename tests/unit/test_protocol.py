@@ -141,7 +141,12 @@ def _append(first: bytes | int, entries: bytes, leader: bytes = LEADER.wire):
         ([b"FETCH c1 -1"], "'from'"),
         ([b"FETCH c1 {\"from\": 1}"], "'from'"),
         ([b'ENTRIES c1 0\nx'], "entry is not JSON"),
-        ([b'ENTRIES c1 0 more\n"x"'], "nothing after 'first'"),
+        ([b'ENTRIES c1 0 more\n"x"'], "'first'"),
+        ([b'ENTRIES c1 0 \n"x"'], "'first'"),
+        # Three values from three entries, none of which is a JSON string:
+        ([b'ENTRIES c1 0\n"abc\ndef"\n"x","y"'], "as the primary encodes one"),
+        (_append(0, b'"a\nb","c"'), "as the primary encodes one"),
+        (_append(0, b'"\\u0061"'), "as the primary encodes one"),  # "a", written otherwise
         ([b'ENTRIES c1 0'], "needs its entries after a newline"),
         ([b"PONG c1 " + json.dumps({"node": "s", "incarnation": "i", "length": 0,
                                     "segments": [[1, "t", 0]] * 2}).encode()], "ascending"),
