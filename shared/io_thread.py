@@ -165,7 +165,11 @@ def receive_batch(sock: zmq.Socket, handle: Callable[[list[bytes]], None]) -> No
     for _ in range(RECEIVE_BATCH):
         if not sock.get(zmq.EVENTS) & zmq.POLLIN:
             return
-        handle(sock.recv_multipart(zmq.NOBLOCK))
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:  # not expected after POLLIN; never worth the thread
+            return
+        handle(frames)
 
 
 def _ms_until(deadline: float | None) -> int | None:
