@@ -3,6 +3,7 @@ warnings, colorlog's colours in text, and JSON lines that are never coloured."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import json
@@ -19,31 +20,35 @@ from shared.logging_setup import (
 )
 
 
-def test_every_line_names_its_thread(capsys):
-    writer = setup_logging("INFO")
+@contextlib.contextmanager
+def logging_set_up(*args):
+    """``setup_logging(*args)`` for one test; on the way out every queued
+    line is written (the writer stops) and the root's handlers go."""
+    writer = setup_logging(*args)
     try:
+        yield
+    finally:
+        writer.stop()
+        logging.getLogger().handlers.clear()
+
+
+def test_every_line_names_its_thread(capsys):
+    with logging_set_up("INFO"):
         worker = threading.Thread(
             target=lambda: logging.getLogger("t").info("from the worker"), name="replicator-io"
         )
         worker.start()
         worker.join()
         logging.getLogger("t").debug("below the level")
-    finally:
-        writer.stop()  # writes out what is queued
-        logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "replicator-io" in err and "from the worker" in err and "INFO" in err
     assert "below the level" not in err
 
 
 def test_a_burst_of_waitress_queue_warnings_logs_one_line(capsys):
-    writer = setup_logging("INFO")
-    try:
+    with logging_set_up("INFO"):
         for depth in range(200):
             logging.getLogger("waitress.queue").warning("Task queue depth is %d", depth)
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     assert capsys.readouterr().err.count("Task queue depth") == 1
 
 
@@ -63,15 +68,11 @@ def test_rate_limit_filter_lets_one_through_per_interval_and_counts_the_rest():
 
 
 def test_tracebacks_survive_the_queue(capsys):
-    writer = setup_logging("INFO")
-    try:
+    with logging_set_up("INFO"):
         try:
             raise ValueError("boom")
         except ValueError:
             logging.getLogger("t").exception("it failed")
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "it failed" in err and "Traceback" in err and "ValueError: boom" in err
 
@@ -128,8 +129,7 @@ def _json_lines(text: str) -> list[dict]:
 
 def test_json_lines_hold_time_level_logger_thread_and_message(capsys, monkeypatch):
     monkeypatch.setenv("FORCE_COLOR", "1")  # would colour text lines; never JSON ones
-    writer = setup_logging("INFO", JSON)
-    try:
+    with logging_set_up("INFO", JSON):
         worker = threading.Thread(
             target=lambda: logging.getLogger("primary.appender").warning("id=%d acks=%d", 7, 2),
             name="waitress-3",
@@ -138,9 +138,6 @@ def test_json_lines_hold_time_level_logger_thread_and_message(capsys, monkeypatc
         worker.join()
         logging.getLogger("t").info("second line")
         logging.getLogger("t").debug("below the level")
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "\033" not in err
     first, second = _json_lines(err)
@@ -165,13 +162,9 @@ def test_a_json_line_carries_the_traceback_and_stays_one_line():
 
 
 def test_json_lines_survive_the_writer_batching_records_together(capsys):
-    writer = setup_logging("INFO", JSON)
-    try:
+    with logging_set_up("INFO", JSON):
         for n in range(2000):  # more than one WRITE_BATCH
             logging.getLogger("t").info("line %d", n)
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     assert [f["message"] for f in _json_lines(capsys.readouterr().err)] == [f"line {n}" for n in range(2000)]
 
 
@@ -179,27 +172,19 @@ def test_the_writer_keeps_up_with_far_more_lines_than_a_batch_per_interval(capsy
     # 60,000 lines queued at once: at WRITE_BATCH lines per WRITE_INTERVAL_S
     # they would take about 6 s, and stop() gives the writer 5.
     count = 120 * WRITE_BATCH
-    writer = setup_logging("INFO", JSON)
-    logger = logging.getLogger("primary.appender")
-    try:
+    with logging_set_up("INFO", JSON):
+        logger = logging.getLogger("primary.appender")
         for n in range(count):
             log_request_line(logger, "append id=%d", n)
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     lines = _json_lines(capsys.readouterr().err)
     assert [f["message"] for f in lines] == [f"append id={n}" for n in range(count)]
 
 
 def test_a_bad_logging_call_costs_its_own_line_and_no_other(capsys):
-    writer = setup_logging("INFO", JSON)
-    try:
+    with logging_set_up("INFO", JSON):
         logging.getLogger("t").info("before")
         logging.getLogger("t").info("%d messages", "not a number")  # a bug in a caller
         logging.getLogger("t").info("after")
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "--- Logging error ---" in err  # reported as logging's own handlers report it
     messages = [json.loads(line)["message"] for line in err.splitlines() if line.startswith("{")]
@@ -209,16 +194,12 @@ def test_a_bad_logging_call_costs_its_own_line_and_no_other(capsys):
 def _log_both_ways(log_format: str, capsys) -> list[str]:
     """The same INFO line through logger.info and through log_request_line,
     from a thread named like a Waitress worker."""
-    writer = setup_logging("INFO", log_format)
-    logger = logging.getLogger("primary.appender")
-    try:
+    with logging_set_up("INFO", log_format):
+        logger = logging.getLogger("primary.appender")
         worker = threading.Thread(name="waitress-7", target=lambda: (
             logger.info("append id=%d w=%d", 7, 3), log_request_line(logger, "append id=%d w=%d", 7, 3)))
         worker.start()
         worker.join()
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     return capsys.readouterr().err.splitlines()
 
 
@@ -237,47 +218,31 @@ def test_a_request_line_in_json_has_the_fields_of_any_other_line(capsys):
 
 
 def test_a_request_line_below_the_level_is_not_written(capsys):
-    writer = setup_logging("WARNING")
-    try:
+    with logging_set_up("WARNING"):
         log_request_line(logging.getLogger("primary.appender"), "append id=%d", 4)
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     assert capsys.readouterr().err == ""
 
 
 def test_a_request_line_reaches_every_handler_when_the_writer_is_not_alone(caplog):
-    writer = setup_logging("INFO")
-    logging.getLogger().addHandler(caplog.handler)  # as a test capturing records does
-    try:
+    with logging_set_up("INFO"):
+        logging.getLogger().addHandler(caplog.handler)  # as a test capturing records does
         log_request_line(logging.getLogger("primary.appender"), "append id=%d", 4)
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     assert [r.getMessage() for r in caplog.records] == ["append id=4"]
 
 
 def test_a_filter_on_the_writers_handler_judges_request_lines_too(capsys):
-    writer = setup_logging("INFO", JSON)
-    [handler] = logging.getLogger().handlers
-    handler.addFilter(lambda record: "keep" in record.getMessage())
-    try:
+    with logging_set_up("INFO", JSON):
+        [handler] = logging.getLogger().handlers
+        handler.addFilter(lambda record: "keep" in record.getMessage())
         for word in ("keep", "drop"):
             log_request_line(logging.getLogger("primary.appender"), "append %s", word)
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     assert [f["message"] for f in _json_lines(capsys.readouterr().err)] == ["append keep"]
 
 
 def test_the_writers_handler_level_holds_request_lines_back_too(capsys):
-    writer = setup_logging("INFO")
-    logging.getLogger().handlers[0].setLevel(logging.WARNING)
-    try:
+    with logging_set_up("INFO"):
+        logging.getLogger().handlers[0].setLevel(logging.WARNING)
         log_request_line(logging.getLogger("primary.appender"), "append id=%d", 4)
-    finally:
-        writer.stop()
-        logging.getLogger().handlers.clear()
     assert capsys.readouterr().err == ""
 
 
