@@ -171,10 +171,10 @@ def log_request_line(logger: logging.Logger, msg: str, *args: object) -> None:
     fraction of its cost on the calling thread. Thread: any.
 
     When the writer's handler is the only one a record would reach, and
-    nothing would filter it or hold INFO back, it gets a tuple: the time, the thread's name,
-    and what to format, later, on the writer. Otherwise (logging set up some
-    other way, a filter added, or a test capturing records) it is an
-    ordinary ``logger.info``."""
+    nothing would filter it or hold INFO back, it gets a tuple: the time,
+    the thread's name, and what to format, later, on the writer. Otherwise
+    (logging set up some other way, a filter or a level added, or a test
+    capturing records) it is an ordinary ``logger.info``."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handlers = logging.root.handlers
@@ -210,7 +210,8 @@ class _Enqueue(logging.Handler):
 
     def enqueue_line(self, name: str, msg: str, args: tuple) -> None:
         """Queue an INFO line as a tuple; the writer makes it a record
-        (_QueuedLine). Only for a handler without filters: they take records."""
+        (_QueuedLine). Only for a handler without filters or a level above
+        INFO, which ``log_request_line`` checks: filters take records."""
         self._records.put((name, msg, args, time.time(), threading.current_thread().name))
 
 
