@@ -25,11 +25,11 @@ from primary.config import PrimaryConfig
 from primary.metrics import PrimaryMetrics
 from primary.openapi import spec
 from primary.replicator import Replicator
-from shared.api_token import protect
-from shared.http import LogReads, html_response, json_error, json_response, new_app
-from shared.metrics import exposition
-from shared.ordered_log import OrderedLog
-from shared.reads import Reads
+from shared.log.ordered_log import OrderedLog
+from shared.web.api_token import protect
+from shared.web.http import LogReads, html_response, json_error, json_response, new_app
+from shared.web.metrics import exposition
+from shared.web.reads import Reads
 
 DASHBOARD = Path(__file__).with_name("dashboard.html").read_bytes()
 

@@ -26,8 +26,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from primary.config import majority
 from primary.idempotency import KEY_MAX_LENGTH, KEY_PATTERN
+from shared.consensus.quorum import majority
 
 #: The longest wait a client may ask for. Past an hour a client should poll.
 #: primary.openapi documents it from here, so document and code agree.

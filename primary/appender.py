@@ -35,9 +35,9 @@ from primary.append_request import AppendRequest
 from primary.config import PrimaryConfig
 from primary.idempotency import IdempotencyTable
 from primary.replicator import Replicator
-from shared.logging_setup import RateLimitFilter, log_request_line
-from shared.ordered_log import OrderedLog
-from shared.protocol import encode_entry
+from shared.log.ordered_log import OrderedLog
+from shared.runtime.logging_setup import RateLimitFilter, log_request_line
+from shared.wire.protocol import encode_entry
 
 log = logging.getLogger(__name__)
 # Under overload or without quorum every rejected request would log a line.
@@ -69,27 +69,51 @@ class AppendResult:
     outcome: Outcome = field(kw_only=True)
 
 
+class WaitingSlots:
+    """At most ``limit`` appends waiting at once, and how many are: a count of
+    its own, so that /metrics reads no semaphore's internals. Thread: any."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    @property
+    def taken(self) -> int:
+        """Slots taken now. Read without the lock: at worst one take or give old."""
+        return self._taken
+
+    def try_take(self) -> bool:
+        with self._lock:
+            if self._taken >= self._limit:
+                return False
+            self._taken += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._taken -= 1
+
+
 class Appender:
     def __init__(self, config: PrimaryConfig, store: OrderedLog, replicator: Replicator) -> None:
         self._config = config
         self._store = store
         self._replicator = replicator
-        self._waiting_slots = threading.BoundedSemaphore(config.max_waiting_appends)
+        self._waiting_slots = WaitingSlots(config.max_waiting_appends)
         self._keys = IdempotencyTable(config.idempotency_keys)
         self._keys_lock = threading.Lock()
 
     @property
     def waiting_count(self) -> int:
         """Appends holding a waiting slot now. An unsynchronised reading, for /metrics."""
-        # threading.Semaphore keeps its free count in _value; read without its
-        # lock, it is at worst one acquire or release old.
-        return self._config.max_waiting_appends - self._waiting_slots._value
+        return self._waiting_slots.taken
 
     def append(self, request: AppendRequest, idempotency_key: str | None = None) -> AppendResult:
         started = time.monotonic()
         recovering = self._replicator.recovering
         will_wait = request.w > 1 or recovering
-        if will_wait and not self._waiting_slots.acquire(blocking=False):
+        if will_wait and not self._waiting_slots.try_take():
             slots = self._config.max_waiting_appends
             rejections_log.warning("%s: %d appends already waiting; answering 503",
                                    "recovering" if recovering else "overloaded", slots)
@@ -115,7 +139,7 @@ class Appender:
             return self._admitted(request, idempotency_key, started)
         finally:
             if will_wait:
-                self._waiting_slots.release()
+                self._waiting_slots.give_back()
 
     def _admitted(self, request: AppendRequest, key: str | None, started: float) -> AppendResult:
         entries = [encode_entry(message) for message in request.messages]

@@ -1,6 +1,6 @@
 """The primary's configuration, read once from the environment at start.
 
-Each setting is declared once, below, with ``shared.config.setting``; the
+Each setting is declared once, below, with ``shared.runtime.config.setting``; the
 rules that tie settings together are in ``PrimaryConfig.from_env``.
 """
 
@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from shared.config import (
+from shared.consensus.quorum import majority
+from shared.runtime.config import (
     ConfigError,
     NodeConfig,
     check_between,
@@ -74,10 +75,6 @@ class ReplicationSettings:
         "RECOVERY_TIMEOUT", "10", number(0.0, 3600.0),
         "seconds a primary that starts empty waits for every secondary to say what it holds",
     )
-
-
-def majority(nodes: int) -> int:
-    return nodes // 2 + 1
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from primary.api import make_app
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
-from shared import curve
-from shared.durable_log import open_log
+from shared.log.durable_log import open_log
 from shared.service import Service, run_role
+from shared.wire import curve
 
 
 SUMMARY = """\

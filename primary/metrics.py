@@ -25,10 +25,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from primary.appender import Appender, Outcome
 from primary.config import PrimaryConfig
-from primary.follower import Health
 from primary.replicator import Replicator
-from shared.metrics import PREFIX, gauge, labelled_gauge, new_registry
-from shared.ordered_log import OrderedLog
+from shared.consensus.progress import Health
+from shared.log.ordered_log import OrderedLog
+from shared.web.metrics import PREFIX, gauge, labelled_gauge, new_registry
 
 #: The ``w`` label of a request whose write concern was never read.
 UNREAD_W = "none"

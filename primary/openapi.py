@@ -14,7 +14,7 @@ from __future__ import annotations
 from primary.append_request import CURL_FORM_MEDIA_TYPE, MAX_TIMEOUT_S
 from primary.config import PrimaryConfig
 from primary.idempotency import KEY_PATTERN
-from shared.openapi import (
+from shared.web.openapi import (
     DOCUMENTED_BEARER,
     HISTORY_PROPERTIES,
     RETRY_AFTER,

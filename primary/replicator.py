@@ -5,7 +5,7 @@ thread touches one. Waitress request threads talk to it through thread-safe
 doors:
 
 - ``notify_appended()`` after appending to the log: a wake-up byte on a
-  socketpair (shared.io_thread). The I/O thread then reads the new entries
+  socketpair (shared.wire.io_thread). The I/O thread then reads the new entries
   straight from the log, so a message is never copied per request.
 - ``register_waiter(seq, needed)``: an AckWaiter goes through a queue to the
   I/O thread, which alone knows who holds what; the caller waits on it.
@@ -18,7 +18,7 @@ next timer (a heartbeat, a resend, a health change, a recovery step), so
 nothing sleeps. Each pass it:
 
 1. reads replies, and new waiters;
-2. moves recovery on, while the primary is taking over a log (primary.recovery);
+2. moves recovery on, while the primary is taking over a log (shared.consensus.recovery);
 3. flushes the log: with DATA_DIR, everything appended since the last pass
    is committed in one transaction (group commit) and only then becomes
    visible, counts as held by the primary, and is replicated. So nothing a
@@ -28,7 +28,7 @@ nothing sleeps. Each pass it:
    missed heartbeats; it then gets only PINGs, until it answers and is
    caught up from the length it reports.
 
-**History and run** (shared.history): a primary that keeps its log resumes
+**History and run** (shared.consensus.history): a primary that keeps its log resumes
 the history it stored, under a new run; one that starts empty recovers it
 from its secondaries first; a new cluster mints its history on the first
 append. Every APPEND and PING names them.
@@ -41,47 +41,27 @@ POLLOUT, and sending resumes the moment the connection is up.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from dataclasses import dataclass
 
 import zmq
 
 from primary.acks import STORAGE, AckWaiter
 from primary.config import ReplicationSettings, SecondarySpec
-from primary.follower import Follower, FollowerStatus, Health, Send
-from primary.recovery import Recovery
 from primary.waiters import Waiters
-from shared import history as hist
-from shared import protocol
-from shared.curve import PLAIN, PlainChannel
-from shared.io_thread import IoThread, receive_batch
-from shared.bad_frames import BadFrameLog
-from shared.ordered_log import OrderedLog
-from shared.sqlite_store import StoreError
+from shared.consensus import history as hist
+from shared.consensus.progress import Health, Progress, Send
+from shared.consensus.quorum import ReplicationView
+from shared.consensus.recovery import Recovery
+from shared.log.ordered_log import OrderedLog
+from shared.log.sqlite_store import StoreError
+from shared.wire import protocol
+from shared.wire.bad_frames import BadFrameLog
+from shared.wire.curve import PLAIN, PlainChannel
+from shared.wire.io_thread import IoThread, receive_batch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReplicationView:
-    """The secondaries' statuses and health, judged at one moment ``now``."""
-
-    now: float
-    secondaries: list[tuple[FollowerStatus, Health]]
-    #: Nodes counting toward the write quorum: the primary, and every
-    #: secondary neither declared Unhealthy nor diverged (a Suspected one
-    #: still counts, and one not heard from yet gets ``unhealthy_after``
-    #: heartbeats of grace).
-    available_nodes: int
-
-    @classmethod
-    def judge(cls, followers: list[Follower], now: float) -> "ReplicationView":
-        """The view of ``followers`` at ``now``. Thread: the one that owns them."""
-        secondaries = [(f.status, f.health(now)) for f in followers]
-        available = 1 + sum(health not in (Health.UNHEALTHY, Health.DIVERGED)
-                            for _, health in secondaries)
-        return cls(now, secondaries, available)
 
 
 class Replicator(IoThread):
@@ -93,6 +73,7 @@ class Replicator(IoThread):
         settings: ReplicationSettings = ReplicationSettings(),
         max_message_bytes: int = 1 << 20,
         channel: PlainChannel = PLAIN,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__("replicator-io")
         self._ctx = ctx
@@ -101,8 +82,10 @@ class Replicator(IoThread):
         self._settings = settings
         self._frame_limit = protocol.frame_limit(max_message_bytes)
         now = time.monotonic()
-        self._followers = [Follower(s.name, s.endpoint, settings, now) for s in secondaries]
-        self._view = ReplicationView.judge(self._followers, now)
+        #: Back-off jitter for every peer; seeded by tests, from the OS otherwise.
+        rng = rng if rng is not None else random.Random()
+        self._peers = [Progress(s.name, s.endpoint, settings, now, rng) for s in secondaries]
+        self._view = ReplicationView.judge(self._peers, now)
         self._leader = protocol.Leader(None, ())
         self._recovery: Recovery | None = None
         self._recovered = threading.Event()
@@ -110,11 +93,11 @@ class Replicator(IoThread):
         #: Why the last flush failed, while it keeps failing; for the appender.
         self.storage_error: str | None = None
         self._waiters = Waiters()
-        self._links: dict[zmq.Socket, Follower] = {}
+        self._links: dict[zmq.Socket, Progress] = {}
         self._bad_frames = BadFrameLog(log)
         self._poller: zmq.Poller | None = None
         self._blocked: set[zmq.Socket] = set()  # DEALERs waiting for POLLOUT
-        self._logged_health = {f.name: Health.UNKNOWN for f in self._followers}
+        self._logged_health = {f.name: Health.UNKNOWN for f in self._peers}
         self._next_heartbeat = now
         #: When the I/O thread last went round its loop; written by it alone.
         self._last_pass = now
@@ -183,24 +166,24 @@ class Replicator(IoThread):
             self._start_run(history, hist.start_run(segments, run, self._store.appended()))
             self._store.flush()  # the new run is on disk before anyone hears of it
             self._recovered.set()
-        elif self._followers:
-            self._recovery = Recovery([f.name for f in self._followers],
+        elif self._peers:
+            self._recovery = Recovery([f.name for f in self._peers],
                                       self._settings.heartbeat_interval,
                                       self._settings.recovery_timeout, time.monotonic())
         else:
             self._recovered.set()
         self._poller = poller
-        self._links = {self._open_dealer(f): f for f in self._followers}
+        self._links = {self._open_dealer(f): f for f in self._peers}
         for sock in self._links:
             poller.register(sock, zmq.POLLIN)
 
     def _pass(self, events: dict) -> None:
         poller, links = self._poller, self._links
-        self._waiters.admit(lambda seq: [f.name for f in self._followers if f.holds(seq)])
-        for sock, follower in links.items():
+        self._waiters.admit(lambda seq: [f.name for f in self._peers if f.holds(seq)])
+        for sock, peer in links.items():
             flags = events.get(sock, 0)
             if flags & zmq.POLLIN:
-                receive_batch(sock, lambda frames, f=follower: self._receive(frames, f))
+                receive_batch(sock, lambda frames, f=peer: self._receive(frames, f))
             if flags & zmq.POLLOUT:
                 self._unblock(poller, sock)
         now = time.monotonic()
@@ -212,15 +195,15 @@ class Replicator(IoThread):
             self._start_run(hist.new_history_id(),
                             hist.start_run((), hist.next_run(self._highest_run), 0))
         self._flush()
-        for follower in self._followers:
-            self._log_health_change(follower, now)
+        for peer in self._peers:
+            self._log_health_change(peer, now)
         if now >= self._next_heartbeat:
             self._heartbeat(poller, links)
             self._next_heartbeat = now + self._settings.heartbeat_interval
-        for sock, follower in links.items():
+        for sock, peer in links.items():
             if sock not in self._blocked:
-                self._pump(poller, sock, follower)
-        self._view = ReplicationView.judge(self._followers, now)
+                self._pump(poller, sock, peer)
+        self._view = ReplicationView.judge(self._peers, now)
 
     def _close(self) -> None:
         self._store.release_readers()  # tailing readers are answered at once
@@ -229,13 +212,13 @@ class Replicator(IoThread):
         for sock in self._links:
             sock.close(linger=0)
 
-    def _open_dealer(self, follower: Follower) -> zmq.Socket:
+    def _open_dealer(self, peer: Progress) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
-        self._channel.secure(sock, follower.name)
-        sock.connect(follower.endpoint)  # lazy: the secondary may come up later
+        self._channel.secure(sock, peer.name)
+        sock.connect(peer.endpoint)  # lazy: the secondary may come up later
         return sock
 
     def _next_deadline(self) -> float:
@@ -244,10 +227,10 @@ class Replicator(IoThread):
         deadlines = [self._next_heartbeat]
         if self._recovery is not None:
             deadlines.append(self._recovery.deadline(now))
-        for sock, follower in self._links.items():
-            deadlines.append(follower.next_health_change(now))
+        for sock, peer in self._links.items():
+            deadlines.append(peer.next_health_change(now))
             if sock not in self._blocked:
-                deadlines.append(follower.retry_deadline(now))
+                deadlines.append(peer.retry_deadline(now))
         return min(d for d in deadlines if d is not None)
 
     def _excuse_own_stall(self, now: float) -> None:
@@ -257,8 +240,8 @@ class Replicator(IoThread):
         so it does not count; the heartbeat that follows tells the truth."""
         stalled = now - self._last_pass - self._settings.heartbeat_interval
         if stalled > self._settings.heartbeat_interval:  # an idle loop wakes every beat
-            for follower in self._followers:
-                follower.excuse_silence(stalled, now)
+            for peer in self._peers:
+                peer.excuse_silence(stalled, now)
             self._next_heartbeat = now
 
     # -- history, run and recovery ----------------------------------------------
@@ -268,8 +251,8 @@ class Replicator(IoThread):
         self._store.set_meta(history=history, segments=hist.to_wire(segments))
         self._leader = protocol.Leader(history, segments)
         run = segments[-1]
-        for follower in self._followers:
-            follower.follow_run(history, run.run)
+        for peer in self._peers:
+            peer.follow_run(history, run.run)
         self._next_heartbeat = time.monotonic()  # tell every secondary at once
         log.info("leading history %s as run %d.%s from id %d", history, run.number, run.token, run.base)
 
@@ -313,39 +296,39 @@ class Replicator(IoThread):
 
     # -- replies ----------------------------------------------------------------
 
-    def _receive(self, parts: list[bytes], follower: Follower) -> None:
+    def _receive(self, parts: list[bytes], peer: Progress) -> None:
         try:
             message = protocol.decode(parts)
         except protocol.ProtocolError as exc:
-            self._bad_frames.dropped(follower.name, "%d bytes: %s", sum(map(len, parts)), exc)
+            self._bad_frames.dropped(peer.name, "%d bytes: %s", sum(map(len, parts)), exc)
             return
         now = time.monotonic()
         if isinstance(message, protocol.Entries):
-            if self._recovery is not None and self._recovery.on_entries(follower.name, message):
+            if self._recovery is not None and self._recovery.on_entries(peer.name, message):
                 for entry in message.entries:
                     self._store.append(entry)
             return
         if not isinstance(message, (protocol.Ack, protocol.Pong)):
-            self._bad_frames.dropped(follower.name, "%s, but only ACK, PONG and ENTRIES are expected",
+            self._bad_frames.dropped(peer.name, "%s, but only ACK, PONG and ENTRIES are expected",
                                      type(message).__name__.upper())
             return
         status = message.status
         if status.run is not None and status.run == self._leader.run and status.length > len(self._store):
             # Under this run a secondary holds only what this primary sent.
-            self._bad_frames.dropped(follower.name, "it claims %d messages, the primary has %d",
+            self._bad_frames.dropped(peer.name, "it claims %d messages, the primary has %d",
                                      status.length, len(self._store))
             return
         if isinstance(message, protocol.Ack):
-            progress = follower.on_ack(message, now)
+            progress = peer.on_ack(message, now)
             if progress is None:
-                log.debug("ignored a late or unknown ACK %s from %s", message.corr_id, follower.name)
+                log.debug("ignored a late or unknown ACK %s from %s", message.corr_id, peer.name)
         else:
             if self._recovery is not None:
-                self._recovery.on_pong(follower.name, message, now)
-            progress = follower.on_status(status, now)
+                self._recovery.on_pong(peer.name, message, now)
+            progress = peer.on_status(status, now)
         if progress:
-            self._waiters.credit(follower.name, follower.holds)
-        follower.note_catch_up(len(self._store), now)
+            self._waiters.credit(peer.name, peer.holds)
+        peer.note_catch_up(len(self._store), now)
 
     def _heartbeat(self, poller: zmq.Poller, links: dict) -> None:
         for sock in links:
@@ -353,33 +336,33 @@ class Replicator(IoThread):
         # Requests that timed out or were answered leave their waiters behind.
         self._waiters.sweep()
 
-    def _log_health_change(self, follower: Follower, now: float) -> None:
-        health = follower.health(now)
-        if health is self._logged_health[follower.name]:
+    def _log_health_change(self, peer: Progress, now: float) -> None:
+        health = peer.health(now)
+        if health is self._logged_health[peer.name]:
             return
-        self._logged_health[follower.name] = health
+        self._logged_health[peer.name] = health
         if health is Health.DIVERGED:
-            return  # the follower said why, as an ERROR
+            return  # the peer said why, as an ERROR
         if health in (Health.SUSPECTED, Health.UNHEALTHY):
-            log.warning("%s is %s: missed heartbeats", follower.name, health.value)
+            log.warning("%s is %s: missed heartbeats", peer.name, health.value)
         else:
-            log.info("%s is %s", follower.name, health.value)
+            log.info("%s is %s", peer.name, health.value)
 
     # -- sending ------------------------------------------------------------------
 
-    def _pump(self, poller: zmq.Poller, sock: zmq.Socket, follower: Follower) -> None:
-        """Send this follower everything due, until nothing is or the socket is full."""
+    def _pump(self, poller: zmq.Poller, sock: zmq.Socket, peer: Progress) -> None:
+        """Send this peer everything due, until nothing is or the socket is full."""
         log_length = len(self._store)
         while True:
             now = time.monotonic()
-            send = follower.next_send(log_length, now)
+            send = peer.next_send(log_length, now)
             if send is None:
                 return
             entries = self._batch(send)
             frame = protocol.encode_append(send.corr_id, self._leader, send.start, entries)
             if not self._send(poller, sock, frame):
                 return
-            follower.sent(send, send.start + len(entries), now)
+            peer.sent(send, send.start + len(entries), now)
 
     def _batch(self, send: Send) -> list[bytes]:
         entries = self._store.entries(send.start, send.stop)

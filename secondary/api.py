@@ -18,11 +18,11 @@ from secondary.config import SecondaryConfig
 from secondary.metrics import secondary_registry
 from secondary.openapi import spec
 from secondary.receiver import Receiver
-from shared.api_token import protect
-from shared.http import LogReads, html_response, json_response, new_app
-from shared.metrics import exposition
-from shared.ordered_log import OrderedLog
-from shared.reads import Reads
+from shared.log.ordered_log import OrderedLog
+from shared.web.api_token import protect
+from shared.web.http import LogReads, html_response, json_response, new_app
+from shared.web.metrics import exposition
+from shared.web.reads import Reads
 
 HOME = Path(__file__).with_name("home.html").read_text(encoding="utf-8")
 

@@ -1,6 +1,6 @@
 """The secondary's configuration, read once from the environment at start.
 
-Each setting is declared once, below, with ``shared.config.setting``.
+Each setting is declared once, below, with ``shared.runtime.config.setting``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from shared.config import (
+from shared.runtime.config import (
     DelayRange,
     NodeConfig,
     delay,

@@ -10,9 +10,9 @@ import zmq
 from secondary.api import make_app
 from secondary.config import SecondaryConfig
 from secondary.receiver import Receiver
-from shared import curve
-from shared.durable_log import open_log
+from shared.log.durable_log import open_log
 from shared.service import Service, run_role
+from shared.wire import curve
 
 
 SUMMARY = """\

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from secondary.receiver import Receiver
-from shared.metrics import PREFIX, gauge, new_registry
-from shared.ordered_log import OrderedLog
+from shared.log.ordered_log import OrderedLog
+from shared.web.metrics import PREFIX, gauge, new_registry
 
 
 def secondary_registry(store: OrderedLog, receiver: Receiver) -> CollectorRegistry:

@@ -6,7 +6,7 @@ Pure; thread: any.
 
 from __future__ import annotations
 
-from shared.openapi import DOCUMENTED_BEARER, HISTORY_PROPERTIES, document, print_document
+from shared.web.openapi import DOCUMENTED_BEARER, HISTORY_PROPERTIES, document, print_document
 
 _HEALTH = {
     "type": "object",

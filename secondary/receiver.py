@@ -1,6 +1,6 @@
 """The secondary's replication endpoint: one ROUTER and the thread that owns it.
 
-The ``receiver-io`` thread (shared.io_thread) binds the ROUTER, receives
+The ``receiver-io`` thread (shared.wire.io_thread) binds the ROUTER, receives
 APPEND, PING and FETCH frames from the primary, stores entries in the log
 and answers with ACK, PONG and ENTRIES. No other thread touches the socket.
 Other threads may call ``start``, ``stop`` and the read-only properties;
@@ -10,44 +10,34 @@ Each pass of the loop handles what arrived, stores what is due, flushes the
 log once (one commit, one fsync, for the whole pass: group commit), and only
 then sends its answers: an ACK never runs ahead of the disk.
 
-**Whom it follows.** Frames name the cluster's history and the runs of
-primaries that wrote it (shared.history). The first history heard is
-adopted and kept; frames of any other history are refused, and the node
-keeps its log as it is: nothing a frame says can make it throw its log
-away. A frame of a newer run is followed; where that run's segments
-disagree with the node's own, the entries from that id on were written by a
-run that has since been rolled back, and only they are truncated, with a
-WARNING that names them. A frame of an older run is stale and ignored.
+The rules (whom it follows, what it keeps of each APPEND, the delay
+schedule) are shared.consensus.follower's; this module decodes the frames,
+does what the rules return (first the store, then the answers) and logs it.
 
 REPLICATION_DELAY is a schedule, not a sleep: each new entry gets its own due
-time on a heap, and the poll timeout is the time to the earliest one. So two
-entries that arrive 10 ms apart with a 1 s delay are both stored about 1 s
-after arrival, and PINGs are answered at once however long the queue is.
-
-Deduplication is by seq. An entry already stored is acknowledged again at
-once (the primary resent it because an ACK went missing); an entry already
-waiting on the schedule is skipped, since its ACK is on the way.
+time, and the poll timeout is the time to the earliest one. So two entries
+that arrive 10 ms apart with a 1 s delay are both stored about 1 s after
+arrival, and PINGs are answered at once however long the queue is.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import random
 import time
 
 import zmq
 
-from shared import history as hist
-from shared import protocol
-from shared.config import DelayRange
-from shared.curve import PLAIN, PlainChannel
-from shared.io_thread import IoThread, receive_batch
-from shared.bad_frames import BadFrameLog
-from shared.logging_setup import RateLimitFilter
-from shared.ordered_log import OrderedLog
-from shared.sqlite_store import StoreError
+from shared.consensus import history as hist
+from shared.consensus.follower import Follower
+from shared.log.ordered_log import OrderedLog
+from shared.log.sqlite_store import StoreError
+from shared.runtime.config import DelayRange
+from shared.runtime.logging_setup import RateLimitFilter
+from shared.wire import protocol
+from shared.wire.bad_frames import BadFrameLog
+from shared.wire.curve import PLAIN, PlainChannel
+from shared.wire.io_thread import IoThread, receive_batch
 
 log = logging.getLogger(__name__)
 store_log = logging.getLogger(f"{__name__}.store")
@@ -70,6 +60,7 @@ class Receiver(IoThread):
         max_ahead: int = 100_000,
         max_message_bytes: int = 1 << 20,
         channel: PlainChannel = PLAIN,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__("receiver-io")
         self._ctx = ctx
@@ -79,7 +70,6 @@ class Receiver(IoThread):
         self._node_name = node_name
         self._delay = delay
         self._drop_ack_fraction = drop_ack_fraction
-        self._max_ahead = max_ahead
         self._frame_limit = protocol.frame_limit(max_message_bytes)
         #: Names this node's state: kept with its data only when every
         #: acknowledged entry is sure to have survived (FSYNC=always);
@@ -90,30 +80,38 @@ class Receiver(IoThread):
             store.set_meta(incarnation=self.incarnation)
         #: The endpoint actually bound (a port 0 in ``bind`` is resolved).
         self.endpoint: str | None = None
-        #: The cluster's history id, once heard; and the runs that wrote it.
-        self.history: str | None = store.meta.get("history")
-        self._segments: hist.Segments = hist.from_wire(store.meta.get("segments", []))
+        self._rng = rng if rng is not None else random.Random()
+        self._rules = Follower(store.meta.get("history"),
+                               hist.from_wire(store.meta.get("segments", [])),
+                               self._rng, delay, max_ahead)
         self._sock: zmq.Socket | None = None
         self._bad_frames = BadFrameLog(log)
-        self._due: list[tuple[float, int, bytes, str, int, bytes]] = []
-        self._scheduled: set[int] = set()
-        self._tiebreak = itertools.count()
         # Answers of this pass, sent once the log is flushed.
         self._acks: list[tuple[bytes, str, list[int]]] = []
         self._replies: list[tuple[bytes, bytes]] = []
         self._pongs: list[tuple[bytes, str]] = []
-        #: Entries received in APPEND frames, and those of them it held or had
-        #: scheduled already (resends). Written by the I/O thread alone; other
-        #: threads read them unsynchronised, for /metrics.
-        self.received = 0
-        self.duplicates = 0
 
     # -- any thread ---------------------------------------------------------
 
     @property
+    def history(self) -> str | None:
+        """The cluster's history id, once heard. An unsynchronised reading."""
+        return self._rules.history
+
+    @property
     def waiting_count(self) -> int:
         """Entries received but not yet due. An unsynchronised reading, for /health."""
-        return len(self._scheduled)
+        return self._rules.waiting_count
+
+    @property
+    def received(self) -> int:
+        """Entries received in APPEND frames. An unsynchronised reading, for /metrics."""
+        return self._rules.received
+
+    @property
+    def duplicates(self) -> int:
+        """Received entries held or scheduled already (resends), for /metrics."""
+        return self._rules.duplicates
 
     @property
     def bad_frames(self) -> int:
@@ -123,8 +121,7 @@ class Receiver(IoThread):
     @property
     def run(self) -> hist.Run | None:
         """The primary run this node follows. An unsynchronised reading, for /health."""
-        segments = self._segments
-        return segments[-1].run if segments else None
+        return self._rules.run
 
     # -- receiver-io thread -------------------------------------------------
 
@@ -144,7 +141,7 @@ class Receiver(IoThread):
         self._flush_and_answer()
 
     def _next_deadline(self) -> float | None:
-        return self._due[0][0] if self._due else None
+        return self._rules.next_due
 
     def _close(self) -> None:
         self._store.release_readers()  # tailing readers are answered at once
@@ -189,82 +186,47 @@ class Receiver(IoThread):
                                      "expected here", type(message).__name__.upper())
 
     def _follow(self, leader: protocol.Leader) -> bool:
-        """Whether to take entries from this sender; adopts its history or run if due."""
-        if leader.history is None:
-            return False  # a primary with nothing appended yet: it only asks
-        if self.history is None:
-            self.history = leader.history
-            log.info("joined history %s", leader.history)
-        elif leader.history != self.history:
-            self._bad_frames.dropped(
-                "a primary of history " + leader.history,
-                "this node holds history %s and keeps its %d messages; to re-join that "
-                "cluster, empty its DATA_DIR or restart it in memory", self.history, len(self._store),
-            )
-            return False
-        own = self.run
-        if leader.run == own:
-            return True
-        if own is not None and leader.run.number < own.number:
-            log.debug("ignored a frame of older run %s (following %s)", leader.run, own)
-            return False
-        self._adopt(leader.segments)
-        return True
+        """Whether to take entries from this sender; stores what following it changes."""
+        verdict = self._rules.on_leader(leader, len(self._store))
+        if verdict.refusal is not None:
+            self._bad_frames.dropped("a primary of history " + leader.history, "%s", verdict.refusal)
+        if verdict.joined is not None:
+            log.info("joined history %s", verdict.joined)
+        if verdict.adopted is not None:
+            self._adopt(verdict.cut, verdict.adopted)
+        elif not verdict.follow and leader.run is not None and verdict.refusal is None:
+            log.debug("ignored a frame of older run %s (following %s)", leader.run, self.run)
+        return verdict.follow
 
-    def _adopt(self, segments: hist.Segments) -> None:
-        cut = hist.divergence(self._segments, segments)
+    def _adopt(self, cut: int | None, segments: hist.Segments) -> None:
         if cut is not None:
             removed = self._store.truncate(cut)
-            self._due = [item for item in self._due if item[4] < cut]
-            heapq.heapify(self._due)
-            self._scheduled = {seq for seq in self._scheduled if seq < cut}
             if removed:
                 log.warning(
                     "truncated %d message(s), ids %s: only a primary run that has since been "
                     "rolled back wrote them, and the primary now writes other messages there",
                     len(removed), _describe_ranges(removed),
                 )
-        self._segments = segments
         self._store.set_meta(history=self.history, segments=hist.to_wire(segments))
         run = segments[-1]
         log.info("following primary run %d.%s from id %d", run.number, run.token, run.base)
 
     def _on_append(self, identity: bytes, append: protocol.Append) -> None:
-        acked: list[int] = []
-        now = time.monotonic()
-        # Past this window an entry is not kept (nor acknowledged): the primary
-        # resends it later. So frames far ahead cannot fill the memory.
-        window_end = len(self._store) + self._max_ahead
-        self.received += len(append.entries)
-        for seq, entry in enumerate(append.entries, start=append.first):
-            if seq in self._scheduled:
-                self.duplicates += 1
-                continue
-            if seq >= window_end:
-                continue
-            if not self._delay or self._store.holds(seq):
-                if not self._store.put(seq, entry):
-                    self.duplicates += 1
-                acked.append(seq)
-            else:
-                due = now + self._delay.draw()
-                heapq.heappush(self._due, (due, next(self._tiebreak), identity, append.corr_id, seq, entry))
-                self._scheduled.add(seq)
+        taken = self._rules.on_append(identity, append, time.monotonic(),
+                                      len(self._store), self._store.holds)
+        for seq, entry in taken.store:
+            self._store.put(seq, entry)
         log.debug("APPEND %s seqs %d..%d: %d stored or held, %d scheduled",
                   append.corr_id, append.first, append.first + len(append.entries) - 1,
-                  len(acked), len(append.entries) - len(acked))
-        if acked:
-            self._acks.append((identity, append.corr_id, acked))
+                  len(taken.ack), taken.scheduled)
+        if taken.ack:
+            self._acks.append((identity, append.corr_id, taken.ack))
 
     def _store_due(self) -> None:
-        now = time.monotonic()
-        ready: dict[tuple[bytes, str], list[int]] = {}
-        while self._due and self._due[0][0] <= now:
-            _, _, identity, corr_id, seq, entry = heapq.heappop(self._due)
-            self._scheduled.discard(seq)
-            self._store.put(seq, entry)
-            ready.setdefault((identity, corr_id), []).append(seq)
-        self._acks.extend((identity, corr_id, seqs) for (identity, corr_id), seqs in ready.items())
+        for identity, corr_id, entries in self._rules.due(time.monotonic()):
+            for seq, entry in entries:
+                self._store.put(seq, entry)
+            self._acks.append((identity, corr_id, [seq for seq, _ in entries]))
 
     def _flush_and_answer(self) -> None:
         acks, self._acks = self._acks, []
@@ -277,14 +239,14 @@ class Receiver(IoThread):
             store_log.error("could not store what arrived (%d ACKs held back): %s", len(acks), exc)
             acks = []
         for identity, corr_id in pongs:
-            self._send(identity, protocol.encode_pong(corr_id, self._status(), self._segments))
+            self._send(identity, protocol.encode_pong(corr_id, self._status(), self._rules.segments))
         for identity, corr_id, seqs in acks:
             self._ack(identity, corr_id, seqs)
         for identity, frame in replies:
             self._send(identity, frame)
 
     def _ack(self, identity: bytes, corr_id: str, seqs: list[int]) -> None:
-        if self._drop_ack_fraction and random.random() < self._drop_ack_fraction:
+        if self._drop_ack_fraction and self._rng.random() < self._drop_ack_fraction:
             log.debug("fault injection: dropped the ACK of %s", corr_id)
             return
         self._send(identity, protocol.encode_ack(corr_id, self._status(), protocol.to_ranges(seqs)))

@@ -11,7 +11,7 @@ module owns the outline around it, and the shutdown order:
   4. the listening sockets close and ``run_http`` returns;
   5. the zmq Context is terminated, after every socket owner has gone;
   6. the log writer stops last: it writes out what is still queued.
-With REPLICATION_KEYS_DIR, the replication channel (shared.curve) starts
+With REPLICATION_KEYS_DIR, the replication channel (shared.wire.curve) starts
 before the I/O thread and stops after it, before step 5. A start that fails
 (a port taken, exit 1; a key file that ``build`` cannot use, exit 2) stops
 the I/O thread and takes steps 5 and 6. On every path each step runs
@@ -35,13 +35,13 @@ from typing import Callable, TypeVar
 import waitress
 import zmq
 
-from shared.command_line import parse_command_line
-from shared.config import ConfigError
-from shared.curve import PLAIN, PlainChannel
-from shared.http_channel import use_worker_flushed_channels
-from shared.io_thread import IoThread
-from shared.logging_setup import setup_logging
-from shared.memory import tune_malloc
+from shared.runtime.command_line import parse_command_line
+from shared.runtime.config import ConfigError
+from shared.runtime.logging_setup import setup_logging
+from shared.runtime.memory import tune_malloc
+from shared.web.http_channel import UncheckedWaitress, require_checked_waitress, use_worker_flushed_channels
+from shared.wire.curve import PLAIN, PlainChannel
+from shared.wire.io_thread import IoThread
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,11 @@ def run_role(
     """Run until a signal; the exit code: 0, 1 if it cannot start, 2 on bad
     configuration. ``summary`` opens the --help text."""
     parse_command_line(role, summary, config_type)
+    try:
+        require_checked_waitress()
+    except UncheckedWaitress as exc:
+        print(f"{role}: cannot start: {exc}", file=sys.stderr)
+        return 1
     tune_malloc()
     try:
         config = config_type.from_env()
@@ -195,7 +200,7 @@ def create_http_server(
         ident="replicated-log",
         clear_untrusted_proxy_headers=True,
     )
-    # Connections whose main loop does not spin while a worker writes (shared.http_channel).
+    # Connections whose main loop does not spin while a worker writes (shared.web.http_channel).
     use_worker_flushed_channels(server)
     return server
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from shared import history as hist
-from shared import protocol
-from shared.sqlite_store import Changes, SqliteStore
+from shared.consensus import history as hist
+from shared.log.sqlite_store import Changes, SqliteStore
+from shared.wire import protocol
 from tests.bench import nodes, paging
 from tests.bench.consistency import Consistency, wait_for_convergence
 from tests.support.http import get_health, post_message, request

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from shared.keys import create_pairs
+from shared.wire.keys import create_pairs
 from tests.support.http import get_health
 from tests.support.processes import Cluster, Node
 

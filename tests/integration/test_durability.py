@@ -15,9 +15,9 @@ import uuid
 
 import pytest
 
-from shared import history as hist
-from shared import protocol
-from shared.sqlite_store import FILE_NAME, SqliteStore
+from shared.consensus import history as hist
+from shared.log.sqlite_store import FILE_NAME, SqliteStore
+from shared.wire import protocol
 from tests.integration.test_failures import FAST_HEARTBEAT_ENV, in_background, secondary_state
 from tests.integration.test_start_failures import assert_clean_exit, run_node
 from tests.support.checker import OK, History, Snapshotter, check, incarnation, wait_for_convergence

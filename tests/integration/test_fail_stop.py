@@ -11,7 +11,7 @@ import time
 
 import zmq
 
-from shared import protocol
+from shared.wire import protocol
 from tests.support.processes import REPO
 from tests.support.waiting import wait_until
 

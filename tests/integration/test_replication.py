@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import zmq
 
-from shared import protocol
-from shared.history import Segment
+from shared.consensus.history import Segment
+from shared.wire import protocol
 from tests.support.http import get_messages, post_message, request
 from tests.support.waiting import wait_until
 

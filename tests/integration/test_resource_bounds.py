@@ -9,8 +9,8 @@ from pathlib import Path
 
 import zmq
 
-from shared import protocol
-from shared.history import Segment
+from shared.consensus.history import Segment
+from shared.wire import protocol
 from tests.support.http import get_health, get_messages, post_message
 from tests.support.waiting import wait_until
 

@@ -11,8 +11,8 @@ import uuid
 import pytest
 import zmq
 
-from shared import protocol
-from shared.keys import create_pairs
+from shared.wire import protocol
+from shared.wire.keys import create_pairs
 from tests.support.http import get_health, get_messages, post_message, request
 from tests.support.processes import REPO, Node
 from tests.support.tcp_relay import TcpRelay

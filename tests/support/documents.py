@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from shared.ordered_log import OrderedLog
+from shared.log.ordered_log import OrderedLog
 
 
 def document_bytes(log: OrderedLog) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zmq
 
-from shared import protocol
+from shared.wire import protocol
 from tests.support.checker import UNKNOWN, History
 from tests.support.http import get_health
 from tests.support.waiting import wait_until

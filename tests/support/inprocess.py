@@ -20,8 +20,8 @@ from primary.replicator import Replicator
 from secondary.api import make_app as make_secondary_app
 from secondary.config import SecondaryConfig
 from secondary.receiver import Receiver
-from shared.config import DelayRange
-from shared.ordered_log import OrderedLog
+from shared.log.ordered_log import OrderedLog
+from shared.runtime.config import DelayRange
 
 #: Heartbeats every 50 ms: failure detection within a unit test's patience;
 #: a primary that starts empty waits half a second for silent secondaries.

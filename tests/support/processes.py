@@ -115,7 +115,7 @@ class Node:
         """Wait until the log holds ``pattern``, a substring or a compiled
         regex; return the match (True for a substring). A node writes what it
         logs a little after the event, up to an interval's lines at a time
-        (shared.logging_setup), so a test looks for a line until it is there."""
+        (shared.runtime.logging_setup), so a test looks for a line until it is there."""
         def found():
             log = self.log()
             return pattern in log if isinstance(pattern, str) else pattern.search(log)

@@ -5,7 +5,7 @@ connect to, and connects a DEALER to the secondary. Frames pass both ways,
 each subject to the faults currently set: dropped, duplicated, delayed by a
 random amount (which also reorders them), or held while paused.
 
-The ``relay-io`` thread (shared.io_thread) owns both sockets. Other threads change the faults
+The ``relay-io`` thread (shared.wire.io_thread) owns both sockets. Other threads change the faults
 through ``set_faults``, ``pause`` and ``resume``; the settings are plain
 attributes read once per frame, under a lock.
 """
@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 
 import zmq
 
-from shared import protocol
-from shared.io_thread import IoThread, receive_batch
+from shared.wire import protocol
+from shared.wire.io_thread import IoThread, receive_batch
 
 TO_SECONDARY, TO_PRIMARY = "to-secondary", "to-primary"
 

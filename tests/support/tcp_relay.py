@@ -5,7 +5,7 @@ Unlike tests/support/relay.py, which relays zmq frames (and so sits above
 any zmq security), this one relays the raw TCP stream: what it records is
 exactly what an eavesdropper on the network would see.
 
-The ``tcp-relay`` thread (shared.io_thread) owns every socket: the listener
+The ``tcp-relay`` thread (shared.wire.io_thread) owns every socket: the listener
 on 127.0.0.1 (a random port) and, per accepted connection, the pair of it
 and its connection to the secondary. Other threads read ``carried``.
 """
@@ -17,7 +17,7 @@ import threading
 
 import zmq
 
-from shared.io_thread import IoThread
+from shared.wire.io_thread import IoThread
 
 CHUNK = 65536
 

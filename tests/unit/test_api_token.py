@@ -13,8 +13,9 @@ from primary.config import PrimaryConfig
 from secondary import openapi as secondary_openapi
 from secondary.api import make_app as make_secondary_app
 from secondary.config import SecondaryConfig
-from shared.api_token import OPEN_PATHS, ApiToken
-from shared.config import ConfigError
+from shared.runtime.bearer import ApiToken
+from shared.runtime.config import ConfigError
+from shared.web.api_token import OPEN_PATHS
 from tests.support.documents import messages_of
 
 TOKEN = "s3cr3t-token-value"

@@ -8,7 +8,7 @@ import pytest
 
 from primary.append_request import AppendRequest
 from secondary.receiver import Receiver
-from shared.ordered_log import OrderedLog
+from shared.log.ordered_log import OrderedLog
 from tests.support.waiting import wait_until
 
 

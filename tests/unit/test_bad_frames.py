@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from shared.bad_frames import BadFrameLog
+from shared.wire.bad_frames import BadFrameLog
 
 
 def test_one_line_per_peer_per_interval_then_a_count(caplog):

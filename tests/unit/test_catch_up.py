@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from secondary.receiver import Receiver
-from shared.ordered_log import OrderedLog
-from shared.protocol import encode_entry
+from shared.log.ordered_log import OrderedLog
+from shared.wire.protocol import encode_entry
 from tests.support.documents import document_bytes
 from tests.support.waiting import wait_until
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -10,9 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from primary.config import PrimaryConfig, SecondarySpec, majority
+from primary.config import PrimaryConfig, SecondarySpec
 from secondary.config import SecondaryConfig
-from shared.config import ConfigError, DelayRange, delay
+from shared.consensus.quorum import majority
+from shared.runtime.config import ConfigError, DelayRange, delay
 from shared.service import write_port_file
 from tests.support.processes import REPO
 
@@ -121,10 +123,11 @@ def test_secondary_rejects_bad_values_naming_the_variable(env, variable):
 
 
 def test_delay_draws_per_message_within_the_range():
+    rng = random.Random(7)
     fixed = delay("D", "1.5")
-    assert fixed.draw() == 1.5 and bool(fixed)
+    assert fixed.draw(rng) == 1.5 and bool(fixed)
     ranged = delay("D", "0.1-0.2")
-    draws = {ranged.draw() for _ in range(200)}
+    draws = {ranged.draw(rng) for _ in range(200)}
     assert all(0.1 <= d <= 0.2 for d in draws) and len(draws) > 100
     assert not delay("D", "0")
 

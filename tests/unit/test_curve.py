@@ -1,4 +1,4 @@
-"""shared.curve against raw zmq sockets over tcp://127.0.0.1: who gets through, who is
+"""shared.wire.curve against raw zmq sockets over tcp://127.0.0.1: who gets through, who is
 refused, what is logged (never a key), and what a bad keys directory says."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import zmq
 import zmq.auth
 
-from shared import curve
-from shared.config import ConfigError
-from shared.keys import create_pairs
+from shared.runtime.config import ConfigError
+from shared.wire import curve
+from shared.wire.keys import create_pairs
 from tests.support.waiting import wait_until
 
 NAMES = ["primary", "s1", "s2"]
@@ -56,7 +56,7 @@ def dealer(ctx, endpoint: str, public=None, secret=None, server_key=None) -> zmq
 
 def warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name in ("shared.curve.refused", "shared.curve.handshake")
+            if r.name in ("shared.wire.curve.refused", "shared.wire.curve.handshake")
             and r.levelno == logging.WARNING]
 
 

@@ -1,243 +1,127 @@
-"""The per-secondary replication state machine, driven without sockets or real time."""
+"""The follower's rules (shared.consensus.follower), fed frames and the time by hand:
+whom it follows, what it keeps of each APPEND, and its delay schedule."""
 
 from __future__ import annotations
 
-import pytest
+import random
 
-from primary.config import ReplicationSettings
-from primary.follower import INITIAL_RETRY_S, MIN_RETRY_S, Follower, Health, health_at
-from shared import protocol
-from shared.history import Run
+from shared.consensus.follower import Follower
+from shared.consensus.history import Segment
+from shared.runtime.config import DelayRange
+from shared.wire import protocol
 
-SETTINGS = ReplicationSettings(
-    heartbeat_interval=1.0, suspect_after=2, unhealthy_after=4, retry_backoff_max=8.0,
-    batch_max_entries=10, max_flights=3,
-)
+LEADER = protocol.Leader("history-1", (Segment(1, "r1", 0),))
 
 
-HISTORY, RUN = "history-1", Run(1, "r1")
+class Log:
+    """What the rules may ask of a log: its contiguous length and which seqs it holds."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        length = 0
+        while length in self.entries:
+            length += 1
+        return length
+
+    def holds(self, seq: int) -> bool:
+        return seq in self.entries
+
+    def apply(self, taken) -> list[int]:
+        for seq, entry in taken.store:
+            self.entries.setdefault(seq, entry)
+        return taken.ack
 
 
-def status(length, incarnation="inc-1", history=HISTORY, run=RUN):
-    return protocol.Status("s1", incarnation, length, history, run)
+def append(first: int, *messages: str, corr_id: str = "c1") -> protocol.Append:
+    return protocol.Append(corr_id, LEADER, first, [protocol.encode_entry(m) for m in messages])
 
 
-def ack(send, length, acked=None, incarnation="inc-1"):
-    ranges = [(send.start, send.stop)] if acked is None else acked
-    return protocol.Ack(send.corr_id, status(length, incarnation), ranges)
+def following(delay=None, max_ahead=100_000, seed=1) -> Follower:
+    rules = Follower(None, (), random.Random(seed), delay, max_ahead)
+    assert rules.on_leader(LEADER, 0).follow
+    return rules
 
 
-def send_next(follower, log_length, now):
-    send = follower.next_send(log_length, now)
-    assert send is not None
-    follower.sent(send, send.stop, now)
-    return send
+def test_a_first_history_is_joined_and_its_run_adopted_to_be_stored():
+    rules = Follower(None, (), random.Random(1))
+    verdict = rules.on_leader(LEADER, 0)
+    # Nothing of this history was held: the cut at 0 removes nothing.
+    assert (verdict.follow, verdict.joined, verdict.adopted, verdict.cut) == (True, "history-1", LEADER.segments, 0)
+    assert rules.history == "history-1" and rules.run == LEADER.run
+    again = rules.on_leader(LEADER, 0)
+    assert (again.follow, again.joined, again.adopted) == (True, None, None)
 
 
-@pytest.fixture
-def follower():
-    f = Follower("s1", "tcp://x:1", SETTINGS, now=0.0)
-    f.follow_run(HISTORY, RUN)
-    f.on_status(status(0), 0.0)  # first contact: healthy, empty
-    return f
+def test_a_frame_of_another_history_is_refused_and_changes_nothing():
+    rules = following()
+    other = protocol.Leader("history-2", (Segment(1, "x", 0),))
+    verdict = rules.on_leader(other, 3)
+    assert not verdict.follow and verdict.adopted is None and verdict.cut is None
+    assert verdict.refusal.startswith("this node holds history history-1 and keeps its 3 messages")
+    assert rules.history == "history-1" and rules.segments == LEADER.segments
 
 
-def test_sends_new_entries_in_batches_and_pipelines(follower):
-    first = send_next(follower, 25, 0.0)
-    second = send_next(follower, 25, 0.0)
-    third = send_next(follower, 25, 0.0)
-    assert (first.start, first.stop, second.start, second.stop) == (0, 10, 10, 20)
-    assert (third.start, third.stop) == (20, 25)
-    assert follower.next_send(25, 0.0) is None  # all sent, none overdue
+def test_a_primary_with_no_history_is_not_followed():
+    rules = Follower(None, (), random.Random(1))
+    verdict = rules.on_leader(protocol.Leader(None, ()), 0)
+    assert not verdict.follow and verdict.refusal is None and rules.history is None
 
 
-def test_window_of_flights_bounds_what_is_unacknowledged(follower):
-    sends = [send_next(follower, 100, 0.0) for _ in range(SETTINGS.max_flights)]
-    assert follower.next_send(100, 0.0) is None  # window full
-    follower.on_ack(ack(sends[0], 10), 0.1)
-    assert follower.next_send(100, 0.1).start == 30
+def test_a_frame_of_an_older_run_is_ignored():
+    newer = protocol.Leader("history-1", (Segment(1, "r1", 0), Segment(2, "r2", 5)))
+    rules = Follower("history-1", newer.segments, random.Random(1))
+    verdict = rules.on_leader(LEADER, 5)
+    assert not verdict.follow and verdict.refusal is None and rules.segments == newer.segments
 
 
-def test_ack_matched_by_corr_id_grows_holdings(follower):
-    send = send_next(follower, 3, 0.0)
-    assert not follower.holds(0)
-    assert follower.on_ack(ack(send, 3), 0.05) is True
-    assert all(follower.holds(s) for s in range(3)) and follower.acked_length == 3
-    assert follower.retry_deadline(100.0) is None  # no flight left to resend
+def test_a_newer_run_that_disagrees_cuts_the_log_where_the_rolled_back_run_began():
+    rules = Follower("history-1", (Segment(1, "r1", 0), Segment(2, "lost", 2)), random.Random(1))
+    winner = protocol.Leader("history-1", (Segment(1, "r1", 0), Segment(3, "r3", 2)))
+    verdict = rules.on_leader(winner, 4)
+    assert (verdict.follow, verdict.cut, verdict.adopted) == (True, 2, winner.segments)
 
 
-def test_unknown_and_late_acks_are_ignored(follower):
-    send = send_next(follower, 2, 0.0)
-    stranger = protocol.Ack("not-ours", status(2), [(0, 2)])
-    assert follower.on_ack(stranger, 0.01) is None
-    assert not follower.holds(0) and follower.acked_length == 0
-    follower.on_ack(ack(send, 2), 0.02)
-    assert follower.on_ack(ack(send, 2), 0.03) is None  # late duplicate of a finished flight
+def test_entries_are_stored_then_acknowledged_and_a_resend_is_acknowledged_again():
+    rules, log = following(), Log()
+    assert log.apply(rules.on_append("p", append(0, "a", "b"), 0.0, len(log), log.holds)) == [0, 1]
+    assert log.apply(rules.on_append("p", append(1, "b", "c"), 0.0, len(log), log.holds)) == [1, 2]
+    assert len(log) == 3 and (rules.received, rules.duplicates) == (4, 1)
 
 
-def test_ack_cannot_confirm_seqs_outside_its_flight(follower):
-    send = send_next(follower, 2, 0.0)
-    follower.on_ack(ack(send, 0, acked=[(0, 50)]), 0.01)
-    assert follower.retry_deadline(100.0) is None  # 0 and 1 are stored: not resent
-    follower.on_status(status(2), 0.02)
-    later = follower.next_send(3, 0.03)
-    assert (later.start, later.stop) == (2, 3), "seq 2 was never sent, whatever the ACK said"
+def test_entries_far_past_the_end_are_neither_kept_nor_acknowledged():
+    rules, log = following(max_ahead=10), Log()
+    taken = rules.on_append("p", append(9, "in", "out"), 0.0, len(log), log.holds)
+    assert taken.ack == [9] and [seq for seq, _ in taken.store] == [9]
 
 
-def test_entries_stored_past_a_gap_are_not_resent_but_count_only_once_it_fills(follower):
-    send = send_next(follower, 3, 0.0)
-    follower.on_ack(ack(send, 0, acked=[(2, 3)]), 0.01)  # seq 2 stored, 0 and 1 not yet
-    assert not follower.holds(2), "a secondary that shows nothing holds nothing for w"
-    resend = follower.next_send(3, 1.3)  # the flight is overdue
-    assert (resend.start, resend.stop) == (0, 3) and resend.flight is not None
-    follower.sent(resend, resend.stop, 1.3)
-    follower.on_ack(ack(send, 3, acked=[(0, 2)]), 1.32)
-    assert follower.holds(2) and follower.acked_length == 3
-    assert follower.retry_deadline(1.4) is None
+def test_a_delay_holds_each_entry_back_on_its_own_clock_and_drops_a_duplicate_of_a_waiting_one():
+    rules, log = following(delay=DelayRange(1.0, 1.0)), Log()
+    taken = rules.on_append("p", append(0, "a"), 10.0, len(log), log.holds)
+    assert (taken.store, taken.ack, taken.scheduled) == ([], [], 1)
+    assert rules.on_append("p", append(0, "a", corr_id="c2"), 10.5, len(log), log.holds).ack == []
+    assert rules.on_append("p", append(1, "b", corr_id="c3"), 10.5, len(log), log.holds).scheduled == 1
+    assert rules.waiting_count == 2 and rules.next_due == 11.0 and rules.duplicates == 1
+    assert rules.due(10.9) == []
+    assert rules.due(11.0) == [("p", "c1", [(0, protocol.encode_entry("a"))])]
+    assert rules.due(11.5) == [("p", "c3", [(1, protocol.encode_entry("b"))])]
+    assert rules.waiting_count == 0 and rules.next_due is None
 
 
-def test_a_status_length_settles_flights_whose_acks_were_lost(follower):
-    send_next(follower, 5, 0.0)
-    assert follower.on_status(status(5), 0.5) is True
-    assert follower.retry_deadline(0.5) is None  # no flight left to resend
+def test_a_cut_also_drops_the_held_back_entries_past_it():
+    rules, log = following(delay=DelayRange(1.0, 1.0)), Log()
+    rules.on_append("p", append(0, "a", "b"), 0.0, len(log), log.holds)
+    winner = protocol.Leader("history-1", (Segment(1, "r1", 0), Segment(2, "r2", 1)))
+    assert rules.on_leader(winner, 0).cut == 1
+    assert rules.due(5.0) == [("p", "c1", [(0, protocol.encode_entry("a"))])]
 
 
-def test_overdue_flight_is_resent_under_a_new_corr_id_with_backoff(follower):
-    send = send_next(follower, 3, 0.0)
-    deadline = follower.retry_deadline(0.0)
-    assert INITIAL_RETRY_S <= deadline <= INITIAL_RETRY_S * 1.25
-    assert follower.next_send(3, deadline - 0.01) is None
-    resend = follower.next_send(3, deadline)
-    assert resend.flight is not None and resend.corr_id != send.corr_id
-    assert (resend.start, resend.stop) == (0, 3)
-    follower.sent(resend, resend.stop, deadline)
-    second_wait = follower.retry_deadline(deadline) - deadline
-    assert second_wait >= 2 * INITIAL_RETRY_S  # doubled
-    assert follower.on_ack(ack(send, 3), deadline + 0.1)  # a late ACK of the first attempt counts
-    assert follower.retry_deadline(100.0) is None  # no flight left to resend
-    assert follower.on_ack(ack(resend, 3), deadline + 0.2) is None  # and the second is now late
+def test_random_delays_come_from_the_injected_generator_so_a_seed_replays_them():
+    def schedule(seed: int) -> list:
+        rules, log = following(delay=DelayRange(0.0, 1.0), seed=seed), Log()
+        rules.on_append("p", append(0, *"abcdefgh"), 0.0, len(log), log.holds)
+        return [seq for _, _, entries in rules.due(2.0) for seq, _ in entries]
 
-
-def test_a_slow_secondary_is_learned_from_the_ack_of_a_resent_flight(follower):
-    first = send_next(follower, 1, 0.0)
-    follower.on_status(status(0), 1.5)
-    resend = follower.next_send(1, 1.5)  # the 1 s first guess was too short
-    follower.sent(resend, 1, 1.5)
-    follower.on_ack(ack(first, 1), 3.0)  # the first attempt's ACK: a 3 s round trip
-    send_next(follower, 2, 3.0)
-    assert follower.retry_deadline(3.0) - 3.0 >= 3.0 + MIN_RETRY_S  # not resent again
-
-
-def test_backoff_is_capped(follower):
-    send_next(follower, 1, 0.0)
-    now = 0.0
-    for _ in range(12):  # a lossy link: PONGs get through, the APPEND never does
-        now = follower.retry_deadline(now)
-        follower.on_status(status(0), now)
-        follower.sent(follower.next_send(1, now), 1, now)
-    assert follower.retry_deadline(now) - now <= SETTINGS.retry_backoff_max * 1.25
-
-
-def test_round_trip_measurement_sets_the_retry_timeout(follower):
-    for i in range(8):  # a secondary that takes 3 s, measured on flights sent once
-        follower.on_status(status(i), 10.0 * i)  # its PONGs keep it healthy
-        send = send_next(follower, i + 1, 10.0 * i)
-        follower.on_ack(ack(send, i + 1), 10.0 * i + 3.0)
-    follower.on_status(status(8), 100.0)
-    send_next(follower, 9, 100.0)
-    assert follower.retry_deadline(100.0) - 100.0 >= 3.0 + MIN_RETRY_S
-
-
-def test_restart_rewinds_to_the_reported_length(follower):
-    for _ in range(2):
-        send = send_next(follower, 20, 0.0)
-        follower.on_ack(ack(send, send.stop), 0.1)
-    assert follower.acked_length == 20
-    follower.on_status(status(0, incarnation="inc-2"), 1.0)  # restarted empty
-    assert follower.acked_length == 0 and not follower.holds(5)
-    assert send_next(follower, 20, 1.0).start == 0
-    # a reply from the old run, delayed on the way, must not undo the rewind
-    assert follower.on_status(status(20, incarnation="inc-1"), 1.1) is False
-    assert follower.acked_length == 0
-
-
-def test_health_follows_missed_heartbeats():
-    settings = SETTINGS
-    assert health_at(3.9, None, 0.0, settings) is Health.UNKNOWN
-    assert health_at(4.0, None, 0.0, settings) is Health.UNHEALTHY
-    assert health_at(11.5, 10.0, 0.0, settings) is Health.HEALTHY
-    assert health_at(12.0, 10.0, 0.0, settings) is Health.SUSPECTED
-    assert health_at(14.0, 10.0, 0.0, settings) is Health.UNHEALTHY
-
-
-def test_unhealthy_secondary_gets_no_data_until_it_answers(follower):
-    send_next(follower, 5, 0.0)
-    assert follower.health(10.0) is Health.UNHEALTHY
-    assert follower.next_send(50, 10.0) is None
-    assert follower.retry_deadline(10.0) is None  # no spinning on an overdue resend
-    follower.on_status(status(2), 10.5)  # back, holding 2
-    assert follower.health(10.5) is Health.HEALTHY
-    assert send_next(follower, 50, 10.5).start == 2  # resends from what it holds
-
-
-def test_next_health_change_is_the_next_threshold_of_silence(follower):
-    follower.on_status(status(0), 10.0)
-    assert follower.next_health_change(10.5) == 12.0  # suspected after 2 beats
-    assert follower.next_health_change(12.5) == 14.0  # unhealthy after 4
-    assert follower.next_health_change(14.5) is None  # nothing left to change
-    fresh = Follower("s2", "tcp://x:2", SETTINGS, now=0.0)
-    assert fresh.next_health_change(1.0) == 4.0  # never heard: unhealthy after the grace
-
-
-def test_a_catch_up_after_a_restart_logs_when_it_finishes(follower, caplog):
-    caplog.set_level("INFO", logger="primary.follower")
-    follower.on_status(status(2, incarnation="inc-2"), 1.0)  # restarted holding 2 of 5
-    follower.note_catch_up(5, 1.0)
-    assert "caught up" not in caplog.text
-    send = send_next(follower, 5, 1.0)
-    follower.on_ack(ack(send, 5, incarnation="inc-2"), 1.25)
-    follower.note_catch_up(5, 1.25)
-    assert "s1 caught up: 3 messages in 0.25s" in caplog.text
-
-
-def test_nothing_is_sent_before_a_reply_under_this_run_tells_the_length():
-    follower = Follower("s1", "tcp://x:1", SETTINGS, now=0.0)
-    follower.follow_run(HISTORY, RUN)
-    follower.on_status(status(7, run=Run(0, "old")), 0.0)  # not yet following this run
-    assert follower.next_send(10, 0.0) is None and not follower.holds(0)
-    follower.on_status(status(7), 0.1)  # it kept 7 messages across the restart
-    send = follower.next_send(10, 0.1)
-    assert (send.start, send.stop) == (7, 10), "only the missing tail is sent"
-
-
-def test_a_secondary_of_another_history_is_diverged_and_never_written_to(follower, caplog):
-    follower.on_status(status(3, history="another", run=Run(9, "x")), 0.5)
-    assert follower.health(0.5) is Health.DIVERGED
-    assert follower.status.health(0.5, SETTINGS) is Health.DIVERGED
-    assert follower.next_send(10, 0.5) is None and not follower.holds(0)
-    assert "s1 is diverged" in caplog.text and "empty its DATA_DIR" in caplog.text
-    follower.on_status(status(0), 0.6)  # emptied and back: it follows again
-    assert follower.health(0.6) is Health.HEALTHY and follower.next_send(10, 0.6) is not None
-
-
-def test_a_secondary_following_a_newer_run_is_diverged(follower):
-    follower.on_status(status(3, run=Run(RUN.number + 1, "newer")), 0.5)
-    assert follower.health(0.5) is Health.DIVERGED
-
-
-def test_a_length_below_what_was_acknowledged_rewinds_and_resends(follower):
-    send = send_next(follower, 5, 0.0)
-    follower.on_ack(ack(send, 5), 0.05)
-    assert follower.holds(4)
-    follower.on_status(status(0), 0.1)  # same incarnation, yet it shows nothing
-    assert not follower.holds(4), "a secondary that shows nothing must not count as holding 4"
-    resend = follower.next_send(5, 0.1)
-    assert (resend.start, resend.stop) == (0, 5)
-
-
-def test_silence_while_the_primary_itself_stalled_does_not_count(follower):
-    follower.on_status(status(0), 1.0)
-    follower.excuse_silence(8.0, 9.5)  # the primary was paused from 1.0 to about 9.5
-    assert follower.health(9.5) is Health.HEALTHY
-    assert follower.status.health(9.5, SETTINGS) is Health.HEALTHY
-    assert follower.health(9.0 + 4 * SETTINGS.heartbeat_interval) is Health.UNHEALTHY
+    assert schedule(3) == schedule(3)
+    assert schedule(3) != schedule(4)

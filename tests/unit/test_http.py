@@ -7,7 +7,7 @@ import logging
 
 import webtest
 
-from shared.http import new_app
+from shared.web.http import new_app
 
 
 def test_a_crash_in_a_route_is_a_json_500_and_the_traceback_stays_in_the_log(caplog):

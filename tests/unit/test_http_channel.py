@@ -1,10 +1,14 @@
 """WorkerFlushedChannel: Waitress's main loop leaves a response being written
-to the worker writing it, and does not spin on it (shared.http_channel)."""
+to the worker writing it, and does not spin on it (shared.web.http_channel)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
+from importlib.metadata import version
 from types import SimpleNamespace
 
 import bottle
@@ -14,7 +18,9 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.server import BaseWSGIServer
 
-from shared.http_channel import WorkerFlushedChannel, use_worker_flushed_channels
+from shared.web.http_channel import (
+    UncheckedWaitress, WorkerFlushedChannel, require_checked_waitress, use_worker_flushed_channels,
+)
 from shared.service import create_http_server
 
 #: Below Waitress's 16 MiB high watermark, and far more than the two sockets
@@ -123,3 +129,23 @@ def test_every_listener_of_a_multi_address_server_uses_the_channel():
     finally:
         server.task_dispatcher.shutdown()
         wasyncore.close_all(server.map)
+
+
+def test_a_waitress_it_was_not_checked_against_is_refused_by_name():
+    require_checked_waitress()  # the pinned one passes
+    with pytest.raises(UncheckedWaitress, match=r"^waitress 9\.9\.9 is installed, but shared/web/http_channel\.py"):
+        require_checked_waitress("9.9.9")
+
+
+def test_a_node_on_an_unchecked_waitress_exits_with_one_line_before_it_starts():
+    pretend = ("import sys, shared.web.http_channel as channel; "
+               "channel.CHECKED_WAITRESS_VERSIONS = frozenset({'0.0'}); "
+               "from primary.main import main; sys.exit(main())")
+    done = subprocess.run([sys.executable, "-c", pretend], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "HTTP_PORT": "0"})
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"primary: cannot start: waitress {version('waitress')} is installed, but "
+        "shared/web/http_channel.py relies on its internals as of 0.0 only: check them "
+        "(that module's docstring lists them), or install the version in requirements.txt"
+    ]

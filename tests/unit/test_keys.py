@@ -10,7 +10,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from shared.keys import main
+from shared.wire.keys import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -27,7 +27,7 @@ import yaml
 
 from primary.config import PrimaryConfig
 from secondary.config import SecondaryConfig
-from shared.config import declared_settings
+from shared.runtime.config import declared_settings
 from tests.support.processes import REPO
 
 KUBERNETES = REPO / "deployment" / "kubernetes"
@@ -375,7 +375,7 @@ def run_keys_init_container(statefulset: dict, pod: str, secret: Path, keys_dir:
 @pytest.fixture
 def secret(tmp_path) -> Path:
     """What the Secret's volume holds: every node's pair, from python -m shared.keys."""
-    from shared.keys import create_pairs
+    from shared.wire.keys import create_pairs
 
     folder = tmp_path / "secret"
     create_pairs(folder, node_names())
@@ -386,7 +386,7 @@ def secret(tmp_path) -> Path:
 
 @pytest.mark.parametrize("workload", [PRIMARY, SECONDARIES])
 def test_each_node_gets_its_own_secret_key_and_the_public_keys_it_reads(workload, secret, tmp_path):
-    from shared import curve
+    from shared.wire import curve
 
     statefulset = the(*workload)
     for pod in pod_names(statefulset):

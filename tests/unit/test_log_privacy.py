@@ -7,7 +7,7 @@ import logging
 
 import zmq
 
-from shared.config import DelayRange
+from shared.runtime.config import DelayRange
 from tests.support.waiting import wait_until
 
 SECRET = "s3cr3t-payload-7f9a"

@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from shared.durable_log import DurableLog, open_log
-from shared.ordered_log import CHUNK_BYTES, OrderedLog
-from shared.protocol import encode_entry
-from shared.sqlite_store import FILE_NAME, SqliteStore, StoreError
+from shared.log.durable_log import DurableLog, open_log
+from shared.log.ordered_log import CHUNK_BYTES, OrderedLog
+from shared.log.sqlite_store import FILE_NAME, SqliteStore, StoreError
+from shared.wire.protocol import encode_entry
 from tests.support.documents import messages_of
 
 rendered = messages_of

@@ -15,7 +15,7 @@ import threading
 import colorlog
 import pytest
 
-from shared.logging_setup import (
+from shared.runtime.logging_setup import (
     FORMAT, JSON, WRITE_BATCH, ColourFormatter, JsonFormatter, RateLimitFilter, log_request_line, setup_logging,
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from shared.memory import tune_malloc
+from shared.runtime.memory import tune_malloc
 
 
 def test_the_malloc_settings_take_exactly_where_glibc_runs():

@@ -9,10 +9,10 @@ import webtest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
 from primary.appender import Outcome
-from primary.follower import Health
 from secondary.api import make_app as make_secondary_app
 from secondary.config import SecondaryConfig
-from shared.config import DelayRange
+from shared.consensus.progress import Health
+from shared.runtime.config import DelayRange
 from tests.support.metrics import Scrape
 from tests.support.waiting import wait_until
 

@@ -13,7 +13,7 @@ from primary import openapi as primary_openapi
 from primary.append_request import BadRequest, parse_append, parse_idempotency_key
 from primary.config import PrimaryConfig
 from secondary import openapi as secondary_openapi
-from shared.openapi import render
+from shared.web.openapi import render
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi"
 SPECS = {"primary": primary_openapi.spec, "secondary": secondary_openapi.spec}

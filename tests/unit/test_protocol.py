@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from shared import protocol
-from shared.history import Run, Segment
-from shared.protocol import ProtocolError
+from shared.consensus.history import Run, Segment
+from shared.wire import protocol
+from shared.wire.protocol import ProtocolError
 
 STATUS = protocol.Status("s1", "inc123", 7, "h1", Run(2, "ab"))
 LEADER = protocol.Leader("h1", (Segment(1, "r1", 0), Segment(2, "ab", 5)))

@@ -11,10 +11,10 @@ from prometheus_client import generate_latest
 
 from secondary.metrics import secondary_registry
 from secondary.receiver import Receiver
-from shared import protocol
-from shared.config import DelayRange
-from shared.history import Run, Segment
-from shared.ordered_log import OrderedLog
+from shared.consensus.history import Run, Segment
+from shared.log.ordered_log import OrderedLog
+from shared.runtime.config import DelayRange
+from shared.wire import protocol
 from tests.support.documents import messages_of
 from tests.support.metrics import Scrape
 

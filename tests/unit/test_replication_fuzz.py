@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from primary.config import SecondarySpec
 from primary.replicator import Replicator
 from secondary.receiver import Receiver
-from shared import protocol
-from shared.history import Segment
-from shared.ordered_log import OrderedLog
+from shared.consensus.history import Segment
+from shared.log.ordered_log import OrderedLog
+from shared.wire import protocol
 from tests.support.documents import messages_of
 from tests.support.waiting import wait_until
 from tests.unit.test_replicator import SETTINGS, RawSecondary

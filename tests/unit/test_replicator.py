@@ -12,8 +12,8 @@ import zmq
 from primary.acks import SHUTDOWN
 from primary.config import ReplicationSettings, SecondarySpec
 from primary.replicator import Replicator
-from shared import protocol
-from shared.ordered_log import OrderedLog
+from shared.log.ordered_log import OrderedLog
+from shared.wire import protocol
 from tests.support.waiting import wait_until
 
 SETTINGS = ReplicationSettings(heartbeat_interval=0.1, suspect_after=20, unhealthy_after=40)

@@ -1,7 +1,8 @@
 """What the primary knows about one secondary, and what to send it next.
 
-This module is sans-I/O: a Follower never touches a socket or a clock of its
-own. The replicator's I/O thread feeds it replies and the time, asks it what
+This module is sans-I/O: a Progress (as etcd's raft names it) never touches
+a socket or a clock of its own, and draws its jitter from the
+``random.Random`` it is given. The replicator's I/O thread feeds it replies and the time, asks it what
 to send, and does the sending. That keeps the replication rules (pipelining,
 retries, catch-up, health) testable without sockets.
 
@@ -29,7 +30,7 @@ The bookkeeping, per secondary:
   the flights and resend from the length it reports ("rewind"). The same
   happens when an Unhealthy secondary answers again, and when it reports
   fewer messages than it had acknowledged (repair).
-- Only replies under the primary's own history and run (shared.history)
+- Only replies under the primary's own history and run (shared.consensus.history)
   say what a secondary holds. It is sent nothing until its first such reply
   has told its length, so a secondary that kept its log across a restart is
   resent only what it lacks. One that holds another history, or follows a
@@ -42,10 +43,10 @@ import enum
 import logging
 import random
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from primary.config import ReplicationSettings
-from shared import protocol
-from shared.history import Run
+from shared.consensus import messages
+from shared.consensus.history import Run
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,17 @@ INITIAL_RETRY_S = 1.0
 MIN_RETRY_S = 0.2
 #: Doublings of the retry timeout are counted up to here (the cap applies anyway).
 MAX_BACKOFF_EXPONENT = 16
+
+
+class ReplicationSettings(Protocol):
+    """The timing a Progress follows (primary.config.ReplicationSettings)."""
+
+    heartbeat_interval: float
+    suspect_after: int
+    unhealthy_after: int
+    retry_backoff_max: float
+    batch_max_entries: int
+    max_flights: int
 
 
 class Health(str, enum.Enum):
@@ -79,7 +91,7 @@ def health_at(
 
 
 @dataclass(frozen=True)
-class FollowerStatus:
+class ProgressStatus:
     """A consistent snapshot for other threads (/health, the quorum check)."""
 
     name: str
@@ -133,9 +145,13 @@ class Send:
     flight: Flight | None = None
 
 
-class Follower:
-    def __init__(self, name: str, endpoint: str, settings: ReplicationSettings, now: float) -> None:
+class Progress:
+    def __init__(
+        self, name: str, endpoint: str, settings: ReplicationSettings, now: float,
+        rng: random.Random,
+    ) -> None:
         self.name = name
+        self._rng = rng
         self.endpoint = endpoint
         self._settings = settings
         self._watching_since = now
@@ -213,11 +229,11 @@ class Follower:
             return None
         for flight in self._flights:
             if flight.retry_at <= now:
-                return Send(protocol.new_corr_id(), flight.start, flight.stop, flight)
+                return Send(messages.new_corr_id(), flight.start, flight.stop, flight)
         if len(self._flights) >= self._settings.max_flights or self._next_seq >= log_length:
             return None
         stop = min(log_length, self._next_seq + self._settings.batch_max_entries)
-        return Send(protocol.new_corr_id(), self._next_seq, stop)
+        return Send(messages.new_corr_id(), self._next_seq, stop)
 
     def sent(self, send: Send, stop: int, now: float) -> None:
         """Record that seqs [send.start, stop) went out under send.corr_id."""
@@ -243,7 +259,7 @@ class Follower:
 
     # -- what the secondary said ---------------------------------------------
 
-    def on_ack(self, ack: protocol.Ack, now: float) -> bool | None:
+    def on_ack(self, ack: messages.Ack, now: float) -> bool | None:
         """Apply an ACK. None if its corr_id is unknown (late or bogus): it is ignored.
         Otherwise True if the secondary now shows seqs it did not before."""
         attempt = self._attempts.get(ack.corr_id)
@@ -265,7 +281,7 @@ class Follower:
         self._publish()
         return progress
 
-    def on_status(self, status: protocol.Status, now: float) -> bool:
+    def on_status(self, status: messages.Status, now: float) -> bool:
         """Apply the status every reply carries. True if holdings grew."""
         grew = self._apply_status(status, now)
         self._publish()
@@ -273,7 +289,7 @@ class Follower:
 
     # -- internals ------------------------------------------------------------
 
-    def _apply_status(self, status: protocol.Status, now: float) -> bool:
+    def _apply_status(self, status: messages.Status, now: float) -> bool:
         if status.incarnation in self._retired_incarnations:
             return False  # a reply that outlived a restart, held back on the way
         was_unhealthy = self.health(now) is Health.UNHEALTHY
@@ -313,7 +329,7 @@ class Follower:
                 self._advance(flight)
         return grew
 
-    def _judge(self, status: protocol.Status) -> None:
+    def _judge(self, status: messages.Status) -> None:
         """Mark it diverged if it holds another history or follows a newer run;
         log the change once. Judged only once this primary has a run."""
         if self._run is None:
@@ -388,13 +404,13 @@ class Follower:
         backoff = 2 ** min(resends, MAX_BACKOFF_EXPONENT)
         timeout = min(self._settings.retry_backoff_max, base * backoff)
         # Jitter, upwards only, keeps the resends of many flights apart.
-        return timeout * random.uniform(1.0, 1.25)
+        return timeout * self._rng.uniform(1.0, 1.25)
 
     def _publish(self) -> None:
         self.status = self._snapshot()
 
-    def _snapshot(self) -> FollowerStatus:
-        return FollowerStatus(
+    def _snapshot(self) -> ProgressStatus:
+        return ProgressStatus(
             self.name,
             self.endpoint,
             self._watching_since,

@@ -29,13 +29,50 @@ output is no longer its worker's: the next worker may not write for a long
 time (a tailing read waits up to a minute). The finished request marks it,
 and the main loop sends it as Waitress would until it is all out.
 
-Thread: Waitress's main loop calls ``writable``; a worker calls ``service``.
+**The Waitress internals it relies on**, none of them documented API:
+
+- ``waitress.channel.HTTPChannel``, subclassed, with its ``writable()`` and
+  ``service()`` methods overridden and called through ``super()``;
+- on a channel: ``requests`` (the requests read and not yet finished),
+  ``total_outbufs_len``, ``will_close``, ``close_when_flushed``,
+  ``adj.outbuf_high_watermark`` and ``server.pull_trigger()``;
+- on a server: ``BaseWSGIServer.channel_class`` (the class it makes a
+  connection of), and ``MultiSocketServer.map`` (its listening servers).
+
+They were checked against the versions in CHECKED_WAITRESS_VERSIONS only.
+On any other, ``require_checked_waitress`` refuses to start the node, with
+one line that says so, rather than let an upgrade change the behaviour
+subtly: check the list above against the new version, then add it.
+
+Thread: Waitress's main loop calls ``writable``; a worker calls ``service``;
+``require_checked_waitress`` and ``use_worker_flushed_channels`` run at start.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer
+
+#: The Waitress releases whose internals (listed above) this module was checked against.
+CHECKED_WAITRESS_VERSIONS = frozenset({"3.0.2"})
+
+
+class UncheckedWaitress(RuntimeError):
+    """The installed Waitress is not one this module was checked against."""
+
+
+def require_checked_waitress(installed: str | None = None) -> None:
+    """Raise UncheckedWaitress unless ``installed`` (by default, the installed
+    Waitress's version) is in CHECKED_WAITRESS_VERSIONS."""
+    installed = version("waitress") if installed is None else installed
+    if installed not in CHECKED_WAITRESS_VERSIONS:
+        raise UncheckedWaitress(
+            f"waitress {installed} is installed, but shared/web/http_channel.py relies on its "
+            f"internals as of {', '.join(sorted(CHECKED_WAITRESS_VERSIONS))} only: check them "
+            "(that module's docstring lists them), or install the version in requirements.txt"
+        )
 
 
 class WorkerFlushedChannel(HTTPChannel):
@@ -62,7 +99,9 @@ class WorkerFlushedChannel(HTTPChannel):
 def use_worker_flushed_channels(server) -> None:
     """Make ``server``, as waitress.create_server returns it, use
     WorkerFlushedChannel: a host name with several addresses gives a
-    MultiSocketServer, with one listening server per address."""
+    MultiSocketServer, with one listening server per address. Raises
+    UncheckedWaitress on a Waitress it was not checked against."""
+    require_checked_waitress()
     listeners = server.map.values() if isinstance(server, MultiSocketServer) else [server]
     for listener in listeners:
         if isinstance(listener, BaseWSGIServer):

@@ -4,7 +4,7 @@ Each role builds its own document from these pieces, next to the code that
 owns its rules: ``primary.openapi`` (appends, whose limits it imports from
 the validator) and ``secondary.openapi``. Each process serves its own at
 ``GET /openapi.json``. A node with an API token declares the bearer scheme,
-and the 401, on every operation outside shared.api_token.OPEN_PATHS.
+and the 401, on every operation outside shared.web.api_token.OPEN_PATHS.
 ``docs/openapi/`` holds copies for a cluster with two secondaries and a
 token; regenerate them with::
 
@@ -21,9 +21,9 @@ from __future__ import annotations
 import copy
 import json
 
-from shared.api_token import OPEN_PATHS
-from shared.protocol import MAX_SEQ
-from shared.reads import MAX_WAIT_S
+from shared.web.api_token import OPEN_PATHS
+from shared.web.reads import MAX_WAIT_S
+from shared.wire.protocol import MAX_SEQ
 
 _ERROR = {
     "type": "object",

@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 import time
 
-from shared.ordered_log import OrderedLog
-from shared.sqlite_store import Changes, SqliteStore
+from shared.log.ordered_log import OrderedLog
+from shared.log.sqlite_store import Changes, SqliteStore
 
 log = logging.getLogger(__name__)
 

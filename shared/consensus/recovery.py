@@ -3,7 +3,7 @@
 A primary starts empty when it keeps its log in memory, or when its
 DATA_DIR was lost. Before it accepts an append it asks every configured
 secondary, with PINGs that name no history, which history it holds, how
-many messages, and under which runs (shared.history). Then:
+many messages, and under which runs (shared.consensus.history). Then:
 
 - **No secondary holds a history:** the cluster is new. Once every
   secondary has answered, or two heartbeat intervals after the first one
@@ -31,8 +31,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from shared import protocol
-from shared.history import Segments
+from shared.consensus import messages
+from shared.consensus.history import Segments
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Recovery:
         self._started = now
         self._deadline = now + timeout
         self._first_answer: float | None = None
-        self._answers: dict[str, tuple[protocol.Status, Segments]] = {}
+        self._answers: dict[str, tuple[messages.Status, Segments]] = {}
         self.outcome: Outcome | None = None
         self._chosen: Outcome | None = None  # the log being fetched
         self._sources: list[str] = []  # longest log first
@@ -80,7 +80,7 @@ class Recovery:
     def done(self) -> bool:
         return self.outcome is not None
 
-    def on_pong(self, name: str, pong: protocol.Pong, now: float) -> None:
+    def on_pong(self, name: str, pong: messages.Pong, now: float) -> None:
         if name not in self._answers and self._first_answer is None:
             self._first_answer = now
         self._answers[name] = (pong.status, pong.segments)
@@ -118,7 +118,7 @@ class Recovery:
     def sent_fetch(self, source: str, corr_id: str, now: float) -> None:
         self._fetch = _Fetch(source, corr_id, now)
 
-    def on_entries(self, source: str, entries: protocol.Entries) -> bool:
+    def on_entries(self, source: str, entries: messages.Entries) -> bool:
         """Whether these entries are the ones asked for; if so the caller appends them."""
         fetch = self._fetch
         if fetch is None or fetch.source != source or fetch.corr_id != entries.corr_id:

@@ -8,41 +8,25 @@ open: ``/health`` for probes, ``/openapi.json`` for clients, ``/`` the HTML
 page, which asks for the token itself when a data request answers 401.
 ``/metrics`` is a read like the others: it needs the token.
 
-The comparison runs in constant time (hmac.compare_digest), and the token
-never leaves this module: ApiToken has no readable text, and no answer or
-log line repeats what a client sent.
+The token itself is an ApiToken (shared/runtime/bearer.py): compared in
+constant time, with no readable text; no answer or log line here repeats
+what a client sent.
 
 Thread: ApiToken any; the plugin's wrapper runs on Waitress workers.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Callable
 
 import bottle
 
-from shared.http import json_error
+from shared.runtime.bearer import ApiToken
+from shared.web.http import json_error
 
 #: Routes that answer without a token: they hold no data.
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/"})
 REALM = "replicated-log"
-
-
-class ApiToken:
-    """The configured token; it never shows in a repr, a str or a log line."""
-
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return "ApiToken(<hidden>)"
-
-    __str__ = __repr__
-
-    def matches(self, offered: bytes) -> bool:
-        """Constant-time comparison: how much of a guess is right never shows in timing."""
-        return hmac.compare_digest(offered, self._value)
 
 
 class RequireToken:

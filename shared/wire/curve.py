@@ -1,7 +1,7 @@
 """CurveZMQ on the replication channel: the keys, the socket options, the ZAP gate.
 
 With REPLICATION_KEYS_DIR set, each role loads at start exactly what it
-needs from that directory (file names: shared.keys), and nothing more:
+needs from that directory (file names: shared.wire.keys), and nothing more:
 
 - a secondary: its own NODE_NAME.key_secret, and the primary's
   PRIMARY_NAME.key, the one client key it admits;
@@ -26,8 +26,8 @@ How a secondary refuses:
 - A refused peer's frames never reach the receiver, so it gets no ACK or
   PONG and changes nothing.
 
-Every refusal is logged as a WARNING on ``shared.curve.refused``, and on the
-primary every failed handshake with a secondary on ``shared.curve.handshake``,
+Every refusal is logged as a WARNING on ``shared.wire.curve.refused``, and on the
+primary every failed handshake with a secondary on ``shared.wire.curve.handshake``,
 at most one line per REFUSAL_LOG_INTERVAL_S (the rest are counted). ZAP refusals carry the peer's
 address. Handshakes that libzmq ends before ZAP are seen through a socket
 monitor, read on a thread of its own, ``curve-watch``; libzmq's monitor
@@ -54,10 +54,10 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from shared.config import ConfigError
-from shared.io_thread import IoThread
-from shared.keys import public_file, secret_file
-from shared.logging_setup import RateLimitFilter
+from shared.runtime.config import ConfigError
+from shared.runtime.logging_setup import RateLimitFilter
+from shared.wire.io_thread import IoThread
+from shared.wire.keys import public_file, secret_file
 
 log = logging.getLogger(__name__)
 #: A secondary's refused peers, and the primary's failed handshakes: each

@@ -25,9 +25,9 @@ from typing import Mapping
 
 import bottle
 
-from shared.http import LogReads, json_error, streamed_json
-from shared.ordered_log import OrderedLog
-from shared.protocol import MAX_SEQ
+from shared.log.ordered_log import OrderedLog
+from shared.web.http import LogReads, json_error, streamed_json
+from shared.wire.protocol import MAX_SEQ
 
 #: The longest a tailing read may wait, in seconds.
 MAX_WAIT_S = 60.0

@@ -11,7 +11,7 @@ and every replica, every batch and every GET reuses those bytes.
 
 This is the node's storage interface, and its in-memory implementation:
 ``flush`` has nothing to do, and what is appended or put is visible at
-once. ``shared.durable_log.DurableLog`` implements the same interface with
+once. ``shared.log.durable_log.DurableLog`` implements the same interface with
 SQLite behind it. ``meta`` holds the node's identity (history id, segments,
 incarnation); ``set_meta`` changes it.
 

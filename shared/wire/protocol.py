@@ -1,6 +1,7 @@
 """Replication wire protocol between the primary (DEALER) and a secondary (ROUTER).
 
-This module owns the frame layout. It is pure: no sockets, no state, callable
+This module owns the frame layout (the messages it carries are
+shared/consensus/messages.py). It is pure: no sockets, no state, callable
 from any thread. Structured parts are UTF-8 JSON, never pickle. Neither end
 is REQ/REP, so there is no empty delimiter frame.
 
@@ -39,9 +40,9 @@ front, the DEALER's identity; only the secondary's receiver adds or strips it.
 - Entries are encoded once, with ensure_ascii, so no literal holds a raw
   newline and "\n" can separate them. JSON written by ``json.dumps`` holds
   no raw newline either, so the first newline ends the header.
-- history names the cluster's log (shared.history); null from a primary
+- history names the cluster's log (shared.consensus.history); null from a primary
   that has appended nothing yet. segments name the runs of primaries that
-  wrote it, the last one the sender's own run (shared.history).
+  wrote it, the last one the sender's own run (shared.consensus.history).
 - incarnation names a secondary's state: new when it starts without its
   data. A new incarnation tells the primary to resend from ``length``.
 - length is the secondary's contiguous prefix: it holds every seq below it.
@@ -50,15 +51,15 @@ front, the DEALER's identity; only the secondary's receiver adds or strips it.
 
 from __future__ import annotations
 
-import itertools
 import json
 from json.encoder import encode_basestring_ascii
-import uuid
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Union
 
-from shared import history as hist
+from shared.consensus import history as hist
+# The messages themselves are the consensus core's types; this module only
+# encodes and decodes them, and its callers name them through it.
+from shared.consensus.messages import (  # noqa: F401 (re-exported)
+    Ack, Append, Entries, Fetch, Leader, Message, Ping, Pong, Status, new_corr_id,
+)
 
 APPEND = b"APPEND"
 ACK = b"ACK"
@@ -87,86 +88,8 @@ FIELD_SEPARATOR = b" "
 #: The most digits a seq written in decimal can need (2**53 has 16).
 MAX_SEQ_DIGITS = 16
 
-# A process-wide prefix and a counter: unique across restarts, and far
-# cheaper than a uuid4 per frame.
-_CORR_PREFIX = uuid.uuid4().hex[:12]
-_corr_counter = itertools.count()
-
-
 class ProtocolError(ValueError):
     """A frame list that does not follow the layout above."""
-
-
-@dataclass(frozen=True)
-class Leader:
-    """Who sends an APPEND or PING: the history and the runs that wrote it."""
-
-    history: str | None
-    segments: hist.Segments
-
-    @property
-    def run(self) -> hist.Run | None:
-        return self.segments[-1].run if self.segments else None
-
-    @cached_property
-    def wire(self) -> bytes:
-        """Its JSON, as every APPEND and PING carries it: encoded once per run."""
-        return json.dumps({"history": self.history, "segments": hist.to_wire(self.segments)}).encode()
-
-
-@dataclass(frozen=True)
-class Append:
-    corr_id: str
-    leader: Leader
-    first: int
-    entries: list[bytes]  # each a JSON string literal, validated
-
-
-@dataclass(frozen=True)
-class Ping:
-    corr_id: str
-    leader: Leader
-
-
-@dataclass(frozen=True)
-class Fetch:
-    corr_id: str
-    start: int
-
-
-@dataclass(frozen=True)
-class Status:
-    """What a secondary says about itself in every ACK and PONG."""
-
-    node: str
-    incarnation: str
-    length: int
-    history: str | None = None
-    run: hist.Run | None = None
-
-
-@dataclass(frozen=True)
-class Ack:
-    corr_id: str
-    status: Status
-    acked: list[tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class Pong:
-    corr_id: str
-    status: Status
-    segments: hist.Segments = ()
-
-
-@dataclass(frozen=True)
-class Entries:
-    corr_id: str
-    first: int
-    entries: list[bytes]
-
-
-Message = Union[Append, Ping, Fetch, Ack, Pong, Entries]
 
 
 def frame_limit(max_message_bytes: int) -> int:
@@ -177,11 +100,6 @@ def frame_limit(max_message_bytes: int) -> int:
     ``max_message_bytes`` as JSON encodes to at most three times that
     (a two-byte character becomes a six-byte escape)."""
     return 3 * max_message_bytes + MAX_BATCH_BYTES + FRAME_OVERHEAD_BYTES
-
-
-def new_corr_id() -> str:
-    """A fresh correlation id. Thread: any (itertools.count is atomic)."""
-    return f"{_CORR_PREFIX}{next(_corr_counter):x}"
 
 
 def encode_entry(message: str) -> bytes:

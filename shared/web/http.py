@@ -17,7 +17,7 @@ from typing import Iterator
 
 import bottle
 
-from shared.logging_setup import RateLimitFilter
+from shared.runtime.logging_setup import RateLimitFilter
 
 log = logging.getLogger(__name__)
 crash_log = logging.getLogger(f"{__name__}.crashes")

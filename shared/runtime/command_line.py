@@ -1,7 +1,7 @@
 """The command line of both roles: ``--help``, and nothing else.
 
 Every setting is an environment variable; ``--help`` lists them from the
-declarations that parse them (shared.config), so it cannot drift from the
+declarations that parse them (shared.runtime.config), so it cannot drift from the
 code. Any other argument is an error: one line naming it, exit code 2.
 Thread: main, at start.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from shared.config import describe_settings
+from shared.runtime.config import describe_settings
 
 
 class _OneLineErrors(argparse.ArgumentParser):

@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from shared.api_token import ApiToken
-from shared.logging_setup import LOG_FORMATS
+from shared.runtime.bearer import ApiToken
+from shared.runtime.logging_setup import LOG_FORMATS
 
 #: FSYNC's values: whether a commit waits for the disk.
 FSYNC_MODES = {"always": True, "off": False}
@@ -219,9 +219,9 @@ class DelayRange:
     low: float = 0.0
     high: float = 0.0
 
-    def draw(self) -> float:
-        """One delay, drawn independently per message. Thread: any."""
-        return self.low if self.low == self.high else random.uniform(self.low, self.high)
+    def draw(self, rng: random.Random) -> float:
+        """One delay, drawn independently per message from ``rng`` (its owner's)."""
+        return self.low if self.low == self.high else rng.uniform(self.low, self.high)
 
     def __bool__(self) -> bool:
         return self.high > 0
