@@ -112,6 +112,12 @@ class Appender:
     def append(self, request: AppendRequest, idempotency_key: str | None = None) -> AppendResult:
         started = time.monotonic()
         recovering = self._replicator.recovering
+        if recovering:
+            # Its secondaries already declared unhealthy, a recovering primary
+            # could only hold the append for RECOVERY_TIMEOUT and then refuse it.
+            refusal = self._refuse_without_quorum()
+            if refusal:
+                return refusal
         will_wait = request.w > 1 or recovering
         if will_wait and not self._waiting_slots.try_take():
             slots = self._config.max_waiting_appends

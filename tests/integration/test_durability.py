@@ -345,6 +345,25 @@ def test_with_every_secondary_up_recovery_keeps_what_only_one_held(make_cluster)
     assert all("truncated" not in node.log() for node in cluster.secondaries.values())
 
 
+def test_a_recovering_primary_that_knows_its_quorum_is_lost_refuses_appends_at_once(make_cluster):
+    """Not after RECOVERY_TIMEOUT: it is still recovering when it answers."""
+    cluster = make_cluster({"s1": {}, "s2": {}},
+                           primary_env={**FAST_HEARTBEAT_ENV, "RECOVERY_TIMEOUT": "120"})
+    url = cluster.primary.url
+    assert post_message(url, "before", w=3).status == 201
+    cluster["s1"].stop()
+    cluster["s2"].stop()
+    cluster.primary.kill()
+    cluster.primary.restart()  # in memory: it must recover its log from s1 and s2
+    wait_until(lambda: all(s["state"] == "unhealthy" for s in get_health(url)["secondaries"]), 10,
+               what="both secondaries declared unhealthy")
+    refused = post_message(url, "nobody home", w=1, timeout=60)
+    assert refused.status == 503 and refused.json["error"] == "read-only: no quorum"
+    assert refused.headers["Retry-After"] == "1"
+    health = get_health(url)
+    assert health["recovering"] and health["length"] == 0, "it answered before recovery ended"
+
+
 def test_a_primary_that_lost_its_data_dir_recovers_and_keeps_what_it_recovered(make_cluster, tmp_path):
     cluster = durable_cluster(make_cluster, tmp_path)
     url = cluster.primary.url
