@@ -39,6 +39,11 @@ class SecondaryConfig(NodeConfig):
         "MAX_AHEAD", "100000", integer(1, 100_000_000),
         "entries kept past a gap at most; beyond, entries are dropped unacknowledged and resent later",
     )
+    max_ahead_bytes: int = setting(
+        "MAX_AHEAD_BYTES", str(32 << 20), integer(1 << 20, 1 << 40),
+        "bytes of entries held in memory past a gap or waiting on REPLICATION_DELAY at most; "
+        "beyond, entries are dropped unacknowledged and resent once the gap is filled",
+    )
     drop_ack_fraction: float = setting(
         "FAULT_DROP_ACKS", "0", number(0.0, 1.0),
         "fault injection: the fraction of ACKs dropped after the message is stored",

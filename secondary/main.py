@@ -37,6 +37,7 @@ def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
         config.drop_ack_fraction,
         keep_incarnation=store.durable and config.fsync,
         max_ahead=config.max_ahead,
+        max_ahead_bytes=config.max_ahead_bytes,
         max_message_bytes=config.max_body_bytes,
         channel=channel,
     )

@@ -58,6 +58,7 @@ class Receiver(IoThread):
         drop_ack_fraction: float = 0.0,
         keep_incarnation: bool = False,
         max_ahead: int = 100_000,
+        max_ahead_bytes: int = 32 << 20,
         max_message_bytes: int = 1 << 20,
         channel: PlainChannel = PLAIN,
         rng: random.Random | None = None,
@@ -83,7 +84,7 @@ class Receiver(IoThread):
         self._rng = rng if rng is not None else random.Random()
         self._rules = Follower(store.meta.get("history"),
                                hist.from_wire(store.meta.get("segments", [])),
-                               self._rng, delay, max_ahead)
+                               self._rng, delay, max_ahead, max_ahead_bytes)
         self._sock: zmq.Socket | None = None
         self._bad_frames = BadFrameLog(log)
         # Answers of this pass, sent once the log is flushed.
@@ -213,7 +214,7 @@ class Receiver(IoThread):
 
     def _on_append(self, identity: bytes, append: protocol.Append) -> None:
         taken = self._rules.on_append(identity, append, time.monotonic(),
-                                      len(self._store), self._store.holds)
+                                      len(self._store), self._store.holds, self._store.ahead_bytes)
         for seq, entry in taken.store:
             self._store.put(seq, entry)
         log.debug("APPEND %s seqs %d..%d: %d stored or held, %d scheduled",

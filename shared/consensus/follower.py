@@ -18,9 +18,12 @@ of an older run is stale and ignored.
 **What it keeps.** Deduplication is by seq. An entry already stored is
 acknowledged again at once (the primary resent it because an ACK went
 missing); an entry already waiting on the delay schedule is skipped, since
-its ACK is on the way. Past ``max_ahead`` entries beyond the log's
-contiguous prefix nothing is kept nor acknowledged: the primary resends it
-later, so frames far ahead cannot fill the memory.
+its ACK is on the way. Nothing is kept nor acknowledged past ``max_ahead``
+entries beyond the log's contiguous prefix, nor once the entries held in
+memory (past the gap, or waiting on the delay schedule) would pass
+``max_ahead_bytes``: the primary resends them later, once the gap is filled.
+So frames far ahead, or large entries behind one lost frame, cannot fill
+the memory. An entry that fills the gap is always taken.
 
 REPLICATION_DELAY is a schedule: each new entry gets its own due time,
 drawn from the injected ``random.Random``, and ``next_due`` tells the shell
@@ -83,6 +86,7 @@ class Follower:
         rng: random.Random,
         delay: Delay | None = None,
         max_ahead: int = 100_000,
+        max_ahead_bytes: int = 32 << 20,
     ) -> None:
         #: The cluster's history id, once heard; and the runs that wrote it.
         self.history = history
@@ -90,6 +94,8 @@ class Follower:
         self._rng = rng
         self._delay = delay
         self._max_ahead = max_ahead
+        self._max_ahead_bytes = max_ahead_bytes
+        self._scheduled_bytes = 0
         self._due: list[tuple[float, int, Hashable, str, int, bytes]] = []
         self._scheduled: set[int] = set()
         self._tiebreak = itertools.count()
@@ -134,21 +140,25 @@ class Follower:
         if cut is not None:
             self._due = [item for item in self._due if item[4] < cut]
             heapq.heapify(self._due)
+            self._scheduled_bytes = sum(len(item[5]) for item in self._due)
             self._scheduled = {seq for seq in self._scheduled if seq < cut}
         self.segments = leader.segments
         return Verdict(True, joined, leader.segments, cut)
 
     def on_append(
         self, reply_to: Hashable, append: Append, now: float,
-        log_length: int, holds: Callable[[int], bool],
+        log_length: int, holds: Callable[[int], bool], held_bytes: int = 0,
     ) -> Taken:
         """What to keep of ``append``, from a sender ``on_leader`` accepted.
 
-        ``log_length`` is the log's contiguous prefix and ``holds`` whether
-        it holds a seq; ``reply_to`` comes back with the entry from ``due``.
+        ``log_length`` is the log's contiguous prefix, ``holds`` whether it
+        holds a seq, and ``held_bytes`` the size of what it holds past its
+        gap; ``reply_to`` comes back with the entry from ``due``.
         """
         taken = Taken()
         window_end = log_length + self._max_ahead
+        in_memory = held_bytes + self._scheduled_bytes
+        contiguous_end = log_length  # where the prefix ends, with what this frame fills
         self.received += len(append.entries)
         for seq, entry in enumerate(append.entries, start=append.first):
             if seq in self._scheduled:
@@ -156,16 +166,28 @@ class Follower:
                 continue
             if seq >= window_end:
                 continue
-            held = holds(seq)
-            if held or not self._delay:
-                self.duplicates += held
+            if holds(seq):
+                self.duplicates += 1
                 taken.store.append((seq, entry))
                 taken.ack.append(seq)
+                continue
+            if seq == contiguous_end:
+                # It fills the gap, so it is always taken: without it, what is
+                # held past the gap could never be stored.
+                contiguous_end += 1
+            elif in_memory + len(entry) > self._max_ahead_bytes:
+                continue  # not kept: resent once the gap is filled
             else:
+                in_memory += len(entry)
+            if self._delay:
+                self._scheduled_bytes += len(entry)
                 due = now + self._delay.draw(self._rng)
                 heapq.heappush(self._due, (due, next(self._tiebreak), reply_to, append.corr_id, seq, entry))
                 self._scheduled.add(seq)
                 taken.scheduled += 1
+            else:
+                taken.store.append((seq, entry))
+                taken.ack.append(seq)
         return taken
 
     def due(self, now: float) -> list[tuple[Hashable, str, list[tuple[int, bytes]]]]:
@@ -175,5 +197,6 @@ class Follower:
         while self._due and self._due[0][0] <= now:
             _, _, reply_to, corr_id, seq, entry = heapq.heappop(self._due)
             self._scheduled.discard(seq)
+            self._scheduled_bytes -= len(entry)
             ready.setdefault((reply_to, corr_id), []).append((seq, entry))
         return [(reply_to, corr_id, entries) for (reply_to, corr_id), entries in ready.items()]

@@ -52,6 +52,7 @@ class DurableLog(OrderedLog):
         self._store = store
         self._written = 0  # prefix entries in the database
         self._staged: dict[int, bytes] = {}  # put, not yet committed
+        self._staged_bytes = 0
         self._staged_meta: dict = {}
         self._truncate_from: int | None = None
         self.meta = store.meta()
@@ -66,11 +67,18 @@ class DurableLog(OrderedLog):
         with self._lock:
             return seq < len(self._prefix) or seq in self._ahead or seq in self._staged
 
+    @property
+    def ahead_bytes(self) -> int:
+        """Bytes held past a gap, counting every entry staged for the next
+        commit as such: until then it is held in memory all the same."""
+        return self._ahead_bytes + self._staged_bytes
+
     def put(self, seq: int, entry: bytes) -> bool:
         with self._lock:
             if seq < len(self._prefix) or seq in self._ahead or seq in self._staged:
                 return False
             self._staged[seq] = entry
+            self._staged_bytes += len(entry)
             return True
 
     def truncate(self, from_seq: int) -> list[int]:
@@ -78,6 +86,7 @@ class DurableLog(OrderedLog):
             removed = self._cut(from_seq)
             removed += sorted(seq for seq in self._staged if seq >= from_seq)
             self._staged = {seq: e for seq, e in self._staged.items() if seq < from_seq}
+            self._staged_bytes = sum(map(len, self._staged.values()))
             self._written = min(self._written, from_seq)
             if self._truncate_from is None or from_seq < self._truncate_from:
                 self._truncate_from = from_seq
@@ -103,6 +112,7 @@ class DurableLog(OrderedLog):
             appended_meanwhile = len(self._prefix) - upto
             for seq, entry in staged:
                 del self._staged[seq]
+                self._staged_bytes -= len(entry)
                 self._place(seq, entry)
             self._written = len(self._prefix) - appended_meanwhile
             self._grew.notify_all()

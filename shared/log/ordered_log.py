@@ -44,6 +44,7 @@ class OrderedLog:
         self._readers_released = False
         self._prefix: list[bytes] = []  # seqs 0 .. len-1, no gaps
         self._ahead: dict[int, bytes] = {}  # seqs past a gap, hidden until it fills
+        self._ahead_bytes = 0  # the size of the entries in _ahead
         self.meta: dict = {}
 
     # -- reading ----------------------------------------------------------------
@@ -106,6 +107,11 @@ class OrderedLog:
     def ahead_count(self) -> int:
         """Entries held past a gap. An unsynchronised reading, for /health."""
         return len(self._ahead)
+
+    @property
+    def ahead_bytes(self) -> int:
+        """Bytes of the entries held past a gap. An unsynchronised reading."""
+        return self._ahead_bytes
 
     def messages_document(self) -> tuple[int, Iterator[bytes]]:
         """The visible prefix as the JSON document ``{"messages": [...]}``:
@@ -171,7 +177,7 @@ class OrderedLog:
                 if seq == len(self._prefix):
                     self._prefix.append(entry)
                 else:
-                    self._ahead[seq] = entry
+                    self._hold(seq, entry)
             self._close_gap()
 
     # -- under the lock -----------------------------------------------------------
@@ -183,7 +189,7 @@ class OrderedLog:
         if seq < len(self._prefix) or seq in self._ahead:
             return False
         if seq > len(self._prefix):
-            self._ahead[seq] = entry
+            self._hold(seq, entry)
             return True
         self._prefix.append(entry)
         self._close_gap()
@@ -195,14 +201,19 @@ class OrderedLog:
             successor = self._ahead.pop(len(self._prefix), None)
             if successor is None:
                 break
+            self._ahead_bytes -= len(successor)
             self._prefix.append(successor)
+
+    def _hold(self, seq: int, entry: bytes) -> None:
+        self._ahead[seq] = entry
+        self._ahead_bytes += len(entry)
 
     def _cut(self, from_seq: int) -> list[int]:
         removed = list(range(from_seq, len(self._prefix)))
         del self._prefix[from_seq:]
         beyond = sorted(seq for seq in self._ahead if seq >= from_seq)
         for seq in beyond:
-            del self._ahead[seq]
+            self._ahead_bytes -= len(self._ahead.pop(seq))
         return removed + beyond
 
 

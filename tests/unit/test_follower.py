@@ -125,3 +125,31 @@ def test_random_delays_come_from_the_injected_generator_so_a_seed_replays_them()
 
     assert schedule(3) == schedule(3)
     assert schedule(3) != schedule(4)
+
+
+def test_entries_held_past_a_gap_are_bounded_in_bytes_but_the_gap_is_always_filled():
+    rules = Follower(None, (), random.Random(1), max_ahead_bytes=100)
+    rules.on_leader(LEADER, 0)
+    log = Log()
+    big = "x" * 38  # 40 bytes as a JSON literal
+    # Past the gap at 0: two fit in 100 bytes, the third is dropped unacknowledged.
+    assert log.apply(rules.on_append("p", append(1, big, big, big), 0.0, len(log), log.holds, 0)) == [1, 2]
+    held = sum(len(e) for s, e in log.entries.items() if s > 0)
+    assert held == 80
+    assert rules.on_append("p", append(5, big), 0.0, len(log), log.holds, held).ack == []
+    # The entry that fills the gap is taken however much is held; then the rest can come.
+    assert log.apply(rules.on_append("p", append(0, big), 0.0, len(log), log.holds, held)) == [0]
+    assert log.apply(rules.on_append("p", append(3, big), 0.0, len(log), log.holds, 0)) == [3]
+
+
+def test_entries_waiting_on_the_delay_count_towards_the_byte_bound():
+    rules = Follower(None, (), random.Random(1), DelayRange(1.0, 1.0), max_ahead_bytes=100)
+    rules.on_leader(LEADER, 0)
+    log = Log()
+    big = "x" * 38
+    assert rules.on_append("p", append(0, big, big, big), 0.0, len(log), log.holds).scheduled == 3
+    # Fills no gap, and 120 bytes already wait: dropped until those are stored.
+    assert rules.on_append("p", append(4, big), 0.0, len(log), log.holds).scheduled == 0
+    for _, _, entries in rules.due(1.0):
+        log.entries.update(entries)
+    assert rules.on_append("p", append(4, big), 1.0, len(log), log.holds).scheduled == 1

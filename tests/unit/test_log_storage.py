@@ -91,6 +91,20 @@ def test_out_of_order_entries_stay_hidden_until_the_gap_fills(log):
     assert rendered(log) == ["a", "b", "c"] and len(log) == 3
 
 
+def test_the_bytes_held_past_a_gap_are_counted_until_it_fills_or_they_are_cut(log):
+    log.put(3, encode_entry("dddd"))  # 6 bytes as a literal
+    log.put(5, encode_entry("ff"))  # 4
+    log.flush()
+    assert log.ahead_bytes == 10
+    log.truncate(5)
+    log.flush()
+    assert log.ahead_bytes == 6
+    for seq in range(3):
+        log.put(seq, encode_entry("x"))
+    log.flush()
+    assert len(log) == 4 and log.ahead_bytes == 0
+
+
 def test_entries_and_entry_read_the_visible_prefix_only(log):
     log.put(0, encode_entry("a"))
     log.put(5, encode_entry("f"))

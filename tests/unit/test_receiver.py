@@ -275,3 +275,27 @@ def test_entries_far_past_the_end_are_neither_kept_nor_acknowledged(ctx):
     finally:
         primary.close()
         receiver.stop()
+
+
+def test_large_entries_behind_a_lost_frame_are_held_only_up_to_max_ahead_bytes(ctx):
+    store = OrderedLog()
+    receiver = Receiver(ctx, f"inproc://s-{uuid.uuid4().hex}", store, "s1", max_ahead_bytes=1 << 20)
+    receiver.start()
+    primary = RawPrimary(ctx, receiver.endpoint)
+    big = "x" * (300 << 10)  # about 300 KiB each: three fit in 1 MiB, the fourth does not
+    try:
+        for seq in range(1, 7):
+            primary.append(seq, big)
+        acked = [primary.reply().acked for _ in range(3)]
+        assert acked == [[(1, 2)], [(2, 3)], [(3, 4)]]
+        assert primary.no_reply_within(0.3), "entries past the byte bound are not acknowledged"
+        assert store.ahead_count == 3 and store.ahead_bytes <= 1 << 20
+        primary.append(0, "the lost one")  # fills the gap: always taken
+        assert primary.reply().acked == [(0, 1)]
+        for seq in range(4, 7):  # the primary's resends are taken now
+            primary.append(seq, big)
+            assert primary.reply().acked == [(seq, seq + 1)]
+        assert len(store) == 7 and store.ahead_bytes == 0
+    finally:
+        primary.close()
+        receiver.stop()
