@@ -101,7 +101,7 @@ class Appender:
         self._store = store
         self._replicator = replicator
         self._waiting_slots = WaitingSlots(config.max_waiting_appends)
-        self._keys = IdempotencyTable(config.idempotency_keys)
+        self._keys = IdempotencyTable(config.idempotency_keys, store.keyed_appends())
         self._keys_lock = threading.Lock()
 
     @property
@@ -171,9 +171,9 @@ class Appender:
                 # lock as they are appended: gap-free, in append order, and a
                 # batch's consecutive, with nothing between them.
                 if len(entries) == 1:
-                    seq = self._store.append(entries[0])
+                    seq = self._store.append(entries[0], key)
                 else:
-                    seq = self._store.append_many(entries)
+                    seq = self._store.append_many(entries, key)
                 if key is not None:
                     self._keys.remember(key, seq, len(entries))
         if not duplicate:

@@ -57,6 +57,7 @@ class DurableLog(OrderedLog):
         self._truncate_from: int | None = None
         self.meta = store.meta()
         self.load(store.entries())
+        self._keyed = {seq: (key, count) for seq, key, count in store.keyed()}
         self._written = len(self._prefix)
 
     @property
@@ -103,8 +104,9 @@ class DurableLog(OrderedLog):
         with self._lock:
             upto = len(self._prefix)
             appended = list(enumerate(self._prefix[self._written : upto], start=self._written))
+            keyed = [(seq, *self._keyed[seq]) for seq in range(self._written, upto) if seq in self._keyed]
             staged = sorted(self._staged.items())
-            changes = Changes(appended + staged, self._truncate_from, dict(self._staged_meta))
+            changes = Changes(appended + staged, self._truncate_from, dict(self._staged_meta), keyed)
         if not changes.entries and changes.truncate_from is None and not changes.meta:
             return
         self._store.commit(changes)  # outside the lock: reads and appends go on

@@ -45,6 +45,8 @@ class OrderedLog:
         self._prefix: list[bytes] = []  # seqs 0 .. len-1, no gaps
         self._ahead: dict[int, bytes] = {}  # seqs past a gap, hidden until it fills
         self._ahead_bytes = 0  # the size of the entries in _ahead
+        #: Appends made under an Idempotency-Key: first seq -> (key, count).
+        self._keyed: dict[int, tuple[str, int]] = {}
         self.meta: dict = {}
 
     # -- reading ----------------------------------------------------------------
@@ -137,21 +139,33 @@ class OrderedLog:
 
     # -- writing ----------------------------------------------------------------
 
-    def append(self, entry: bytes) -> int:
-        """Append at the end and return the new entry's seq (primary use)."""
+    def append(self, entry: bytes, key: str | None = None) -> int:
+        """Append at the end and return the new entry's seq (primary use);
+        ``key``, the Idempotency-Key it was appended under, is kept with it."""
         with self._lock:
             self._prefix.append(entry)
+            seq = len(self._prefix) - 1
+            if key is not None:
+                self._keyed[seq] = (key, 1)
             self._grew.notify_all()
-            return len(self._prefix) - 1
+            return seq
 
-    def append_many(self, entries: list[bytes]) -> int:
+    def append_many(self, entries: list[bytes], key: str | None = None) -> int:
         """Append ``entries`` at consecutive seqs, with nothing between them;
-        the first one's seq (primary use)."""
+        the first one's seq (primary use). ``key`` as for ``append``."""
         with self._lock:
             first = len(self._prefix)
             self._prefix.extend(entries)
+            if key is not None:
+                self._keyed[first] = (key, len(entries))
             self._grew.notify_all()
             return first
+
+    def keyed_appends(self) -> list[tuple[int, str, int]]:
+        """The appends made under an Idempotency-Key, as (first seq, key,
+        count), by seq ascending: what the idempotency table is built from."""
+        with self._lock:
+            return [(seq, key, count) for seq, (key, count) in sorted(self._keyed.items())]
 
     def put(self, seq: int, entry: bytes) -> bool:
         """Store the entry at ``seq`` unless held already; True if it was new."""
@@ -214,6 +228,7 @@ class OrderedLog:
         beyond = sorted(seq for seq in self._ahead if seq >= from_seq)
         for seq in beyond:
             self._ahead_bytes -= len(self._ahead.pop(seq))
+        self._keyed = {seq: keyed for seq, keyed in self._keyed.items() if seq < from_seq}
         return removed + beyond
 
 

@@ -1,9 +1,11 @@
 """The durable copy of a node's log: one SQLite database in DATA_DIR.
 
-Two tables: ``entries`` (seq, body), where body is the entry's JSON string
-literal exactly as it travels, and ``meta`` (key, value) for the node's
-identity: its role, the history id, the segments of the run it follows, and
-a secondary's incarnation. The WAL journal keeps a commit to one append to
+Three tables: ``entries`` (seq, body), where body is the entry's JSON string
+literal exactly as it travels; ``keyed`` (seq, key, count): the appends made
+under an Idempotency-Key, by their first seq, so the keys survive a restart
+and are cut with the entries they name; and ``meta`` (key, value) for the
+node's identity: its role, the history id, the segments of the run it
+follows, and a secondary's incarnation. The WAL journal keeps a commit to one append to
 the journal plus, with FSYNC=always, one fsync; SQLite replays or discards
 a torn journal tail by itself on the next open.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 #: The database's file name inside DATA_DIR.
@@ -30,6 +32,7 @@ LOAD_BATCH = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keyed (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, count INTEGER NOT NULL);
 """
 
 
@@ -39,11 +42,13 @@ class StoreError(OSError):
 
 @dataclass(frozen=True)
 class Changes:
-    """What one commit writes: entries, a truncation, identity values."""
+    """What one commit writes: entries, a truncation, identity values, and
+    the keyed appends as (first seq, key, count)."""
 
     entries: list[tuple[int, bytes]]
     truncate_from: int | None = None
     meta: dict | None = None
+    keyed: list[tuple[int, str, int]] = field(default_factory=list)
 
 
 class SqliteStore:
@@ -80,6 +85,13 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read the log: {exc}") from None
 
+    def keyed(self) -> list[tuple[int, str, int]]:
+        """Every stored keyed append as (first seq, key, count), by seq ascending."""
+        try:
+            return self._db.execute("SELECT seq, key, count FROM keyed ORDER BY seq").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the idempotency keys: {exc}") from None
+
     def commit(self, changes: Changes) -> None:
         """Write ``changes`` in one transaction; StoreError if it failed (nothing written)."""
         db = self._db
@@ -88,8 +100,11 @@ class SqliteStore:
             try:
                 if changes.truncate_from is not None:
                     db.execute("DELETE FROM entries WHERE seq >= ?", (changes.truncate_from,))
+                    db.execute("DELETE FROM keyed WHERE seq >= ?", (changes.truncate_from,))
                 if changes.entries:
                     db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?)", changes.entries)
+                if changes.keyed:
+                    db.executemany("INSERT OR REPLACE INTO keyed VALUES (?, ?, ?)", changes.keyed)
                 for key, value in (changes.meta or {}).items():
                     db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
                 db.execute("COMMIT")

@@ -345,6 +345,26 @@ def test_with_every_secondary_up_recovery_keeps_what_only_one_held(make_cluster)
     assert all("truncated" not in node.log() for node in cluster.secondaries.values())
 
 
+def test_a_primary_killed_and_restarted_with_its_data_dir_still_knows_its_idempotency_keys(make_cluster, tmp_path):
+    cluster = durable_cluster(make_cluster, tmp_path)
+    url = cluster.primary.url
+    first = post_message(url, "pay", w=3, headers={"Idempotency-Key": "order-42"})
+    batch = post_batch(url, ["x", "y"], w=2, headers={"Idempotency-Key": "order-43"})
+    assert (first.status, first.json["id"], batch.status, batch.json["first_id"]) == (201, 0, 201, 1)
+    cluster.primary.kill()
+    cluster.primary.restart()
+    replay = post_message(url, "pay", w=3, headers={"Idempotency-Key": "order-42"})
+    assert replay.status == 200 and replay.json["id"] == 0 and replay.json["duplicate"] is True
+    assert replay.json["acks"] == 3
+    replayed_batch = post_batch(url, ["x", "y"], w=2, headers={"Idempotency-Key": "order-43"})
+    assert replayed_batch.status == 200 and replayed_batch.json["first_id"] == 1
+    misused = post_message(url, "other", w=1, headers={"Idempotency-Key": "order-42"})
+    assert misused.status == 409 and misused.json["id"] == 0
+    assert post_message(url, "new", w=3).json["id"] == 3
+    final = wait_for_convergence(cluster.urls, 20)
+    assert all(messages == ["pay", "x", "y", "new"] for messages in final.values()), final
+
+
 def test_a_recovering_primary_that_knows_its_quorum_is_lost_refuses_appends_at_once(make_cluster):
     """Not after RECOVERY_TIMEOUT: it is still recovering when it answers."""
     cluster = make_cluster({"s1": {}, "s2": {}},

@@ -50,10 +50,12 @@ def post_message(base: str, message: str, http_timeout: float = 30.0,
     )
 
 
-def post_batch(base: str, messages: list[str], http_timeout: float = 30.0, **fields) -> Response:
+def post_batch(base: str, messages: list[str], http_timeout: float = 30.0,
+               headers: dict | None = None, **fields) -> Response:
     """POST /messages with the batch ``messages`` and any of w / timeout as keyword fields."""
     body = json.dumps({"messages": messages, **fields}).encode()
-    return request("POST", f"{base}/messages", body, {"Content-Type": "application/json"}, http_timeout)
+    return request("POST", f"{base}/messages", body,
+                   {"Content-Type": "application/json", **(headers or {})}, http_timeout)
 
 
 def get_messages(base: str) -> list[str]:

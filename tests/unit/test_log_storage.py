@@ -157,6 +157,17 @@ def test_appends_are_hidden_until_flushed_when_durable(log):
     assert len(log) == 1
 
 
+def test_the_keys_appends_were_made_under_are_kept_with_them_and_cut_with_them(log):
+    log.append(encode_entry("a"))
+    log.append(encode_entry("b"), "key-b")
+    log.append_many([encode_entry("c"), encode_entry("d")], "key-cd")
+    log.flush()
+    assert log.keyed_appends() == [(1, "key-b", 1), (2, "key-cd", 2)]
+    log.truncate(2)
+    log.flush()
+    assert log.keyed_appends() == [(1, "key-b", 1)]
+
+
 # -- the durable implementation only ------------------------------------------------
 
 
@@ -241,3 +252,18 @@ def test_a_torn_journal_tail_loses_only_the_uncommitted_end(tmp_path):
         with open(wal, "ab") as journal:
             journal.write(b"\x00\x01" * 300)
     assert rendered(open_log(str(tmp_path), "secondary", fsync=True)) == ["kept"]
+
+
+def test_the_keyed_appends_survive_a_reopen_only_once_flushed_and_not_past_a_truncation(tmp_path):
+    log = durable(tmp_path, role="primary")
+    log.append(encode_entry("a"), "key-a")
+    log.append_many([encode_entry("b"), encode_entry("c")], "key-bc")
+    log.flush()
+    log.append(encode_entry("d"), "never flushed")
+    log.close()
+    log = durable(tmp_path, role="primary")
+    assert log.keyed_appends() == [(0, "key-a", 1), (1, "key-bc", 2)]
+    log.truncate(1)
+    log.flush()
+    log.close()
+    assert durable(tmp_path, role="primary").keyed_appends() == [(0, "key-a", 1)]
