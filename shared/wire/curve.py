@@ -26,8 +26,8 @@ How a secondary refuses:
 - A refused peer's frames never reach the receiver, so it gets no ACK or
   PONG and changes nothing.
 
-Every refusal is logged as a WARNING on ``shared.wire.curve.refused``, and on the
-primary every failed handshake with a secondary on ``shared.wire.curve.handshake``,
+Every refusal is logged as a WARNING on ``shared.curve.refused``, and on the
+primary every failed handshake with a secondary on ``shared.curve.handshake``,
 at most one line per REFUSAL_LOG_INTERVAL_S (the rest are counted). ZAP refusals carry the peer's
 address. Handshakes that libzmq ends before ZAP are seen through a socket
 monitor, read on a thread of its own, ``curve-watch``; libzmq's monitor
@@ -59,13 +59,15 @@ from shared.runtime.logging_setup import RateLimitFilter
 from shared.wire.io_thread import IoThread
 from shared.wire.keys import public_file, secret_file
 
-log = logging.getLogger(__name__)
+#: The name its lines carried before shared/ was grouped by concern: log
+#: filters and alerts key on it, so it stays.
+log = logging.getLogger("shared.curve")
 #: A secondary's refused peers, and the primary's failed handshakes: each
 #: rate-limited while its channel runs.
-refused_log = logging.getLogger(f"{__name__}.refused")
-handshake_log = logging.getLogger(f"{__name__}.handshake")
+refused_log = logging.getLogger(f"{log.name}.refused")
+handshake_log = logging.getLogger(f"{log.name}.handshake")
 #: zmq.auth's logger. Its DEBUG lines print client keys, so they never show.
-_zap_log = logging.getLogger(f"{__name__}.zap")
+_zap_log = logging.getLogger(f"{log.name}.zap")
 _zap_log.setLevel(logging.INFO)
 
 ZAP_DOMAIN = b"replication"

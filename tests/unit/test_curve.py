@@ -56,7 +56,7 @@ def dealer(ctx, endpoint: str, public=None, secret=None, server_key=None) -> zmq
 
 def warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name in ("shared.wire.curve.refused", "shared.wire.curve.handshake")
+            if r.name in ("shared.curve.refused", "shared.curve.handshake")
             and r.levelno == logging.WARNING]
 
 

@@ -192,7 +192,7 @@ def test_next_health_change_is_the_next_threshold_of_silence(follower):
 
 
 def test_a_catch_up_after_a_restart_logs_when_it_finishes(follower, caplog):
-    caplog.set_level("INFO", logger="shared.consensus.progress")
+    caplog.set_level("INFO", logger="primary.follower")
     follower.on_status(status(2, incarnation="inc-2"), 1.0)  # restarted holding 2 of 5
     follower.note_catch_up(5, 1.0)
     assert "caught up" not in caplog.text
