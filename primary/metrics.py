@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from primary.appender import Appender, Outcome
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
-from shared.consensus.progress import Health
+from shared.consensus.health import Health
 from shared.log.ordered_log import OrderedLog
 from shared.web.metrics import PREFIX, gauge, labelled_gauge, new_registry
 

@@ -1,6 +1,7 @@
 """The primary's replication engine: one DEALER per secondary, one thread for all.
 
-The ``replicator-io`` thread creates, uses and closes every DEALER; no other
+The ``replicator-io`` thread creates, uses and closes every DEALER, and its
+monitor (primary.links, which reopens a link libzmq gave up on); no other
 thread touches one. Waitress request threads talk to it through thread-safe
 doors:
 
@@ -13,11 +14,11 @@ doors:
   /health and the quorum check alike; ``wait_recovered``, ``recovering``,
   ``history`` and ``storage_error`` for the appender and /health.
 
-The loop polls the DEALERs and its wake-up with a timeout that runs to the
+The loop polls the DEALERs, their monitors and its wake-up with a timeout that runs to the
 next timer (a heartbeat, a resend, a health change, a recovery step), so
 nothing sleeps. Each pass it:
 
-1. reads replies, and new waiters;
+1. reads replies, new waiters, and the links' monitor events (primary.links);
 2. moves recovery on, while the primary is taking over a log (shared.consensus.recovery);
 3. flushes the log: with DATA_DIR, everything appended since the last pass
    is committed in one transaction (group commit) and only then becomes
@@ -26,7 +27,8 @@ nothing sleeps. Each pass it:
 4. sends every secondary whatever is new, in batches, and resends what is
    overdue. A secondary that stops answering is declared Unhealthy by
    missed heartbeats; it then gets only PINGs, until it answers and is
-   caught up from the length it reports.
+   caught up from the length it reports. At a heartbeat, a link that libzmq
+   ended for good is reopened.
 
 **History and run** (shared.consensus.history): a primary that keeps its log resumes
 the history it stored, under a new run; one that starts empty recovers it
@@ -36,11 +38,17 @@ append. Every APPEND and PING names them.
 DEALERs are set to IMMEDIATE: nothing queues for a secondary that is not
 connected; a send then fails at once with EAGAIN, the socket is watched for
 POLLOUT, and sending resumes the moment the connection is up.
+
+**Frame limits.** An APPEND stays within the largest frame its secondary
+announced (``Progress.frame_limit``): a batch is cut short to fit, and a
+message that fits no frame makes the secondary unwritable, with one ERROR.
+A FETCH announces this node's limit in turn.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -49,9 +57,11 @@ import zmq
 
 from primary.acks import STORAGE, AckWaiter
 from primary.config import ReplicationSettings, SecondarySpec
+from primary.links import Links
 from primary.waiters import Waiters
 from shared.consensus import history as hist
-from shared.consensus.progress import Health, Progress, Send
+from shared.consensus.health import Health
+from shared.consensus.progress import Progress, Send
 from shared.consensus.quorum import ReplicationView
 from shared.consensus.recovery import Recovery
 from shared.log.ordered_log import OrderedLog
@@ -93,7 +103,7 @@ class Replicator(IoThread):
         #: Why the last flush failed, while it keeps failing; for the appender.
         self.storage_error: str | None = None
         self._waiters = Waiters()
-        self._links: dict[zmq.Socket, Progress] = {}
+        self._links: Links | None = None  # opened on the I/O thread
         self._bad_frames = BadFrameLog(log)
         self._poller: zmq.Poller | None = None
         self._blocked: set[zmq.Socket] = set()  # DEALERs waiting for POLLOUT
@@ -173,12 +183,12 @@ class Replicator(IoThread):
         else:
             self._recovered.set()
         self._poller = poller
-        self._links = {self._open_dealer(f): f for f in self._peers}
-        for sock in self._links:
-            poller.register(sock, zmq.POLLIN)
+        self._links = Links(self._ctx, self._channel, self._frame_limit, poller)
+        for peer in self._peers:
+            self._links.open(peer)
 
     def _pass(self, events: dict) -> None:
-        poller, links = self._poller, self._links
+        poller, links = self._poller, self._links.dealers
         self._waiters.admit(lambda seq: [f.name for f in self._peers if f.holds(seq)])
         for sock, peer in links.items():
             flags = events.get(sock, 0)
@@ -187,6 +197,7 @@ class Replicator(IoThread):
             if flags & zmq.POLLOUT:
                 self._unblock(poller, sock)
         now = time.monotonic()
+        self._links.watch(events, now)
         self._excuse_own_stall(now)
         self._last_pass = now
         if self._recovery is not None:
@@ -198,6 +209,9 @@ class Replicator(IoThread):
         for peer in self._peers:
             self._log_health_change(peer, now)
         if now >= self._next_heartbeat:
+            # A link lost for a heartbeat interval gets a new DEALER, which this beat pings.
+            closed = self._links.reopen_lost(now, self._settings.heartbeat_interval)
+            self._blocked.difference_update(closed)
             self._heartbeat(poller, links)
             self._next_heartbeat = now + self._settings.heartbeat_interval
         for sock, peer in links.items():
@@ -209,17 +223,7 @@ class Replicator(IoThread):
         self._store.release_readers()  # tailing readers are answered at once
         # From now on register_waiter aborts at once (``stopping`` is set).
         self._waiters.abort_all()
-        for sock in self._links:
-            sock.close(linger=0)
-
-    def _open_dealer(self, peer: Progress) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
-        self._channel.secure(sock, peer.name)
-        sock.connect(peer.endpoint)  # lazy: the secondary may come up later
-        return sock
+        self._links.close_all()
 
     def _next_deadline(self) -> float:
         """The next timer: a heartbeat, a resend, a health change to log, a recovery step."""
@@ -227,7 +231,7 @@ class Replicator(IoThread):
         deadlines = [self._next_heartbeat]
         if self._recovery is not None:
             deadlines.append(self._recovery.deadline(now))
-        for sock, peer in self._links.items():
+        for sock, peer in self._links.dealers.items():
             deadlines.append(peer.next_health_change(now))
             if sock not in self._blocked:
                 deadlines.append(peer.retry_deadline(now))
@@ -262,9 +266,9 @@ class Replicator(IoThread):
         fetch = recovery.next_fetch(now)
         if fetch is not None:
             source, start = fetch
-            sock = next(s for s, f in self._links.items() if f.name == source)
+            sock = next(s for s, f in self._links.dealers.items() if f.name == source)
             corr_id = protocol.new_corr_id()
-            if self._send(self._poller, sock, protocol.encode_fetch(corr_id, start)):
+            if self._send(self._poller, sock, protocol.encode_fetch(corr_id, start, self._frame_limit)):
                 recovery.sent_fetch(source, corr_id, now)
         if not recovery.done:
             return
@@ -358,18 +362,29 @@ class Replicator(IoThread):
             send = peer.next_send(log_length, now)
             if send is None:
                 return
-            entries = self._batch(send)
+            entries = self._batch(send, peer.frame_limit)
+            if not entries:  # its first entry alone is over the secondary's limit
+                first = self._store.entries(send.start, send.start + 1)
+                peer.cannot_carry(send.start, len(protocol.encode_append(
+                    send.corr_id, self._leader, send.start, first)))
+                return
             frame = protocol.encode_append(send.corr_id, self._leader, send.start, entries)
             if not self._send(poller, sock, frame):
                 return
             peer.sent(send, send.start + len(entries), now)
 
-    def _batch(self, send: Send) -> list[bytes]:
+    def _batch(self, send: Send, frame_limit: int | None) -> list[bytes]:
+        """The entries of ``send`` for one APPEND: batch_max_bytes of them (at
+        least one), cut short to a frame within ``frame_limit``; none if the
+        first entry alone is over it."""
         entries = self._store.entries(send.start, send.stop)
+        room = (math.inf if frame_limit is None
+                else frame_limit - protocol.append_overhead(send.corr_id, self._leader, send.start))
         size = 0
         for count, entry in enumerate(entries):
             size += len(entry)
-            if size > self._settings.batch_max_bytes and count > 0:
+            # Each entry follows a separator (protocol.fitting): count + 1 of them so far.
+            if (size > self._settings.batch_max_bytes and count > 0) or size + count + 1 > room:
                 return entries[:count]
         return entries
 

@@ -14,6 +14,10 @@ The rules (whom it follows, what it keeps of each APPEND, the delay
 schedule) are shared.consensus.follower's; this module decodes the frames,
 does what the rules return (first the store, then the answers) and logs it.
 
+Every ACK and PONG announces the largest frame this node accepts, and each
+ENTRIES answer stays within the largest the primary's FETCH announced: a
+larger frame would end the connection, and the primary would not hear it.
+
 REPLICATION_DELAY is a schedule, not a sleep: each new entry gets its own due
 time, and the poll timeout is the time to the earliest one. So two entries
 that arrive 10 ms apart with a 1 s delay are both stored about 1 s after
@@ -42,8 +46,12 @@ from shared.wire.io_thread import IoThread, receive_batch
 log = logging.getLogger(__name__)
 store_log = logging.getLogger(f"{__name__}.store")
 store_log.addFilter(RateLimitFilter(5.0))
+#: Any FETCH can ask for a frame too small for an entry: a peer must not flood the log.
+fetch_log = logging.getLogger(f"{__name__}.fetch")
+fetch_log.addFilter(RateLimitFilter(5.0))
 
-#: Entries one ENTRIES answer carries at most (and protocol.MAX_BATCH_BYTES).
+#: Entries one ENTRIES answer carries at most (and protocol.MAX_BATCH_BYTES, and
+#: no more than the primary's frame limit lets through).
 FETCH_MAX_ENTRIES = 4096
 
 
@@ -179,12 +187,24 @@ class Receiver(IoThread):
             self._follow(message.leader)
             self._pongs.append((identity, message.corr_id))
         elif isinstance(message, protocol.Fetch):
-            entries = self._store.run_from(message.start, FETCH_MAX_ENTRIES, protocol.MAX_BATCH_BYTES)
-            self._replies.append(
-                (identity, protocol.encode_entries(message.corr_id, message.start, entries)))
+            self._on_fetch(identity, message)
         else:
             self._bad_frames.dropped(_peer(identity), "%s, but only a primary's frames are "
                                      "expected here", type(message).__name__.upper())
+
+    def _on_fetch(self, identity: bytes, fetch: protocol.Fetch) -> None:
+        held = self._store.run_from(fetch.start, FETCH_MAX_ENTRIES, protocol.MAX_BATCH_BYTES)
+        entries = held
+        if fetch.frame_limit is not None:
+            room = fetch.frame_limit - protocol.entries_overhead(fetch.corr_id, fetch.start)
+            entries = protocol.fitting(held, room)
+        if held and not entries:
+            # An empty answer would say it holds nothing from there: it says nothing.
+            fetch_log.error("cannot send id %d (%d bytes) to the primary, which accepts frames of up to "
+                            "%d bytes; set the same MAX_MESSAGE_BYTES on every node",
+                            fetch.start, len(held[0]), fetch.frame_limit)
+            return
+        self._replies.append((identity, protocol.encode_entries(fetch.corr_id, fetch.start, entries)))
 
     def _follow(self, leader: protocol.Leader) -> bool:
         """Whether to take entries from this sender; stores what following it changes."""
@@ -254,7 +274,7 @@ class Receiver(IoThread):
 
     def _status(self) -> protocol.Status:
         return protocol.Status(self._node_name, self.incarnation, len(self._store),
-                               self.history, self.run)
+                               self.history, self.run, self._frame_limit)
 
     def _send(self, identity: bytes, frame: bytes) -> None:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Union
 
@@ -60,6 +60,8 @@ class Ping:
 class Fetch:
     corr_id: str
     start: int
+    #: The largest frame the primary accepts: its ENTRIES answer stays within it.
+    frame_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class Status:
     length: int
     history: str | None = None
     run: hist.Run | None = None
+    #: The largest frame it accepts (None from a node that does not say):
+    #: what it is sent stays within it. Its configuration, not its state,
+    #: so two statuses that say the same about what it holds are equal.
+    frame_limit: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -35,17 +35,18 @@ The bookkeeping, per secondary:
   has told its length, so a secondary that kept its log across a restart is
   resent only what it lacks. One that holds another history, or follows a
   newer run, is diverged: kept as it is, never written to, and not counted.
+- ``frame_limit``: the largest frame it announced it accepts. A message no
+  frame within it carries makes it unwritable, like a diverged one (``cannot_carry``).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from shared.consensus import messages
+from shared.consensus.health import Health, ProgressStatus, ReplicationSettings, health_at
 from shared.consensus.history import Run
 
 #: The name its lines carried before shared/ was grouped by concern: log
@@ -58,63 +59,6 @@ INITIAL_RETRY_S = 1.0
 MIN_RETRY_S = 0.2
 #: Doublings of the retry timeout are counted up to here (the cap applies anyway).
 MAX_BACKOFF_EXPONENT = 16
-
-
-class ReplicationSettings(Protocol):
-    """The timing a Progress follows (primary.config.ReplicationSettings)."""
-
-    heartbeat_interval: float
-    suspect_after: int
-    unhealthy_after: int
-    retry_backoff_max: float
-    batch_max_entries: int
-    max_flights: int
-
-
-class Health(str, enum.Enum):
-    UNKNOWN = "unknown"  # never heard from since the primary started
-    HEALTHY = "healthy"
-    SUSPECTED = "suspected"
-    UNHEALTHY = "unhealthy"
-    DIVERGED = "diverged"  # holds another history, or follows a newer run: never written to
-
-
-def health_at(
-    now: float, last_heard: float | None, watching_since: float, settings: ReplicationSettings
-) -> Health:
-    """Health from silence, counted in missed heartbeats. Pure; thread: any."""
-    silent_for = now - (watching_since if last_heard is None else last_heard)
-    missed = int(silent_for / settings.heartbeat_interval)
-    if missed >= settings.unhealthy_after:
-        return Health.UNHEALTHY
-    if last_heard is None:
-        return Health.UNKNOWN
-    return Health.SUSPECTED if missed >= settings.suspect_after else Health.HEALTHY
-
-
-@dataclass(frozen=True)
-class ProgressStatus:
-    """A consistent snapshot for other threads (/health, the quorum check)."""
-
-    name: str
-    endpoint: str
-    watching_since: float
-    last_heard: float | None
-    acked_length: int
-    incarnation: str | None
-    #: Why this secondary is not written to, if it is diverged.
-    diverged: str | None = None
-    #: Batches sent to it again for want of an ACK, since the primary started.
-    resends: int = 0
-
-    def lag(self, log_length: int) -> int:
-        """Messages of a log ``log_length`` long that it has not shown to hold."""
-        return max(0, log_length - self.acked_length)
-
-    def health(self, now: float, settings: ReplicationSettings) -> Health:
-        if self.diverged is not None:
-            return Health.DIVERGED
-        return health_at(now, self.last_heard, self.watching_since, settings)
 
 
 @dataclass(eq=False)
@@ -171,6 +115,9 @@ class Progress:
         self._run: Run | None = None
         self._synced = False  # a reply under this run has told its length
         self._diverged: str | None = None
+        #: None until it says (a secondary of an older version never does).
+        self.frame_limit: int | None = None
+        self._oversized: str | None = None  # why no frame within frame_limit can carry what is next
         self._srtt: float | None = None
         self._rttvar = 0.0
         self._resends = 0
@@ -190,7 +137,7 @@ class Progress:
         return seq < self.acked_length or seq in self._held_above
 
     def health(self, now: float) -> Health:
-        if self._diverged is not None:
+        if self._diverged is not None or self._oversized is not None:
             return Health.DIVERGED
         return health_at(now, self._last_heard, self._watching_since, self._settings)
 
@@ -259,6 +206,15 @@ class Progress:
         flight.corr_ids.append(send.corr_id)
         self._attempts[send.corr_id] = (flight, now)
 
+    def cannot_carry(self, seq: int, frame_bytes: int) -> None:
+        """Message ``seq`` alone needs a ``frame_bytes`` frame, over its
+        frame_limit: write to it no more, until it announces a larger one."""
+        self._oversized = (f"message id {seq} needs a {frame_bytes}-byte frame, "
+                           f"over the {self.frame_limit} bytes it accepts")
+        log.error("%s is not written to: %s; set the same MAX_MESSAGE_BYTES on every node",
+                  self.name, self._oversized)
+        self._publish()
+
     # -- what the secondary said ---------------------------------------------
 
     def on_ack(self, ack: messages.Ack, now: float) -> bool | None:
@@ -296,6 +252,12 @@ class Progress:
             return False  # a reply that outlived a restart, held back on the way
         was_unhealthy = self.health(now) is Health.UNHEALTHY
         self._last_heard = now
+        if status.frame_limit != self.frame_limit:
+            self.frame_limit = status.frame_limit
+            if self._oversized is not None:
+                self._oversized = None
+                log.info("%s now accepts frames of up to %s: writing to it again", self.name,
+                         "any size" if status.frame_limit is None else f"{status.frame_limit} bytes")
         self._judge(status)
         if self._run is None or (status.history, status.run) != (self._history, self._run):
             return False  # heard, but what it holds is not yet of this run
@@ -419,6 +381,6 @@ class Progress:
             self._last_heard,
             self.acked_length,
             self._incarnation,
-            self._diverged,
+            self._diverged or self._oversized,
             self._resends,
         )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.consensus.progress import Health, Progress, ProgressStatus
+from shared.consensus.health import Health, ProgressStatus
+from shared.consensus.progress import Progress
 
 
 def majority(nodes: int) -> int:

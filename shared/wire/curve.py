@@ -30,14 +30,18 @@ Every refusal is logged as a WARNING on ``shared.curve.refused``, and on the
 primary every failed handshake with a secondary on ``shared.curve.handshake``,
 at most one line per REFUSAL_LOG_INTERVAL_S (the rest are counted). ZAP refusals carry the peer's
 address. Handshakes that libzmq ends before ZAP are seen through a socket
-monitor, read on a thread of its own, ``curve-watch``; libzmq's monitor
+monitor: libzmq allows one per socket, so a socket's owner that watches its
+socket anyway (the primary's replicator, for its links) says so to
+``secure`` and hands the handshake events to ``report``; every other
+secured socket (a secondary's ROUTER) is watched here, on a thread of its
+own, ``curve-watch``, started for the first such socket. libzmq's monitor
 reports only the local endpoint for them, so those lines cannot name the
 peer. No line ever holds a key: zmq.auth's own logger, which prints client
 keys at DEBUG, is held at INFO whatever LOG_LEVEL says.
 
-Threads: ``load_*`` any; ``secure`` only the thread that owns the socket;
-``start``/``stop`` the main thread. One CurveServer per zmq Context: ZAP
-has one handler per Context.
+Threads: ``load_*`` any; ``secure`` and ``report`` only the thread that owns
+the socket (``report`` only logs); ``start``/``stop`` the main thread. One
+CurveServer per zmq Context: ZAP has one handler per Context.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import threading
 import uuid
 from pathlib import Path
 from typing import Callable, Iterable
@@ -73,12 +78,13 @@ _zap_log.setLevel(logging.INFO)
 ZAP_DOMAIN = b"replication"
 #: A peer retrying every 100 ms (libzmq's reconnect interval) is one line per this.
 REFUSAL_LOG_INTERVAL_S = 10.0
-_MONITORED = (
+#: The monitor events ``report`` reads; an owner that monitors its socket asks for them.
+HANDSHAKE_EVENTS = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_MONITOR_STOPPED
 )
+_MONITORED = HANDSHAKE_EVENTS | zmq.EVENT_MONITOR_STOPPED
 _Z85_KEY = re.compile(rb"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
 
@@ -95,9 +101,15 @@ class PlainChannel:
     def stop(self) -> None:
         """Main thread, after the I/O thread has closed its sockets."""
 
-    def secure(self, sock: zmq.Socket, peer: str = "") -> None:
+    def secure(self, sock: zmq.Socket, peer: str = "", owner_monitors: bool = False) -> None:
         """The socket's own thread, before it binds or connects; ``peer``:
-        on the primary, the secondary's name."""
+        on the primary, the secondary's name. ``owner_monitors``: the caller
+        reads the socket's monitor (HANDSHAKE_EVENTS among its events) and
+        hands those events to ``report``; otherwise the channel watches it."""
+
+    def report(self, peer: str, event: dict) -> None:
+        """One handshake event of the socket secured for ``peer``, as
+        zmq.utils.monitor parses it: logged, rate-limited, if it is a failure."""
 
 
 PLAIN = PlainChannel()
@@ -118,17 +130,18 @@ class _CurveChannel(PlainChannel):
         run = uuid.uuid4().hex
         #: Where each secured socket publishes its monitor events.
         self._monitor_endpoints = {peer: f"inproc://curve-watch-{run}-{n}" for n, peer in enumerate(peers)}
+        self._ctx: zmq.Context | None = None
         self._watch: _HandshakeWatch | None = None
+        self._watch_lock = threading.Lock()  # secure may run on more than one owner's thread
         self._limit: RateLimitFilter | None = None
 
     def __repr__(self) -> str:  # never the keys
         return f"{type(self).__name__}({self._directory}, {self._node_name})"
 
     def start(self, ctx: zmq.Context) -> None:
+        self._ctx = ctx
         self._limit = RateLimitFilter(REFUSAL_LOG_INTERVAL_S)
         self._warnings.addFilter(self._limit)
-        self._watch = _HandshakeWatch(ctx, self._monitor_endpoints, self._report)
-        self._watch.start()
 
     def stop(self) -> None:
         if self._watch is not None:
@@ -136,13 +149,19 @@ class _CurveChannel(PlainChannel):
         if self._limit is not None:
             self._warnings.removeFilter(self._limit)
 
-    def _own_key(self, sock: zmq.Socket, peer: str) -> None:
+    def _own_key(self, sock: zmq.Socket, peer: str, owner_monitors: bool) -> None:
         sock.curve_publickey = self._public
         sock.curve_secretkey = self._secret
-        sock.monitor(self._monitor_endpoints[peer], _MONITORED)
+        if not owner_monitors:
+            self._start_watch()
+            sock.monitor(self._monitor_endpoints[peer], _MONITORED)
 
-    def _report(self, peer: str, event: dict) -> None:
-        raise NotImplementedError
+    def _start_watch(self) -> None:
+        """Start ``curve-watch`` once, listening before the first socket it watches connects."""
+        with self._watch_lock:
+            if self._watch is None:
+                self._watch = _HandshakeWatch(self._ctx, self._monitor_endpoints, self.report)
+                self._watch.start()
 
 
 class CurveServer(_CurveChannel):
@@ -172,13 +191,13 @@ class CurveServer(_CurveChannel):
             self._gate.stop()
         super().stop()
 
-    def secure(self, sock: zmq.Socket, peer: str = "") -> None:
-        self._own_key(sock, "")
+    def secure(self, sock: zmq.Socket, peer: str = "", owner_monitors: bool = False) -> None:
+        self._own_key(sock, "", owner_monitors)
         sock.curve_server = True
         sock.zap_domain = ZAP_DOMAIN
         sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
-    def _report(self, _peer: str, event: dict) -> None:
+    def report(self, _peer: str, event: dict) -> None:
         kind, detail, where = event["event"], event["value"], event["endpoint"].decode()
         if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             if detail == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
@@ -211,11 +230,11 @@ class CurveClient(_CurveChannel):
                  secret_file(self._directory, self._node_name),
                  ", ".join(public_file(self._directory, name).name for name in self._server_keys) or "none")
 
-    def secure(self, sock: zmq.Socket, peer: str = "") -> None:
-        self._own_key(sock, peer)
+    def secure(self, sock: zmq.Socket, peer: str = "", owner_monitors: bool = False) -> None:
+        self._own_key(sock, peer, owner_monitors)
         sock.curve_serverkey = self._server_keys[peer]
 
-    def _report(self, peer: str, event: dict) -> None:
+    def report(self, peer: str, event: dict) -> None:
         kind, detail, where = event["event"], event["value"], event["endpoint"].decode()
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             why = (f"it refused this node's key: it admits only its PRIMARY_NAME's key, so give it "

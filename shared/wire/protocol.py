@@ -17,11 +17,12 @@ after a newline, one per line.
                                                           "length": int,
                                                           "history": str|null,
                                                           "run": [n, token]|null,
+                                                          "frame_limit": int,
                                                           "acked": [[start, stop], ...]}
     PING <corr_id> <leader>                    PONG <corr_id> <status>
       leader: {"history": str|null,              status: as in ACK, without "acked",
                "segments": [...]}                        plus "segments": [...]
-    FETCH <corr_id> <from>                     ENTRIES <corr_id> <first>\n<entries>
+    FETCH <corr_id> <from> <frame_limit>       ENTRIES <corr_id> <first>\n<entries>
       (a primary recovering its log)             nothing after the newline if it
                                                  holds no ``from``
 
@@ -47,6 +48,10 @@ front, the DEALER's identity; only the secondary's receiver adds or strips it.
   data. A new incarnation tells the primary to resend from ``length``.
 - length is the secondary's contiguous prefix: it holds every seq below it.
 - acked lists half-open ranges of seqs this ACK confirms as stored.
+- frame_limit is the largest frame its sender accepts (its zmq.MAXMSGSIZE,
+  ``frame_limit``): a larger one would end the connection. Each end keeps
+  what it sends within the other's (``fitting``). Optional, in the status
+  and in FETCH alike: a node that does not say is sent frames of any size.
 """
 
 from __future__ import annotations
@@ -123,8 +128,9 @@ def encode_ping(corr_id: str, leader: Leader) -> bytes:
     return b"%s %s %s" % (PING, corr_id.encode(), leader.wire)
 
 
-def encode_fetch(corr_id: str, start: int) -> bytes:
-    return b"%s %s %d" % (FETCH, corr_id.encode(), start)
+def encode_fetch(corr_id: str, start: int, frame_limit: int | None = None) -> bytes:
+    head = b"%s %s %d" % (FETCH, corr_id.encode(), start)
+    return head if frame_limit is None else b"%s %d" % (head, frame_limit)
 
 
 def encode_ack(corr_id: str, status: Status, acked: list[tuple[int, int]]) -> bytes:
@@ -141,6 +147,32 @@ def encode_pong(corr_id: str, status: Status, segments: hist.Segments) -> bytes:
 
 def encode_entries(corr_id: str, first: int, entries: list[bytes]) -> bytes:
     return b"%s %s %d\n%s" % (ENTRIES, corr_id.encode(), first, ENTRY_SEPARATOR.join(entries))
+
+
+def append_overhead(corr_id: str, leader: Leader, first: int) -> int:
+    """Bytes of an APPEND frame besides its entries, each of which adds its
+    length and a separator: ``len(encode_append(...))``, without encoding it."""
+    return len(APPEND) + len(corr_id) + _decimal_digits(first) + len(leader.wire) + 3
+
+
+def entries_overhead(corr_id: str, first: int) -> int:
+    """Bytes of an ENTRIES frame besides its entries (at least one), as ``append_overhead``."""
+    return len(ENTRIES) + len(corr_id) + _decimal_digits(first) + 2
+
+
+def fitting(entries: list[bytes], room: int) -> list[bytes]:
+    """The longest prefix of ``entries`` that takes at most ``room`` bytes of a
+    frame, each entry with its separator; maybe none."""
+    size = 0
+    for count, entry in enumerate(entries):
+        size += len(entry) + len(ENTRY_SEPARATOR)
+        if size > room:
+            return entries[:count]
+    return entries
+
+
+def _decimal_digits(number: int) -> int:
+    return len(b"%d" % number)
 
 
 def decode(parts: list[bytes]) -> Message:
@@ -179,7 +211,9 @@ def _decode(parts: list[bytes]) -> Message:
     if newline:
         raise ProtocolError(f"{kind.decode()} carries no entries")
     if kind == FETCH:
-        return Fetch(corr_id, _decimal_seq(field, "from"))
+        raw_from, limited, raw_limit = field.partition(FIELD_SEPARATOR)
+        start = _decimal_seq(raw_from, "from")
+        return Fetch(corr_id, start, _frame_limit(_decimal_seq(raw_limit, "frame_limit")) if limited else None)
     body = _decode_json_object(field)
     if kind == PING:
         return Ping(corr_id, _decode_leader(body))
@@ -203,8 +237,11 @@ def to_ranges(seqs: list[int]) -> list[tuple[int, int]]:
 
 
 def _status_dict(status: Status) -> dict:
-    return {"node": status.node, "incarnation": status.incarnation, "length": status.length,
+    body = {"node": status.node, "incarnation": status.incarnation, "length": status.length,
             "history": status.history, "run": None if status.run is None else list(status.run)}
+    if status.frame_limit is not None:
+        body["frame_limit"] = status.frame_limit
+    return body
 
 
 def _decode_status(body: dict) -> Status:
@@ -215,7 +252,15 @@ def _decode_status(body: dict) -> Status:
                 or not 0 <= run[0] < MAX_SEQ or not isinstance(run[1], str) or not 0 < len(run[1]) <= 64):
             raise ProtocolError("'run' must be [number, token] or null")
         run = hist.Run(run[0], run[1])
-    return Status(_text(body, "node"), _text(body, "incarnation"), _seq(body, "length"), history, run)
+    limit = _frame_limit(_seq(body, "frame_limit")) if "frame_limit" in body else None
+    return Status(_text(body, "node"), _text(body, "incarnation"), _seq(body, "length"), history, run,
+                  limit)
+
+
+def _frame_limit(value: int) -> int:
+    if value == 0:  # nothing fits in no bytes: a broken peer, not a tight one
+        raise ProtocolError("'frame_limit' must be a positive integer")
+    return value
 
 
 def _decode_leader(body: dict) -> Leader:

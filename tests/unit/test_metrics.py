@@ -11,7 +11,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from primary.appender import Outcome
 from secondary.api import make_app as make_secondary_app
 from secondary.config import SecondaryConfig
-from shared.consensus.progress import Health
+from shared.consensus.health import Health
 from shared.runtime.config import DelayRange
 from tests.support.metrics import Scrape
 from tests.support.waiting import wait_until

@@ -8,7 +8,8 @@ import pytest
 
 from primary.config import ReplicationSettings
 from shared.consensus.history import Run
-from shared.consensus.progress import INITIAL_RETRY_S, MIN_RETRY_S, Progress, Health, health_at
+from shared.consensus.health import Health, health_at
+from shared.consensus.progress import INITIAL_RETRY_S, MIN_RETRY_S, Progress
 from shared.wire import protocol
 
 SETTINGS = ReplicationSettings(

@@ -163,3 +163,34 @@ def test_errors_never_echo_what_could_be_a_message_body():
     assert "private" not in str(error.value) and "15 bytes" in str(error.value)
     with pytest.raises(ProtocolError, match="unknown message kind SYNC"):
         protocol.decode([b"SYNC c1 {}"])
+
+
+def test_the_frame_limit_rides_on_statuses_and_fetches_and_is_decoded_strictly():
+    limited = protocol.Status("s1", "inc123", 7, "h1", Run(2, "ab"), frame_limit=9000)
+    ack = protocol.decode([protocol.encode_ack("abc", limited, [(0, 1)])])
+    assert ack.status.frame_limit == 9000
+    pong = protocol.decode([protocol.encode_pong("p1", limited, LEADER.segments)])
+    assert pong.status.frame_limit == 9000
+    assert protocol.decode([protocol.encode_ack("abc", STATUS, [])]).status.frame_limit is None
+    assert protocol.decode([protocol.encode_fetch("f1", 42, 9000)]) == protocol.Fetch("f1", 42, 9000)
+    body = {"node": "s", "incarnation": "i", "length": 0, "acked": []}
+    for bad in (0, -1, "9000", 9.5, True, None, 2**60):
+        with pytest.raises(ProtocolError, match="'frame_limit'"):
+            protocol.decode([b"ACK c1 " + json.dumps({**body, "frame_limit": bad}).encode()])
+    for bad in (b"0", b"-1", b"x", b"1 2"):
+        with pytest.raises(ProtocolError, match="'frame_limit'"):
+            protocol.decode([b"FETCH c1 3 " + bad])
+
+
+def test_the_overheads_and_fitting_measure_frames_exactly():
+    entries = [protocol.encode_entry(m) for m in ("a", "bb", "ccc")]
+    for first in (0, 7, 123456):
+        overhead = protocol.append_overhead("c0ffee", LEADER, first)
+        assert len(protocol.encode_append("c0ffee", LEADER, first, entries)) == overhead + sum(
+            len(e) + 1 for e in entries)
+        overhead = protocol.entries_overhead("f1", first)
+        assert len(protocol.encode_entries("f1", first, entries)) == overhead + sum(len(e) + 1 for e in entries)
+    sizes = [len(e) + 1 for e in entries]  # 4, 5, 6
+    assert protocol.fitting(entries, sum(sizes)) == entries
+    assert protocol.fitting(entries, sum(sizes) - 1) == entries[:2]
+    assert protocol.fitting(entries, 3) == []
