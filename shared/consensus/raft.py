@@ -298,7 +298,8 @@ class RaftNode:
         """A message of an earlier term: tell its sender the current term, so that a
         deposed primary or a lagging candidate catches up. Replies need no answer."""
         if isinstance(message, AppendEntries):
-            self._send(message.sender, AppendReply(self.name, self._term, success=False))
+            self._send(message.sender, AppendReply(self.name, self._term, success=False,
+                                                   retry_length=len(self._log)))
         elif isinstance(message, (PreVoteRequest, VoteRequest)):
             pre_vote = isinstance(message, PreVoteRequest)
             self._send(message.sender, VoteReply(self.name, self._term, False, pre_vote))
@@ -393,8 +394,13 @@ class RaftNode:
             self._advance_commit()
             if progress.next_length < len(self._log):
                 self._send_append(reply.sender)
+        elif not reply.success and reply.retry_length < progress.match_length:
+            # It holds less than it acknowledged: it lost a tail it had not
+            # made durable (FSYNC=off) or its DATA_DIR. Resend from what it has.
+            progress.match_length = progress.next_length = reply.retry_length
+            self._send_append(reply.sender)
         elif not reply.success:
-            backed_up = max(progress.match_length, min(progress.next_length, reply.retry_length))
+            backed_up = min(progress.next_length, reply.retry_length)
             if backed_up < progress.next_length:
                 progress.next_length = backed_up
                 self._send_append(reply.sender)

@@ -246,8 +246,23 @@ def test_a_rejection_hints_where_the_primary_should_back_up_to():
 def test_a_lower_term_append_entries_is_answered_with_the_current_term_and_ignored():
     node = new_node("c", persisted=PersistedState(5, None, (Entry(5, b"x"),)))
     ready = node.step(AppendEntries("a", 3, 0, 0, (Entry(3, b"old"),), 1), 0.0)
-    assert ready.messages == (("a", AppendReply("c", 5, success=False)),)
+    # Its own length as the hint: should that reply reach a primary of term 5,
+    # it backs up no further than this node's log.
+    assert ready.messages == (("a", AppendReply("c", 5, success=False, retry_length=1)),)
     assert (node.log, node.commit_length, node.primary, ready.hard_state) == ((Entry(5, b"x"),), 0, None, None)
+
+
+def test_a_secondary_that_lost_entries_it_had_acknowledged_is_resent_them():
+    primary = new_node("a")
+    _, now = elect(primary)
+    primary.propose([b"x", b"y"])
+    primary.step(AppendReply("b", primary.term, True, match_length=3), now)
+    # b restarted without what it had not made durable: it holds nothing now.
+    rejected = AppendReply("b", primary.term, False, retry_length=0)
+    resent = sent(primary.step(rejected, now), AppendEntries)
+    assert [(to, m.prev_length, len(m.entries)) for to, m in resent] == [("b", 0, 3)]
+    caught_up = primary.step(AppendReply("b", primary.term, True, match_length=3), now)
+    assert sent(caught_up, AppendEntries) == [] and primary.commit_length == 3
 
 
 def test_a_single_node_elects_itself_and_commits_alone():
