@@ -94,8 +94,8 @@ class RaftNode:
         self._election_timeout = election_timeout
         self._heartbeat_interval = heartbeat_interval
         self._max_batch = max_batch
-        self._term, self._voted_for = state.term, state.voted_for
-        self._saved_hard_state = HardState(state.term, state.voted_for)
+        self._term, self._voted_for, self._caught_up = state.term, state.voted_for, state.caught_up
+        self._saved_hard_state = HardState(state.term, state.voted_for, state.caught_up)
         self._log = RaftLog(state.entries)
         self._role = Role.SECONDARY
         self._primary: str | None = None
@@ -201,8 +201,9 @@ class RaftNode:
         return True
 
     def _hard_state(self) -> HardState:
-        """What a restart must not forget: the term, and the vote given in it."""
-        return HardState(self._term, self._voted_for)
+        """What a restart must not forget: the term, the vote given in it, and
+        whether a node that started from nothing has been caught up yet."""
+        return HardState(self._term, self._voted_for, self._caught_up)
 
     # -- Elections --------------------------------------------------------------
 
@@ -213,6 +214,8 @@ class RaftNode:
 
     def _campaign(self, now: float) -> None:
         self._reset_election_timer(now)  # if this ballot fails, the next one starts then
+        if not self._caught_up and len(self._log):
+            return  # it started from nothing: it stands again once a primary caught it up
         if self._campaigns_with_pre_vote():
             self._start_ballot(Role.PRE_CANDIDATE, now)
         else:
@@ -256,6 +259,7 @@ class RaftNode:
 
     def _grants(self, request: PreVoteRequest | VoteRequest, now: float) -> bool:
         return (not self._in_lease(now)
+                and (self._caught_up or request.log_length == 0)  # see PersistedState
                 and self._may_vote_for(request.sender, request.term)
                 and self._log_is_up_to_date(request.last_log_term, request.log_length))
 
@@ -327,6 +331,7 @@ class RaftNode:
 
     def _become_primary(self, now: float) -> None:
         self._role, self._primary = Role.PRIMARY, self.name
+        self._caught_up = True  # elected, it holds every committed entry (§5.4.1)
         self._votes = set()
         self._progress = {peer: _Progress(next_length=len(self._log), heard_at=now)
                           for peer in self._others}
@@ -356,6 +361,11 @@ class RaftNode:
         # Only the prefix checked against this primary's log counts as committed:
         # entries past it may be an older primary's that this one will overwrite.
         self._log.commit_to(min(request.commit_length, match_length))
+        if not self._caught_up and match_length >= request.commit_length:
+            # It holds all this primary has committed: it votes again from the
+            # next term on, having as good as voted for this primary in this one.
+            self._caught_up = True
+            self._voted_for = self._voted_for or request.sender
         self._send(request.sender, AppendReply(self.name, self._term, True, match_length=match_length))
 
     # -- Replication: the primary's side ----------------------------------------

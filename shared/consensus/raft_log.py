@@ -38,15 +38,25 @@ class HardState:
 
     term: int
     voted_for: str | None
+    caught_up: bool = True  # see PersistedState
 
 
 @dataclass(frozen=True, slots=True)
 class PersistedState:
-    """Everything a node restarts from."""
+    """Everything a node restarts from.
+
+    ``caught_up`` is False for a node that starts from an empty data
+    directory, where it cannot tell a new cluster from a running one whose
+    terms it has forgotten (a lost DATA_DIR): it may have voted in them. Until
+    a primary has caught it up, it votes only for a candidate whose log is
+    empty (a new cluster's first election) and stands only while its own log
+    is empty; then it counts as having voted for that primary in its term.
+    """
 
     term: int = 0
     voted_for: str | None = None
     entries: tuple[Entry, ...] = ()
+    caught_up: bool = True
 
 
 class RaftLog:

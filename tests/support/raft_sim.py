@@ -69,16 +69,18 @@ class Disk:
     term: int = 0
     voted_for: str | None = None
     entries: tuple[Entry, ...] = ()
+    caught_up: bool = True
 
     def apply(self, ready: Ready) -> None:
         if ready.hard_state is not None:
             self.term, self.voted_for = ready.hard_state.term, ready.hard_state.voted_for
+            self.caught_up = ready.hard_state.caught_up
         if ready.truncate_from is not None:
             self.entries = self.entries[:ready.truncate_from]
         self.entries += ready.append
 
     def state(self) -> PersistedState:
-        return PersistedState(self.term, self.voted_for, self.entries)
+        return PersistedState(self.term, self.voted_for, self.entries, self.caught_up)
 
 
 @dataclass
@@ -209,13 +211,16 @@ class SimCluster:
     """``size`` nodes, n0, n1, ..., on one simulated network, driven by one seed."""
 
     def __init__(self, seed: int, size: int, faults: Faults = Faults(),
-                 node_class: type[RaftNode] = RaftNode, **node_options) -> None:
+                 node_class: type[RaftNode] = RaftNode, new_disks_caught_up: bool = True,
+                 **node_options) -> None:
         self.seed, self.faults = seed, faults
         self.rng = random.Random(seed)
         self.names = tuple(f"n{i}" for i in range(size))
         self.now, self.step_count = 0.0, 0
         self._node_class, self._node_options = node_class, node_options
-        self.disks = {name: Disk() for name in self.names}
+        # Disks as a new cluster's nodes find them: empty, and maybe marked as
+        # not caught up (what a shell does for a DATA_DIR it has just created).
+        self.disks = {name: Disk(caught_up=new_disks_caught_up) for name in self.names}
         self.lives = dict.fromkeys(self.names, 0)  # raised at each crash and restart
         self.nodes: dict[str, RaftNode | None] = dict.fromkeys(self.names)
         self.checker = Checker(self.names, self.where, self.up_nodes)

@@ -59,6 +59,13 @@ def test_harsher_faults_keep_raft_safe_too(seed, size, profile):
     simulate(seed, size, STEPS, PROFILES[profile])
 
 
+@pytest.mark.parametrize("size", [3, 5])
+@pytest.mark.parametrize("seed", range(300, 320))
+def test_a_new_cluster_whose_nodes_all_start_not_caught_up_elects_and_stays_safe(seed, size):
+    """What a shell does for a DATA_DIR it has just created: the nodes must still elect."""
+    simulate(seed, size, STEPS, new_disks_caught_up=False)
+
+
 @pytest.mark.parametrize(("seed", "size", "profile"), KEPT_SEEDS)
 def test_kept_regression_seeds(seed, size, profile):
     simulate(seed, size, STEPS, PROFILES[profile])
@@ -263,6 +270,46 @@ def test_a_secondary_that_lost_entries_it_had_acknowledged_is_resent_them():
     assert [(to, m.prev_length, len(m.entries)) for to, m in resent] == [("b", 0, 3)]
     caught_up = primary.step(AppendReply("b", primary.term, True, match_length=3), now)
     assert sent(caught_up, AppendEntries) == [] and primary.commit_length == 3
+
+
+def test_a_node_restarted_from_nothing_votes_only_for_an_empty_log_until_caught_up():
+    # It may have voted in term 3 before it lost its disk: it must not vote there again.
+    request = VoteRequest("a", 3, last_log_term=2, log_length=5)
+    forgetful = new_node("c", persisted=PersistedState(caught_up=False))
+    forgetful.tick(0.0)
+    assert sent(forgetful.step(request, 0.0), VoteReply)[0][1].granted is False
+    pre_vote = PreVoteRequest("a", 3, last_log_term=2, log_length=5)
+    assert sent(forgetful.step(pre_vote, 0.0), VoteReply)[0][1].granted is False
+    fresh_cluster = VoteRequest("b", 4, last_log_term=0, log_length=0)
+    assert sent(forgetful.step(fresh_cluster, 0.0), VoteReply)[0][1].granted is True
+    control = new_node("c")
+    control.tick(0.0)
+    assert sent(control.step(request, 0.0), VoteReply)[0][1].granted is True
+
+
+def test_caught_up_by_a_primary_it_counts_as_its_voter_and_votes_again_from_the_next_term():
+    node = new_node("c", persisted=PersistedState(caught_up=False))
+    node.tick(0.0)
+    entries = (Entry(3, None), Entry(3, b"x"))
+    partial = node.step(AppendEntries("a", 3, 0, 0, entries[:1], 2), 0.0)
+    assert partial.hard_state == HardState(3, None, caught_up=False)
+    ready = node.step(AppendEntries("a", 3, 1, 3, entries[1:], 2), 0.0)
+    assert ready.hard_state == HardState(3, "a", caught_up=True)
+    later = 3 * ELECTION_TIMEOUT  # out of a's lease
+    same_term = VoteRequest("b", 3, last_log_term=3, log_length=2)
+    assert sent(node.step(same_term, later), VoteReply)[0][1].granted is False
+    next_term = VoteRequest("b", 4, last_log_term=3, log_length=2)
+    assert sent(node.step(next_term, later), VoteReply)[0][1].granted is True
+
+
+def test_a_node_restarted_from_nothing_that_holds_entries_does_not_stand_until_caught_up():
+    node = new_node("c", persisted=PersistedState(3, None, (Entry(3, None),), caught_up=False))
+    node.tick(0.0)
+    ready = node.tick(3 * ELECTION_TIMEOUT)
+    assert node.role is Role.SECONDARY and sent(ready, PreVoteRequest) == []
+    caught_up = new_node("c", persisted=PersistedState(3, None, (Entry(3, None),)))
+    caught_up.tick(0.0)
+    assert sent(caught_up.tick(3 * ELECTION_TIMEOUT), PreVoteRequest) != []
 
 
 def test_a_single_node_elects_itself_and_commits_alone():
