@@ -5,9 +5,9 @@ the original message's id back and nothing is appended again, the way
 Kafka's idempotent producer returns the original offset for a duplicate.
 
 The table remembers the most recent ``capacity`` keys (FIFO); a key older
-than that is forgotten and would append again. The log keeps each key with
-the entries it appended (``OrderedLog.keyed_appends``, and with DATA_DIR on
-disk), so a restarted primary builds the same table again: which keys are
+than that is forgotten and would append again. With DATA_DIR the log
+commits each key with the entries it appended, so a restarted primary
+builds the same table again (``DurableLog.keyed_appends``): which keys are
 remembered depends only on the log. Thread: callers hold the Appender's
 lock, which makes look-up and append one atomic step.
 """

@@ -55,11 +55,12 @@ class DurableLog(OrderedLog):
         self._written = 0  # prefix entries in the database
         self._staged: dict[int, bytes] = {}  # put, not yet committed
         self._staged_bytes = 0
+        #: Keyed appends not yet committed: first seq -> (key, count).
+        self._unsaved_keys: dict[int, tuple[str, int]] = {}
         self._staged_meta: dict = {}
         self._truncate_from: int | None = None
         self.meta = store.meta()
         self.load(store.entries())
-        self._keyed = {seq: (key, count) for seq, key, count in store.keyed()}
         self._written = len(self._prefix)
 
     @property
@@ -69,6 +70,12 @@ class DurableLog(OrderedLog):
     def holds(self, seq: int) -> bool:
         with self._lock:
             return seq < len(self._prefix) or seq in self._ahead or seq in self._staged
+
+    def keyed_appends(self) -> list[tuple[int, str, int]]:
+        return self._store.keyed()
+
+    def _keep_key(self, seq: int, key: str, count: int) -> None:
+        self._unsaved_keys[seq] = (key, count)  # committed with its entries by flush
 
     @property
     def ahead_bytes(self) -> int:
@@ -90,6 +97,7 @@ class DurableLog(OrderedLog):
             removed += sorted(seq for seq in self._staged if seq >= from_seq)
             self._staged = {seq: e for seq, e in self._staged.items() if seq < from_seq}
             self._staged_bytes = sum(map(len, self._staged.values()))
+            self._unsaved_keys = {seq: k for seq, k in self._unsaved_keys.items() if seq < from_seq}
             self._written = min(self._written, from_seq)
             if self._truncate_from is None or from_seq < self._truncate_from:
                 self._truncate_from = from_seq
@@ -106,7 +114,7 @@ class DurableLog(OrderedLog):
         with self._lock:
             upto = len(self._prefix)
             appended = list(enumerate(self._prefix[self._written : upto], start=self._written))
-            keyed = [(seq, *self._keyed[seq]) for seq in range(self._written, upto) if seq in self._keyed]
+            keyed = [(seq, *self._unsaved_keys[seq]) for seq in sorted(self._unsaved_keys) if seq < upto]
             staged = sorted(self._staged.items())
             changes = Changes(appended + staged, self._truncate_from, dict(self._staged_meta), keyed)
         if not changes.entries and changes.truncate_from is None and not changes.meta:
@@ -114,6 +122,8 @@ class DurableLog(OrderedLog):
         self._store.commit(changes)  # outside the lock: reads and appends go on
         with self._lock:
             appended_meanwhile = len(self._prefix) - upto
+            for seq, _, _ in keyed:
+                del self._unsaved_keys[seq]
             for seq, entry in staged:
                 del self._staged[seq]
                 self._staged_bytes -= len(entry)

@@ -45,8 +45,6 @@ class OrderedLog:
         self._prefix: list[bytes] = []  # seqs 0 .. len-1, no gaps
         self._ahead: dict[int, bytes] = {}  # seqs past a gap, hidden until it fills
         self._ahead_bytes = 0  # the size of the entries in _ahead
-        #: Appends made under an Idempotency-Key: first seq -> (key, count).
-        self._keyed: dict[int, tuple[str, int]] = {}
         self.meta: dict = {}
 
     # -- reading ----------------------------------------------------------------
@@ -146,7 +144,7 @@ class OrderedLog:
             self._prefix.append(entry)
             seq = len(self._prefix) - 1
             if key is not None:
-                self._keyed[seq] = (key, 1)
+                self._keep_key(seq, key, 1)
             self._grew.notify_all()
             return seq
 
@@ -157,15 +155,15 @@ class OrderedLog:
             first = len(self._prefix)
             self._prefix.extend(entries)
             if key is not None:
-                self._keyed[first] = (key, len(entries))
+                self._keep_key(first, key, len(entries))
             self._grew.notify_all()
             return first
 
     def keyed_appends(self) -> list[tuple[int, str, int]]:
-        """The appends made under an Idempotency-Key, as (first seq, key,
-        count), by seq ascending: what the idempotency table is built from."""
-        with self._lock:
-            return [(seq, key, count) for seq, (key, count) in sorted(self._keyed.items())]
+        """The appends an earlier process made under an Idempotency-Key, as
+        (first seq, key, count) by seq ascending: what the primary's
+        idempotency table starts from (main thread, at start). None in memory."""
+        return []
 
     def put(self, seq: int, entry: bytes) -> bool:
         """Store the entry at ``seq`` unless held already; True if it was new."""
@@ -218,6 +216,11 @@ class OrderedLog:
             self._ahead_bytes -= len(successor)
             self._prefix.append(successor)
 
+    def _keep_key(self, seq: int, key: str, count: int) -> None:
+        """Keep ``key`` with the ``count`` entries appended from ``seq``. In
+        memory nothing outlives the process, and the primary's idempotency
+        table holds the keys it needs: nothing to do."""
+
     def _hold(self, seq: int, entry: bytes) -> None:
         self._ahead[seq] = entry
         self._ahead_bytes += len(entry)
@@ -228,7 +231,6 @@ class OrderedLog:
         beyond = sorted(seq for seq in self._ahead if seq >= from_seq)
         for seq in beyond:
             self._ahead_bytes -= len(self._ahead.pop(seq))
-        self._keyed = {seq: keyed for seq, keyed in self._keyed.items() if seq < from_seq}
         return removed + beyond
 
 
