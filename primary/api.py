@@ -1,6 +1,6 @@
 """The primary's HTTP API: append, read, health, metrics, and the dashboard.
 
-Routes validate the request (primary.append_request), then hand it to the
+Routes validate the request (shared.web.append_request), then hand it to the
 Appender; every answered append is counted (primary.metrics). The
 dashboard (dashboard.html beside this file, read once) is a static page
 that draws itself from /health and appends through POST /messages.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bottle
 
-from primary.append_request import (
+from shared.web.append_request import (
     BadRequest,
     check_content_type,
     parse_append,

@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass, field
 
 from primary.acks import STORAGE
-from primary.append_request import AppendRequest
+from shared.web.append_request import AppendRequest
 from primary.config import PrimaryConfig
-from primary.idempotency import IdempotencyTable
+from shared.log.idempotency import IdempotencyTable
 from primary.replicator import Replicator
 from shared.log.ordered_log import OrderedLog
 from shared.runtime.logging_setup import RateLimitFilter, log_request_line
@@ -54,7 +54,7 @@ class Outcome(str, enum.Enum):
     OVERLOADED = "overloaded"
     READ_ONLY = "read_only"
     RECOVERING = "recovering"
-    #: Refused by primary.append_request (400, 413, 415), or a reused key (409).
+    #: Refused by shared.web.append_request (400, 413, 415), or a reused key (409).
     BAD_REQUEST = "bad_request"
     STORAGE = "storage"
     REPLICATION_STOPPED = "replication_stopped"

@@ -11,9 +11,9 @@ Pure; thread: any.
 
 from __future__ import annotations
 
-from primary.append_request import CURL_FORM_MEDIA_TYPE, MAX_TIMEOUT_S
+from shared.web.append_request import CURL_FORM_MEDIA_TYPE, MAX_TIMEOUT_S
 from primary.config import PrimaryConfig
-from primary.idempotency import KEY_PATTERN
+from shared.log.idempotency import KEY_PATTERN
 from shared.web.openapi import (
     DOCUMENTED_BEARER,
     HISTORY_PROPERTIES,

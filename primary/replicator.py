@@ -1,7 +1,7 @@
 """The primary's replication engine: one DEALER per secondary, one thread for all.
 
 The ``replicator-io`` thread creates, uses and closes every DEALER, and its
-monitor (primary.links, which reopens a link libzmq gave up on); no other
+monitor (shared.wire.links, which reopens a link libzmq gave up on); no other
 thread touches one. Waitress request threads talk to it through thread-safe
 doors:
 
@@ -18,7 +18,7 @@ The loop polls the DEALERs, their monitors and its wake-up with a timeout that r
 next timer (a heartbeat, a resend, a health change, a recovery step), so
 nothing sleeps. Each pass it:
 
-1. reads replies, new waiters, and the links' monitor events (primary.links);
+1. reads replies, new waiters, and the links' monitor events (shared.wire.links);
 2. moves recovery on, while the primary is taking over a log (shared.consensus.recovery);
 3. flushes the log: with DATA_DIR, everything appended since the last pass
    is committed in one transaction (group commit) and only then becomes
@@ -57,7 +57,7 @@ import zmq
 
 from primary.acks import STORAGE, AckWaiter
 from primary.config import ReplicationSettings, SecondarySpec
-from primary.links import Links
+from shared.wire.links import Links
 from primary.waiters import Waiters
 from shared.consensus import history as hist
 from shared.consensus.health import Health

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from primary.append_request import AppendRequest
+from shared.web.append_request import AppendRequest
 from secondary.receiver import Receiver
 from shared.log.ordered_log import OrderedLog
 from tests.support.waiting import wait_until

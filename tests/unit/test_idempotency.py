@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from primary.idempotency import IdempotencyTable
+from shared.log.idempotency import IdempotencyTable
 
 
 def test_the_oldest_key_is_forgotten_past_the_capacity():

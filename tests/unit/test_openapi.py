@@ -10,7 +10,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from primary import openapi as primary_openapi
-from primary.append_request import BadRequest, parse_append, parse_idempotency_key
+from shared.web.append_request import BadRequest, parse_append, parse_idempotency_key
 from primary.config import PrimaryConfig
 from secondary import openapi as secondary_openapi
 from shared.web.openapi import render

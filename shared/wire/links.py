@@ -18,7 +18,8 @@ lost after a failed handshake was already explained by the channel, to
 which the monitor hands every handshake event (libzmq allows one monitor
 per socket, so the channel does not attach its own: shared.wire.curve).
 
-Thread: ``replicator-io`` only. It creates, reads and closes every socket
+Thread: the I/O thread that owns the links (``replicator-io``, or ``node-io``
+in failover mode) only. It creates, reads and closes every socket
 here, DEALERs and monitors alike, and they share its poller.
 """
 
@@ -35,7 +36,9 @@ from shared.consensus.progress import Progress
 from shared.wire.curve import HANDSHAKE_EVENTS, PlainChannel
 from shared.wire.io_thread import receive_batch
 
-log = logging.getLogger(__name__)
+#: The name its lines carried when only the fixed-role primary had links:
+#: log filters and alerts key on it, so it stays.
+log = logging.getLogger("primary.links")
 
 #: What a link's monitor reports: a connection made, ended, and tried again,
 #: and the handshake failures the channel explains.

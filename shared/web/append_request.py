@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from primary.idempotency import KEY_MAX_LENGTH, KEY_PATTERN
+from shared.log.idempotency import KEY_MAX_LENGTH, KEY_PATTERN
 from shared.consensus.quorum import majority
 
 #: The longest wait a client may ask for. Past an hour a client should poll.
