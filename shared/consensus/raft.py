@@ -38,6 +38,9 @@ __all__ = [
 
 #: Entries one AppendEntries carries at most, unless the node is told otherwise.
 MAX_BATCH = 64
+#: Bytes of payloads one AppendEntries carries at most, past its first entry,
+#: unless the node is told otherwise: a frame must fit its receiver's limit.
+MAX_BATCH_BYTES = 4 << 20
 
 
 class Role(str, enum.Enum):
@@ -81,7 +84,10 @@ class RaftNode:
 
     def __init__(self, name: str, peers: tuple[str, ...], rng: random.Random, *,
                  election_timeout: float, heartbeat_interval: float,
-                 persisted: PersistedState | None = None, max_batch: int = MAX_BATCH) -> None:
+                 persisted: PersistedState | None = None, max_batch: int = MAX_BATCH,
+                 max_batch_bytes: int = MAX_BATCH_BYTES, stands_at_once: bool = False) -> None:
+        """``stands_at_once``: the first tick starts a ballot instead of the
+        election timer (the node a fresh cluster should elect first)."""
         if name not in peers or len(set(peers)) != len(peers):
             raise ValueError(f"peers {peers!r} must name {name!r} once, and every node once")
         if not 0 < heartbeat_interval < election_timeout:
@@ -94,6 +100,8 @@ class RaftNode:
         self._election_timeout = election_timeout
         self._heartbeat_interval = heartbeat_interval
         self._max_batch = max_batch
+        self._max_batch_bytes = max_batch_bytes
+        self._stands_at_once = stands_at_once
         self._term, self._voted_for, self._caught_up = state.term, state.voted_for, state.caught_up
         self._saved_hard_state = HardState(state.term, state.voted_for, state.caught_up)
         self._log = RaftLog(state.entries)
@@ -133,6 +141,11 @@ class RaftNode:
     def log(self) -> tuple[Entry, ...]:
         return self._log.entries
 
+    def match_lengths(self) -> dict[str, int]:
+        """On the primary, how many of its entries each secondary is known to
+        hold (durably: it answers only once it has stored them); else empty."""
+        return {peer: progress.match_length for peer, progress in self._progress.items()}
+
     # -- The calls that drive it ----------------------------------------------
 
     def tick(self, now: float) -> Ready:
@@ -140,6 +153,8 @@ class RaftNode:
         election timeout on the others."""
         if self._role is Role.PRIMARY:
             self._tick_as_primary(now)
+        elif self._election_deadline is None and self._stands_at_once:
+            self._campaign(now)
         elif self._election_deadline is None:
             self._reset_election_timer(now)
         elif now >= self._election_deadline:
@@ -387,13 +402,15 @@ class RaftNode:
 
     def _send_append(self, peer: str) -> None:
         start = self._progress[peer].next_length
-        entries = self._log.slice(start, start + self._max_batch)
+        entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
         self._send(peer, AppendEntries(self.name, self._term, start, self._log.term_at(start),
                                        entries, self._log.commit_length))
 
     def _on_append_reply(self, reply: AppendReply, now: float) -> None:
         if self._role is not Role.PRIMARY:
             return
+        if reply.match_length > len(self._log) or reply.retry_length > len(self._log):
+            raise ValueError(f"{reply.sender} claims entries this primary never sent")
         progress = self._progress[reply.sender]
         progress.heard_at = now
         # Replies may come late, twice or out of order: only news moves progress,

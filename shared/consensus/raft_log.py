@@ -95,6 +95,17 @@ class RaftLog:
     def slice(self, start: int, stop: int) -> tuple[Entry, ...]:
         return tuple(self._entries[start:stop])
 
+    def batch(self, start: int, max_entries: int, max_bytes: int) -> tuple[Entry, ...]:
+        """Entries from ``start`` on, at most ``max_entries`` and, past the first,
+        ``max_bytes`` of payloads."""
+        batch, size = [], 0
+        for entry in self._entries[start:start + max_entries]:
+            size += len(entry.payload or b"")
+            if batch and size > max_bytes:
+                break
+            batch.append(entry)
+        return tuple(batch)
+
     def holds(self, length: int, last_term: int) -> bool:
         """Whether this log has ``length`` entries, the last of term ``last_term``
         (§5.3: then the first ``length`` entries match the sender's)."""

@@ -45,6 +45,16 @@ class Call:
     outcome: str | None = None
     status: int | None = None
     id: int | None = None
+    #: The node the call was sent to (its URL), and the one that says it
+    #: served it (the ``Served-By`` header; a failover node's name).
+    sent_to: str | None = None
+    served_by: str | None = None
+    #: From a 201/200: how many nodes held it, and which.
+    acks: int | None = None
+    acked_by: list | None = None
+    #: time.monotonic() when the call was made and when its answer (or failure) came.
+    started: float | None = None
+    ended: float | None = None
 
 
 class History:
@@ -55,23 +65,34 @@ class History:
 
     def append(self, url: str, w, prefix: str = "m", **fields) -> Call:
         """POST a unique message, record the call and its outcome."""
-        call = Call(f"{prefix}-{next(self._counter)}", w)
+        call = Call(f"{prefix}-{next(self._counter)}", w, sent_to=url, started=time.monotonic())
         with self._lock:
             self.calls.append(call)
         try:
             resp = post_message(url, call.message, w=w, http_timeout=60, **fields)
         except (OSError, http.client.HTTPException):
             # The connection broke, perhaps mid-answer: it may or may not have landed.
-            call.outcome = UNKNOWN
+            call.outcome, call.ended = UNKNOWN, time.monotonic()
             return call
+        call.ended = time.monotonic()
         call.status = resp.status
-        if resp.status in (200, 201):
-            call.outcome, call.id = OK, resp.json["id"]
-        elif resp.status == 504 or (resp.status == 503 and "id" in resp.json):
-            call.outcome, call.id = APPENDED, resp.json["id"]
+        call.served_by = next((v for k, v in resp.headers.items() if k.lower() == "served-by"), None)
+        try:
+            body = resp.json
+        except ValueError:  # a proxy's or a forwarding node's page, not the API's JSON
+            body = None
+        if not isinstance(body, dict):
+            body = {}
+        if resp.status in (200, 201) and "id" in body:
+            call.outcome, call.id = OK, body["id"]
+            call.acks, call.acked_by = body.get("acks"), body.get("acked_by")
+        elif resp.status in (503, 504) and "id" in body:
+            # Appended, and the write concern unconfirmed (a 504 of a forwarding
+            # node that could not tell carries no id: below, unknown).
+            call.outcome, call.id = APPENDED, body["id"]
         elif 400 <= resp.status < 500 or resp.status == 503:
             call.outcome = REJECTED
-        else:
+        else:  # 502, 504 without an id, a 2xx without one: its fate is unknown
             call.outcome = UNKNOWN
         return call
 

@@ -81,7 +81,7 @@ class Node:
         """Start again on the same ports (after ``stop`` or ``kill``)."""
         assert self.process is None or self.process.poll() is not None, "still running"
         self.env["HTTP_PORT"] = self.url.rsplit(":", 1)[1]
-        if self.role == "secondary":
+        if self.role == "secondary" or "PEERS" in self.env:  # a failover node binds whatever its role
             self.env["REPLICATION_BIND"] = self.replication_endpoint
         return self.start().wait_ready()
 

@@ -336,3 +336,41 @@ def test_a_restarted_node_keeps_its_term_vote_and_log_but_learns_the_commit_agai
     node = new_node("c", persisted=state)
     assert (node.term, node.voted_for, node.log, node.commit_length) == (4, "b", state.entries, 0)
     assert not node.step(vote_request("a", 4, 9, 9), 0.0).messages[0][1].granted
+
+
+def test_a_node_that_stands_at_once_starts_its_ballot_on_the_first_tick():
+    node = new_node("a", stands_at_once=True)
+    ready = node.tick(0.0)
+    assert node.role is Role.PRE_CANDIDATE
+    assert {to for to, _ in sent(ready, PreVoteRequest)} == {"b", "c"}
+    assert new_node("b").tick(0.0).messages == ()  # the others wait for their timer
+
+
+def test_an_append_entries_carries_at_most_max_batch_bytes_past_its_first_entry():
+    node = new_node("a", max_batch_bytes=10)
+    _, now = elect(node)
+    node.step(AppendReply("b", 1, success=True, match_length=1), now)
+    ready = node.propose([b"x" * 6, b"y" * 6, b"z" * 20])
+    to_b = [m.entries for to, m in sent(ready, AppendEntries) if to == "b"]
+    assert to_b == [(Entry(1, b"x" * 6),)]  # the second would pass 10 bytes
+    ready = node.step(AppendReply("b", 1, success=True, match_length=2), now)
+    assert [m.entries for to, m in sent(ready, AppendEntries) if to == "b"] == [(Entry(1, b"y" * 6),)]
+    ready = node.step(AppendReply("b", 1, success=True, match_length=3), now)
+    assert [m.entries for to, m in sent(ready, AppendEntries) if to == "b"] == [(Entry(1, b"z" * 20),)]
+
+
+def test_match_lengths_are_what_each_secondary_acknowledged():
+    node = new_node("a")
+    _, now = elect(node)
+    node.propose([b"p"])
+    node.step(AppendReply("b", 1, success=True, match_length=2), now)
+    assert node.match_lengths() == {"b": 2, "c": 0}
+    assert new_node("b").match_lengths() == {}
+
+
+def test_a_reply_claiming_entries_the_primary_never_sent_is_refused_and_changes_nothing():
+    node = new_node("a")
+    _, now = elect(node)
+    with pytest.raises(ValueError, match="never sent"):
+        node.step(AppendReply("b", 1, success=True, match_length=13), now)
+    assert node.match_lengths() == {"b": 0, "c": 0} and node.commit_length == 0
