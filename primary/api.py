@@ -19,6 +19,7 @@ from shared.web.append_request import (
     check_content_type,
     parse_append,
     parse_idempotency_key,
+    read_body,
 )
 from primary.appender import Appender
 from primary.config import PrimaryConfig
@@ -51,7 +52,7 @@ def make_app(
             # decoding, which raises on bytes such as 0xe9: the validator
             # then answers 400 for anything but visible ASCII.
             key = parse_idempotency_key(bottle.request.headers.raw("Idempotency-Key"))
-            body = _read_body(config.max_body_bytes)
+            body = read_body(config.max_body_bytes)
             request = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
         except BadRequest as exc:
             metrics.record_bad_request()
@@ -111,14 +112,3 @@ def make_app(
         return html_response(DASHBOARD)
 
     return app
-
-
-def _read_body(limit: int) -> bytes:
-    """The request body; 413 if it is longer than ``limit`` bytes."""
-    length = bottle.request.content_length
-    body = b""
-    if length <= limit:  # -1 when unknown: read, but never more than limit + 1 bytes
-        body = bottle.request.environ["wsgi.input"].read(length if length >= 0 else limit + 1)
-    if length > limit or len(body) > limit:
-        raise BadRequest(413, f"body is larger than the {limit}-byte limit (MAX_MESSAGE_BYTES)")
-    return body

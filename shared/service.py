@@ -63,6 +63,8 @@ class Service:
     bound: Callable[[], dict[str, str]] = dict
     #: What else the "ready" log line says.
     detail: str = ""
+    #: Called with the HTTP address once HTTP has bound, before it serves.
+    http_bound: Callable[[str], None] = lambda _address: None
     max_body_bytes: int = 1 << 20
 
 
@@ -128,6 +130,7 @@ def _start(config, service: Service):
         )
     except OSError as exc:
         raise OSError(f"HTTP_PORT {config.http_port}: {exc}") from exc
+    service.http_bound(http_address(server))
     if config.port_file:
         try:
             write_port_file(config.port_file, {"http": http_address(server), **service.bound()})

@@ -87,7 +87,8 @@ class RaftNode:
                  persisted: PersistedState | None = None, max_batch: int = MAX_BATCH,
                  max_batch_bytes: int = MAX_BATCH_BYTES, stands_at_once: bool = False) -> None:
         """``stands_at_once``: the first tick starts a ballot instead of the
-        election timer (the node a fresh cluster should elect first)."""
+        election timer, and until a first term begins the node asks again at
+        every heartbeat interval (the node a fresh cluster should elect first)."""
         if name not in peers or len(set(peers)) != len(peers):
             raise ValueError(f"peers {peers!r} must name {name!r} once, and every node once")
         if not 0 < heartbeat_interval < election_timeout:
@@ -140,6 +141,11 @@ class RaftNode:
     @property
     def log(self) -> tuple[Entry, ...]:
         return self._log.entries
+
+    def next_timer(self) -> float | None:
+        """When a tick next has work: the heartbeat (and check quorum) on a
+        primary, the election timeout elsewhere; None before the first tick."""
+        return self._heartbeat_due if self._role is Role.PRIMARY else self._election_deadline
 
     def match_lengths(self) -> dict[str, int]:
         """On the primary, how many of its entries each secondary is known to
@@ -229,6 +235,10 @@ class RaftNode:
 
     def _campaign(self, now: float) -> None:
         self._reset_election_timer(now)  # if this ballot fails, the next one starts then
+        if self._stands_at_once and self._term == 0:
+            # A fresh cluster's first node asks again each heartbeat: its peers
+            # may not be listening yet. Pre-votes change no one's state.
+            self._election_deadline = now + self._heartbeat_interval
         if not self._caught_up and len(self._log):
             return  # it started from nothing: it stands again once a primary caught it up
         if self._campaigns_with_pre_vote():

@@ -45,6 +45,9 @@ class OrderedLog:
         self._prefix: list[bytes] = []  # seqs 0 .. len-1, no gaps
         self._ahead: dict[int, bytes] = {}  # seqs past a gap, hidden until it fills
         self._ahead_bytes = 0  # the size of the entries in _ahead
+        #: How many leading entries are committed, where the node knows (failover
+        #: mode: shared.failover); None where the log has no such notion.
+        self._committed: int | None = None
         self.meta: dict = {}
 
     # -- reading ----------------------------------------------------------------
@@ -89,13 +92,26 @@ class OrderedLog:
                 seq += 1
         return run
 
-    def wait_for_length(self, length: int, timeout: float) -> bool:
-        """Block until at least ``length`` entries are visible, ``timeout`` runs
+    def shown(self, committed: bool = False) -> int:
+        """Entries a reader sees: the visible prefix, or only its committed part."""
+        with self._lock:
+            return self._shown(committed)
+
+    def set_committed(self, length: int) -> None:
+        """The first ``length`` entries are committed (never lowered); wakes tails."""
+        with self._lock:
+            if self._committed is None or length > self._committed:
+                self._committed = length
+                self._grew.notify_all()
+
+    def wait_for_length(self, length: int, timeout: float, committed: bool = False) -> bool:
+        """Block until at least ``length`` entries are shown, ``timeout`` runs
         out, or ``release_readers`` is called; True if the length was reached.
         For a request thread that tails the log."""
         with self._lock:
-            self._grew.wait_for(lambda: self._visible() >= length or self._readers_released, timeout)
-            return self._visible() >= length
+            self._grew.wait_for(lambda: self._shown(committed) >= length or self._readers_released,
+                                timeout)
+            return self._shown(committed) >= length
 
     def release_readers(self) -> None:
         """Answer every waiting reader now, and any later one at once (shutdown)."""
@@ -113,23 +129,24 @@ class OrderedLog:
         """Bytes of the entries held past a gap. An unsynchronised reading."""
         return self._ahead_bytes
 
-    def messages_document(self) -> tuple[int, Iterator[bytes]]:
-        """The visible prefix as the JSON document ``{"messages": [...]}``:
-        its size in bytes, and its bytes in chunks.
+    def messages_document(self, committed: bool = False) -> tuple[int, Iterator[bytes]]:
+        """The visible prefix (or its committed part) as the JSON document
+        ``{"messages": [...]}``: its size in bytes, and its bytes in chunks.
 
         Chunks, so a large log is never copied whole into one response body
         (which Bottle would keep alive until the thread's next request)."""
         with self._lock:
-            snapshot = self._prefix[: self._visible()]  # copies references only
+            snapshot = self._prefix[: self._shown(committed)]  # copies references only
         return _document(snapshot, _CLOSE)
 
-    def page_document(self, start: int, limit: int | None) -> tuple[int, Iterator[bytes]]:
-        """Visible entries from ``start``, at most ``limit`` (all when None), as
-        ``{"messages": [...], "from": start, "next": ..., "length": ...}``, the
-        length visible at the same moment. A slice: its cost does not depend
-        on ``start``."""
+    def page_document(self, start: int, limit: int | None,
+                      committed: bool = False) -> tuple[int, Iterator[bytes]]:
+        """Visible (or committed) entries from ``start``, at most ``limit`` (all
+        when None), as ``{"messages": [...], "from": start, "next": ...,
+        "length": ...}``, the length shown at the same moment. A slice: its
+        cost does not depend on ``start``."""
         with self._lock:
-            visible = self._visible()
+            visible = self._shown(committed)
             stop = visible if limit is None else min(visible, start + limit)
             entries = self._prefix[start:stop]
         close = b'],"from":%d,"next":%d,"length":%d}' % (start, start + len(entries), visible)
@@ -196,6 +213,10 @@ class OrderedLog:
 
     def _visible(self) -> int:
         return len(self._prefix)
+
+    def _shown(self, committed: bool) -> int:
+        visible = self._visible()
+        return min(visible, self._committed or 0) if committed else visible
 
     def _place(self, seq: int, entry: bytes) -> bool:
         if seq < len(self._prefix) or seq in self._ahead:

@@ -1,6 +1,7 @@
 """Validation of ``POST /messages``: raw request in, AppendRequest or a 4xx out.
 
-Pure functions, no state; thread: any. Every rejection names what is wrong,
+Functions without state; thread: any (``read_body`` the Waitress worker
+serving the request). Every rejection names what is wrong,
 and nothing is appended for it. The rules:
 
 - Content-Type, when sent, must be JSON (``application/json`` or ``*+json``),
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import json
 import math
+
+import bottle
 from dataclasses import dataclass
 
 from shared.log.idempotency import KEY_MAX_LENGTH, KEY_PATTERN
@@ -73,6 +76,18 @@ def parse_append(body: bytes, cluster_size: int, media_type: str = "",
         timeout=_timeout(document.get("timeout")),
         batch=batch,
     )
+
+
+def read_body(limit: int) -> bytes:
+    """The body of the request Bottle is serving; 413 if it is longer than
+    ``limit`` bytes, which are never read past."""
+    length = bottle.request.content_length
+    body = b""
+    if length <= limit:  # -1 when unknown: read, but never more than limit + 1 bytes
+        body = bottle.request.environ["wsgi.input"].read(length if length >= 0 else limit + 1)
+    if length > limit or len(body) > limit:
+        raise BadRequest(413, f"body is larger than the {limit}-byte limit (MAX_MESSAGE_BYTES)")
+    return body
 
 
 def check_content_type(content_type: str) -> str:

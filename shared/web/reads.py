@@ -6,7 +6,10 @@
   ``{"messages": [...], "from": N, "next": N + returned, "length": L}``;
 - ``wait=S`` (with ``from``): if nothing is visible at ``from`` or beyond
   yet, wait up to S seconds for it (a long poll, like Kafka's fetch with
-  ``fetch.max.wait.ms``); then answer as for a page, maybe empty.
+  ``fetch.max.wait.ms``); then answer as for a page, maybe empty;
+- ``committed=true`` (failover mode only), with any of the above: only the
+  committed prefix, which no failover ever rolls back; ``false`` is as if
+  it were absent.
 
 A page is a slice, so paging costs the same at any offset, and, being a
 slice of the prefix, never shows a gap or a duplicate. Reads without
@@ -45,45 +48,50 @@ class ReadRequest:
     wait: float | None = None
 
 
-def parse_read(query: Mapping[str, str]) -> ReadRequest | None:
-    """The read a query asks for; None for the whole log. Raises BadRead."""
-    unknown = sorted(set(query) - set(_PARAMETERS))
+def parse_read(query: Mapping[str, str], committed_reads: bool = False) -> tuple[ReadRequest | None, bool]:
+    """The read a query asks for (None for the whole log), and whether only
+    its committed part. Raises BadRead."""
+    allowed = _PARAMETERS + (("committed",) if committed_reads else ())
+    unknown = sorted(set(query) - set(allowed))
     if unknown:
         raise BadRead(f"unknown query parameter(s) {', '.join(map(repr, unknown))}; "
-                      f"allowed: {', '.join(_PARAMETERS)}")
-    if not query:
-        return None
+                      f"allowed: {', '.join(allowed)}")
+    committed = _flag(query, "committed") if "committed" in query else False
+    if not set(query) - {"committed"}:
+        return None, committed
     start = _whole_number(query, "from", minimum=0) if "from" in query else 0
     limit = _whole_number(query, "limit", minimum=1) if "limit" in query else None
     wait = _seconds(query["wait"]) if "wait" in query else None
-    return ReadRequest(start, limit, wait)
+    return ReadRequest(start, limit, wait), committed
 
 
 class Reads:
     """Serves GET /messages for one app."""
 
-    def __init__(self, store: OrderedLog, log_reads: LogReads, max_waiting: int) -> None:
+    def __init__(self, store: OrderedLog, log_reads: LogReads, max_waiting: int,
+                 committed_reads: bool = False) -> None:
         self._store = store
+        self._committed_reads = committed_reads
         self._log_reads = log_reads
         self.max_waiting = max_waiting
         self._waiting = threading.BoundedSemaphore(max_waiting)
 
     def serve(self, query: Mapping[str, str]) -> bottle.HTTPResponse:
         try:
-            read = parse_read(query)
+            read, committed = parse_read(query, self._committed_reads)
         except BadRead as exc:
             return json_error(400, str(exc))
         if read is None:
-            return self._log_reads.serve(*self._store.messages_document())
-        if read.wait is not None and len(self._store) <= read.start:
+            return self._log_reads.serve(*self._store.messages_document(committed))
+        if read.wait is not None and self._store.shown(committed) <= read.start:
             if not self._waiting.acquire(blocking=False):
                 return json_error(503, f"busy: {self.max_waiting} readers are already waiting "
                                        "(MAX_WAITING_READS); retry later", {"Retry-After": "1"})
             try:
-                self._store.wait_for_length(read.start + 1, read.wait)
+                self._store.wait_for_length(read.start + 1, read.wait, committed)
             finally:
                 self._waiting.release()
-        document = self._store.page_document(read.start, read.limit)
+        document = self._store.page_document(read.start, read.limit, committed)
         if read.limit is None:  # everything from ``start`` on: as big as the whole log
             return self._log_reads.serve(*document)
         return streamed_json(*document)
@@ -97,6 +105,13 @@ def _whole_number(query: Mapping[str, str], name: str, minimum: int) -> int:
     if not minimum <= value <= MAX_SEQ:
         raise BadRead(f"'{name}' must be at least {minimum} and at most 2**53, got {value}")
     return value
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    raw = query[name]
+    if raw not in ("true", "false"):
+        raise BadRead(f"'{name}' must be true or false, got {raw[:40]!r}")
+    return raw == "true"
 
 
 def _seconds(raw: str) -> float:

@@ -174,14 +174,13 @@ class CurveServer(_CurveChannel):
         super().__init__(directory, node_name, public, secret, peers=[""])
         self._primary_name = primary_name
         self._primary_key = primary_key
-        self._gate: _PrimaryOnly | None = None
+        self._gate: _Admits | None = None
 
     def start(self, ctx: zmq.Context) -> None:
         super().start(ctx)
-        self._gate = _PrimaryOnly(ctx, self._primary_key,
-                                  public_file(self._directory, self._primary_name).name)
+        self._gate = _Admits(ctx, [self._primary_key],
+                             f"the primary's ({public_file(self._directory, self._primary_name).name})")
         self._gate.start()
-        self._gate.thread.name = "zap-auth"
         log.info("replication channel: CURVE, this node's key %s; admitting only %s",
                  secret_file(self._directory, self._node_name),
                  public_file(self._directory, self._primary_name))
@@ -211,7 +210,7 @@ class CurveServer(_CurveChannel):
                                 "the address of a peer it refuses before ZAP)", where, why)
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             log.debug("a replication peer on %s left during the handshake", where)
-        # EVENT_HANDSHAKE_FAILED_AUTH: ZAP refused it, and _PrimaryOnly logged it with its address.
+        # EVENT_HANDSHAKE_FAILED_AUTH: ZAP refused it, and _Admits logged it with its address.
 
 
 class CurveClient(_CurveChannel):
@@ -249,15 +248,20 @@ class CurveClient(_CurveChannel):
         handshake_log.warning("no CURVE handshake with %s at %s: %s", peer, where, why)
 
 
-class _PrimaryOnly(ThreadAuthenticator):
-    """The ZAP handler: admits the primary's key, logs every other peer's address."""
+class _Admits(ThreadAuthenticator):
+    """The ZAP handler, on its own thread ``zap-auth``: admits the given keys
+    (``whose`` names them in refusals), logs every other peer's address."""
 
-    def __init__(self, ctx: zmq.Context, primary_key: bytes, primary_file: str) -> None:
+    def __init__(self, ctx: zmq.Context, keys: list[bytes], whose: str) -> None:
         super().__init__(ctx, log=_zap_log)
-        self._primary_key = primary_key
-        self._primary_file = primary_file
+        self._keys = keys
+        self._whose = whose
         self._peer_address = ""
         self.configure_curve_callback(ZAP_DOMAIN.decode(), credentials_provider=self)
+
+    def start(self) -> None:
+        super().start()
+        self.thread.name = "zap-auth"
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         # A ZAP request (RFC 27): version, request id, domain, address, identity,
@@ -267,10 +271,11 @@ class _PrimaryOnly(ThreadAuthenticator):
 
     def callback(self, _domain: str, client_key: bytes) -> bool:
         """zmq.auth's credentials-provider hook, with the client key in Z85."""
-        if hmac.compare_digest(client_key, self._primary_key):
+        # Every key compared, in constant time each: which one matched leaks nothing.
+        if sum(hmac.compare_digest(client_key, key) for key in self._keys):
             return True
-        refused_log.warning("refused a replication peer at %s: its CURVE key is not the "
-                            "primary's (%s)", self._peer_address, self._primary_file)
+        refused_log.warning("refused a replication peer at %s: its CURVE key is not %s",
+                            self._peer_address, self._whose)
         return False
 
 
@@ -321,6 +326,58 @@ class _HandshakeWatch(IoThread):
     def _close(self) -> None:
         for sock in self._monitors:
             sock.close()
+
+
+class CurvePeers(_CurveChannel):
+    """A failover node: its ROUTER is a CURVE server that admits the cluster's
+    keys only; each DEALER a client that expects its peer's own key."""
+
+    _warnings = refused_log
+
+    def __init__(self, directory: Path, node_name: str, public: bytes, secret: bytes,
+                 peer_keys: dict[str, bytes]) -> None:
+        super().__init__(directory, node_name, public, secret, peers=["", *peer_keys])
+        self._peer_keys = peer_keys
+        self._gate: _Admits | None = None
+        self._handshake_limit: RateLimitFilter | None = None
+
+    def start(self, ctx: zmq.Context) -> None:
+        super().start(ctx)
+        self._handshake_limit = RateLimitFilter(REFUSAL_LOG_INTERVAL_S)
+        handshake_log.addFilter(self._handshake_limit)
+        files = ", ".join(public_file(self._directory, name).name for name in self._peer_keys)
+        self._gate = _Admits(ctx, list(self._peer_keys.values()), f"one of the cluster's ({files})")
+        self._gate.start()
+        log.info("replication channel: CURVE, this node's key %s; peers' keys %s",
+                 secret_file(self._directory, self._node_name), files or "none")
+
+    def stop(self) -> None:
+        if self._gate is not None:
+            self._gate.stop()
+        if self._handshake_limit is not None:
+            handshake_log.removeFilter(self._handshake_limit)
+        super().stop()
+
+    def secure(self, sock: zmq.Socket, peer: str = "", owner_monitors: bool = False) -> None:
+        """``peer`` names the node a DEALER dials; none: the node's ROUTER."""
+        if peer:
+            self._own_key(sock, peer, owner_monitors)
+            sock.curve_serverkey = self._peer_keys[peer]
+        else:
+            CurveServer.secure(self, sock)
+
+    def report(self, peer: str, event: dict) -> None:
+        # The two roles' explanations: a DEALER's handshake, or the ROUTER's refusal.
+        (CurveClient.report if peer else CurveServer.report)(self, peer, event)
+
+
+def load_peers(directory: str | None, node_name: str, peers: Iterable[str]) -> PlainChannel:
+    """A failover node's channel: PLAIN without ``directory``, else CurvePeers."""
+    if not directory:
+        return PLAIN
+    keys = _keys_dir(directory)
+    public, secret = _own_pair(keys, node_name)
+    return CurvePeers(keys, node_name, public, secret, {name: _public_key(keys, name) for name in peers})
 
 
 def load_server(directory: str | None, node_name: str, primary_name: str) -> PlainChannel:

@@ -113,7 +113,7 @@ def encode_entry(message: str) -> bytes:
     ASCII only (what ``json.dumps`` writes by default, through the same C
     function), so strings that are not valid Unicode on their own (a lone
     surrogate from ``"\\ud800"``) still round-trip. One string has one such
-    encoding, which is how a received entry is checked (``_check_entries``).
+    encoding, which is how a received entry is checked (``check_literals``).
     """
     return encode_basestring_ascii(message).encode("ascii")
 
@@ -286,7 +286,7 @@ def _decode_entries(raw: bytes, first: int, allow_empty: bool) -> list[bytes]:
     entries = raw.split(ENTRY_SEPARATOR)
     if first + len(entries) > MAX_SEQ:
         raise ProtocolError("the entries run past the largest seq")
-    _check_entries(entries)
+    check_literals(entries)
     return entries
 
 
@@ -314,7 +314,7 @@ def _decode_json_object(raw: bytes) -> dict:
     return body
 
 
-def _check_entries(entries: list[bytes]) -> None:
+def check_literals(entries: list[bytes]) -> None:
     """Each entry must be exactly one JSON string, as ``encode_entry`` writes it.
 
     Parsed as one array, in a single C call rather than one per entry; then

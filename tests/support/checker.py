@@ -19,6 +19,11 @@ acknowledged writes that may be missing (if present, they must still sit at
 their id), and ``unchecked`` names incarnations whose snapshots prove
 nothing (a crashed in-memory primary's lists).
 
+In the failover mode (``PEERS``) no node is the primary for good, and a
+write acknowledged with less than a majority may be rolled back:
+``check_failover`` holds the run to that mode's promises instead (see it).
+The History records which node served each call (``Served-By``).
+
 Messages must be unique per call; the workload helpers make them so.
 Thread: History and Snapshotter are safe to use from many threads.
 """
@@ -113,9 +118,16 @@ class Snapshotter:
     restarts begins again from an empty log), read from /health just before
     and just after the list; a snapshot taken across a restart is dropped."""
 
-    def __init__(self, urls: dict[str, str], interval: float = 0.05) -> None:
+    def __init__(self, urls: dict[str, str], interval: float = 0.05,
+                 read: Callable[[str], list[str]] = None,
+                 incarnation_of: Callable[[str, str], object] | None = None) -> None:
+        """``read(url)``: what to snapshot (default GET /messages);
+        ``incarnation_of(name, url)``: what a snapshot is filed under
+        (default: the node's /health, as ``incarnation`` reads it)."""
         self._urls = urls
         self._interval = interval
+        self._read = read or get_messages
+        self._incarnation_of = incarnation_of or (lambda name, url: incarnation(url))
         self.snapshots: dict[str, list[tuple[str, list[str]]]] = {name: [] for name in urls}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="snapshotter", daemon=True)
@@ -132,9 +144,9 @@ class Snapshotter:
         while not self._stop.is_set():
             for name, url in self._urls.items():
                 try:
-                    before = incarnation(url)
-                    messages = get_messages(url)
-                    if incarnation(url) == before:
+                    before = self._incarnation_of(name, url)
+                    messages = self._read(url)
+                    if self._incarnation_of(name, url) == before:
                         self.snapshots[name].append((before, messages))
                 except (OSError, http.client.HTTPException, AssertionError):
                     pass  # the node is down (or died mid-answer); that is part of the test
@@ -188,6 +200,95 @@ def check(history: History, snapshots: dict[str, list[tuple[str, list[str]]]],
                 violations.append(f"{name}'s list shrank or changed: {len(earlier)} -> {len(snapshot)}")
                 break
             previous[state] = snapshot
+    return violations
+
+
+def asks_majority(w, majority: int) -> bool:
+    """Whether write concern ``w`` (a number, "majority" or "all") asks for a majority."""
+    return w in ("majority", "all") or (isinstance(w, int) and w >= majority)
+
+
+def check_failover(history: History,
+                   committed_snapshots: dict[str, list[tuple[object, list[str]]]],
+                   final: dict[str, list[str]],
+                   majority: int,
+                   snapshots: dict[str, list[tuple[object, list[str]]]] | None = None,
+                   committed_final: dict[str, list[str]] | None = None,
+                   others: Container[str] = ()) -> list[str]:
+    """Every violation of the failover mode's promises, as readable lines;
+    empty when they all hold. There is no fixed primary to hold the others
+    to: every node's final list must be the same.
+
+    - every call acknowledged (200/201) with w >= ``majority`` ("majority",
+      "all", or a number) is in the final list at the id it was given, and
+      its answer counted at least ``majority`` acks;
+    - a call acknowledged with a smaller w, or answered with an id but not
+      acknowledged (503 with an id, 504), may be missing (rolled back), but
+      if present it sits at its id;
+    - a call whose fate is unknown (502, a 504 without an id, a broken
+      connection) may be present or not;
+    - a rejected call (4xx, 503 without an id) is not there;
+    - nothing is there twice, and nothing is there that no call (nor
+      ``others``, messages a test wrote by other means) sent;
+    - ``committed_snapshots`` (GET ?committed=true, by node, filed under an
+      incarnation) are each a prefix of the final list, and within one
+      incarnation of a node they only grow;
+    - ``snapshots`` (GET /messages, which may show what is later rolled
+      back), if given, never hold a duplicate or an invented message;
+    - ``committed_final``, if given, is the final list on every node."""
+    violations = []
+    names = sorted(final)
+    truth = max((final[name] for name in names), key=len)
+    for name in names:
+        if final[name] != truth:
+            violations.append(f"{name} did not converge: {len(final[name])} vs {len(truth)} messages")
+        if committed_final is not None and committed_final.get(name) != truth:
+            violations.append(f"{name} has committed {len(committed_final.get(name) or [])} "
+                              f"of {len(truth)} messages")
+    position = {message: index for index, message in enumerate(truth)}
+    if len(position) != len(truth):
+        violations.append("the final list holds a message twice")
+    with history._lock:
+        calls = list(history.calls)
+    sent = {call.message for call in calls}
+    invented = [m for m in truth if m not in sent and m not in others]
+    if invented:
+        violations.append(f"{len(invented)} message(s) no call sent, e.g. {invented[:3]}")
+    for call in calls:
+        where = position.get(call.message)
+        if call.outcome == OK and asks_majority(call.w, majority):
+            if where != call.id:
+                violations.append(f"{call.message} (w={call.w}, {call.status}, served by {call.served_by}) "
+                                  f"was given id {call.id} but sits at {where}")
+            if call.acks is not None and call.acks < majority:
+                violations.append(f"{call.message} (w={call.w}) was acknowledged with {call.acks} acks")
+        elif call.outcome in (OK, APPENDED):
+            if where is not None and where != call.id:
+                violations.append(f"{call.message} (w={call.w}, {call.status}) was given id {call.id} "
+                                  f"but sits at {where}")
+        elif call.outcome == REJECTED and where is not None:
+            violations.append(f"{call.message} was rejected ({call.status}) but sits at {where}")
+    for name, seen in sorted(committed_snapshots.items()):
+        previous: dict[object, list[str]] = {}  # by incarnation
+        for state, snapshot in seen:
+            if snapshot != truth[: len(snapshot)]:
+                violations.append(f"{name} showed a committed list of {len(snapshot)} that is not "
+                                  f"a prefix of the final list")
+                break
+            earlier = previous.get(state, [])
+            if len(snapshot) < len(earlier):
+                violations.append(f"{name}'s committed list shrank: {len(earlier)} -> {len(snapshot)}")
+                break
+            previous[state] = snapshot
+    for name, seen in sorted((snapshots or {}).items()):
+        for _, snapshot in seen:
+            if len(set(snapshot)) != len(snapshot):
+                violations.append(f"{name} showed a list that holds a message twice")
+                break
+            strangers = [m for m in snapshot if m not in sent and m not in others]
+            if strangers:
+                violations.append(f"{name} showed message(s) no call sent, e.g. {strangers[:3]}")
+                break
     return violations
 
 

@@ -19,7 +19,7 @@ LAYERS = (
     ("shared.consensus",),
     ("shared.wire",),
     ("shared.web",),
-    ("shared.service", "shared.keys"),
+    ("shared.service", "shared.keys", "shared.failover"),
     ("primary", "secondary"),
 )
 #: What the consensus core must never import: it is fed messages and the time.
@@ -68,7 +68,7 @@ def test_shared_has_one_subpackage_per_concern_and_only_the_wiring_at_its_top():
     top = sorted(p.name for p in (ROOT / "shared").glob("*.py"))
     assert top == ["__init__.py", "keys.py", "service.py"]
     packages = sorted(p.parent.name for p in (ROOT / "shared").glob("*/__init__.py"))
-    assert packages == ["consensus", "log", "runtime", "web", "wire"]
+    assert packages == ["consensus", "failover", "log", "runtime", "web", "wire"]
 
 
 def test_every_module_imports_only_its_own_layer_and_those_below():

@@ -19,7 +19,7 @@ from shared.consensus.raft import (
     RaftNode, Role, SafetyViolation, VoteReply, VoteRequest,
 )
 from tests.support.raft_sim import (
-    CRASHY, ELECTION_TIMEOUT, PRIMARY_HUNTER, STORMY, Faults, elect, first_safety_violation, new_node,
+    CRASHY, ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, PRIMARY_HUNTER, STORMY, Faults, elect, first_safety_violation, new_node,
     rejoin_after_isolation, sent, simulate,
 )
 
@@ -344,6 +344,8 @@ def test_a_node_that_stands_at_once_starts_its_ballot_on_the_first_tick():
     assert node.role is Role.PRE_CANDIDATE
     assert {to for to, _ in sent(ready, PreVoteRequest)} == {"b", "c"}
     assert new_node("b").tick(0.0).messages == ()  # the others wait for their timer
+    again = node.tick(HEARTBEAT_INTERVAL)  # its peers may not have been listening
+    assert {to for to, _ in sent(again, PreVoteRequest)} == {"b", "c"} and node.term == 0
 
 
 def test_an_append_entries_carries_at_most_max_batch_bytes_past_its_first_entry():

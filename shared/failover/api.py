@@ -1,0 +1,134 @@
+"""A failover node's HTTP API: append (here or forwarded), read, health, metrics.
+
+Every node serves the same routes whatever its role; ``POST /messages``
+goes through shared.failover.appends, and every answer to it carries
+``Served-By``: the node that served it (the primary's name, forwarded or
+not). ``GET /health`` answers 200 in every role and state. Reads are the
+fixed-role reads (shared.web.reads) over the node's messages, with
+``committed=true`` for the prefix no failover rolls back.
+
+Thread: Waitress workers; they read ``node-io``'s published state only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+import bottle
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+
+from shared.consensus.raft import Role
+from shared.failover.appends import Answer, Appends
+from shared.failover.config import FailoverConfig
+from shared.failover.forwarding import FORWARDED_BY
+from shared.failover.node_io import NodeIo
+from shared.web.append_request import (
+    BadRequest, check_content_type, parse_append, parse_idempotency_key, read_body,
+)
+from shared.web.api_token import protect
+from shared.web.http import JSON, LogReads, json_error, json_response, new_app
+from shared.web.metrics import PREFIX, exposition, gauge, new_registry
+from shared.web.openapi import document
+from shared.web.reads import Reads
+
+_HEALTH_SCHEMA = {
+    "type": "object",
+    "required": ["status", "mode", "node", "role", "term", "primary", "committed", "length", "peers"],
+    "properties": {
+        "status": {"type": "string"},
+        "mode": {"type": "string", "enum": ["failover"]},
+        "node": {"type": "string"},
+        "role": {"type": "string", "enum": [role.value for role in Role]},
+        "term": {"type": "integer", "minimum": 0},
+        "primary": {"type": "string", "nullable": True},
+        "committed": {"type": "integer", "minimum": 0},
+        "length": {"type": "integer", "minimum": 0},
+        "peers": {"type": "object"},
+        "elections": {"type": "array"},
+    },
+}
+
+
+def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.Bottle:
+    token = config.bearer_token
+    spec = document("failover", _HEALTH_SCHEMA, page="nothing yet: the dashboard is the primary's",
+                    bearer=token is not None)
+    app = protect(new_app(spec), token)
+    messages = node.messages
+    reads = Reads(messages, LogReads(config.log_read_slots), config.waiting_read_slots,
+                  committed_reads=True)
+    registry = new_registry()
+    registry.register(_Collector(node))
+
+    @app.post("/messages")
+    def append_message():
+        answer = _append(config, appends)
+        headers = {**answer.headers, "Served-By": answer.headers.get("Served-By", config.node_name)}
+        if isinstance(answer.body, bytes):
+            headers.setdefault("Content-Type", JSON)
+            return bottle.HTTPResponse(body=answer.body, status=answer.status, headers=headers)
+        return json_response(answer.status, answer.body, headers)
+
+    @app.get("/messages")
+    def list_messages():
+        return reads.serve(bottle.request.query)
+
+    @app.get("/health")
+    def health():
+        state = node.state
+        return json_response(200, {
+            "status": "ok" if node.running else "stopping",
+            "mode": "failover",
+            "node": config.node_name,
+            "role": state.role.value,
+            "term": state.term,
+            "primary": state.primary,
+            "committed": state.committed,
+            "length": state.length,
+            "bad_frames": state.bad_frames,
+            "replication_endpoint": node.endpoint,
+            "peers": {name: {"endpoint": peer.endpoint, "last_heard_s_ago": peer.last_heard_s_ago,
+                             "match_length": peer.match_length}
+                      for name, peer in state.peers.items()},
+            "elections": [{"term": e.term, "primary": e.primary,
+                           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at))}
+                          for e in state.elections],
+        })
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        return exposition(registry, bottle.request.get_header("Accept", ""))
+
+    return app
+
+
+def _append(config: FailoverConfig, appends: Appends) -> Answer:
+    request = bottle.request
+    try:
+        media_type = check_content_type(request.content_type)
+        key = parse_idempotency_key(request.headers.raw("Idempotency-Key"))
+        body = read_body(config.max_body_bytes)
+        append = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
+    except BadRequest as exc:
+        return Answer(exc.status, {"error": exc.message}, outcome="bad_request")
+    headers = {name: request.headers[name] for name in ("Content-Type", "Authorization", "Idempotency-Key")
+               if name in request.headers}
+    return appends.append(append, key, body, headers, request.headers.get(FORWARDED_BY))
+
+
+class _Collector:
+    """What a scrape reads of the node's published state; nothing counted per request."""
+
+    def __init__(self, node: NodeIo) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._node.state
+        yield gauge("term", "the node's current term", state.term)
+        yield gauge("is_primary", "1 on the primary of the current term, else 0", int(state.is_primary))
+        yield CounterMetricFamily(PREFIX + "elections", "primaries this node has seen elected "
+                                  "(one per term it learned a primary of)", value=state.elections_total)
+        yield gauge("committed_length", "messages known to be committed", state.committed)
+        yield gauge("log_length", "messages the node holds", state.length)

@@ -1,0 +1,129 @@
+"""A failover node's configuration, read once from the environment at start.
+
+``python -m primary`` and ``python -m secondary`` both read it when PEERS is
+set (shared.failover.main). Each setting is declared once, below; the rules
+that tie settings together are in ``FailoverConfig.from_env``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Mapping
+
+from shared.consensus.quorum import majority
+from shared.runtime.config import (
+    ConfigError, DelayRange, NodeConfig, check_between, delay, http_url, integer, number,
+    parse_node_name, setting, tcp_endpoint, whole_number,
+)
+
+#: How many heartbeats an election timeout must span at least: fewer, and one
+#: slow pass or a lost frame or two would start an election.
+HEARTBEATS_PER_ELECTION_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One node of the cluster, as this node reaches it."""
+
+    name: str
+    endpoint: str
+
+
+def parse_peers(variable: str, raw: str) -> tuple[Peer, ...]:
+    """``NAME=tcp://HOST:PORT,...``; empty means the fixed-role mode."""
+    peers = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, endpoint = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{variable}: {item!r} must be NAME=tcp://HOST:PORT")
+        peers.append(Peer(parse_node_name(variable, name), tcp_endpoint(variable, endpoint)))
+    names = [peer.name for peer in peers]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{variable}: names must be unique, repeated: {', '.join(repeated)}")
+    return tuple(peers)
+
+
+@dataclass(frozen=True)
+class FailoverConfig(NodeConfig):
+    http_threads: int = setting(
+        "HTTP_THREADS", "64", integer(2, 4096),
+        "Waitress worker threads; each append waiting for ACKs holds one",
+    )
+    max_waiting_appends: int = setting(
+        "MAX_WAITING_APPENDS", "48", whole_number,
+        "appends with w > 1 allowed to wait for ACKs at once (503 beyond); below HTTP_THREADS",
+        derive=lambda above: str(above["http_threads"] * 3 // 4),
+        shown_default="¾ of HTTP_THREADS (48)",
+    )
+    max_batch_messages: int = setting(
+        "MAX_BATCH_MESSAGES", "10000", integer(1, 1_000_000),
+        "messages one batch append (\"messages\": [...]) may hold (413 beyond)",
+    )
+    idempotency_keys: int = setting(
+        "IDEMPOTENCY_KEYS", "100000", integer(1, 10_000_000),
+        "idempotency keys remembered (those of the most recent appends in the log)",
+    )
+    node_name: str = setting(
+        "NODE_NAME", "node", parse_node_name, "this node's name in PEERS, logs and /health",
+        derive=lambda _above: socket.gethostname(), shown_default="the hostname",
+    )
+    peers: tuple[Peer, ...] = setting(
+        "PEERS", "", parse_peers,
+        "NAME=tcp://HOST:PORT,... : every node of the cluster, this one included, as this "
+        "node reaches it; set, the node runs in failover mode",
+    )
+    replication_bind: str = setting(
+        "REPLICATION_BIND", "tcp://0.0.0.0:5555", tcp_endpoint,
+        "where the replication ROUTER listens; port 0: any free port",
+    )
+    advertised_url: str = setting(
+        "ADVERTISED_URL", "", http_url,
+        "this node's HTTP address as the other nodes reach it, where they forward appends; "
+        "a port 0 in it stands for the port HTTP bound",
+        derive=lambda above: f"http://{above['node_name']}:{above['http_port']}",
+        shown_default="http://NODE_NAME:HTTP_PORT",
+    )
+    election_timeout: float = setting(
+        "ELECTION_TIMEOUT", "1", number(0.05, 3600.0),
+        "seconds: a secondary that hears no primary for a random time in [T, 2T] stands "
+        "for election; at least 5 x HEARTBEAT_INTERVAL",
+    )
+    heartbeat_interval: float = setting(
+        "HEARTBEAT_INTERVAL", "0.1", number(0.01, 60.0),
+        "seconds between the primary's heartbeats to each node",
+    )
+    replication_delay: DelayRange = setting(
+        "REPLICATION_DELAY", "0", delay,
+        "seconds the entries a primary sends are held back before this node stores and "
+        "acknowledges them (never heartbeats, votes or terms); A-B: uniform in [A, B]",
+    )
+
+    @property
+    def cluster_size(self) -> int:
+        return len(self.peers)
+
+    @property
+    def majority(self) -> int:
+        return majority(self.cluster_size)
+
+    @property
+    def others(self) -> tuple[Peer, ...]:
+        return tuple(peer for peer in self.peers if peer.name != self.node_name)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "FailoverConfig":
+        config = super().from_env(env)
+        if not config.data_dir:
+            raise ConfigError("DATA_DIR: required with PEERS: a node must remember its term and "
+                              "its vote across a restart, or it could vote twice in one term")
+        if config.node_name not in {peer.name for peer in config.peers}:
+            raise ConfigError(f"PEERS: must name this node, NODE_NAME={config.node_name!r}")
+        minimum = HEARTBEATS_PER_ELECTION_TIMEOUT * config.heartbeat_interval
+        if config.election_timeout < minimum:
+            raise ConfigError(f"ELECTION_TIMEOUT: must be at least {HEARTBEATS_PER_ELECTION_TIMEOUT} "
+                              f"x HEARTBEAT_INTERVAL ({minimum:g} s), got {config.election_timeout:g}")
+        check_between("MAX_WAITING_APPENDS", config.max_waiting_appends, 1, config.http_threads - 1)
+        return config
