@@ -12,11 +12,14 @@ import pytest
 from tests.support.processes import REPO
 
 ROLES = ("primary", "secondary")
+#: What a README row's role cell names, and what a failover node's --help is run with.
+CELL_ROLES = {"all": ("primary", "secondary", "failover"), "both": ("primary", "secondary")}
+FAILOVER_ENV = {"PEERS": "a=tcp://127.0.0.1:1"}
 #: A help line naming a variable: "  HTTP_PORT   default: 8000".
 _HELP_SETTING = re.compile(r"^  ([A-Z][A-Z0-9_]*) +default: (.*)$")
-_TABLE_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| (both|primary|secondary) \| ([^|]*) \|")
-#: A default cell that differs by role: "primary: `64`; secondary: `8`".
-_PER_ROLE = re.compile(r"^primary: (?P<primary>.*); secondary: (?P<secondary>.*)$")
+_TABLE_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| ([a-z, ]+) \| ([^|]*) \|")
+#: A default cell that differs by role: "primary: `64`; secondary: `8`; failover: `64`".
+_PER_ROLE = re.compile(r"^(primary|secondary|failover): ")
 
 
 def run_role(role: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -27,8 +30,9 @@ def run_role(role: str, *args: str, env: dict[str, str] | None = None) -> subpro
 
 
 def help_settings(role: str) -> dict[str, str]:
-    """Variable -> default, as ``--help`` states them."""
-    result = run_role(role, "--help")
+    """Variable -> default, as ``--help`` states them (a failover node's: with PEERS set)."""
+    result = (run_role("secondary", "--help", env=FAILOVER_ENV) if role == "failover"
+              else run_role(role, "--help"))
     assert result.returncode == 0, result.stderr
     return dict(m.groups() for m in map(_HELP_SETTING.match, result.stdout.splitlines()) if m)
 
@@ -38,14 +42,18 @@ def readme_settings(role: str) -> dict[str, str]:
     settings = {}
     for line in (REPO / "README.md").read_text().splitlines():
         row = _TABLE_ROW.match(line)
-        if row and row[2] in ("both", role):
+        if row is None:
+            continue
+        cell_roles = {r for cell in row[2].split(", ") for r in CELL_ROLES.get(cell, (cell,))}
+        if role in cell_roles:
             default = row[3].strip()
-            per_role = _PER_ROLE.match(default)
-            settings[row[1]] = (per_role[role] if per_role else default).replace("`", "")
+            if _PER_ROLE.match(default):
+                default = dict(part.split(": ", 1) for part in default.split("; "))[role]
+            settings[row[1]] = default.replace("`", "")
     return settings
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", ROLES + ("failover",))
 def test_help_lists_the_same_settings_and_defaults_as_the_readme(role):
     in_help = help_settings(role)
     in_readme = readme_settings(role)
