@@ -378,8 +378,8 @@ class RaftNode:
 
     def _on_append_entries(self, request: AppendEntries, now: float) -> None:
         self._follow(request.sender, now)
-        if not self._log.holds(request.prev_length, request.prev_term):
-            hint = self._log.retry_hint(request.prev_length)
+        if not self._log.holds(request.prev_length, request.prev_term, request.prev_digest):
+            hint = self._log.retry_hint(request.prev_length, request.prev_term)
             self._send(request.sender, AppendReply(self.name, self._term, False, retry_length=hint))
             return
         match_length = self._log.merge(request.prev_length, request.entries)
@@ -414,7 +414,7 @@ class RaftNode:
         start = self._progress[peer].next_length
         entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
         self._send(peer, AppendEntries(self.name, self._term, start, self._log.term_at(start),
-                                       entries, self._log.commit_length))
+                                       entries, self._log.commit_length, self._log.digest_at(start)))
 
     def _on_append_reply(self, reply: AppendReply, now: float) -> None:
         if self._role is not Role.PRIMARY:

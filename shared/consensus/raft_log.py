@@ -16,7 +16,9 @@ Thread: the owner's I/O thread only; values are immutable.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from typing import Iterable
 
 
 class SafetyViolation(Exception):
@@ -59,11 +61,30 @@ class PersistedState:
     caught_up: bool = True
 
 
+def digest_after(digest: int, entry: Entry) -> int:
+    """The checksum of a log once ``entry`` follows a prefix whose checksum is
+    ``digest``: a CRC-32 chain over every entry's term and payload. Two logs
+    with the same checksum at a length hold the same entries up to it, but
+    for a collision (about one in 2**32 for a corrupted or forged entry)."""
+    return zlib.crc32(entry.payload or b"", zlib.crc32(b"%d:" % entry.term, digest))
+
+
+def log_digest(entries: Iterable[Entry]) -> int:
+    """The checksum of a log holding ``entries`` (0 for none)."""
+    digest = 0
+    for entry in entries:
+        digest = digest_after(digest, entry)
+    return digest
+
+
 class RaftLog:
-    """The entries, the commit length, and what the shell has not yet persisted."""
+    """The entries, their checksums, the commit length, and what the shell has
+    not yet persisted."""
 
     def __init__(self, entries: tuple[Entry, ...] = ()) -> None:
-        self._entries = list(entries)
+        self._entries: list[Entry] = []
+        self._digests: list[int] = []  # _digests[i]: the checksum of entries 0..i
+        self.append(tuple(entries))
         self._commit_length = 0
         # The shell holds the first _saved_length entries as they were; entries
         # from _changed_from on are new to it (its copy may differ from there).
@@ -92,6 +113,10 @@ class RaftLog:
         """The term of the last of the first ``length`` entries (0 for none)."""
         return self._entries[length - 1].term if length else 0
 
+    def digest_at(self, length: int) -> int:
+        """The checksum of the first ``length`` entries (see ``digest_after``)."""
+        return self._digests[length - 1] if length else 0
+
     def slice(self, start: int, stop: int) -> tuple[Entry, ...]:
         return tuple(self._entries[start:stop])
 
@@ -106,18 +131,25 @@ class RaftLog:
             batch.append(entry)
         return tuple(batch)
 
-    def holds(self, length: int, last_term: int) -> bool:
-        """Whether this log has ``length`` entries, the last of term ``last_term``
-        (§5.3: then the first ``length`` entries match the sender's)."""
-        return length <= len(self._entries) and self.term_at(length) == last_term
+    def holds(self, length: int, last_term: int, digest: int) -> bool:
+        """Whether this log's first ``length`` entries are the sender's: as many,
+        the last of term ``last_term`` (§5.3's check), and the same checksum,
+        which also catches an entry of the right term with other content (a
+        forged frame, a corrupted disk) that the term alone cannot."""
+        return (length <= len(self._entries) and self.term_at(length) == last_term
+                and self.digest_at(length) == digest)
 
-    def retry_hint(self, length: int) -> int:
-        """Where a primary whose first ``length`` entries do not match this log
-        should try next: this log's length if it is shorter, else the first
-        index of the term of the entry that conflicts, so that one round trip
-        skips a whole term of entries the primary never wrote (thesis §3.5)."""
+    def retry_hint(self, length: int, last_term: int) -> int:
+        """Where a primary whose first ``length`` entries, the last of term
+        ``last_term``, do not match this log should try next: this log's length
+        if it is shorter; the first index of the conflicting entry's term, so
+        that one round trip skips a whole term of entries the primary never
+        wrote (thesis §3.5); and where only the checksums differ, the commit
+        length, the prefix both logs must share."""
         if length > len(self._entries):
             return len(self._entries)
+        if self.term_at(length) == last_term:
+            return self._commit_length
         conflicting_term = self.term_at(length)
         index = length - 1
         while index > 0 and self._entries[index - 1].term == conflicting_term:
@@ -125,6 +157,10 @@ class RaftLog:
         return index
 
     def append(self, entries: tuple[Entry, ...]) -> None:
+        digest = self.digest_at(len(self._entries))
+        for entry in entries:
+            digest = digest_after(digest, entry)
+            self._digests.append(digest)
         self._entries.extend(entries)
         self._view = None
 
@@ -132,14 +168,15 @@ class RaftLog:
         """Writes ``entries`` from index ``start`` on, where this log already holds
         the first ``start`` entries of the sender's. Entries that match are kept
         (a late or repeated AppendEntries must not undo newer ones); from the
-        first conflict on, this log's entries are dropped (§5.3). Returns the
-        length now known to match the sender's log."""
+        first conflict on (another term, or the same term and other content),
+        this log's entries are dropped (§5.3). Returns the length now known to
+        match the sender's log."""
         for offset, entry in enumerate(entries):
             index = start + offset
             if index == len(self._entries):
                 self.append(entries[offset:])
                 break
-            if self._entries[index].term != entry.term:
+            if self._entries[index] != entry:
                 self._truncate(index)
                 self.append(entries[offset:])
                 break
@@ -166,5 +203,6 @@ class RaftLog:
             raise SafetyViolation(
                 f"asked to drop entries from {index}, below the commit length {self._commit_length}")
         del self._entries[index:]
+        del self._digests[index:]
         self._changed_from = min(self._changed_from, index)
         self._view = None

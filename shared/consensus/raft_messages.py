@@ -48,7 +48,9 @@ class VoteReply:
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
     """``entries`` go at index ``prev_length`` on, after an entry of ``prev_term``
-    (0 when ``prev_length`` is 0). Empty entries make a heartbeat."""
+    (0 when ``prev_length`` is 0), where the first ``prev_length`` entries have
+    the checksum ``prev_digest`` (shared.consensus.raft_log.digest_after).
+    Empty entries make a heartbeat."""
 
     sender: str
     term: int
@@ -56,6 +58,7 @@ class AppendEntries:
     prev_term: int
     entries: tuple[Entry, ...]
     commit_length: int
+    prev_digest: int = 0  # the checksum of no entries
 
 
 @dataclass(frozen=True, slots=True)

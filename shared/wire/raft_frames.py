@@ -12,8 +12,9 @@ and drops it (shared.wire.bad_frames).
     PREVOTE     "last_log_term", "log_length"          a PreVoteRequest
     VOTE        "last_log_term", "log_length"          a VoteRequest
     VOTED       "granted", "pre_vote"                  a VoteReply
-    REPLICATE   "prev_length", "prev_term", "commit",  an AppendEntries; its entries
-                "terms": [[term, count], ...]          follow the header, one per line
+    REPLICATE   "prev_length", "prev_term",            an AppendEntries; its entries
+                "prev_digest", "commit",               follow the header, one per line
+                "terms": [[term, count], ...]
     REPLICATED  "success", "match", "retry"            an AppendReply
 
 - Every frame carries the sender's term (Raft §5.1), so a deposed primary
@@ -56,7 +57,7 @@ _FIELDS = {
     PREVOTE: ("last_log_term", "log_length"),
     VOTE: ("last_log_term", "log_length"),
     VOTED: ("granted", "pre_vote"),
-    REPLICATE: ("prev_length", "prev_term", "commit", "terms"),
+    REPLICATE: ("prev_length", "prev_term", "prev_digest", "commit", "terms"),
     REPLICATED: ("success", "match", "retry"),
 }
 
@@ -107,7 +108,8 @@ def encode(message: Message, envelope: Envelope) -> bytes:
         case AppendEntries():
             kind = REPLICATE
             header |= {"prev_length": message.prev_length, "prev_term": message.prev_term,
-                       "commit": message.commit_length, "terms": _term_runs(message.entries)}
+                       "prev_digest": message.prev_digest, "commit": message.commit_length,
+                       "terms": _term_runs(message.entries)}
             if message.entries:
                 lines = b"\n" + b"\n".join(entry.payload or b"" for entry in message.entries)
         case AppendReply():
@@ -159,8 +161,11 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
     if prev_length + len(payloads) > MAX_SEQ:
         raise ProtocolError("the entries run past the largest index")
     entries = tuple(Entry(t, p) for t, p in zip(terms, payloads))
+    digest = _count(header, "prev_digest")
+    if digest >= 1 << 32:
+        raise ProtocolError("'prev_digest' must be a CRC-32")
     return AppendEntries(sender, term, prev_length, _count(header, "prev_term"), entries,
-                         _count(header, "commit")), envelope
+                         _count(header, "commit"), digest), envelope
 
 
 def _term_runs(entries: tuple[Entry, ...]) -> list[list[int]]:

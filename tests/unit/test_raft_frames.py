@@ -19,7 +19,7 @@ MESSAGES = [
     VoteRequest("n1", 4, 3, 10),
     VoteReply("n2", 4, True, False),
     VoteReply("n2", 5, False, True),
-    AppendEntries("n1", 4, 9, 3, (), 9),
+    AppendEntries("n1", 4, 9, 3, (), 9, 0xFFFFFFFF),
     AppendEntries("n1", 4, 9, 3, (Entry(3, encode_entry("a\nb")), Entry(4, None),
                                   Entry(4, KEYED), Entry(4, encode_entry("é"))), 9),
     AppendEntries("n1", 1, 0, 0, (Entry(1, None),), 0),
@@ -61,6 +61,7 @@ def rebuilt(kind: bytes, header: dict, rest: bytes = b"") -> list[bytes]:
     (lambda h: h.update(terms=[[4, 3]]), "counts"),
     (lambda h: h.update(terms=[[0, 4]]), "runs"),
     (lambda h: h.update(terms="4"), "runs"),
+    (lambda h: h.update(prev_digest=1 << 32), "CRC"),
 ])
 def test_a_header_that_encode_would_not_write_is_refused(change, why):
     kind, header, rest = header_of(AppendEntries("n1", 4, 9, 3, (Entry(4, None),) * 4, 9))

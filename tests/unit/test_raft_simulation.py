@@ -18,6 +18,7 @@ from shared.consensus.raft import (
     AppendEntries, AppendReply, Entry, HardState, NotPrimary, PersistedState, PreVoteRequest,
     RaftNode, Role, SafetyViolation, VoteReply, VoteRequest,
 )
+from shared.consensus.raft_log import log_digest
 from tests.support.raft_sim import (
     CRASHY, ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, PRIMARY_HUNTER, STORMY, Faults, elect, first_safety_violation, new_node,
     rejoin_after_isolation, sent, simulate,
@@ -134,6 +135,11 @@ def test_without_pre_vote_a_node_that_was_cut_off_deposes_the_primary_on_return(
 
 # -- Single rules, driven by hand ---------------------------------------------------
 
+def digest_of(*payloads: bytes, term: int = 1) -> int:
+    """The checksum of a log of these payloads, all of ``term``."""
+    return log_digest(Entry(term, payload) for payload in payloads)
+
+
 def vote_request(sender, term, last_log_term=0, log_length=0):
     return VoteRequest(sender, term, last_log_term, log_length)
 
@@ -217,7 +223,7 @@ def test_breaking_that_rule_commits_the_older_entry_by_counting():
 
 def test_a_secondary_commits_only_what_it_has_checked_against_the_primary():
     node = new_node("c", persisted=PersistedState(1, None, (Entry(1, b"x"), Entry(1, b"stale"))))
-    ready = node.step(AppendEntries("a", 2, 1, 1, (), commit_length=5), 0.0)
+    ready = node.step(AppendEntries("a", 2, 1, 1, (), 5, digest_of(b"x")), 0.0)
     assert ready.committed == 1 and ready.messages[0][1].match_length == 1
 
 
@@ -231,15 +237,15 @@ def test_a_late_append_entries_does_not_undo_newer_entries():
 
 def test_a_conflicting_entry_is_truncated_from_the_first_conflict():
     node = new_node("c", persisted=PersistedState(1, None, (Entry(1, b"x"), Entry(1, b"lost"))))
-    ready = node.step(AppendEntries("a", 2, 1, 1, (Entry(2, b"new"),), 0), 0.0)
+    ready = node.step(AppendEntries("a", 2, 1, 1, (Entry(2, b"new"),), 0, digest_of(b"x")), 0.0)
     assert (ready.truncate_from, ready.append) == (1, (Entry(2, b"new"),))
 
 
 def test_truncating_below_the_commit_length_raises():
     node = new_node("c", persisted=PersistedState(1, None, (Entry(1, b"x"), Entry(1, b"y"))))
-    node.step(AppendEntries("a", 1, 2, 1, (), commit_length=2), 0.0)
+    node.step(AppendEntries("a", 1, 2, 1, (), 2, digest_of(b"x", b"y")), 0.0)
     with pytest.raises(SafetyViolation):
-        node.step(AppendEntries("b", 2, 1, 1, (Entry(2, b"z"),), 0), 0.0)
+        node.step(AppendEntries("b", 2, 1, 1, (Entry(2, b"z"),), 0, digest_of(b"x")), 0.0)
 
 
 def test_a_rejection_hints_where_the_primary_should_back_up_to():
@@ -293,7 +299,7 @@ def test_caught_up_by_a_primary_it_counts_as_its_voter_and_votes_again_from_the_
     entries = (Entry(3, None), Entry(3, b"x"))
     partial = node.step(AppendEntries("a", 3, 0, 0, entries[:1], 2), 0.0)
     assert partial.hard_state == HardState(3, None, caught_up=False)
-    ready = node.step(AppendEntries("a", 3, 1, 3, entries[1:], 2), 0.0)
+    ready = node.step(AppendEntries("a", 3, 1, 3, entries[1:], 2, log_digest(entries[:1])), 0.0)
     assert ready.hard_state == HardState(3, "a", caught_up=True)
     later = 3 * ELECTION_TIMEOUT  # out of a's lease
     same_term = VoteRequest("b", 3, last_log_term=3, log_length=2)
@@ -376,3 +382,22 @@ def test_a_reply_claiming_entries_the_primary_never_sent_is_refused_and_changes_
     with pytest.raises(ValueError, match="never sent"):
         node.step(AppendReply("b", 1, success=True, match_length=13), now)
     assert node.match_lengths() == {"b": 0, "c": 0} and node.commit_length == 0
+
+
+def test_an_entry_of_the_right_term_with_other_content_is_found_and_replaced():
+    # A forged frame planted "forged" where the primary holds "real", same index, same term.
+    node = new_node("c", persisted=PersistedState(1, None, (Entry(1, b"x"), Entry(1, b"forged"))))
+    node.step(AppendEntries("a", 1, 1, 1, (), 1, digest_of(b"x")), 0.0)  # commits "x"
+    check = node.step(AppendEntries("a", 1, 2, 1, (), 1, digest_of(b"x", b"real")), 0.0)
+    reply = check.messages[0][1]
+    assert (reply.success, reply.retry_length) == (False, 1)  # the terms agree, the checksums not
+    resent = node.step(AppendEntries("a", 1, 1, 1, (Entry(1, b"real"),), 1, digest_of(b"x")), 0.0)
+    assert (resent.truncate_from, resent.append) == (1, (Entry(1, b"real"),))
+    assert resent.messages[0][1].match_length == 2 and node.log[1] == Entry(1, b"real")
+
+
+def test_a_checksum_that_differs_below_the_commit_length_stops_the_node():
+    node = new_node("c", persisted=PersistedState(1, None, (Entry(1, b"forged"),)))
+    node.step(AppendEntries("a", 1, 1, 1, (), 1, digest_of(b"forged")), 0.0)
+    with pytest.raises(SafetyViolation):
+        node.step(AppendEntries("a", 1, 0, 0, (Entry(1, b"real"),), 1), 0.0)
