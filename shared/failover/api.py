@@ -1,6 +1,7 @@
 """A failover node's HTTP API: append (here or forwarded), read, health, metrics.
 
-Every node serves the same routes whatever its role; ``POST /messages``
+Every node serves the same routes whatever its role (``GET /`` is a small
+page, home.html beside this file, that draws itself from /health); ``POST /messages``
 goes through shared.failover.appends, and every answer to it carries
 ``Served-By``: the node that served it (the primary's name, forwarded or
 not). ``GET /health`` answers 200 in every role and state. Reads are the
@@ -12,50 +13,32 @@ Thread: Waitress workers; they read ``node-io``'s published state only.
 
 from __future__ import annotations
 
-import json
 import time
+from pathlib import Path
 from typing import Iterator
 
 import bottle
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
-from shared.consensus.raft import Role
 from shared.failover.appends import Answer, Appends
 from shared.failover.config import FailoverConfig
 from shared.failover.forwarding import FORWARDED_BY
 from shared.failover.node_io import NodeIo
+from shared.failover.openapi import spec
 from shared.web.append_request import (
     BadRequest, check_content_type, parse_append, parse_idempotency_key, read_body,
 )
 from shared.web.api_token import protect
-from shared.web.http import JSON, LogReads, json_error, json_response, new_app
+from shared.web.http import JSON, LogReads, html_response, json_response, new_app
 from shared.web.metrics import PREFIX, exposition, gauge, new_registry
-from shared.web.openapi import document
 from shared.web.reads import Reads
 
-_HEALTH_SCHEMA = {
-    "type": "object",
-    "required": ["status", "mode", "node", "role", "term", "primary", "committed", "length", "peers"],
-    "properties": {
-        "status": {"type": "string"},
-        "mode": {"type": "string", "enum": ["failover"]},
-        "node": {"type": "string"},
-        "role": {"type": "string", "enum": [role.value for role in Role]},
-        "term": {"type": "integer", "minimum": 0},
-        "primary": {"type": "string", "nullable": True},
-        "committed": {"type": "integer", "minimum": 0},
-        "length": {"type": "integer", "minimum": 0},
-        "peers": {"type": "object"},
-        "elections": {"type": "array"},
-    },
-}
+HOME = (Path(__file__).with_name("home.html")).read_bytes()
 
 
 def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.Bottle:
     token = config.bearer_token
-    spec = document("failover", _HEALTH_SCHEMA, page="nothing yet: the dashboard is the primary's",
-                    bearer=token is not None)
-    app = protect(new_app(spec), token)
+    app = protect(new_app(spec(config.cluster_size, bearer=token is not None)), token)
     messages = node.messages
     reads = Reads(messages, LogReads(config.log_read_slots), config.waiting_read_slots,
                   committed_reads=True)
@@ -100,6 +83,10 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
     @app.get("/metrics")
     def prometheus_metrics():
         return exposition(registry, bottle.request.get_header("Accept", ""))
+
+    @app.get("/")
+    def home():
+        return html_response(HOME)
 
     return app
 

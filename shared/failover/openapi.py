@@ -1,0 +1,93 @@
+"""A failover node's OpenAPI document: appends (here or forwarded), reads with
+``committed``, health.
+
+The append's description is shared.web.append_openapi's, with this mode's
+answers: 503 "no primary", and the 502 and 504 of a forward whose fate is
+unknown. ``python -m shared.failover.openapi`` prints the copy kept in
+``docs/openapi/failover.json`` (three nodes).
+
+Pure; thread: any.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from shared.consensus.raft import Role
+from shared.failover.config import FailoverConfig
+from shared.web.append_openapi import APPEND_RESULT, append_operation, append_request_schema
+from shared.web.openapi import DOCUMENTED_BEARER, document, error_response_object, print_document
+
+#: The cluster ``docs/openapi/failover.json`` describes.
+DOCUMENTED_CLUSTER_SIZE = 3
+
+_PEER = {
+    "type": "object",
+    "properties": {
+        "endpoint": {"type": "string"},
+        "last_heard_s_ago": {"type": "number", "nullable": True},
+        "match_length": {"type": "integer", "nullable": True,
+                         "description": "on the primary: the Raft entries this peer is known to hold"},
+    },
+}
+_HEALTH = {
+    "type": "object",
+    "required": ["status", "mode", "node", "role", "term", "primary", "committed", "length", "peers"],
+    "properties": {
+        "status": {"type": "string"},
+        "mode": {"type": "string", "enum": ["failover"]},
+        "node": {"type": "string"},
+        "role": {"type": "string", "enum": [role.value for role in Role]},
+        "term": {"type": "integer", "minimum": 0},
+        "primary": {"type": "string", "nullable": True,
+                    "description": "the primary this node follows, its own name on the primary, "
+                                   "null during an election"},
+        "committed": {"type": "integer", "minimum": 0, "description": "committed messages"},
+        "length": {"type": "integer", "minimum": 0, "description": "messages held"},
+        "bad_frames": {"type": "integer", "minimum": 0},
+        "replication_endpoint": {"type": "string", "nullable": True},
+        "peers": {"type": "object", "additionalProperties": _PEER},
+        "elections": {
+            "type": "array",
+            "items": {"type": "object", "properties": {
+                "term": {"type": "integer"}, "primary": {"type": "string"}, "at": {"type": "string"}}},
+        },
+    },
+}
+_COMMITTED = {
+    "name": "committed",
+    "in": "query",
+    "required": False,
+    "description": "true: only the committed prefix, which no failover rolls back",
+    "schema": {"type": "string", "enum": ["true", "false"]},
+}
+_FORWARD_FAILED = {
+    "502": error_response_object("forwarded to the primary, which did not answer: the append's "
+                                 "fate is unknown (retry with the same Idempotency-Key)"),
+}
+
+
+def spec(cluster_size: int = DOCUMENTED_CLUSTER_SIZE, bearer: bool = DOCUMENTED_BEARER) -> dict:
+    """The document of a node in a failover cluster of ``cluster_size``; ``bearer``: with an API token."""
+    assembled = copy.deepcopy(document(
+        "failover",
+        _HEALTH,
+        page="This node's role, term, primary, and committed length",
+        post_messages=append_operation(
+            FailoverConfig.idempotency_keys,
+            "no primary (an election is under way, or the primary cannot be reached: nothing "
+            "appended), overloaded, or with an id: the primary stepped down or stopped while the "
+            "append waited (appended, fate unknown)",
+            _FORWARD_FAILED),
+        schemas={"AppendRequest": append_request_schema(cluster_size, FailoverConfig.max_batch_messages),
+                 "AppendResult": APPEND_RESULT},
+        bearer=bearer,
+    ))
+    del assembled["paths"]["/health"]["get"]["responses"]["503"]  # 200 in every role and state
+    reads = assembled["paths"]["/messages"]["get"]
+    reads["parameters"] = [*reads.get("parameters", []), _COMMITTED]
+    return assembled
+
+
+if __name__ == "__main__":
+    print_document(spec())
