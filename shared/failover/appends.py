@@ -98,7 +98,7 @@ class Appends:
         if proposal.ended == CONFLICT:
             return Answer(409, {"error": "this Idempotency-Key was used for a different message",
                                 **ids}, outcome="bad_request")
-        acked_by = proposal.acked_by if released else []
+        acked_by = proposal.acked_by if released else proposal.holders
         body = {**ids, "w": request.w, "acks": len(acked_by), "acked_by": acked_by}
         if proposal.duplicate:
             body["duplicate"] = True

@@ -82,7 +82,9 @@ class Proposal:
         self.first_id: int | None = None
         self.last_index = -1  # the Raft index of its last entry
         self.duplicate = False
-        self.acked_by: list[str] = []
+        self.acked_by: list[str] = []  # who held it when released
+        #: Who holds it, as of node-io's last look: what a 504 reports. Replaced, never changed.
+        self.holders: list[str] = []
         self.ended: str | None = None  # one of the reasons above, if it was not met
         self._lock = threading.Lock()
         self._abandoned = False
@@ -269,7 +271,7 @@ class NodeIo(IoThread):
 
     def _close(self) -> None:
         for proposal in self._waiting:
-            proposal.release([], STOPPING)
+            proposal.release(proposal.holders, STOPPING)
         while not self._proposals.empty():
             self._proposals.get().release([], NOT_PRIMARY)
         if self._links is not None:
@@ -415,7 +417,7 @@ class NodeIo(IoThread):
         node = self._node
         if node.role is not Role.PRIMARY:
             for proposal in self._waiting:
-                proposal.release([], STEPPED_DOWN)
+                proposal.release(proposal.holders, STEPPED_DOWN)
             self._waiting = []
             return
         matched = node.match_lengths()
@@ -427,6 +429,7 @@ class NodeIo(IoThread):
                                                   if length > proposal.last_index]
             # w >= majority promises survival: that is the commit (Raft §5.4.2),
             # which for a replayed entry of an older term may come later.
+            proposal.holders = holders
             met = len(holders) >= proposal.w and (proposal.w < self._majority
                                                   or node.commit_length > proposal.last_index)
             if met:

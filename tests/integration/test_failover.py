@@ -104,6 +104,8 @@ def test_killing_the_primary_three_times_under_load_loses_no_majority_write(make
     violations = check_failover(history, committed.snapshots, final, MAJORITY,
                                 snapshots=lists.snapshots, committed_final=committed_final)
     assert violations == [], violations
+    from collections import Counter
+    print("\nSTATS kill", terms, leaders, Counter((c.w, c.outcome, c.status) for c in history.calls), len(final["n1"]))
     assert terms == sorted(set(terms)), f"each new primary has a higher term: {terms}"
     assert all(a != b for a, b in zip(leaders, leaders[1:])), leaders
     for w in (1, 2, "all"):
@@ -137,6 +139,7 @@ def test_an_isolated_primary_steps_down_and_its_lone_w1_write_is_truncated(make_
 
     down = wait_role(cluster, old, lambda h: h["role"] != "primary", 5 * timeout, "to step down")
     stepped_down_after = time.monotonic() - isolated_at
+    print("\nSTATS stepped down after", stepped_down_after)
     assert stepped_down_after < 3 * timeout, f"it stepped down {stepped_down_after:.2f}s after the cut"
     assert down["term"] == old_term, down
     others = cluster.secondaries(old)
@@ -220,6 +223,8 @@ def test_committed_reads_never_show_what_a_failover_rolls_back(make_failover):
     assert violations == [], violations
     held = set(final[old])
     rolled_back = {c.message for c in acknowledged(history, 1) if c.message not in held}
+    from collections import Counter
+    print("\nSTATS committed", len(rolled_back), Counter((c.w, c.outcome, c.status) for c in history.calls), len(final[old]), {n: len(v) for n, v in committed.snapshots.items()})
     assert rolled_back, "the isolated primary acknowledged w=1 writes that were then rolled back"
     assert all(c.served_by == old for c in acknowledged(history, 1) if c.message in rolled_back)
     shown_by_old = {m for _, snapshot in lists.snapshots[old] for m in snapshot}

@@ -1,0 +1,168 @@
+"""A failover cluster inside the test process: three nodes over inproc, their apps
+through WebTest. Elections, appends, committed reads, keys and the document."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+
+import pytest
+import webtest
+import zmq
+
+from shared.failover.api import make_app
+from shared.failover.appends import Appends
+from shared.failover.config import FailoverConfig, Peer
+from shared.failover.node_io import NodeIo
+from shared.failover.openapi import spec
+from shared.failover.storage import RaftStorage
+from shared.runtime.config import DelayRange
+from shared.wire.curve import PLAIN
+from tests.support.waiting import wait_until
+
+NAMES = ("n1", "n2", "n3")
+
+
+class Node:
+    def __init__(self, ctx, config: FailoverConfig, stands_at_once: bool) -> None:
+        self.config = config
+        self.io = NodeIo(ctx, config, RaftStorage(config.data_dir, config.fsync, config.idempotency_keys),
+                         PLAIN, stands_at_once)
+        self.app = webtest.TestApp(make_app(config, self.io, Appends(config, self.io)))
+        self.io.start()
+
+    def post(self, body: dict, status="*", headers=None):
+        return self.app.post("/messages", json.dumps(body).encode(), headers=headers or {},
+                             content_type="application/json", status=status, expect_errors=True)
+
+    def health(self) -> dict:
+        return self.app.get("/health").json
+
+
+class Cluster:
+    def __init__(self, ctx, tmp_path, running=NAMES, **settings) -> None:
+        run = uuid.uuid4().hex
+        peers = tuple(Peer(name, f"inproc://{name}-{run}") for name in NAMES)
+        self.nodes: dict[str, Node] = {}
+        for name in running:
+            (tmp_path / name).mkdir()
+            config = dataclasses.replace(
+                FailoverConfig(), node_name=name, peers=peers, data_dir=str(tmp_path / name),
+                replication_bind=peers[NAMES.index(name)].endpoint, election_timeout=0.3,
+                heartbeat_interval=0.05, advertised_url=f"http://{name}:8000", **settings)
+            self.nodes[name] = Node(ctx, config, stands_at_once=name == "n1")
+
+    def primary(self) -> Node:
+        def elected():
+            roles = [n for n in self.nodes.values() if n.health()["role"] == "primary"]
+            return roles[0] if len(roles) == 1 and all(
+                n.health()["primary"] == roles[0].config.node_name for n in self.nodes.values()) else None
+        return wait_until(elected, 10, what="one primary that every node follows")
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.io.stop()
+
+
+@pytest.fixture
+def ctx():
+    context = zmq.Context()
+    context.linger = 0
+    yield context
+    context.term()
+
+
+@pytest.fixture
+def cluster(ctx, tmp_path):
+    nodes = Cluster(ctx, tmp_path)
+    yield nodes
+    nodes.stop()
+
+
+def test_the_node_that_stands_at_once_is_elected_and_every_node_follows_it(cluster):
+    primary = cluster.primary()
+    assert primary.config.node_name == "n1"
+    for node in cluster.nodes.values():
+        health = node.health()
+        assert (health["mode"], health["term"], health["primary"]) == ("failover", 1, "n1")
+
+
+def test_appends_get_ids_from_0_with_no_gap_and_reach_every_node(cluster):
+    primary = cluster.primary()
+    answers = [primary.post({"message": f"m{n}", "w": 3}) for n in range(3)]
+    assert [(a.status_int, a.json["id"], a.json["acks"]) for a in answers] == [(201, n, 3) for n in range(3)]
+    assert all(a.headers["Served-By"] == "n1" for a in answers)
+    batch = primary.post({"messages": ["b0", "b1"], "w": "majority"})
+    assert (batch.status_int, batch.json["first_id"], batch.json["last_id"]) == (201, 3, 4)
+    expected = ["m0", "m1", "m2", "b0", "b1"]
+    for node in cluster.nodes.values():
+        wait_until(lambda: node.app.get("/messages?committed=true").json["messages"] == expected, 5,
+                   what=f"{node.config.node_name}'s committed messages")
+        assert node.app.get("/messages").json["messages"] == expected
+        assert node.health()["committed"] == 5
+
+
+def test_a_replayed_key_gets_the_original_id_and_another_message_under_it_409(cluster):
+    primary = cluster.primary()
+    first = primary.post({"message": "once", "w": 2}, headers={"Idempotency-Key": "k-1"})
+    again = primary.post({"message": "once", "w": 2}, headers={"Idempotency-Key": "k-1"})
+    other = primary.post({"message": "twice", "w": 2}, headers={"Idempotency-Key": "k-1"})
+    assert (first.status_int, again.status_int, again.json["id"], again.json["duplicate"]) == (201, 200, 0, True)
+    assert (other.status_int, other.json["id"]) == (409, 0)
+    assert primary.app.get("/messages").json["messages"] == ["once"]
+
+
+def test_committed_reads_take_only_true_or_false(cluster):
+    node = cluster.nodes["n2"]
+    assert node.app.get("/messages?committed=false").json == {"messages": []}
+    bad = node.app.get("/messages?committed=yes", expect_errors=True)
+    assert bad.status_int == 400 and "'committed' must be true or false" in bad.json["error"]
+
+
+def test_the_served_document_describes_exactly_the_routes(cluster):
+    app = cluster.nodes["n1"].app
+    document = app.get("/openapi.json").json
+    assert document == spec(cluster_size=3, bearer=False)
+    served = {(route.method.lower(), route.rule) for route in app.app.routes}
+    assert {(m, path) for path, item in document["paths"].items() for m in item} == served
+
+
+def test_without_a_majority_there_is_no_primary_and_appends_get_503_at_once(ctx, tmp_path):
+    alone = Cluster(ctx, tmp_path, running=("n2",))
+    try:
+        node = alone.nodes["n2"]
+        answer = node.post({"message": "m", "w": 1})
+        assert answer.status_int == 503 and answer.headers["Retry-After"] == "1"
+        assert answer.json["error"].startswith("no primary: ") and "id" not in answer.json
+        health = node.health()
+        assert health["primary"] is None and health["role"] in ("secondary", "pre-candidate")
+        assert node.app.get("/messages").json == {"messages": []}
+    finally:
+        alone.stop()
+
+
+def test_a_write_concern_that_cannot_be_met_times_out_with_its_id(ctx, tmp_path):
+    two = Cluster(ctx, tmp_path, running=("n1", "n2"))
+    try:
+        primary = two.primary()
+        assert primary.post({"message": "two", "w": 2}).status_int == 201
+        late = primary.post({"message": "three", "w": 3, "timeout": 0.3})
+        assert (late.status_int, late.json["id"], late.json["acks"]) == (504, 1, 2)
+    finally:
+        two.stop()
+
+
+def test_replication_delay_holds_entries_back_but_not_the_heartbeats(ctx, tmp_path):
+    slow = Cluster(ctx, tmp_path, replication_delay=DelayRange(1.0, 1.0))
+    try:
+        primary = slow.primary()
+        assert primary.post({"message": "quick", "w": 1}).status_int == 201
+        lagging = slow.nodes["n3"]
+        assert lagging.app.get("/messages").json == {"messages": []}  # held back for a second
+        assert lagging.health()["primary"] == "n1"  # heartbeats were not: it follows, no election
+        wait_until(lambda: lagging.app.get("/messages").json["messages"] == ["quick"], 5,
+                   what="the delayed entry")
+        assert lagging.health()["term"] == 1
+    finally:
+        slow.stop()
