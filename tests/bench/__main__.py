@@ -88,6 +88,7 @@ def main(argv: list[str]) -> int:
         "tailing": results.tailing.to_json(),
         "catch_up": [point.to_json() for point in results.catch_up],
         "durability": results.durability.to_json(),
+        "failover": results.failover.to_json(),
         "metrics_cost": results.metrics_cost.to_json(),
         "charts": {name: path.name for name, path in drawn.items()},
         "targets": [target.to_json() for target in targets],

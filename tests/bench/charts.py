@@ -6,7 +6,9 @@
 - ``latency``: p50 and p99 of every wrk run, and of the tailing reader
   (from an append's answer to the reader), on a logarithmic axis;
 - ``catch-up``: how long a secondary restarted empty takes to hold the
-  whole log, against the log's length, and how much of it is the transfer.
+  whole log, against the log's length, and how much of it is the transfer;
+- ``failover``: per kill -9 of a failover cluster's primary, the time to
+  the next primary's first ``201``, with the goals marked.
 
 matplotlib draws them through its object interface, without pyplot: a
 ``Figure`` saved to a PNG file is rendered by the Agg backend, and no
@@ -24,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
 from tests.bench import catch_up, tailing
-from tests.bench.report import THROUGHPUT_GOAL_PERCENT
+from tests.bench.report import FAILOVER_MAX_GOAL_S, FAILOVER_MEDIAN_GOAL_S, THROUGHPUT_GOAL_PERCENT
 from tests.bench.scenarios import CONNECTIONS, DURABLE_LABEL, DURABLE_WS, MESSAGE_BYTES, Plan, Results
 
 SIZE_IN = (9, 5)
@@ -39,7 +41,8 @@ def write(results: Results, plan: Plan, machine: dict, folder: Path, prefix: str
                 f"load average {machine['load_average_1m']} before the run"
                 + (" (smoke: indicative only)" if plan.mode == "smoke" else ""))
     written = {}
-    for name, draw in (("throughput", _throughput), ("latency", _latency), ("catch-up", _catch_up)):
+    for name, draw in (("throughput", _throughput), ("latency", _latency), ("catch-up", _catch_up),
+                       ("failover", _failover)):
         figure = Figure(figsize=SIZE_IN, dpi=DPI)
         draw(figure.subplots(), results)
         figure.text(0.99, 0.01, subtitle, ha="right", va="bottom", fontsize=8, color="dimgray")
@@ -134,3 +137,21 @@ def _catch_up(axes, results: Results) -> None:
     axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     axes.legend(fontsize=8, loc="upper left")
     axes.grid(alpha=0.3)
+
+
+def _failover(axes, results: Results) -> None:
+    kills = results.failover.kills
+    numbers = range(1, len(kills) + 1)
+    bars = axes.bar(numbers, [kill.recovery_s for kill in kills], color="tab:blue")
+    axes.bar_label(bars, labels=[f"{kill.recovery_s:.2f} s\n{kill.new_primary}" for kill in kills],
+                   fontsize=7)
+    for goal, label, style in ((FAILOVER_MEDIAN_GOAL_S, "goal: median", "--"),
+                               (FAILOVER_MAX_GOAL_S, "goal: max", ":")):
+        axes.axhline(goal, color="tab:red", linestyle=style, linewidth=1, label=f"{label} {goal:g} s")
+    axes.set_xlabel("kill -9 of the primary (the bar names the node elected next)")
+    axes.set_ylabel("seconds to the next primary's first 201")
+    axes.set_title("Failover: time to recover per kill, three nodes, default timeouts, w=majority load")
+    axes.set_xticks(list(numbers))
+    axes.set_ylim(0, max([FAILOVER_MAX_GOAL_S, *(kill.recovery_s for kill in kills)]) * 1.3)
+    axes.legend(fontsize=8, loc="upper right")
+    axes.grid(alpha=0.3, axis="y")

@@ -80,6 +80,27 @@ class Failover:
 
 
 @dataclass(frozen=True)
+class FailoverNodes:
+    """The cluster's processes, by name; ``nodes`` as tests.bench.consistency reads them."""
+
+    nodes: list[Node]
+
+    @property
+    def primary(self) -> Node:
+        """The node named primary: a fresh cluster's first primary (it stands at once)."""
+        return self["primary"]
+
+    def __getitem__(self, name: str) -> Node:
+        return next(node for node in self.nodes if node.name == name)
+
+    def items(self):
+        return ((node.name, node) for node in self.nodes)
+
+    def values(self) -> list[Node]:
+        return self.nodes
+
+
+@dataclass(frozen=True)
 class _Answer:
     message: str
     at: float
@@ -91,7 +112,7 @@ class _Answer:
 class _Writers:
     """Threads that append ``w=majority`` to the nodes that are up, and keep every answer."""
 
-    def __init__(self, cluster: dict[str, Node]) -> None:
+    def __init__(self, cluster: FailoverNodes) -> None:
         self._cluster = cluster
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -139,6 +160,10 @@ class _Writers:
 def run(log_dir: Path, kills: int = 10) -> Failover:
     with failover_cluster(log_dir) as cluster:
         primary = wait_for_primary(cluster)
+        # Every node caught up once: before that, a node started empty votes only
+        # for an empty log (README: replacing a node), and a kill could stall the
+        # cluster until the first primary returns.
+        _wait(lambda: _caught_up(cluster), CONVERGENCE_TIMEOUT_S, "every node to follow the primary")
         done: list[Kill] = []
         with _Writers(cluster) as writers:
             for _ in range(kills):
@@ -159,20 +184,20 @@ def run(log_dir: Path, kills: int = 10) -> Failover:
 
 
 @contextmanager
-def failover_cluster(log_dir: Path) -> Iterator[dict[str, Node]]:
+def failover_cluster(log_dir: Path) -> Iterator[FailoverNodes]:
     """Three failover nodes, ``primary`` first to stand; stopped when the block ends."""
     log_dir.mkdir(parents=True, exist_ok=True)
     for attempt in itertools.count(1):
         replication = dict(zip(NAMES, _free_ports(len(NAMES))))
         peers = ",".join(f"{name}=tcp://127.0.0.1:{port}" for name, port in replication.items())
-        cluster = {
-            name: Node("primary" if name == "primary" else "secondary", name, log_dir, {
+        cluster = FailoverNodes([
+            Node("primary" if name == "primary" else "secondary", name, log_dir, {
                 "PEERS": peers, "REPLICATION_BIND": f"tcp://127.0.0.1:{replication[name]}",
                 "ADVERTISED_URL": "http://127.0.0.1:0", "HTTP_THREADS": str(nodes.HTTP_THREADS),
                 **nodes.durable_env(log_dir, f"{name}-{attempt}"),
             })
             for name in NAMES
-        }
+        ])
         try:
             for node in cluster.values():
                 node.start()
@@ -189,7 +214,7 @@ def failover_cluster(log_dir: Path) -> Iterator[dict[str, Node]]:
         _stop(cluster)
 
 
-def wait_for_primary(cluster: dict[str, Node]) -> str:
+def wait_for_primary(cluster: FailoverNodes) -> str:
     def primary() -> str | None:
         roles = {name: _health(node) for name, node in cluster.items() if node.running}
         return next((name for name, h in roles.items() if h and h["role"] == "primary"), None)
@@ -197,13 +222,13 @@ def wait_for_primary(cluster: dict[str, Node]) -> str:
     return _wait(primary, RECOVERY_DEADLINE_S, "a primary")
 
 
-def _caught_up(cluster: dict[str, Node]) -> bool:
+def _caught_up(cluster: FailoverNodes) -> bool:
     healths = [_health(node) for node in cluster.values()]
     return all(healths) and len({(h["term"], h["primary"], h["committed"]) for h in healths}) == 1 \
         and all(h["primary"] for h in healths)
 
 
-def _converged(cluster: dict[str, Node]) -> dict[str, list[str]]:
+def _converged(cluster: FailoverNodes) -> dict[str, list[str]]:
     def lists():
         committed = {name: _messages(node, committed=True) for name, node in cluster.items()}
         held = {name: _messages(node) for name, node in cluster.items()}
@@ -256,7 +281,7 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _stop(cluster: dict[str, Node]) -> None:
+def _stop(cluster: FailoverNodes) -> None:
     for node in cluster.values():
         if node.running:
             try:

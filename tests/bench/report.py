@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.bench import catch_up, metrics_cost, paging, tailing
+from tests.bench import catch_up, failover, metrics_cost, paging, tailing
 from tests.bench.durability import SOURCE, Durability
 from tests.bench.scenarios import (
-    BATCH_MESSAGES, CONNECTIONS, DURABLE_LABEL, DURABLE_WS, PIPELINE_DELAY_S, Plan, Results, Run,
+    BATCH_MESSAGES, CONNECTIONS, DURABLE_LABEL, DURABLE_WS, FAILOVER_LABEL, FAILOVER_W,
+    PIPELINE_DELAY_S, Plan, Results, Run,
 )
 
 MB = 1_000_000
@@ -39,6 +40,11 @@ TAIL_GOAL_P99_MS = 50.0
 PAGE_GOAL_MS = 5.0
 #: /metrics, recording and scraping, as a share of the primary's CPU per request: a ceiling, in %.
 METRICS_GOAL_PERCENT = 3.0
+#: From kill -9 of a failover cluster's primary to the first 201 of the next: ceilings, in seconds.
+FAILOVER_MEDIAN_GOAL_S = 2.0
+FAILOVER_MAX_GOAL_S = 3.0
+#: A failover cluster's w=3 throughput against the durable fixed-role one: a floor, in %.
+FAILOVER_THROUGHPUT_GOAL_PERCENT = 95
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ def targets(results: Results) -> list[Target]:
     found.append(Target(f"batches ({batches.label}), messages/s", batches.load.messages_per_s,
                         BATCHES_GOAL_MESSAGES_PER_S, "msg/s", at_most=False))
     return (found + _tailing_targets(results.tailing) + [_paging_target(results.durability.ready.pages)]
-            + _metrics_targets(results) + _durability_targets(results))
+            + _metrics_targets(results) + _durability_targets(results) + _failover_targets(results))
 
 
 def _tailing_targets(tail: tailing.Tailing) -> list[Target]:
@@ -143,6 +149,22 @@ def _durability_targets(results: Results) -> list[Target]:
     return found
 
 
+def _failover_targets(results: Results) -> list[Target]:
+    kills = results.failover
+    fixed = results.run("durable", DURABLE_LABEL.format(w=FAILOVER_W)).load.requests_per_s
+    found = [Target(f"failover w={FAILOVER_W}, % of fixed-role durable w={FAILOVER_W} req/s",
+                    _percent(results.run("failover", FAILOVER_LABEL).load.requests_per_s, fixed),
+                    FAILOVER_THROUGHPUT_GOAL_PERCENT, "%", at_most=False)]
+    if kills.kills:
+        found += [
+            Target(f"kill -9 of the primary to the next one's first 201, median of {len(kills.kills)}",
+                   kills.median_s, FAILOVER_MEDIAN_GOAL_S, "s", at_most=True),
+            Target(f"kill -9 of the primary to the next one's first 201, max of {len(kills.kills)}",
+                   kills.max_s, FAILOVER_MAX_GOAL_S, "s", at_most=True),
+        ]
+    return found
+
+
 def checks(results: Results) -> list[Check]:
     found = []
     for run in [*results.runs, results.large_log.load]:
@@ -165,6 +187,9 @@ def checks(results: Results) -> list[Check]:
         found.append(Check(f"catch-up ({point.messages:,} messages): {catch_up.RESTARTED} restarted "
                            "empty holds the primary's list, every node equal, no duplicates",
                            point.ok, _catch_up_problem(point)))
+    kills = results.failover
+    found.append(Check(f"failover ({len(kills.kills)} kills): every acknowledged append on every node, "
+                       "once, at its id", not kills.problems, "; ".join(kills.problems[:5])))
     return found + _durability_checks(results.durability)
 
 
@@ -219,6 +244,7 @@ def table(plan: Plan, machine: dict, results: Results, found_targets: list[Targe
         _catch_up_line(results.catch_up),
         _metrics_line(results),
         *_durability_lines(results.durability),
+        _failover_line(results.failover),
         "",
         "targets" + (" (smoke mode: indicative only, never asserted)" if plan.mode == "smoke" else ""),
     ]
@@ -268,6 +294,15 @@ def _tailing_line(tail: tailing.Tailing) -> str:
 def _catch_up_line(points: list[catch_up.CatchUp]) -> str:
     return (f"catch-up: {catch_up.RESTARTED} restarted empty held the primary's "
             + ", ".join(_catch_up_text(point) for point in points))
+
+
+def _failover_line(kills: failover.Failover) -> str:
+    if not kills.kills:
+        return "failover: no kill was measured"
+    return (f"failover: {len(kills.kills)} kills of the primary under w=majority load; from the kill to "
+            f"the next primary's first 201: median {kills.median_s:.2f} s, max {kills.max_s:.2f} s ("
+            + ", ".join(f"{k.recovery_s:.2f}" for k in kills.kills)
+            + f"); {kills.acknowledged:,} appends acknowledged")
 
 
 def _metrics_line(results: Results) -> str:

@@ -9,8 +9,9 @@ messages per POST); a large log (load it, time GET /messages, read the
 memory); tailing (tests.bench.tailing); catch-up (tests.bench.catch_up);
 the durability scenarios of tests.bench.durability (a primary's start on a
 large DATA_DIR, with the paged reads of tests.bench.paging on it, an
-in-memory primary's recovery); and what recording an append in the
-metrics costs. Every cluster is fresh, so a scenario's delays, log size
+in-memory primary's recovery); the failover cluster's w=3 throughput,
+beside the durable fixed-role one, and its kills (tests.bench.failover);
+and what recording an append in the metrics costs. Every cluster is fresh, so a scenario's delays, log size
 and data are its own, and every load on a cluster ends with the
 consistency check. Every wrk run also notes the CPU time per request of
 the process it loads.
@@ -26,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench import catch_up, durability, metrics_cost, nodes, tailing, wrk
+from tests.bench import catch_up, durability, failover, metrics_cost, nodes, tailing, wrk
 from tests.bench.consistency import Consistency, wait_for_convergence
 from tests.support.http import request
 from tests.support.processes import Cluster, Node
@@ -45,6 +46,9 @@ CONVERGENCE_TIMEOUT_S = 60.0
 #: The write concerns measured with DATA_DIR, each against the in-memory run at the same w.
 DURABLE_WS = (1, 3)
 DURABLE_LABEL = "w={w}, DATA_DIR, FSYNC=always"
+#: The failover cluster's throughput run: against the durable fixed-role run at the same w.
+FAILOVER_W = 3
+FAILOVER_LABEL = f"w={FAILOVER_W}, failover (PEERS), DATA_DIR, FSYNC=always"
 #: Seconds between progress lines while the large log loads.
 PROGRESS_EVERY_S = 15
 
@@ -64,13 +68,15 @@ class Plan:
     tail_samples: int
     #: The log lengths a secondary restarted empty catches up with, ascending.
     catch_up_lengths: tuple[int, ...]
+    #: Times the failover scenario kills the primary.
+    failover_kills: int
 
 
 # Even a primary as slow as 60 appends/s loads its 100,000 messages in time.
 FULL = Plan("full", load_seconds=8, log_messages=100_000, read_repeats=7, log_load_timeout_s=1800,
-            tail_samples=2_000, catch_up_lengths=(25_000, 50_000, 100_000, 200_000))
+            tail_samples=2_000, catch_up_lengths=(25_000, 50_000, 100_000, 200_000), failover_kills=10)
 SMOKE = Plan("smoke", load_seconds=1, log_messages=2_000, read_repeats=3, log_load_timeout_s=60,
-             tail_samples=100, catch_up_lengths=(5_000, 10_000))
+             tail_samples=100, catch_up_lengths=(5_000, 10_000), failover_kills=2)
 
 
 @dataclass
@@ -127,6 +133,7 @@ class Results:
     tailing: tailing.Tailing
     catch_up: list[catch_up.CatchUp]
     durability: durability.Durability
+    failover: failover.Failover
     metrics_cost: metrics_cost.MetricsCost
 
     def run(self, scenario: str, label: str) -> Run:
@@ -144,16 +151,17 @@ class Bench:
     def run_all(self) -> Results:
         baseline = self.baseline()
         throughput, (scrape_us, scrape_bytes) = self.throughput()
-        runs = [baseline, *throughput, *self.durable_throughput(), self.curve(),
-                self.pipelining(), self.w1_under_delay(), self.batches()]
+        runs = [baseline, *throughput, *self.durable_throughput(), self.failover_throughput(),
+                self.curve(), self.pipelining(), self.w1_under_delay(), self.batches()]
         large_log = self.large_log()
         tail = self.tailing_latency()
         catching_up = self.catch_up_times()
         start_ups = self.start_ups()
+        kills = self.failover_kills()
         # Last, with no cluster left running to compete with this process.
         self._say("metrics-cost: timing PrimaryMetrics.record_append in this process")
         cost = metrics_cost.MetricsCost(metrics_cost.record_us(), scrape_us, scrape_bytes)
-        return Results(runs, large_log, tail, catching_up, start_ups, cost)
+        return Results(runs, large_log, tail, catching_up, start_ups, kills, cost)
 
     def baseline(self) -> Run:
         with nodes.baseline(self._logs("baseline")) as app:
@@ -171,6 +179,18 @@ class Bench:
     def durable_throughput(self) -> list[Run]:
         with nodes.cluster(self._logs("durable"), durable=True) as cluster:
             return [self._measure(cluster, "durable", DURABLE_LABEL.format(w=w), w) for w in DURABLE_WS]
+
+    def failover_throughput(self) -> Run:
+        with failover.failover_cluster(self._logs("failover-throughput")) as cluster:
+            elected = failover.wait_for_primary(cluster)
+            if elected != "primary":  # it stands first on a fresh cluster: the load goes to it
+                raise RuntimeError(f"a fresh failover cluster elected {elected}, not primary")
+            return self._measure(cluster, "failover", FAILOVER_LABEL, FAILOVER_W)
+
+    def failover_kills(self) -> failover.Failover:
+        self._say(f"failover: kill -9 of the primary, {self.plan.failover_kills} times, under "
+                  f"w=majority load")
+        return failover.run(self._logs("failover"), self.plan.failover_kills)
 
     def curve(self) -> Run:
         with nodes.cluster(self._logs("curve"), curve=True) as cluster:
@@ -238,7 +258,8 @@ class Bench:
                                 convergence_timeout_s=CONVERGENCE_TIMEOUT_S, say=self._say),
         )
 
-    def _measure(self, cluster: Cluster, scenario: str, label: str, w: int, batch: int = 1) -> Run:
+    def _measure(self, cluster: Cluster | failover.FailoverNodes, scenario: str, label: str, w: int,
+                 batch: int = 1) -> Run:
         self._say(f"{scenario}: {label}, {self.plan.load_seconds} s")
         before = nodes.log_length(cluster.primary)
         tag = f"{scenario}-w{w}"
