@@ -61,10 +61,12 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
     @app.get("/health")
     def health():
         state = node.state
+        # Open to every origin: the dashboard served by one node reads the others'.
         return json_response(200, {
             "status": "ok" if node.running else "stopping",
             "mode": "failover",
             "node": config.node_name,
+            "url": node.public_url,
             "role": state.role.value,
             "term": state.term,
             "primary": state.primary,
@@ -72,13 +74,13 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
             "length": state.length,
             "bad_frames": state.bad_frames,
             "replication_endpoint": node.endpoint,
-            "peers": {name: {"endpoint": peer.endpoint, "last_heard_s_ago": peer.last_heard_s_ago,
-                             "match_length": peer.match_length}
+            "peers": {name: {"endpoint": peer.endpoint, "url": peer.url,
+                             "last_heard_s_ago": peer.last_heard_s_ago, "match_length": peer.match_length}
                       for name, peer in state.peers.items()},
             "elections": [{"term": e.term, "primary": e.primary,
                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at))}
                           for e in state.elections],
-        })
+        }, {"Access-Control-Allow-Origin": "*"})
 
     @app.get("/metrics")
     def prometheus_metrics():

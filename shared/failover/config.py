@@ -86,6 +86,12 @@ class FailoverConfig(NodeConfig):
         derive=lambda above: f"http://{above['node_name']}:{above['http_port']}",
         shown_default="http://NODE_NAME:HTTP_PORT",
     )
+    public_url: str = setting(
+        "PUBLIC_URL", "", http_url,
+        "this node's HTTP address as clients and browsers reach it: the dashboard of every "
+        "node links to it, and falls back on it; a port 0 stands for the port HTTP bound",
+        derive=lambda above: above["advertised_url"], shown_default="ADVERTISED_URL",
+    )
     election_timeout: float = setting(
         "ELECTION_TIMEOUT", "1", number(0.05, 3600.0),
         "seconds: a secondary that hears no primary for a random time in [T, 2T] stands "

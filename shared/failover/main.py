@@ -11,7 +11,7 @@ Thread: main. ``run_role`` starts ``node-io`` and then runs Waitress's loop.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import zmq
 
@@ -52,14 +52,5 @@ def build(config: FailoverConfig, ctx: zmq.Context, stands_at_once: bool) -> Ser
         bound=lambda: {"replication": node.endpoint},
         detail=f"failover mode, term {node.state.term}, {node.state.length} messages, peers: {peers}",
         max_body_bytes=config.max_body_bytes,
-        http_bound=lambda address: node.set_advertised_url(
-            _with_bound_port(config.advertised_url, address)),
+        http_bound=lambda address: node.set_bound_port(urlsplit(address).port),
     )
-
-
-def _with_bound_port(advertised: str, bound: str) -> str:
-    """ADVERTISED_URL, with a port 0 replaced by the port HTTP bound."""
-    parts = urlsplit(advertised)
-    if parts.port != 0:
-        return advertised
-    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{urlsplit(bound).port}"))

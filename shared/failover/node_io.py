@@ -20,7 +20,7 @@ A failed write, or a rule of Raft's about to break (SafetyViolation), ends
 the thread, and the node stops (shared.service): the core has moved on in
 memory, and a node that cannot keep what it promised must not answer.
 
-Thread: ``propose``, ``state`` and ``set_advertised_url`` from any thread;
+Thread: ``propose``, ``state`` and ``set_bound_port`` from any thread;
 everything else on ``node-io`` only.
 """
 
@@ -34,6 +34,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit, urlunsplit
 
 import zmq
 
@@ -128,6 +129,7 @@ class Proposal:
 @dataclass(frozen=True)
 class PeerView:
     endpoint: str
+    url: str | None  # its PUBLIC_URL, once heard from
     last_heard_s_ago: float | None
     match_length: int | None  # on the primary: entries it is known to hold
 
@@ -192,7 +194,7 @@ class NodeIo(IoThread):
         self._proposals: queue.SimpleQueue[Proposal] = queue.SimpleQueue()
         self._waiting: list[Proposal] = []
         self._outbox: list[tuple[str, object]] = []
-        self._urls: dict[str, str] = {}
+        self._envelopes: dict[str, raft_frames.Envelope] = {}  # what each peer last said of itself
         self._heard_at: dict[str, float] = {}
         self._delayed: list[tuple[float, int, AppendEntries]] = []
         self._delayed_order = itertools.count()
@@ -201,7 +203,7 @@ class NodeIo(IoThread):
         self._elections_total = 0
         self._known_primary: tuple[int, str] | None = None
         self._bad_frames = BadFrameLog(log)
-        self._advertised_url = config.advertised_url
+        self._envelope = raft_frames.Envelope(config.advertised_url, self._frame_limit, config.public_url)
         self._links: Links | None = None
         self._dealers: dict[str, zmq.Socket] = {}
         self._router: zmq.Socket | None = None
@@ -221,9 +223,14 @@ class NodeIo(IoThread):
         self._proposals.put(proposal)
         self.wake()
 
-    def set_advertised_url(self, url: str) -> None:
-        """The URL sent to peers, once HTTP has bound (a port 0 in ADVERTISED_URL)."""
-        self._advertised_url = url
+    @property
+    def public_url(self) -> str:
+        return self._envelope.public_url
+
+    def set_bound_port(self, port: int) -> None:
+        """HTTP has bound ``port``: it replaces a port 0 in the URLs sent to peers."""
+        self._envelope = raft_frames.Envelope(_with_port(self._envelope.url, port), self._frame_limit,
+                                              _with_port(self._envelope.public_url, port))
 
     # -- node-io: the loop --------------------------------------------------------
 
@@ -293,7 +300,7 @@ class NodeIo(IoThread):
             self._bad_frames.dropped(message.sender, "%s is not in PEERS", message.sender)
             return
         link.frame_limit = envelope.frame_limit
-        self._urls[message.sender] = envelope.url
+        self._envelopes[message.sender] = envelope
         self._heard_at[message.sender] = now
         if (isinstance(message, AppendEntries) and message.entries
                 and self._config.replication_delay and self._node.role is not Role.PRIMARY):
@@ -391,7 +398,7 @@ class NodeIo(IoThread):
                          "what it would promise", exc)
             raise
         outbox, self._outbox = self._outbox, []
-        envelope = raft_frames.Envelope(self._advertised_url, self._frame_limit)
+        envelope = self._envelope
         for to, message in outbox:
             self._send(to, raft_frames.encode(message, envelope))
         self._storage.messages.set_committed(self._storage.message_count(self._node.commit_length))
@@ -444,10 +451,12 @@ class NodeIo(IoThread):
         node = self._node
         matched = node.match_lengths()
         primary = node.primary
-        primary_url = self._advertised_url if primary == node.name else self._urls.get(primary or "")
+        heard = self._envelopes.get(primary or "")
+        primary_url = self._envelope.url if primary == node.name else heard and heard.url
         peers = {
             name: PeerView(
                 link.endpoint,
+                self._envelopes[name].public_url if name in self._envelopes else None,
                 None if name not in self._heard_at else round(now - self._heard_at[name], 3),
                 matched.get(name),
             )
@@ -470,3 +479,11 @@ class NodeIo(IoThread):
 
     def _map_dealers(self) -> None:
         self._dealers = {link.name: dealer for dealer, link in self._links.dealers.items()}
+
+
+def _with_port(url: str, port: int) -> str:
+    """``url``, with a port 0 replaced by ``port``."""
+    parts = urlsplit(url)
+    if parts.port != 0:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))

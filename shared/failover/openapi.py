@@ -25,6 +25,7 @@ _PEER = {
     "type": "object",
     "properties": {
         "endpoint": {"type": "string"},
+        "url": {"type": "string", "nullable": True, "description": "its PUBLIC_URL, once heard from"},
         "last_heard_s_ago": {"type": "number", "nullable": True},
         "match_length": {"type": "integer", "nullable": True,
                          "description": "on the primary: the Raft entries this peer is known to hold"},
@@ -37,6 +38,7 @@ _HEALTH = {
         "status": {"type": "string"},
         "mode": {"type": "string", "enum": ["failover"]},
         "node": {"type": "string"},
+        "url": {"type": "string", "description": "this node's PUBLIC_URL"},
         "role": {"type": "string", "enum": [role.value for role in Role]},
         "term": {"type": "integer", "minimum": 0},
         "primary": {"type": "string", "nullable": True,

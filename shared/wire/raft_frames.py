@@ -8,7 +8,7 @@ and drops it (shared.wire.bad_frames).
 
     <KIND> <header>[\\n<payload>\\n<payload>...]
 
-    KIND        header (JSON object; every one also has "from", "term", "url", "limit")
+    KIND        header (JSON object; every one also has "from", "term", "url", "public", "limit")
     PREVOTE     "last_log_term", "log_length"          a PreVoteRequest
     VOTE        "last_log_term", "log_length"          a VoteRequest
     VOTED       "granted", "pre_vote"                  a VoteReply
@@ -20,8 +20,10 @@ and drops it (shared.wire.bad_frames).
 - Every frame carries the sender's term (Raft §5.1), so a deposed primary
   learns of the new term from the first reply it gets.
 - "url" is the sender's ADVERTISED_URL, where its HTTP API is reached: how a
-  secondary knows where to forward appends. "limit" is the largest frame the
-  sender accepts (its zmq.MAXMSGSIZE): a primary keeps its batches under it.
+  secondary knows where to forward appends; "public" its PUBLIC_URL, where
+  clients and browsers reach it (the dashboard's links). "limit" is the
+  largest frame the sender accepts (its zmq.MAXMSGSIZE): a primary keeps
+  its batches under it.
 - "terms" gives the entries' terms as runs, since a batch is almost always
   of one term. An empty line is the no-op a new primary appends (thesis
   §6.4); every other payload is a client message as its JSON string literal
@@ -52,7 +54,7 @@ PREVOTE, VOTE, VOTED = b"PREVOTE", b"VOTE", b"VOTED"
 REPLICATE, REPLICATED = b"REPLICATE", b"REPLICATED"
 #: What marks a keyed payload; a literal always starts with '"'.
 KEYED = b"@"
-_COMMON = ("from", "term", "url", "limit")
+_COMMON = ("from", "term", "url", "public", "limit")
 _FIELDS = {
     PREVOTE: ("last_log_term", "log_length"),
     VOTE: ("last_log_term", "log_length"),
@@ -68,6 +70,7 @@ class Envelope:
 
     url: str  # its ADVERTISED_URL
     frame_limit: int  # the largest frame it accepts
+    public_url: str  # its PUBLIC_URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,7 @@ def decode_payload(payload: bytes) -> Payload:
 
 def encode(message: Message, envelope: Envelope) -> bytes:
     header = {"from": message.sender, "term": message.term, "url": envelope.url,
-              "limit": envelope.frame_limit}
+              "public": envelope.public_url, "limit": envelope.frame_limit}
     lines = b""
     match message:
         case PreVoteRequest() | VoteRequest():
@@ -141,7 +144,7 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
         raise ProtocolError("unknown message kind")
     header = _header(raw_header, _COMMON + _FIELDS[kind])
     sender, term = _name(header, "from"), _count(header, "term")
-    envelope = Envelope(_url(header), _count(header, "limit", minimum=1))
+    envelope = Envelope(_url(header, "url"), _count(header, "limit", minimum=1), _url(header, "public"))
     if newline and kind != REPLICATE:
         raise ProtocolError(f"{kind.decode()} carries no entries")
     if kind in (PREVOTE, VOTE):
@@ -208,10 +211,10 @@ def _name(header: dict, field: str) -> str:
     return value
 
 
-def _url(header: dict) -> str:
-    value = header["url"]
+def _url(header: dict, field: str) -> str:
+    value = header[field]
     if not isinstance(value, str) or not value.startswith(("http://", "https://")) or len(value) > 256:
-        raise ProtocolError("'url' must be an http(s) URL")
+        raise ProtocolError(f"{field!r} must be an http(s) URL")
     return value
 
 

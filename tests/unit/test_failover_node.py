@@ -50,7 +50,8 @@ class Cluster:
             config = dataclasses.replace(
                 FailoverConfig(), node_name=name, peers=peers, data_dir=str(tmp_path / name),
                 replication_bind=peers[NAMES.index(name)].endpoint, election_timeout=0.3,
-                heartbeat_interval=0.05, advertised_url=f"http://{name}:8000", **settings)
+                heartbeat_interval=0.05, advertised_url=f"http://{name}:8000",
+                public_url=f"http://localhost:800{NAMES.index(name)}", **settings)
             self.nodes[name] = Node(ctx, config, stands_at_once=name == "n1")
 
     def primary(self) -> Node:
@@ -166,3 +167,15 @@ def test_replication_delay_holds_entries_back_but_not_the_heartbeats(ctx, tmp_pa
         assert lagging.health()["term"] == 1
     finally:
         slow.stop()
+
+
+def test_health_names_every_node_by_the_url_clients_reach_it_at_and_any_origin_may_read_it(cluster):
+    cluster.primary()
+    response = cluster.nodes["n2"].app.get("/health")
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    health = response.json
+    assert health["url"] == "http://localhost:8001"
+    assert health["peers"]["n1"]["url"] == "http://localhost:8000"  # a secondary hears its primary
+    wait_until(lambda: {name: peer["url"] for name, peer in cluster.nodes["n1"].health()["peers"].items()}
+               == {"n2": "http://localhost:8001", "n3": "http://localhost:8002"}, 5,
+               what="the primary to hear from every secondary")

@@ -12,7 +12,7 @@ from shared.consensus.raft_messages import (
 from shared.wire.protocol import ProtocolError, encode_entry
 from shared.wire.raft_frames import Envelope, Payload, decode, decode_payload, encode, encode_payload
 
-ENVELOPE = Envelope("http://n1:8000", 1 << 20)
+ENVELOPE = Envelope("http://n1:8000", 1 << 20, "http://localhost:8001")
 KEYED = encode_payload(encode_entry("first of two"), key="order-17", count=2)
 MESSAGES = [
     PreVoteRequest("n1", 4, 3, 10),
@@ -57,6 +57,7 @@ def rebuilt(kind: bytes, header: dict, rest: bytes = b"") -> list[bytes]:
     (lambda h: h.update(term=2**60), "term"),
     (lambda h: h.update({"from": ""}), "from"),
     (lambda h: h.update(url="ftp://x"), "url"),
+    (lambda h: h.update(public=7), "public"),
     (lambda h: h.update(limit=0), "limit"),
     (lambda h: h.update(terms=[[4, 3]]), "counts"),
     (lambda h: h.update(terms=[[0, 4]]), "runs"),
@@ -82,7 +83,7 @@ def test_an_entry_that_is_not_a_literal_or_a_keyed_literal_is_refused(line):
 
 @pytest.mark.parametrize("parts", [
     [], [b"VOTE {}", b"more"], [b"NOPE {}"], [b"VOTE not-json"], [b"VOTE []"],
-    [b"VOTED " + json.dumps({"from": "a", "term": 1, "url": "http://a", "limit": 1,
+    [b"VOTED " + json.dumps({"from": "a", "term": 1, "url": "http://a", "public": "http://a", "limit": 1,
                               "granted": 1, "pre_vote": False}).encode()],
     [encode(VoteRequest("n1", 1, 0, 0), ENVELOPE) + b"\n\"x\""],
     [b"VOTE " + b"[" * 100_000],
