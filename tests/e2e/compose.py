@@ -24,7 +24,8 @@ from tests.support.waiting import wait_until
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = REPO / "deployment"
 BASE_FILE = DEPLOYMENT / "docker-compose.yml"
-THREE_SECONDARIES_FILE = DEPLOYMENT / "docker-compose.three-secondaries.yml"
+FIVE_NODES_FILE = DEPLOYMENT / "docker-compose.five-nodes.yml"
+FIXED_ROLE_FILE = DEPLOYMENT / "docker-compose.fixed-role.yml"
 #: Installs and starts an engine on the build machines; absent elsewhere.
 ENSURE_ENGINE_SCRIPT = REPO.parent / "shared/docker/ensure-engine.sh"
 #: Every node listens for HTTP on this port inside its container.

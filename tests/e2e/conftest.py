@@ -37,10 +37,12 @@ def start_project(compose_command, request):
             "SECONDARY_1_HTTP_PORT": ANY_LOOPBACK_PORT,
             "SECONDARY_2_HTTP_PORT": ANY_LOOPBACK_PORT,
             "SECONDARY_3_HTTP_PORT": ANY_LOOPBACK_PORT,
+            "SECONDARY_4_HTTP_PORT": ANY_LOOPBACK_PORT,
             # Pinned, so what a developer exported cannot change the test.
             "SECONDARY_1_DELAY": "0",
             "SECONDARY_2_DELAY": "0",
             "SECONDARY_3_DELAY": "0",
+            "SECONDARY_4_DELAY": "0",
             "LOG_LEVEL": "INFO",
             "QUORUM": "",
             "API_TOKEN": "",
