@@ -1,7 +1,12 @@
 """A failover node's HTTP API: append (here or forwarded), read, health, metrics.
 
-Every node serves the same routes whatever its role (``GET /`` is a small
-page, home.html beside this file, that draws itself from /health); ``POST /messages``
+Every node serves the same routes whatever its role. ``GET /`` is the
+cluster's dashboard (dashboard.html beside this file, read once): a static
+page that learns every node's URL from the /health answers and polls each
+node's /health from the browser, so it follows the primary through
+failovers and outlives the node that served it; its Content-Security-Policy
+lets it connect to any http(s) origin for that (it still loads nothing from
+one, and sends the API token only to its own node). ``POST /messages``
 goes through shared.failover.appends, and every answer to it carries
 ``Served-By``: the node that served it (the primary's name, forwarded or
 not). ``GET /health`` answers 200 in every role and state. Reads are the
@@ -33,7 +38,7 @@ from shared.web.http import JSON, LogReads, html_response, json_response, new_ap
 from shared.web.metrics import PREFIX, exposition, gauge, new_registry
 from shared.web.reads import Reads
 
-HOME = (Path(__file__).with_name("home.html")).read_bytes()
+DASHBOARD = Path(__file__).with_name("dashboard.html").read_bytes()
 
 
 def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.Bottle:
@@ -87,8 +92,8 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
         return exposition(registry, bottle.request.get_header("Accept", ""))
 
     @app.get("/")
-    def home():
-        return html_response(HOME)
+    def dashboard():
+        return html_response(DASHBOARD, connect_anywhere=True)
 
     return app
 

@@ -74,7 +74,8 @@ def spec(cluster_size: int = DOCUMENTED_CLUSTER_SIZE, bearer: bool = DOCUMENTED_
     assembled = copy.deepcopy(document(
         "failover",
         _HEALTH,
-        page="This node's role, term, primary, and committed length",
+        page="The cluster's dashboard: every node's role, term, committed length and lag, the "
+        "primary, the last elections, and a form to append; it follows failovers",
         post_messages=append_operation(
             FailoverConfig.idempotency_keys,
             "no primary (an election is under way, or the primary cannot be reached: nothing "

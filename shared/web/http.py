@@ -48,16 +48,20 @@ def json_error(status: int, message: str, headers: dict | None = None, **details
 
 
 #: What the HTML pages may load: nothing from elsewhere, only their own
-#: inline script and style, and requests to the node that served them.
+#: inline script and style, and requests to the node that served them (or,
+#: with ``connect_anywhere``, to any http(s) origin as well).
 _PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                "connect-src 'self'; img-src data:; form-action 'none'; base-uri 'none'")
+                "connect-src 'self'{anywhere}; img-src data:; form-action 'none'; base-uri 'none'")
 
 
-def html_response(page: bytes) -> bottle.HTTPResponse:
-    """A self-contained HTML page (``GET /``), which holds no data of the log."""
+def html_response(page: bytes, connect_anywhere: bool = False) -> bottle.HTTPResponse:
+    """A self-contained HTML page (``GET /``), which holds no data of the log.
+    ``connect_anywhere``: its script may fetch from other origins too (the
+    failover dashboard polls every node, whose URLs it learns as it runs)."""
+    policy = _PAGE_POLICY.format(anywhere=" http: https:" if connect_anywhere else "")
     return bottle.HTTPResponse(body=page, headers={
         "Content-Type": "text/html; charset=utf-8",
-        "Content-Security-Policy": _PAGE_POLICY,
+        "Content-Security-Policy": policy,
         "Cache-Control": "no-cache",
     })
 
