@@ -19,6 +19,7 @@ from shared.failover.openapi import spec
 from shared.failover.storage import RaftStorage
 from shared.runtime.config import DelayRange
 from shared.wire.curve import PLAIN
+from tests.support.metrics import Scrape
 from tests.support.waiting import wait_until
 
 NAMES = ("n1", "n2", "n3")
@@ -179,3 +180,14 @@ def test_health_names_every_node_by_the_url_clients_reach_it_at_and_any_origin_m
     wait_until(lambda: {name: peer["url"] for name, peer in cluster.nodes["n1"].health()["peers"].items()}
                == {"n2": "http://localhost:8001", "n3": "http://localhost:8002"}, 5,
                what="the primary to hear from every secondary")
+
+
+def test_metrics_show_the_term_the_primary_the_elections_and_the_committed_length(cluster):
+    primary = cluster.primary()
+    assert primary.post({"message": "counted", "w": 3}).status_int == 201
+    wait_until(lambda: cluster.nodes["n2"].health()["committed"] == 1, 5, what="n2 to commit it")
+    for name, node in cluster.nodes.items():
+        scrape = Scrape(node.app.get("/metrics").text)
+        assert scrape("replog_term") == 1 and scrape("replog_elections_total") == 1, name
+        assert scrape("replog_is_primary") == (1 if name == "n1" else 0), name
+        assert scrape("replog_committed_length") == scrape("replog_log_length") == 1, name
