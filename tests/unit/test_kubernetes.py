@@ -1,4 +1,7 @@
-"""deployment/kubernetes/ without a cluster, which these machines cannot run.
+"""deployment/kubernetes/fixed-role/, the fixed primary and secondaries (no
+PEERS), without a cluster, which these machines cannot run. The failover
+layout in deployment/kubernetes/ itself has its own tests
+(tests/unit/test_kubernetes_failover.py).
 
 Every manifest is validated offline, strictly (no unknown field), against
 the Kubernetes schemas that kubernetes-validate ships. Then the manifests
@@ -30,7 +33,7 @@ from secondary.config import SecondaryConfig
 from shared.runtime.config import declared_settings
 from tests.support.processes import REPO
 
-KUBERNETES = REPO / "deployment" / "kubernetes"
+KUBERNETES = REPO / "deployment" / "kubernetes" / "fixed-role"
 #: The oldest and the newest Kubernetes whose schemas the pinned
 #: kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.25", "1.37")
