@@ -135,6 +135,13 @@ class RaftNode:
         return self._primary
 
     @property
+    def caught_up(self) -> bool:
+        """False for a node started from an empty data directory until a primary
+        has caught it up (see PersistedState): until then it votes only for an
+        empty log."""
+        return self._caught_up
+
+    @property
     def commit_length(self) -> int:
         return self._log.commit_length
 

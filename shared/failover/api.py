@@ -77,6 +77,7 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
             "primary": state.primary,
             "committed": state.committed,
             "length": state.length,
+            "caught_up": state.caught_up,
             "bad_frames": state.bad_frames,
             "replication_endpoint": node.endpoint,
             "peers": {name: {"endpoint": peer.endpoint, "url": peer.url,

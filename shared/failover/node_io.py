@@ -151,6 +151,7 @@ class NodeState:
     primary_url: str | None
     committed: int  # committed messages
     length: int  # messages held
+    caught_up: bool = True  # see RaftNode.caught_up
     peers: dict[str, PeerView] = field(default_factory=dict)
     elections: tuple[Election, ...] = ()
     elections_total: int = 0
@@ -464,7 +465,7 @@ class NodeIo(IoThread):
         }
         return NodeState(node.role, node.term, primary, primary_url,
                          self._storage.message_count(node.commit_length), len(self._storage.messages),
-                         peers, tuple(self._elections), self._elections_total, self._bad_frames.count)
+                         node.caught_up, peers, tuple(self._elections), self._elections_total, self._bad_frames.count)
 
     def _note_election(self, term: int, primary: str | None) -> None:
         if primary is None or self._known_primary == (term, primary):

@@ -46,6 +46,9 @@ _HEALTH = {
                                    "null during an election"},
         "committed": {"type": "integer", "minimum": 0, "description": "committed messages"},
         "length": {"type": "integer", "minimum": 0, "description": "messages held"},
+        "caught_up": {"type": "boolean",
+                      "description": "false for a node started empty until a primary caught it up: "
+                                     "until then it votes only for an empty log"},
         "bad_frames": {"type": "integer", "minimum": 0},
         "replication_endpoint": {"type": "string", "nullable": True},
         "peers": {"type": "object", "additionalProperties": _PEER},

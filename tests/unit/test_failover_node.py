@@ -88,6 +88,7 @@ def test_the_node_that_stands_at_once_is_elected_and_every_node_follows_it(clust
     for node in cluster.nodes.values():
         health = node.health()
         assert (health["mode"], health["term"], health["primary"]) == ("failover", 1, "n1")
+        wait_until(lambda: node.health()["caught_up"], 5, what="every node to be caught up")
 
 
 def test_appends_get_ids_from_0_with_no_gap_and_reach_every_node(cluster):
