@@ -42,6 +42,10 @@ class Node:
 
 
 class Cluster:
+    """Three nodes (those in ``running``) over inproc. The election timeout is
+    generous: they share this process, and a test that asserts the term must
+    not see an election that a busy machine provoked."""
+
     def __init__(self, ctx, tmp_path, running=NAMES, **settings) -> None:
         run = uuid.uuid4().hex
         peers = tuple(Peer(name, f"inproc://{name}-{run}") for name in NAMES)
@@ -50,7 +54,7 @@ class Cluster:
             (tmp_path / name).mkdir()
             config = dataclasses.replace(
                 FailoverConfig(), node_name=name, peers=peers, data_dir=str(tmp_path / name),
-                replication_bind=peers[NAMES.index(name)].endpoint, election_timeout=0.3,
+                replication_bind=peers[NAMES.index(name)].endpoint, election_timeout=1.0,
                 heartbeat_interval=0.05, advertised_url=f"http://{name}:8000",
                 public_url=f"http://localhost:800{NAMES.index(name)}", **settings)
             self.nodes[name] = Node(ctx, config, stands_at_once=name == "n1")
