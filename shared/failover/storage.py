@@ -90,7 +90,8 @@ class RaftStorage:
                             "caught_up": state.caught_up}
         if ready.truncate_from is not None:
             start = ready.truncate_from
-            pending.truncate_from = min(start, pending.truncate_from if pending.truncate_from is not None else start)
+            if pending.truncate_from is None or start < pending.truncate_from:
+                pending.truncate_from = start
             pending.entries = {i: e for i, e in (pending.entries or {}).items() if i < start}
         if ready.append:
             pending.entries = pending.entries or {}
@@ -102,7 +103,7 @@ class RaftStorage:
         """Write what was staged, in one transaction (fsynced under FSYNC), then
         show it: only then may the messages that depend on it be sent.
         Raises StoreError when the write failed."""
-        pending, self._pending = self._pending, _Batch()
+        pending = self._pending
         if pending.truncate_from is None and not pending.entries and pending.meta is None:
             return
         entries = sorted((pending.entries or {}).items())
@@ -116,6 +117,7 @@ class RaftStorage:
             meta["terms"] = terms
         self._store.commit(Changes([(i, e.payload or b"") for i, e in entries],
                                    pending.truncate_from, meta, keyed))
+        self._pending = _Batch()
         self._terms = terms
         if pending.truncate_from is not None and pending.truncate_from < self._length:
             self._truncate(pending.truncate_from)
@@ -145,9 +147,10 @@ class RaftStorage:
     # -- its own ---------------------------------------------------------------
 
     def _staged_length(self) -> int:
+        """The log's length once what is staged is written."""
         pending = self._pending
-        length = self._length if pending.truncate_from is None else min(self._length, pending.truncate_from)
-        return max([length - 1, *(pending.entries or {})]) + 1
+        kept = self._length if pending.truncate_from is None else min(self._length, pending.truncate_from)
+        return max([kept - 1, *(pending.entries or {})]) + 1
 
     def _term_at(self, index: int) -> int:
         position = bisect.bisect_right([first for _, first in self._terms], index) - 1
@@ -155,7 +158,9 @@ class RaftStorage:
             raise StoreError(f"{self.path}: no term is recorded for index {index}")
         return self._terms[position][0]
 
-    def _terms_after(self, truncate_from: int | None, entries: list[tuple[int, Entry]]) -> list[list[int]]:
+    def _terms_after(self, truncate_from: int | None,
+                     entries: list[tuple[int, Entry]]) -> list[list[int]]:
+        """The term runs once ``entries`` are written after a truncation at ``truncate_from``."""
         terms = [list(run) for run in self._terms]
         if truncate_from is not None:
             terms = [run for run in terms if run[1] < truncate_from]
