@@ -12,8 +12,8 @@ from typing import Mapping
 
 from shared.consensus.quorum import majority
 from shared.runtime.config import (
+    AppendingNodeConfig,
     ConfigError,
-    NodeConfig,
     check_between,
     integer,
     number,
@@ -78,26 +78,7 @@ class ReplicationSettings:
 
 
 @dataclass(frozen=True)
-class PrimaryConfig(NodeConfig):
-    http_threads: int = setting(
-        "HTTP_THREADS", "64", integer(2, 4096),
-        "Waitress worker threads; each append waiting for ACKs holds one",
-    )
-    #: Below http_threads, so reads and w=1 appends always find a thread.
-    max_waiting_appends: int = setting(
-        "MAX_WAITING_APPENDS", "48", whole_number,
-        "appends with w > 1 allowed to wait for ACKs at once (503 beyond); below HTTP_THREADS",
-        derive=lambda above: str(above["http_threads"] * 3 // 4),
-        shown_default="¾ of HTTP_THREADS (48)",
-    )
-    max_batch_messages: int = setting(
-        "MAX_BATCH_MESSAGES", "10000", integer(1, 1_000_000),
-        "messages one batch append (\"messages\": [...]) may hold (413 beyond)",
-    )
-    idempotency_keys: int = setting(
-        "IDEMPOTENCY_KEYS", "100000", integer(1, 10_000_000),
-        "idempotency keys remembered (the most recent ones)",
-    )
+class PrimaryConfig(AppendingNodeConfig):
     secondaries: tuple[SecondarySpec, ...] = setting(
         "SECONDARIES", "", parse_secondaries,
         "[NAME=]tcp://HOST:PORT,...; unnamed ones are called HOST:PORT; empty: w=1 only",
@@ -128,7 +109,6 @@ class PrimaryConfig(NodeConfig):
             raise ConfigError("UNHEALTHY_AFTER: must be at least SUSPECT_AFTER")
         if config.node_name in {s.name for s in config.secondaries}:
             raise ConfigError(f"SECONDARIES: {config.node_name!r} is the primary's own NODE_NAME")
-        check_between("MAX_WAITING_APPENDS", config.max_waiting_appends, 1, config.http_threads - 1)
         if config.quorum is not None:
             check_between("QUORUM", config.quorum, 1, config.cluster_size)
         return config

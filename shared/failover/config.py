@@ -14,8 +14,8 @@ from typing import Mapping
 
 from shared.consensus.quorum import majority
 from shared.runtime.config import (
-    ConfigError, DelayRange, NodeConfig, check_between, delay, http_url, integer, number,
-    parse_node_name, setting, tcp_endpoint, whole_number,
+    AppendingNodeConfig, ConfigError, DelayRange, delay, http_url, number, parse_node_name, setting,
+    tcp_endpoint,
 )
 
 #: How many heartbeats an election timeout must span at least: fewer, and one
@@ -47,25 +47,7 @@ def parse_peers(variable: str, raw: str) -> tuple[Peer, ...]:
 
 
 @dataclass(frozen=True)
-class FailoverConfig(NodeConfig):
-    http_threads: int = setting(
-        "HTTP_THREADS", "64", integer(2, 4096),
-        "Waitress worker threads; each append waiting for ACKs holds one",
-    )
-    max_waiting_appends: int = setting(
-        "MAX_WAITING_APPENDS", "48", whole_number,
-        "appends with w > 1 allowed to wait for ACKs at once (503 beyond); below HTTP_THREADS",
-        derive=lambda above: str(above["http_threads"] * 3 // 4),
-        shown_default="¾ of HTTP_THREADS (48)",
-    )
-    max_batch_messages: int = setting(
-        "MAX_BATCH_MESSAGES", "10000", integer(1, 1_000_000),
-        "messages one batch append (\"messages\": [...]) may hold (413 beyond)",
-    )
-    idempotency_keys: int = setting(
-        "IDEMPOTENCY_KEYS", "100000", integer(1, 10_000_000),
-        "idempotency keys remembered (those of the most recent appends in the log)",
-    )
+class FailoverConfig(AppendingNodeConfig):
     node_name: str = setting(
         "NODE_NAME", "node", parse_node_name, "this node's name in PEERS, logs and /health",
         derive=lambda _above: socket.gethostname(), shown_default="the hostname",
@@ -131,5 +113,4 @@ class FailoverConfig(NodeConfig):
         if config.election_timeout < minimum:
             raise ConfigError(f"ELECTION_TIMEOUT: must be at least {HEARTBEATS_PER_ELECTION_TIMEOUT} "
                               f"x HEARTBEAT_INTERVAL ({minimum:g} s), got {config.election_timeout:g}")
-        check_between("MAX_WAITING_APPENDS", config.max_waiting_appends, 1, config.http_threads - 1)
         return config

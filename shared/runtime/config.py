@@ -408,3 +408,35 @@ class NodeConfig:
         if config.api_token and config.api_token_file:
             raise ConfigError("API_TOKEN, API_TOKEN_FILE: set at most one of the two")
         return config
+
+
+@dataclass(frozen=True)
+class AppendingNodeConfig(NodeConfig):
+    """What a node that takes appends reads besides: the fixed primary, and
+    every failover node (any of which may be primary)."""
+
+    http_threads: int = setting(
+        "HTTP_THREADS", "64", integer(2, 4096),
+        "Waitress worker threads; each append waiting for ACKs holds one",
+    )
+    #: Below http_threads, so reads and w=1 appends always find a thread.
+    max_waiting_appends: int = setting(
+        "MAX_WAITING_APPENDS", "48", whole_number,
+        "appends with w > 1 allowed to wait for ACKs at once (503 beyond); below HTTP_THREADS",
+        derive=lambda above: str(above["http_threads"] * 3 // 4),
+        shown_default="¾ of HTTP_THREADS (48)",
+    )
+    max_batch_messages: int = setting(
+        "MAX_BATCH_MESSAGES", "10000", integer(1, 1_000_000),
+        "messages one batch append (\"messages\": [...]) may hold (413 beyond)",
+    )
+    idempotency_keys: int = setting(
+        "IDEMPOTENCY_KEYS", "100000", integer(1, 10_000_000),
+        "idempotency keys remembered (those of the most recent keyed appends)",
+    )
+
+    @classmethod
+    def from_env(cls: type[Config], env: Mapping[str, str] = os.environ) -> Config:
+        config = super().from_env(env)
+        check_between("MAX_WAITING_APPENDS", config.max_waiting_appends, 1, config.http_threads - 1)
+        return config
