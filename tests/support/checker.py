@@ -57,6 +57,8 @@ class Call:
     #: From a 201/200: how many nodes held it, and which.
     acks: int | None = None
     acked_by: list | None = None
+    #: The answer's "error", if it has one.
+    error: str | None = None
     #: time.monotonic() when the call was made and when its answer (or failure) came.
     started: float | None = None
     ended: float | None = None
@@ -88,6 +90,7 @@ class History:
             body = None
         if not isinstance(body, dict):
             body = {}
+        call.error = body.get("error")
         if resp.status in (200, 201) and "id" in body:
             call.outcome, call.id = OK, body["id"]
             call.acks, call.acked_by = body.get("acks"), body.get("acked_by")

@@ -6,7 +6,9 @@ DATA_DIR of its own under the test's directory. Every ordered pair of nodes
 the target, that relay's endpoint, and the relay carries to the target's
 replication port. So any link can be cut, in both directions at once
 (``cut``), and any node cut off from all the others (``isolate``), while
-every process keeps running. The relays are made before the nodes, which
+every process keeps running. A cut closes the link's connections and
+refuses new ones, so the nodes see connections fail, not frames silently
+lost (tests/support/relay.py would drop frames, but it sits on zmq). The relays are made before the nodes, which
 bind port 0: each relay learns its target once that node has written its
 PORT_FILE, and closes what it accepts until then. A restarted node binds
 the same ports again, so the relays to it need nothing new.
@@ -16,9 +18,11 @@ forwards appends straight to the primary's ADVERTISED_URL. A cut is a cut
 of the replication channel only.
 
 ``primary()`` waits, with a deadline, until exactly one node of the highest
-term that the running nodes report claims to be primary, and fails at once
-if two nodes ever claim the same term. ``converge()`` waits until every
-node holds the same list and has committed all of it.
+term that the running nodes report claims to be primary (and, by default,
+the others follow it), and fails at once if two nodes are ever seen claiming
+the same term. ``converge()`` waits until every node holds the same list and
+has committed all of it. ``FailoverWriters`` are clients that write to any
+node, or follow the primary by the ``Served-By`` header.
 
 Thread: the test's, except ``urls``, ``running_urls`` and ``incarnation``,
 which writers and snapshotters read from their own threads.
@@ -84,22 +88,18 @@ class FailoverCluster:
             })
         #: term -> the node seen claiming to be primary in it.
         self.primaries_by_term: dict[int, str] = {}
-        self._started = False
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def start(self, wait_for_primary: bool = True, down: Iterable[str] = ()) -> "FailoverCluster":
-        """Start the relays and every node but ``down`` (configured, never
-        started: ``restart`` cannot start them, ``launch`` can)."""
+    def start(self, wait_for_primary: bool = True) -> "FailoverCluster":
+        """Start the relays, then every node; by default, wait for a primary."""
         for relay in self.relays.values():
             relay.start()
         for name, node in self.nodes.items():
             node.env["PEERS"] = self.peers_of(name)
-        self._started = True
-        up = [name for name in self.names if name not in set(down)]
-        for name in up:
-            self.nodes[name].start()
-        for name in up:
+        for node in self.nodes.values():
+            node.start()
+        for name in self.names:
             self._ready(name)
         if wait_for_primary:
             self.primary()
@@ -111,11 +111,6 @@ class FailoverCluster:
         return ",".join(
             f"{peer}={self.nodes[name].env['REPLICATION_BIND'] if peer == name else self.relays[(name, peer)].endpoint}"
             for peer in self.names)
-
-    def launch(self, name: str) -> Node:
-        """Start a node that has not run yet (``start(down=...)``)."""
-        self.nodes[name].start()
-        return self._ready(name)
 
     def _ready(self, name: str) -> Node:
         node = self.nodes[name].wait_ready()
@@ -200,10 +195,12 @@ class FailoverCluster:
         assert earlier == name, f"two primaries in term {health['term']}: {earlier} and {name}"
 
     def primary(self, timeout: float = 15.0, among: Iterable[str] | None = None,
-                above_term: int | None = None) -> str:
+                above_term: int | None = None, followed: bool = True) -> str:
         """The name of the one node of the highest term (among the running
         nodes of ``among``, above ``above_term``) that says it is primary;
-        waits until there is one."""
+        waits until there is one and, if ``followed``, until every other
+        of them that answers follows it in that term (so that an append
+        sent to any of them is forwarded to it)."""
         among = list(among or self.names)
 
         def elected():
@@ -214,10 +211,26 @@ class FailoverCluster:
             claims = [n for n, h in healths.items() if h["role"] == "primary" and h["term"] == top]
             if len(claims) != 1 or (above_term is not None and top <= above_term):
                 return None
+            if followed and any((h["primary"], h["term"]) != (claims[0], top) for h in healths.values()):
+                return None
             return claims[0]
 
-        return wait_until(elected, timeout, interval=0.02,
-                          what=f"one primary among {among}" + (f" above term {above_term}" if above_term is not None else ""))
+        try:
+            return wait_until(elected, timeout, interval=0.02, what=f"one primary among {among}"
+                              + (f" above term {above_term}" if above_term is not None else ""))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; they said: {self.roles(among)}") from None
+
+    def roles(self, among: Iterable[str] | None = None) -> dict[str, str]:
+        """Each node's role, term and primary as /health says, for failure messages."""
+        said = {}
+        for name in among or self.names:
+            node = self.nodes[name]
+            health = health_or_none(node.url) if node.running else None
+            said[name] = ("down" if not node.running else "no answer" if health is None else
+                          f"{health['role']} of term {health['term']}, primary {health['primary']}, "
+                          f"{health['committed']}/{health['length']} committed")
+        return said
 
     def term(self, name: str) -> int:
         return self.health(name)["term"]
