@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Iterator
 
 import bottle
+from prometheus_client import Counter
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from shared.failover.appends import Answer, Appends
 from shared.failover.config import FailoverConfig
-from shared.failover.forwarding import FORWARDED_BY
+from shared.failover.forwarding import FORWARDED_BY, PASSED_HEADERS
 from shared.failover.node_io import NodeIo
 from shared.failover.openapi import spec
 from shared.web.append_request import (
@@ -49,10 +50,13 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
                   committed_reads=True)
     registry = new_registry()
     registry.register(_Collector(node))
+    answered = Counter(PREFIX + "appends", "answered POST /messages on this node, by outcome",
+                       ["outcome"], registry=registry)
 
     @app.post("/messages")
     def append_message():
         answer = _append(config, appends)
+        answered.labels(answer.outcome).inc()
         headers = {**answer.headers, "Served-By": answer.headers.get("Served-By", config.node_name)}
         if isinstance(answer.body, bytes):
             headers.setdefault("Content-Type", JSON)
@@ -108,8 +112,7 @@ def _append(config: FailoverConfig, appends: Appends) -> Answer:
         append = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
     except BadRequest as exc:
         return Answer(exc.status, {"error": exc.message}, outcome="bad_request")
-    headers = {name: request.headers[name] for name in ("Content-Type", "Authorization", "Idempotency-Key")
-               if name in request.headers}
+    headers = {name: request.headers[name] for name in PASSED_HEADERS if name in request.headers}
     return appends.append(append, key, body, headers, request.headers.get(FORWARDED_BY))
 
 

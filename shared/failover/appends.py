@@ -45,6 +45,9 @@ class Answer:
     status: int
     body: dict | bytes  # bytes: a forwarded answer, as the primary sent it
     headers: dict[str, str] = field(default_factory=dict)
+    #: How it ended, as /metrics counts it (replog_appends_total{outcome}):
+    #: ok, duplicate, timeout, overloaded, stepped_down, no_primary,
+    #: forwarded, forward_failed, bad_request.
     outcome: str = "ok"
 
 

@@ -196,3 +196,4 @@ def test_metrics_show_the_term_the_primary_the_elections_and_the_committed_lengt
         assert scrape("replog_term") == 1 and scrape("replog_elections_total") == 1, name
         assert scrape("replog_is_primary") == (1 if name == "n1" else 0), name
         assert scrape("replog_committed_length") == scrape("replog_log_length") == 1, name
+    assert Scrape(primary.app.get("/metrics").text)("replog_appends_total", outcome="ok") == 1
