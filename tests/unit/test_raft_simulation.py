@@ -67,6 +67,15 @@ def test_a_new_cluster_whose_nodes_all_start_not_caught_up_elects_and_stays_safe
     simulate(seed, size, STEPS, new_disks_caught_up=False)
 
 
+@pytest.mark.parametrize("size", [3, 5])
+@pytest.mark.parametrize("seed", range(20))
+def test_nodes_that_stand_at_once_keep_raft_safe_and_recover(seed, size):
+    # Every node stands at its first tick (and again each heartbeat while no
+    # term has begun), restarts included: far more eager than the one node the
+    # shell lets, and still only PreVote's questions change nothing.
+    simulate(seed, size, STEPS, PRIMARY_HUNTER, new_disks_caught_up=False, stands_at_once=True)
+
+
 @pytest.mark.parametrize(("seed", "size", "profile"), KEPT_SEEDS)
 def test_kept_regression_seeds(seed, size, profile):
     simulate(seed, size, STEPS, PROFILES[profile])
