@@ -235,17 +235,26 @@ class CurveClient(_CurveChannel):
 
     def report(self, peer: str, event: dict) -> None:
         kind, detail, where = event["event"], event["value"], event["endpoint"].decode()
+        own_key = public_file(self._directory, self._node_name).name
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            why = (f"it refused this node's key: it admits only its PRIMARY_NAME's key, so give it "
-                   f"{public_file(self._directory, self._node_name).name} and PRIMARY_NAME={self._node_name}")
+            why = f"it refused this node's key: {self._admission_hint(own_key)}"
         elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and detail == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             why = "it does not use CURVE: give it REPLICATION_KEYS_DIR too"
-        elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             why = (f"it ended the handshake: its key is not the one in "
                    f"{public_file(self._directory, peer).name}, or it is not {peer}")
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            # No reason given: a wrong key ends a handshake so, and so does a
+            # peer restarting, or anything in between closing the connection.
+            why = (f"the connection ended during the handshake (if it happens again and again: "
+                   f"{peer}'s key may not be the one in {public_file(self._directory, peer).name})")
         else:
             return
         handshake_log.warning("no CURVE handshake with %s at %s: %s", peer, where, why)
+
+
+    def _admission_hint(self, own_key: str) -> str:
+        return f"it admits only its PRIMARY_NAME's key, so give it {own_key} and PRIMARY_NAME={self._node_name}"
 
 
 class _Admits(ThreadAuthenticator):
@@ -369,6 +378,9 @@ class CurvePeers(_CurveChannel):
     def report(self, peer: str, event: dict) -> None:
         # The two roles' explanations: a DEALER's handshake, or the ROUTER's refusal.
         (CurveClient.report if peer else CurveServer.report)(self, peer, event)
+
+    def _admission_hint(self, own_key: str) -> str:
+        return f"it admits only the keys of its PEERS, so give it {own_key}"
 
 
 def load_peers(directory: str | None, node_name: str, peers: Iterable[str]) -> PlainChannel:
