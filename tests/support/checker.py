@@ -122,7 +122,7 @@ class Snapshotter:
     and just after the list; a snapshot taken across a restart is dropped."""
 
     def __init__(self, urls: dict[str, str], interval: float = 0.05,
-                 read: Callable[[str], list[str]] = None,
+                 read: Callable[[str], list[str]] | None = None,
                  incarnation_of: Callable[[str, str], object] | None = None) -> None:
         """``read(url)``: what to snapshot (default GET /messages);
         ``incarnation_of(name, url)``: what a snapshot is filed under
@@ -261,8 +261,8 @@ def check_failover(history: History,
         where = position.get(call.message)
         if call.outcome == OK and asks_majority(call.w, majority):
             if where != call.id:
-                violations.append(f"{call.message} (w={call.w}, {call.status}, served by {call.served_by}) "
-                                  f"was given id {call.id} but sits at {where}")
+                violations.append(f"{call.message} (w={call.w}, {call.status}, served by "
+                                  f"{call.served_by}) was given id {call.id} but sits at {where}")
             if call.acks is not None and call.acks < majority:
                 violations.append(f"{call.message} (w={call.w}) was acknowledged with {call.acks} acks")
         elif call.outcome in (OK, APPENDED):

@@ -8,10 +8,11 @@ replication port. So any link can be cut, in both directions at once
 (``cut``), and any node cut off from all the others (``isolate``), while
 every process keeps running. A cut closes the link's connections and
 refuses new ones, so the nodes see connections fail, not frames silently
-lost (tests/support/relay.py would drop frames, but it sits on zmq). The relays are made before the nodes, which
-bind port 0: each relay learns its target once that node has written its
-PORT_FILE, and closes what it accepts until then. A restarted node binds
-the same ports again, so the relays to it need nothing new.
+lost (tests/support/relay.py drops frames, but it sits on zmq). The relays
+are made before the nodes, which bind port 0: each relay learns its target
+once that node has written its PORT_FILE, and closes what it accepts until
+then. A restarted node binds the same ports again, so the relays to it
+need nothing new.
 
 HTTP is not relayed: a test talks to every node directly, and a node
 forwards appends straight to the primary's ADVERTISED_URL. A cut is a cut
@@ -108,9 +109,12 @@ class FailoverCluster:
     def peers_of(self, name: str) -> str:
         """The PEERS of node ``name``: its own entry is its bind address (it
         dials no one there), each other one the relay it dials that node by."""
-        return ",".join(
-            f"{peer}={self.nodes[name].env['REPLICATION_BIND'] if peer == name else self.relays[(name, peer)].endpoint}"
-            for peer in self.names)
+        def endpoint(peer: str) -> str:
+            if peer == name:
+                return self.nodes[name].env["REPLICATION_BIND"]
+            return self.relays[(name, peer)].endpoint
+
+        return ",".join(f"{peer}={endpoint(peer)}" for peer in self.names)
 
     def _ready(self, name: str) -> Node:
         node = self.nodes[name].wait_ready()
@@ -257,7 +261,8 @@ class FailoverCluster:
                 time.sleep(0.05)
                 continue
             first = lists[among[0]]
-            if all(v == first for v in [*lists.values(), *committed.values()]) or time.monotonic() > deadline:
+            same = all(v == first for v in [*lists.values(), *committed.values()])
+            if same or time.monotonic() > deadline:
                 return lists, committed
             time.sleep(0.05)
 
