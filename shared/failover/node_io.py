@@ -255,7 +255,8 @@ class NodeIo(IoThread):
     def _pass(self, events: dict) -> None:
         now = time.monotonic()
         if self._router in events:
-            receive_batch(self._router, lambda frames: self._receive(frames, now))
+            # As frames, not bytes: a CURVE frame names the node whose key sent it.
+            receive_batch(self._router, lambda frames: self._receive(frames, now), copy=False)
         self._links.watch(events, now)
         while self._delayed and self._delayed[0][0] <= now:
             self._step(heapq.heappop(self._delayed)[2], now)
@@ -290,15 +291,21 @@ class NodeIo(IoThread):
 
     # -- node-io: receiving ---------------------------------------------------------
 
-    def _receive(self, frames: list[bytes], now: float) -> None:
+    def _receive(self, frames: list[zmq.Frame], now: float) -> None:
         try:
-            message, envelope = raft_frames.decode(frames[1:])
+            message, envelope = raft_frames.decode([frame.bytes for frame in frames[1:]])
         except ProtocolError as exc:
             self._bad_frames.dropped("a peer", "%s", exc)
             return
         link = self._links_by_name.get(message.sender)
         if link is None:
             self._bad_frames.dropped(message.sender, "%s is not in PEERS", message.sender)
+            return
+        signed_by = self._channel.authenticated_sender(frames[-1])
+        if signed_by is not None and signed_by != message.sender:
+            # Another member's key: it may not speak (or vote) for this one.
+            self._bad_frames.dropped(signed_by, "a frame from %s's key that claims to be from %s",
+                                     signed_by, message.sender)
             return
         link.frame_limit = envelope.frame_limit
         self._envelopes[message.sender] = envelope

@@ -57,6 +57,7 @@ from typing import Callable, Iterable
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
 from shared.runtime.config import ConfigError
@@ -110,6 +111,11 @@ class PlainChannel:
     def report(self, peer: str, event: dict) -> None:
         """One handshake event of the socket secured for ``peer``, as
         zmq.utils.monitor parses it: logged, rate-limited, if it is a failure."""
+
+    def authenticated_sender(self, frame: zmq.Frame) -> str | None:
+        """The node whose key sent ``frame`` (received on a secured ROUTER,
+        with ``copy=False``); None where the channel authenticates no one."""
+        return None
 
 
 PLAIN = PlainChannel()
@@ -178,7 +184,7 @@ class CurveServer(_CurveChannel):
 
     def start(self, ctx: zmq.Context) -> None:
         super().start(ctx)
-        self._gate = _Admits(ctx, [self._primary_key],
+        self._gate = _Admits(ctx, {self._primary_name: self._primary_key},
                              f"the primary's ({public_file(self._directory, self._primary_name).name})")
         self._gate.start()
         log.info("replication channel: CURVE, this node's key %s; admitting only %s",
@@ -259,9 +265,11 @@ class CurveClient(_CurveChannel):
 
 class _Admits(ThreadAuthenticator):
     """The ZAP handler, on its own thread ``zap-auth``: admits the given keys
-    (``whose`` names them in refusals), logs every other peer's address."""
+    (``whose`` names them in refusals), logs every other peer's address, and
+    gives each admitted connection its node's name as User-Id, which every
+    frame from it then carries (``authenticated_sender``)."""
 
-    def __init__(self, ctx: zmq.Context, keys: list[bytes], whose: str) -> None:
+    def __init__(self, ctx: zmq.Context, keys: dict[str, bytes], whose: str) -> None:
         super().__init__(ctx, log=_zap_log)
         self._keys = keys
         self._whose = whose
@@ -280,12 +288,20 @@ class _Admits(ThreadAuthenticator):
 
     def callback(self, _domain: str, client_key: bytes) -> bool:
         """zmq.auth's credentials-provider hook, with the client key in Z85."""
-        # Every key compared, in constant time each: which one matched leaks nothing.
-        if sum(hmac.compare_digest(client_key, key) for key in self._keys):
+        if self._name_of(client_key) is not None:
             return True
         refused_log.warning("refused a replication peer at %s: its CURVE key is not %s",
                             self._peer_address, self._whose)
         return False
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        """zmq.auth's hook for an admitted key (raw bytes): the name of its node."""
+        return self._name_of(z85.encode(client_public_key)) or ""
+
+    def _name_of(self, client_key: bytes) -> str | None:
+        # Every key compared, in constant time each: which one matched leaks nothing.
+        matches = [name for name, key in self._keys.items() if hmac.compare_digest(client_key, key)]
+        return matches[0] if matches else None
 
 
 class _HandshakeWatch(IoThread):
@@ -355,7 +371,7 @@ class CurvePeers(_CurveChannel):
         self._handshake_limit = RateLimitFilter(REFUSAL_LOG_INTERVAL_S)
         handshake_log.addFilter(self._handshake_limit)
         files = ", ".join(public_file(self._directory, name).name for name in self._peer_keys)
-        self._gate = _Admits(ctx, list(self._peer_keys.values()), f"one of the cluster's ({files})")
+        self._gate = _Admits(ctx, self._peer_keys, f"one of the cluster's ({files})")
         self._gate.start()
         log.info("replication channel: CURVE, this node's key %s; peers' keys %s",
                  secret_file(self._directory, self._node_name), files or "none")
@@ -381,6 +397,9 @@ class CurvePeers(_CurveChannel):
 
     def _admission_hint(self, own_key: str) -> str:
         return f"it admits only the keys of its PEERS, so give it {own_key}"
+
+    def authenticated_sender(self, frame: zmq.Frame) -> str | None:
+        return frame.get("User-Id")
 
 
 def load_peers(directory: str | None, node_name: str, peers: Iterable[str]) -> PlainChannel:

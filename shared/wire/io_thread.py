@@ -159,8 +159,9 @@ class IoThread:
         raise NotImplementedError
 
 
-def receive_batch(sock: zmq.Socket, handle: Callable[[list[bytes]], None]) -> None:
-    """Hand ``handle`` up to RECEIVE_BATCH multipart messages waiting on ``sock``.
+def receive_batch(sock: zmq.Socket, handle: Callable[[list], None], copy: bool = True) -> None:
+    """Hand ``handle`` up to RECEIVE_BATCH multipart messages waiting on ``sock``:
+    lists of bytes, or with ``copy=False`` of zmq.Frame (which carry metadata).
 
     It reads only while ``zmq.EVENTS`` shows a message waiting, so that no
     receive ends in EAGAIN: pyzmq gives the GIL up around every receive, and
@@ -169,7 +170,7 @@ def receive_batch(sock: zmq.Socket, handle: Callable[[list[bytes]], None]) -> No
         if not sock.get(zmq.EVENTS) & zmq.POLLIN:
             return
         try:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
         except zmq.Again:  # not expected after POLLIN; never worth the thread
             return
         handle(frames)

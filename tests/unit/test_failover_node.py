@@ -10,6 +10,7 @@ import uuid
 import pytest
 import webtest
 import zmq
+import zmq.auth
 
 from shared.failover.api import make_app
 from shared.failover.appends import Appends
@@ -17,8 +18,12 @@ from shared.failover.config import FailoverConfig, Peer
 from shared.failover.node_io import NodeIo
 from shared.failover.openapi import spec
 from shared.failover.storage import RaftStorage
+from shared.consensus.raft_messages import VoteRequest
 from shared.runtime.config import DelayRange
+from shared.wire import curve
 from shared.wire.curve import PLAIN
+from shared.wire.keys import create_pairs, public_file, secret_file
+from shared.wire.raft_frames import Envelope, encode
 from tests.support.metrics import Scrape
 from tests.support.waiting import wait_until
 
@@ -197,3 +202,32 @@ def test_metrics_show_the_term_the_primary_the_elections_and_the_committed_lengt
         assert scrape("replog_is_primary") == (1 if name == "n1" else 0), name
         assert scrape("replog_committed_length") == scrape("replog_log_length") == 1, name
     assert Scrape(primary.app.get("/metrics").text)("replog_appends_total", outcome="ok") == 1
+
+
+def test_with_curve_a_member_may_not_speak_for_another(ctx, tmp_path):
+    keys = tmp_path / "keys"
+    create_pairs(keys, list(NAMES))
+    channel = curve.load_peers(str(keys), "n1", ["n2", "n3"])
+    channel.start(ctx)
+    config = dataclasses.replace(
+        FailoverConfig(), node_name="n1", data_dir=str(tmp_path), replication_keys_dir=str(keys),
+        peers=tuple(Peer(name, "tcp://127.0.0.1:9") for name in NAMES),
+        replication_bind="tcp://127.0.0.1:0", advertised_url="http://n1:8000", public_url="http://n1:8000")
+    node = NodeIo(ctx, config, RaftStorage(str(tmp_path), True, 10), channel, stands_at_once=False)
+    node.start()
+    n2 = ctx.socket(zmq.DEALER)
+    try:
+        n2.curve_publickey, n2.curve_secretkey = zmq.auth.load_certificate(secret_file(keys, "n2"))
+        n2.curve_serverkey = zmq.auth.load_certificate(public_file(keys, "n1"))[0]
+        n2.connect(node.endpoint)
+        envelope = Envelope("http://n2:8000", 1 << 20, "http://n2:8000")
+        n2.send(encode(VoteRequest("n3", 5, 0, 0), envelope))  # n2's key, n3's name
+        wait_until(lambda: node.state.bad_frames == 1, 5, what="the forged frame to be dropped")
+        assert node.state.term == 0
+        n2.send(encode(VoteRequest("n2", 5, 0, 0), envelope))  # its own name: heard
+        wait_until(lambda: node.state.term == 5, 5, what="n2's own request to be taken")
+        assert node.state.bad_frames == 1
+    finally:
+        n2.close()
+        node.stop()
+        channel.stop()
