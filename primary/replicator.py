@@ -319,6 +319,7 @@ class Replicator(IoThread):
         status = message.status
         if status.run is not None and status.run == self._leader.run and status.length > len(self._store):
             # Under this run a secondary holds only what this primary sent.
+            peer.claims_unsent(status.incarnation, status.length, len(self._store))
             self._bad_frames.dropped(peer.name, "it claims %d messages, the primary has %d",
                                      status.length, len(self._store))
             return

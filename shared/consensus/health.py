@@ -30,7 +30,7 @@ class Health(str, enum.Enum):
     HEALTHY = "healthy"
     SUSPECTED = "suspected"
     UNHEALTHY = "unhealthy"
-    DIVERGED = "diverged"  # holds another history, or follows a newer run: never written to
+    DIVERGED = "diverged"  # another history, a newer run, or entries never sent: never written to
 
 
 def health_at(

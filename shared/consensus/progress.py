@@ -37,6 +37,12 @@ The bookkeeping, per secondary:
   newer run, is diverged: kept as it is, never written to, and not counted.
 - ``frame_limit``: the largest frame it announced it accepts. A message no
   frame within it carries makes it unwritable, like a diverged one (``cannot_carry``).
+- One that claims more of this run than the primary ever appended holds an
+  entry the primary never sent (a forged frame, in plain mode), and this
+  protocol cannot tell which of its entries is false: it is diverged, not
+  written to nor counted, until it starts again without its state (a new
+  incarnation; ``claims_unsent``). The failover mode finds and replaces such
+  an entry by itself (shared.consensus.raft_log's checksums).
 """
 
 from __future__ import annotations
@@ -115,6 +121,8 @@ class Progress:
         self._run: Run | None = None
         self._synced = False  # a reply under this run has told its length
         self._diverged: str | None = None
+        #: The incarnation that claimed entries this primary never sent, and what it claimed.
+        self._distrusted: tuple[str, str] | None = None
         #: None until it says (a secondary of an older version never does).
         self.frame_limit: int | None = None
         self._oversized: str | None = None  # why no frame within frame_limit can carry what is next
@@ -137,7 +145,7 @@ class Progress:
         return seq < self.acked_length or seq in self._held_above
 
     def health(self, now: float) -> Health:
-        if self._diverged is not None or self._oversized is not None:
+        if self._diverged is not None or self._oversized is not None or self._distrust() is not None:
             return Health.DIVERGED
         return health_at(now, self._last_heard, self._watching_since, self._settings)
 
@@ -312,6 +320,24 @@ class Progress:
             log.error("%s is diverged: %s. It is kept as it is and not written to; to re-join "
                       "it, empty its DATA_DIR or restart it in memory", self.name, reason)
 
+    def claims_unsent(self, incarnation: str, length: int, log_length: int) -> None:
+        """Its reply under this run says it holds ``length`` messages, more than
+        the ``log_length`` this primary appended: see the module's docstring."""
+        if self._distrusted is not None and self._distrusted[0] == incarnation:
+            return
+        reason = (f"it claims {length} messages of this run, the primary has {log_length}: it holds "
+                  "an entry this primary never sent")
+        self._distrusted = (incarnation, reason)
+        log.error("%s is diverged: %s. It is not written to nor counted; to re-join it, empty its "
+                  "DATA_DIR or restart it in memory", self.name, reason)
+        self._publish()
+
+    def _distrust(self) -> str | None:
+        """Why its state cannot be trusted, while it is the incarnation that claimed too much."""
+        if self._distrusted is None or self._distrusted[0] != self._incarnation:
+            return None
+        return self._distrusted[1]
+
     def excuse_silence(self, seconds: float, now: float) -> None:
         """Do not count ``seconds`` of silence: the primary could not listen."""
         if self._last_heard is not None:
@@ -381,6 +407,6 @@ class Progress:
             self._last_heard,
             self.acked_length,
             self._incarnation,
-            self._diverged or self._oversized,
+            self._diverged or self._oversized or self._distrust(),
             self._resends,
         )

@@ -244,3 +244,13 @@ def test_silence_while_the_primary_itself_stalled_does_not_count(follower):
     assert follower.health(9.5) is Health.HEALTHY
     assert follower.status.health(9.5, SETTINGS) is Health.HEALTHY
     assert follower.health(9.0 + 4 * SETTINGS.heartbeat_interval) is Health.UNHEALTHY
+
+
+def test_a_secondary_that_claims_entries_never_sent_stays_diverged_until_it_starts_afresh(follower):
+    follower.claims_unsent("inc-1", 13, 12)  # a forged frame planted seq 12
+    assert follower.health(0.1) is Health.DIVERGED and follower.status.diverged.startswith("it claims 13")
+    follower.on_status(status(12), 0.2)  # the primary appended seq 12 meanwhile: no longer "more"...
+    assert follower.health(0.2) is Health.DIVERGED  # ...but which of its entries is false is unknown
+    assert follower.next_send(20, 0.2) is None  # not written to
+    follower.on_status(status(0, incarnation="inc-2"), 0.3)  # restarted without its state
+    assert follower.health(0.3) is Health.HEALTHY and follower.status.diverged is None
