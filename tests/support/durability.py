@@ -41,16 +41,19 @@ def wait_for_length(url: str, at_least: int, timeout: float = 60.0) -> int:
 
 class Writers:
     """``threads`` clients appending to ``url`` until stopped, with w = 1, 2, 3
-    in turn, every call recorded in ``history``. Use as a context manager."""
+    in turn, every call recorded in ``history``. Use as a context manager.
+    A subclass decides where each call goes (``_one_call``)."""
 
-    def __init__(self, history: History, url: str, threads: int = 8, ws=(1, 2, 3)) -> None:
+    name = "writer"
+
+    def __init__(self, history: History, url: str | None, threads: int = 8, ws=(1, 2, 3)) -> None:
         self._history = history
         self._url = url
         self._ws = ws
         self._calls = itertools.count()
         self._stop = threading.Event()
         self._failures: list[BaseException] = []
-        self._threads = [threading.Thread(target=self._write, name=f"writer-{i}", daemon=True)
+        self._threads = [threading.Thread(target=self._write, name=f"{self.name}-{i}", daemon=True)
                          for i in range(threads)]
 
     def __enter__(self) -> "Writers":
@@ -74,12 +77,14 @@ class Writers:
     def _write(self) -> None:
         try:
             while not self._stop.is_set():
-                w = self._ws[next(self._calls) % len(self._ws)]
-                if self._history.append(self._url, w).outcome == UNKNOWN:
-                    self._stop.wait(UNREACHABLE_BACKOFF_S)
+                self._one_call(self._ws[next(self._calls) % len(self._ws)])
         except BaseException as exc:  # reported by stop(), not lost with the thread
             self._failures.append(exc)
             raise
+
+    def _one_call(self, w) -> None:
+        if self._history.append(self._url, w).outcome == UNKNOWN:
+            self._stop.wait(UNREACHABLE_BACKOFF_S)
 
 
 class RawPeer:

@@ -34,12 +34,12 @@ from __future__ import annotations
 import http.client
 import itertools
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 from tests.support.checker import OK, REJECTED, UNKNOWN, Call, History, asks_majority
+from tests.support.durability import Writers
 from tests.support.http import get_health, get_messages, request
 from tests.support.processes import Node
 from tests.support.tcp_relay import TcpRelay
@@ -278,7 +278,7 @@ class FailoverCluster:
         return self.health(name)["length"]
 
 
-class FailoverWriters:
+class FailoverWriters(Writers):
     """``threads`` clients appending until stopped, each call recorded in
     ``history``: w cycles through ``ws``, each call carries ``fields`` (a
     ``timeout``, say). ``spread``: each call goes to the next running node,
@@ -289,39 +289,16 @@ class FailoverWriters:
     Use as a context manager."""
 
     BACKOFF_S = 0.05
+    name = "failover-writer"
 
     def __init__(self, history: History, cluster: FailoverCluster, threads: int = 6,
                  ws=(1, 2, "all"), spread: bool = True, **fields) -> None:
-        self._history = history
+        super().__init__(history, None, threads, ws)
         self._cluster = cluster
-        self._ws = ws
         self._spread = spread
         self._fields = fields
-        self._calls = itertools.count()
         self._turn = itertools.count()
         self._leader: str | None = None
-        self._stop = threading.Event()
-        self._failures: list[BaseException] = []
-        self._threads = [threading.Thread(target=self._write, name=f"failover-writer-{i}", daemon=True)
-                         for i in range(threads)]
-
-    def __enter__(self) -> "FailoverWriters":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Let every call in flight finish, then stop; fails if one never does."""
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in self._threads if t.is_alive()]
-        assert not stuck, f"writers still waiting for an answer: {stuck}"
-        assert not self._failures, f"a writer failed: {self._failures[0]!r}"
 
     def _target(self) -> str | None:
         urls = self._cluster.running_urls()
@@ -333,23 +310,17 @@ class FailoverWriters:
         names = sorted(urls)
         return urls[names[next(self._turn) % len(names)]]
 
-    def _write(self) -> None:
-        try:
-            while not self._stop.is_set():
-                url = self._target()
-                if url is None:
-                    self._stop.wait(self.BACKOFF_S)
-                    continue
-                w = self._ws[next(self._calls) % len(self._ws)]
-                call = self._history.append(url, w, **self._fields)
-                if call.outcome == OK and call.served_by:
-                    self._leader = call.served_by
-                elif call.outcome in (UNKNOWN, REJECTED):
-                    self._leader = None
-                    self._stop.wait(self.BACKOFF_S)
-        except BaseException as exc:  # reported by stop(), not lost with the thread
-            self._failures.append(exc)
-            raise
+    def _one_call(self, w) -> None:
+        url = self._target()
+        if url is None:
+            self._stop.wait(self.BACKOFF_S)
+            return
+        call = self._history.append(url, w, **self._fields)
+        if call.outcome == OK and call.served_by:
+            self._leader = call.served_by
+        elif call.outcome in (UNKNOWN, REJECTED):
+            self._leader = None
+            self._stop.wait(self.BACKOFF_S)
 
 
 def majority_acks(history: History, majority: int, since: float = 0.0) -> list[Call]:
