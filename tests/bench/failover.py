@@ -35,7 +35,7 @@ from typing import Iterator
 
 from tests.bench import nodes
 from tests.support.http import get_health, post_message, request
-from tests.support.processes import Node
+from tests.support.processes import Node, stop_all
 
 NAMES = ("primary", "s1", "s2")
 WRITERS = 4
@@ -205,13 +205,13 @@ def failover_cluster(log_dir: Path) -> Iterator[FailoverNodes]:
                 node.wait_ready()
             break
         except AssertionError:  # a node exited: most likely, a port was taken meanwhile
-            _stop(cluster)
+            stop_all(cluster.values())
             if attempt == 3:
                 raise
     try:
         yield cluster
     finally:
-        _stop(cluster)
+        stop_all(cluster.values())
 
 
 def wait_for_primary(cluster: FailoverNodes) -> str:
@@ -279,15 +279,6 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def _stop(cluster: FailoverNodes) -> None:
-    for node in cluster.values():
-        if node.running:
-            try:
-                node.stop(timeout=10)
-            except Exception:
-                node.kill()
 
 
 def _wait(condition, timeout: float, what: str):

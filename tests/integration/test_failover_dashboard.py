@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.browser import PLAYWRIGHT_MISSING, console_errors, headless_chromium
-from tests.support.failover import FailoverCluster
 from tests.support.http import request
 from tests.support.processes import REPO
 
@@ -51,26 +50,6 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1150, "height": 900})
     yield context.new_page()
     context.close()
-
-
-@pytest.fixture
-def make_failover(tmp_path, request):
-    """Start failover clusters; all shut down after the test, and every
-    node's log printed if it failed."""
-    clusters: list[FailoverCluster] = []
-
-    def make(**kwargs) -> FailoverCluster:
-        cluster = FailoverCluster(tmp_path / f"cluster{len(clusters)}", **kwargs)
-        clusters.append(cluster)  # before starting, so a failed start is cleaned up too
-        return cluster.start()
-
-    yield make
-    for cluster in clusters:
-        cluster.shutdown()
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        for cluster in clusters:
-            for node in cluster.nodes.values():
-                print(f"\n===== {node.name} log =====\n{node.log()[-20000:]}")
 
 
 def node_row(page, name: str):

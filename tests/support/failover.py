@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -41,7 +40,7 @@ from typing import Callable, Iterable
 from tests.support.checker import OK, REJECTED, UNKNOWN, Call, History, asks_majority
 from tests.support.durability import Writers
 from tests.support.http import get_health, get_messages, request
-from tests.support.processes import Node
+from tests.support.processes import Node, stop_all
 from tests.support.tcp_relay import TcpRelay
 from tests.support.waiting import wait_until
 
@@ -135,13 +134,7 @@ class FailoverCluster:
         return self.nodes[name].restart()
 
     def shutdown(self) -> None:
-        for node in self.nodes.values():
-            if node.running:
-                node.resume()  # a paused process cannot act on SIGTERM
-                try:
-                    node.stop(timeout=10)
-                except subprocess.TimeoutExpired:
-                    node.kill()
+        stop_all(self.nodes.values())
         for relay in self.relays.values():
             relay.stop()
 

@@ -173,12 +173,17 @@ class Cluster:
         return self.primary if name == "primary" else self.secondaries[name]
 
     def shutdown(self) -> None:
-        for node in self.nodes:
-            if node.running:
-                node.resume()  # a paused process cannot act on SIGTERM
-                try:
-                    node.stop(timeout=10)
-                except subprocess.TimeoutExpired:
-                    node.kill()
+        stop_all(self.nodes)
         for relay in self.relays.values():
             relay.stop()
+
+
+def stop_all(nodes) -> None:
+    """SIGTERM every node still running, paused ones too; SIGKILL one that does not stop."""
+    for node in nodes:
+        if node.running:
+            node.resume()  # a paused process cannot act on SIGTERM
+            try:
+                node.stop(timeout=10)
+            except subprocess.TimeoutExpired:
+                node.kill()
