@@ -1,46 +1,86 @@
-"""Raft consensus as a pure state machine: elections, replication and commit.
+"""Raft consensus as a pure state machine: elections, replication, commit, reads.
 
-The rules are Raft's (Ongaro & Ousterhout 2014, §5.2-5.4) with the thesis's
-PreVote (§9.6), leader stickiness and check quorum (§4.2.3), and the no-op a
-new primary appends (§6.4). Membership is fixed: ``peers`` names every node,
-this one included, and a majority is more than half of them.
+The rules are Raft's (Ongaro & Ousterhout 2014, §5.2-5.4 and §7) with the
+thesis's PreVote (§9.6), leader stickiness and check quorum (§4.2.3), the
+no-op a new primary appends (§6.4), leadership transfer (§3.10) and read
+index (§6.4); docs/architecture.md writes each rule out, with why, and
+names every departure. Membership is fixed.
+
+One engine, three configurations (``Mode``):
+
+- ``ELECTED`` (failover mode, PEERS): every node may stand; a majority of
+  ``peers`` elects the primary of each term.
+- ``FIXED_PRIMARY`` (the fixed roles' primary): it is primary of a new term
+  from its start, with no vote: its terms number its runs. Without a log
+  (in memory, or a lost DATA_DIR) it first recovers one from its
+  secondaries (shared.consensus.raft_recovery). It never steps down.
+- ``FIXED_SECONDARY``: it never stands and never votes; it follows the
+  primary of the newest term that writes to it, whoever that is (it knows
+  no peers), and keeps the log of one cluster only (``HardState.cluster``).
 
 Sans-I/O, in etcd-raft's Ready style: the shell feeds a RaftNode the time
-(``tick``), each message that arrives (``step``) and client writes
-(``propose``); each call returns a Ready, which the shell acts on in its
-fields' order: persist the hard state, then the log changes (fsync), then
-apply ``committed``, and only then send the messages, since a reply may
-promise what was just persisted (a vote, an entry). The node never reads a
-clock, draws only from the ``random.Random`` it is given, and does no I/O.
+(``tick``), each message that arrives (``step``), client writes
+(``propose``), reads (``read_index``) and a planned stop
+(``transfer_leadership``); each call returns a Ready, which the shell acts
+on in its fields' order: persist the hard state, then the log changes
+(fsync), and only then send the messages, since a reply may promise what
+was just persisted (a vote, an entry). Every Ready must be applied to the
+storage before the node is called again (shared.consensus.raft_log). The
+node never reads a clock, draws only from the ``random.Random`` it is
+given, and does no I/O.
+
+What another node claims that cannot be true (a second primary in a term,
+an entry that contradicts a committed one, a reply to what was never sent)
+raises ``Refused`` before anything changed: the shell logs it at ERROR and
+drops the message. Only a broken rule of the node's *own* state raises
+``SafetyViolation``, which stops the node.
 
 Leader is called **primary** here, follower **secondary**, as in the rest of
-the project. Log indexes are 0-based; see shared.consensus.raft_log.
-
-Thread: the owner's I/O thread only; values are immutable.
+the project. Thread: the owner's I/O thread only; values are immutable.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Sequence
 
-from shared.consensus.raft_log import Entry, HardState, PersistedState, RaftLog, SafetyViolation
-from shared.consensus.raft_messages import (
-    AppendEntries, AppendReply, Message, PreVoteRequest, VoteReply, VoteRequest,
+from shared.consensus.raft_log import (
+    Compacted, Entry, HardState, KeyRecord, LogStart, LogStorage, RaftLog, SafetyViolation, Snapshot,
+    Unsaved, digest_after,
 )
+from shared.consensus.raft_messages import (
+    AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply, InstallSnapshot,
+    Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply, StateRequest,
+    TimeoutNow, VoteReply, VoteRequest,
+)
+from shared.consensus.raft_progress import Progress, State
+from shared.consensus.raft_recovery import Recovery
 
 __all__ = [
-    "AppendEntries", "AppendReply", "Entry", "HardState", "Message", "NotPrimary", "PersistedState",
-    "PreVoteRequest", "RaftNode", "Ready", "Role", "SafetyViolation", "VoteReply", "VoteRequest",
+    "AppendEntries", "AppendReply", "Entry", "HardState", "Message", "Mode", "NotPrimary", "RaftNode",
+    "Ready", "Refused", "Role", "SafetyViolation", "VoteReply", "VoteRequest",
 ]
 
 #: Entries one AppendEntries carries at most, unless the node is told otherwise.
-MAX_BATCH = 64
-#: Bytes of payloads one AppendEntries carries at most, past its first entry,
+MAX_BATCH = 4096
+#: Bytes of entries one AppendEntries carries at most, past its first entry,
 #: unless the node is told otherwise: a frame must fit its receiver's limit.
 MAX_BATCH_BYTES = 4 << 20
+#: Frames in flight to one secondary at most, and their bytes (raft_progress).
+WINDOW = 8
+WINDOW_BYTES = 16 << 20
+#: Idempotency-Keys one InstallSnapshot chunk carries at most.
+KEYS_PER_CHUNK = 10_000
+#: The largest term a node takes on: it must always be able to stand in the
+#: next one, which the wire still carries (shared.wire.frames: 2**53).
+MAX_TERM = 2**53 - 2
+#: How far above its own term a frame may lead a node at once. Terms grow by
+#: one per election, and PreVote keeps them from growing for nothing, so a
+#: jump this large is a forged frame (plain mode): taken, it would leave the
+#: cluster few terms to elect in.
+MAX_TERM_JUMP = 2**32
 
 
 class Role(str, enum.Enum):
@@ -48,72 +88,108 @@ class Role(str, enum.Enum):
     SECONDARY = "secondary"
     CANDIDATE = "candidate"
     PRE_CANDIDATE = "pre-candidate"
+    RECOVERING = "recovering"  # a fixed primary taking over a log from its secondaries
+
+
+class Mode(str, enum.Enum):
+    ELECTED = "elected"
+    FIXED_PRIMARY = "fixed-primary"
+    FIXED_SECONDARY = "fixed-secondary"
 
 
 class NotPrimary(Exception):
     """Only the primary takes writes; ``primary`` names the one this node follows, if any."""
 
-    def __init__(self, primary: str | None) -> None:
-        super().__init__(f"not the primary (the primary is {primary or 'unknown'})")
+    def __init__(self, primary: str | None, why: str | None = None) -> None:
+        super().__init__(why or f"not the primary (the primary is {primary or 'unknown'})")
         self.primary = primary
+
+
+class Refused(ValueError):
+    """A message claims what cannot be true (a forgery in plain mode, or another
+    node's broken state); nothing was changed. str(error) says what."""
 
 
 @dataclass(frozen=True, slots=True)
 class Ready:
     """What the shell must do after a call, in this order."""
 
-    hard_state: HardState | None  # persist (fsync) first, when not None
-    truncate_from: int | None  # then drop the log's entries from here on
-    append: tuple[Entry, ...]  # and append these (fsync)
+    hard_state: HardState | None  # persist first (fsync, always), when not None
+    log: Unsaved  # then apply these changes to the log (fsync, under FSYNC)
     committed: int  # the commit length, maybe unchanged
-    messages: tuple[tuple[str, Message], ...]  # (to, message): sent only once all above is durable
+    messages: tuple[tuple[str, Message], ...]  # (to, message): only once all above is durable
     proposed: range = range(0)  # the indexes propose() appended
-
-
-@dataclass(slots=True)
-class _Progress:
-    """What the primary knows of one secondary (§5.3)."""
-
-    next_length: int  # the next AppendEntries starts at this index
-    heard_at: float  # when a reply of this term last came: check quorum counts it
-    match_length: int = 0  # the secondary's log matches this many of the primary's entries
+    #: Reads confirmed or failed: (request, the commit length to wait for, or None).
+    reads: tuple[tuple[int, int | None], ...] = ()
+    #: step(): the sender counts as a current member (the message was of this
+    #: node's term, accepted, and from its primary where that matters): only
+    #: then may the shell believe what the frame says beside the message.
+    heard: str | None = None
+    #: step(): why the message was refused though it was answered (a frame of
+    #: another cluster's primary): the shell logs it as a dropped frame.
+    refusal: str | None = None
 
 
 class RaftNode:
     """One member of a Raft cluster. See the module's docstring for how to drive it."""
 
-    def __init__(self, name: str, peers: tuple[str, ...], rng: random.Random, *,
-                 election_timeout: float, heartbeat_interval: float,
-                 persisted: PersistedState | None = None, max_batch: int = MAX_BATCH,
-                 max_batch_bytes: int = MAX_BATCH_BYTES, stands_at_once: bool = False) -> None:
-        """``stands_at_once``: the first tick starts a ballot instead of the
-        election timer, and until a first term begins the node asks again at
-        every heartbeat interval (the node a fresh cluster should elect first)."""
+    def __init__(self, name: str, peers: Sequence[str], rng: random.Random, *, storage: LogStorage,
+                 hard_state: HardState = HardState(), election_timeout: float,
+                 heartbeat_interval: float, mode: Mode = Mode.ELECTED, max_batch: int = MAX_BATCH,
+                 max_batch_bytes: int = MAX_BATCH_BYTES, window: int = WINDOW,
+                 window_bytes: int = WINDOW_BYTES, stands_at_once: bool = False,
+                 recovery_timeout: float = 10.0) -> None:
+        """``peers`` names every node, this one included (a fixed secondary: only
+        itself). ``stands_at_once``: the first tick starts a ballot instead of
+        the election timer, and until a first term begins the node asks again
+        at every heartbeat interval (the node a fresh cluster should elect first)."""
         if name not in peers or len(set(peers)) != len(peers):
             raise ValueError(f"peers {peers!r} must name {name!r} once, and every node once")
         if not 0 < heartbeat_interval < election_timeout:
             raise ValueError("need 0 < heartbeat_interval < election_timeout")
-        state = persisted or PersistedState()
-        self.name, self.peers = name, tuple(peers)
+        self.name, self.peers, self.mode = name, tuple(peers), mode
         self._others = tuple(peer for peer in peers if peer != name)
         self._majority = len(peers) // 2 + 1
         self._rng = rng
         self._election_timeout = election_timeout
         self._heartbeat_interval = heartbeat_interval
-        self._max_batch = max_batch
-        self._max_batch_bytes = max_batch_bytes
+        self._recovery_timeout = recovery_timeout
+        self._max_batch, self._max_batch_bytes = max_batch, max_batch_bytes
+        self._window, self._window_bytes = window, window_bytes
         self._stands_at_once = stands_at_once
-        self._term, self._voted_for, self._caught_up = state.term, state.voted_for, state.caught_up
-        self._saved_hard_state = HardState(state.term, state.voted_for, state.caught_up)
-        self._log = RaftLog(state.entries)
+        self._term, self._voted_for = hard_state.term, hard_state.voted_for
+        self._caught_up, self._vote_floor = hard_state.caught_up, hard_state.vote_floor
+        self._cluster = hard_state.cluster
+        self._saved_hard_state = hard_state
+        self._log = RaftLog(storage)
         self._role = Role.SECONDARY
         self._primary: str | None = None
         self._heard_from_primary_at: float | None = None
         self._election_deadline: float | None = None  # set by the first tick: the clock starts then
         self._votes: set[str] = set()  # a pre-candidate's or candidate's, its own included
-        self._progress: dict[str, _Progress] = {}
+        self._progress: dict[str, Progress] = {}
+        self._seq = 0  # the last seq this primary sent in its term
         self._heartbeat_due = 0.0
         self._outbox: list[tuple[str, Message]] = []
+        self._reads_done: list[tuple[int, int | None]] = []
+        #: On the primary: reads waiting for a majority to answer a seq sent
+        #: after them: (seq, commit length at arrival, request, asked by).
+        self._reads_confirming: list[tuple[int, int, int, str | None]] = []
+        #: Reads that came before this term's first entry was committed.
+        self._reads_waiting_commit: list[tuple[int, str | None]] = []
+        self._transferee: str | None = None
+        self._transfer_deadline = 0.0
+        #: A node that is not caught up: each peer's log (last term, length) as
+        #: it last told it since this node's start, and the highest term any
+        #: peer spoke in (its vote floor, once caught up).
+        self._heard_logs: dict[str, tuple[int, int]] = {}
+        self._highest_term_heard = self._term
+        self._snapshot_in: tuple[LogStart, list[KeyRecord]] | None = None  # chunks received
+        self._recovery: Recovery | None = None
+        self._vouched = False  # a primary said this node holds every committed entry
+        self._next_term_query = 0.0  # when a node that is not caught up asks the unheard again
+        self._heard: str | None = None
+        self._refusal: str | None = None
 
     # -- What the shell may read --------------------------------------------
 
@@ -136,72 +212,163 @@ class RaftNode:
 
     @property
     def caught_up(self) -> bool:
-        """False for a node started from an empty data directory until a primary
-        has caught it up (see PersistedState): until then it votes only for an
-        empty log."""
+        """False for a node started from an empty data directory until it may vote
+        (docs/architecture.md, "A node that lost its disk")."""
         return self._caught_up
+
+    @property
+    def unheard(self) -> tuple[str, ...]:
+        """While not caught up: the peers it has not heard from since its start."""
+        return () if self._caught_up else tuple(p for p in self._others if p not in self._heard_logs)
+
+    @property
+    def cluster(self) -> str | None:
+        return self._cluster
 
     @property
     def commit_length(self) -> int:
         return self._log.commit_length
 
     @property
-    def log(self) -> tuple[Entry, ...]:
-        return self._log.entries
+    def log_length(self) -> int:
+        return len(self._log)
+
+    @property
+    def log_start(self) -> LogStart:
+        return self._log.start
+
+    @property
+    def recovery(self) -> Recovery | None:
+        """A fixed primary's recovery while it runs."""
+        return self._recovery
+
+    @property
+    def transferring_to(self) -> str | None:
+        return self._transferee
 
     def next_timer(self) -> float | None:
-        """When a tick next has work: the heartbeat (and check quorum) on a
-        primary, the election timeout elsewhere; None before the first tick."""
-        return self._heartbeat_due if self._role is Role.PRIMARY else self._election_deadline
+        """When a tick next has work; None before the first tick."""
+        if self._role is Role.PRIMARY:
+            deadlines = [self._heartbeat_due]
+            deadlines += [d for p in self._progress.values() if (d := p.retransmit_deadline()) is not None]
+            return min(deadlines)
+        if self._role is Role.RECOVERING:
+            return self._recovery.deadline()
+        if not self._caught_up and self._election_deadline is not None:
+            return min(self._election_deadline, self._next_term_query)
+        return self._election_deadline
+
+    def progress(self) -> dict[str, Progress]:
+        """On the primary, what it knows of each secondary (read-only use); else empty."""
+        return dict(self._progress)
 
     def match_lengths(self) -> dict[str, int]:
         """On the primary, how many of its entries each secondary is known to
         hold (durably: it answers only once it has stored them); else empty."""
-        return {peer: progress.match_length for peer, progress in self._progress.items()}
+        return {peer: progress.match for peer, progress in self._progress.items()
+                if progress.diverged is None}
 
     # -- The calls that drive it ----------------------------------------------
 
     def tick(self, now: float) -> Ready:
-        """Lets the timers run: heartbeats and check quorum on a primary, the
-        election timeout on the others."""
+        """Lets the timers run: heartbeats, resends and check quorum on a primary,
+        the election timeout elsewhere, a fixed primary's start."""
         if self._role is Role.PRIMARY:
             self._tick_as_primary(now)
-        elif self._election_deadline is None and self._stands_at_once:
+        elif self._role is Role.RECOVERING:
+            self._step_recovery(now)
+        elif self.mode is Mode.FIXED_PRIMARY:
+            self._start_fixed_primary(now)
+        elif self.mode is Mode.FIXED_SECONDARY:
+            pass  # it never stands
+        else:
+            self._tick_election_timer(now)
+        return self._ready()
+
+    def _tick_election_timer(self, now: float) -> None:
+        if not self._caught_up and now >= self._next_term_query:
+            self._ask_unheard(now)
+        if self._election_deadline is None and self._stands_at_once:
             self._campaign(now)
         elif self._election_deadline is None:
             self._reset_election_timer(now)
         elif now >= self._election_deadline:
             self._campaign(now)
-        return self._ready()
 
     def step(self, message: Message, now: float) -> Ready:
-        """Takes one message from another node."""
-        if message.sender not in self._others:
-            raise ValueError(f"{message.sender!r} is not a peer of {self.name!r}")
-        if message.term > self._term and self._adopts_term_of(message, now):
+        """Takes one message from another node. Raises Refused (nothing changed)
+        for a message that claims what cannot be true."""
+        self._check_sender(message)
+        self._check_term(message)
+        self._heard = self._refusal = None
+        if self._keeps_another_cluster(message):
+            self._refuse_other_cluster(message)
+        elif isinstance(message, (StateRequest, FetchRequest)):
+            self._answer_recovery(message)  # a question that changes nothing, whatever its term
+        elif isinstance(message, (StateReply, FetchReply)):
+            if self._role is Role.RECOVERING:
+                self._recovery.take(message, now)
+                self._step_recovery(now)
+        elif self.mode is Mode.FIXED_PRIMARY and message.term > self._term:
+            self._progress_of(message.sender).diverged = (
+                f"it follows a newer primary (term {message.term})")
+        elif message.term > self._term and self._adopts_term_of(message, now):
             self._become_secondary(message.term, now)
-        if message.term < self._term:
+            self._dispatch_current(message, now)
+        elif message.term < self._term:
             self._answer_stale(message)
         else:
-            self._dispatch(message, now)
-        return self._ready()
+            self._dispatch_current(message, now)
+        if not self._caught_up:
+            self._note_heard(message)
+            self._maybe_caught_up()
+        return self._ready(heard=self._heard, refusal=self._refusal)
 
-    def propose(self, payloads: Iterable[bytes]) -> Ready:
-        """Appends ``payloads`` as entries of this primary's term; ``Ready.proposed``
-        holds their indexes. They are committed once ``Ready.committed`` passes them.
-        Raises NotPrimary on any other node."""
+    def propose(self, entries: Sequence[Entry], now: float) -> Ready:
+        """Appends ``entries`` (their terms are set here) to this primary's log;
+        ``Ready.proposed`` holds their indexes. They are committed once
+        ``Ready.committed`` passes them. Raises NotPrimary on any other node, and
+        while the primary hands its role over."""
         if self._role is not Role.PRIMARY:
             raise NotPrimary(self._primary)
-        entries = tuple(Entry(self._term, payload) for payload in payloads)
-        if not all(isinstance(entry.payload, bytes) for entry in entries):
-            raise TypeError("payloads must be bytes (None is the primary's own no-op)")
+        if self._transferee is not None:
+            raise NotPrimary(None, f"the primary is handing its role over to {self._transferee}")
+        if self._cluster is None and self.mode is Mode.FIXED_PRIMARY:
+            self._cluster = f"{self._rng.getrandbits(64):016x}"  # a new cluster's first append names it
         start = len(self._log)
-        self._log.append(entries)
-        for peer, progress in self._progress.items():
-            if progress.next_length == start:  # the others are sent more when they answer
-                self._send_append(peer)
-        self._advance_commit()
+        self._log.append([Entry(self._term, e.body, e.count, e.key) for e in entries])
+        self._replicate(now)
+        self._advance_commit(now)
         return self._ready(proposed=range(start, len(self._log)))
+
+    def read_index(self, request: int, now: float) -> Ready:
+        """Asks for the commit length a linearizable read must wait for (thesis
+        §6.4): ``Ready.reads`` gives it once a majority has confirmed this node
+        (or its primary) is still primary, or None if that cannot be had here."""
+        if self._role is Role.PRIMARY:
+            self._take_read(request, None, now)
+        elif self._primary is not None and self.mode is not Mode.FIXED_PRIMARY:
+            self._send(self._primary, ReadIndexRequest(self.name, self._term, request))
+        else:
+            self._reads_done.append((request, None))
+        return self._ready()
+
+    def compact(self, length: int) -> Ready:
+        """Moves the log's start to ``length`` (retention), at most the commit
+        length. The secondaries follow: the start rides on every frame."""
+        if length > self._log.start.index:
+            self._log.compact(min(length, self._log.commit_length))
+        return self._ready()
+
+    def transfer_leadership(self, now: float) -> Ready:
+        """A primary about to stop hands its role to the most up-to-date secondary
+        (thesis §3.10): it takes no more writes, catches that secondary up, and
+        tells it to stand at once. Abandoned after an election timeout."""
+        if self._role is Role.PRIMARY and self.mode is Mode.ELECTED and self._others:
+            target = max(self._others, key=lambda p: (self._progress[p].match, self._progress[p].heard_at))
+            self._transferee, self._transfer_deadline = target, now + self._election_timeout
+            self._maybe_time_out_transferee()
+        return self._ready()
 
     # -- The rules that a test may break, one at a time -------------------------
 
@@ -213,9 +380,8 @@ class RaftNode:
 
     def _commit_point(self) -> int:
         """The longest prefix of the log that a majority holds, this node included."""
-        lengths = sorted([len(self._log), *(p.match_length for p in self._progress.values())],
-                         reverse=True)
-        return lengths[self._majority - 1]
+        lengths = sorted([len(self._log), *self.match_lengths().values()], reverse=True)
+        return lengths[self._majority - 1] if len(lengths) >= self._majority else 0
 
     def _may_commit(self, length: int) -> bool:
         """§5.4.2: a primary commits by counting replicas only up to an entry of its
@@ -228,10 +394,22 @@ class RaftNode:
         so that a node that was cut off cannot depose a healthy primary on return."""
         return True
 
+    def _vouches_for(self, progress: Progress) -> bool:
+        """Whether a secondary that started from an empty disk now holds every
+        entry committed so far, those its lost acknowledgements counted for
+        included: it holds this primary's commit length, and that ends in an
+        entry of this term (so, by leader completeness, it covers every
+        earlier term's). This primary stopped counting that secondary's old
+        acknowledgements when it first heard it was not caught up
+        (``_forget_lost_acknowledgements``), so whatever it committed after
+        that counted the secondary's new life only."""
+        commit = self._log.commit_length
+        return (progress.lost_disk and progress.match >= commit
+                and self._log.term_at(commit) == self._term)
+
     def _hard_state(self) -> HardState:
-        """What a restart must not forget: the term, the vote given in it, and
-        whether a node that started from nothing has been caught up yet."""
-        return HardState(self._term, self._voted_for, self._caught_up)
+        """What a restart must not forget."""
+        return HardState(self._term, self._voted_for, self._caught_up, self._vote_floor, self._cluster)
 
     # -- Elections --------------------------------------------------------------
 
@@ -240,32 +418,33 @@ class RaftNode:
         self._election_deadline = now + self._rng.uniform(self._election_timeout,
                                                           2 * self._election_timeout)
 
-    def _campaign(self, now: float) -> None:
+    def _campaign(self, now: float, transfer: bool = False) -> None:
         self._reset_election_timer(now)  # if this ballot fails, the next one starts then
         if self._stands_at_once and self._term == 0:
             # A fresh cluster's first node asks again each heartbeat: its peers
             # may not be listening yet. Pre-votes change no one's state.
             self._election_deadline = now + self._heartbeat_interval
         if not self._caught_up and len(self._log):
-            return  # it started from nothing: it stands again once a primary caught it up
-        if self._campaigns_with_pre_vote():
-            self._start_ballot(Role.PRE_CANDIDATE, now)
+            return  # it started from nothing: it stands again once it may vote
+        if transfer or not self._campaigns_with_pre_vote():
+            self._start_candidacy(now, transfer)
         else:
-            self._start_candidacy(now)
+            self._start_ballot(Role.PRE_CANDIDATE, now)
 
-    def _start_candidacy(self, now: float) -> None:
+    def _start_candidacy(self, now: float, transfer: bool = False) -> None:
         self._term += 1
         self._voted_for = self.name
-        self._start_ballot(Role.CANDIDATE, now)
+        self._start_ballot(Role.CANDIDATE, now, transfer)
 
-    def _start_ballot(self, role: Role, now: float) -> None:
+    def _start_ballot(self, role: Role, now: float, transfer: bool = False) -> None:
         self._role, self._primary, self._heard_from_primary_at = role, None, None
         self._votes = {self.name}
-        pre_vote = role is Role.PRE_CANDIDATE
-        request = PreVoteRequest if pre_vote else VoteRequest
-        term = self._term + 1 if pre_vote else self._term
+        last_term, length = self._log.last_term, len(self._log)
         for peer in self._others:
-            self._send(peer, request(self.name, term, self._log.last_term, len(self._log)))
+            if role is Role.PRE_CANDIDATE:
+                self._send(peer, PreVoteRequest(self.name, self._term + 1, last_term, length))
+            else:
+                self._send(peer, VoteRequest(self.name, self._term, last_term, length, transfer))
         self._count_votes(now)
 
     def _count_votes(self, now: float) -> None:
@@ -286,14 +465,31 @@ class RaftNode:
 
     def _may_vote_for(self, candidate: str, term: int) -> bool:
         """At most one vote per term: a later term is open, the current one only
-        if this node has not voted, or voted for ``candidate`` (a repeated request)."""
+        if this node has not voted, or voted for ``candidate`` (a repeated
+        request); never a term at or below the vote floor (a lost disk's)."""
+        if term <= self._vote_floor:
+            return False
         return term > self._term or self._voted_for in (None, candidate)
 
     def _grants(self, request: PreVoteRequest | VoteRequest, now: float) -> bool:
-        return (not self._in_lease(now)
-                and (self._caught_up or request.log_length == 0)  # see PersistedState
+        transfer = isinstance(request, VoteRequest) and request.transfer
+        return (self.mode is Mode.ELECTED
+                and (transfer or not self._in_lease(now))
+                and (self._caught_up or self._may_vote_before_caught_up(request))
                 and self._may_vote_for(request.sender, request.term)
                 and self._log_is_up_to_date(request.last_log_term, request.log_length))
+
+    def _may_vote_before_caught_up(self, request: PreVoteRequest | VoteRequest) -> bool:
+        """A node that lost its disk may have voted in any term up to the highest
+        its peers are in, and may have acknowledged committed entries it no
+        longer holds: it votes only once it has heard every other node, in a
+        term above every term it heard, for a candidate whose log is at least as
+        up to date as every log it heard. A committed entry it helped commit is
+        held by another node too, whose log it heard; a log at least as up to
+        date as that one holds the entry (§5.4.3)."""
+        candidate = (request.last_log_term, request.log_length)
+        return (not self.unheard and request.term > self._highest_term_heard
+                and all(candidate >= log for log in self._heard_logs.values()))
 
     def _on_pre_vote_request(self, request: PreVoteRequest, now: float) -> None:
         granted = self._grants(request, now)
@@ -318,7 +514,60 @@ class RaftNode:
             return self._role is Role.PRE_CANDIDATE and reply.term == self._term + 1
         return self._role is Role.CANDIDATE and reply.term == self._term
 
+    # -- A node that lost its disk ----------------------------------------------------
+
+    def _note_heard(self, message: Message) -> None:
+        """A node that is not caught up keeps track of the logs its peers hold,
+        and of the highest term any spoke in: it will not vote in that term or below."""
+        if isinstance(message, (StateReply, PreVoteRequest, VoteRequest)):
+            self._heard_logs[message.sender] = (message.last_log_term, message.log_length)
+        if not isinstance(message, PreVoteRequest):  # a pre-vote's term is only asked about
+            self._highest_term_heard = max(self._highest_term_heard, message.term)
+
+    def _ask_unheard(self, now: float) -> None:
+        """Secondaries do not speak to one another: ask those not heard from yet
+        what they hold (a question that changes nothing), to learn their terms."""
+        self._next_term_query = now + self._heartbeat_interval
+        for peer in self.unheard:
+            self._send(peer, StateRequest(self.name, self._term))
+
+    def _maybe_caught_up(self) -> None:
+        """Vouched for by its primary, and heard from every other node: it may vote
+        again, in terms above any it may have voted in before it lost its disk
+        (each such vote went to a node whose term is now at least that high)."""
+        if self._caught_up or not self._vouched or self.unheard:
+            return
+        self._caught_up = True
+        self._vote_floor = max(self._vote_floor, self._highest_term_heard, self._term)
+        self._heard_logs = {}
+
     # -- Terms and roles ----------------------------------------------------------
+
+    def _check_term(self, message: Message) -> None:
+        asked_about = isinstance(message, PreVoteRequest) or (
+            isinstance(message, VoteReply) and message.pre_vote)
+        if not 0 <= message.term <= MAX_TERM + asked_about:
+            raise Refused(f"term {message.term} is out of range")
+        if message.term > self._term + MAX_TERM_JUMP:
+            raise Refused(f"term {message.term} is implausibly far above this node's {self._term}")
+
+    def _keeps_another_cluster(self, message: Message) -> bool:
+        cluster = getattr(message, "cluster", None)
+        return cluster is not None and self._cluster not in (None, cluster)
+
+    def _refuse_other_cluster(self, message: AppendEntries | Heartbeat | InstallSnapshot) -> None:
+        """A fixed secondary keeps one cluster's log: a primary of another is told
+        so (it stops writing here), and nothing changes, its term included."""
+        why = (f"it keeps the log of cluster {self._cluster} ({len(self._log)} entries), "
+               f"not {message.cluster}'s")
+        self._refusal = f"a frame of {message.sender}, primary of another cluster: {why}"
+        self._send(message.sender, AppendReply(self.name, self._term, message.seq, False, diverged=why))
+
+    def _check_sender(self, message: Message) -> None:
+        if message.sender == self.name:
+            raise Refused(f"a message claims to come from this node, {self.name}")
+        if self.mode is not Mode.FIXED_SECONDARY and message.sender not in self._others:
+            raise Refused(f"{message.sender!r} is not a peer of {self.name!r}")
 
     def _adopts_term_of(self, message: Message, now: float) -> bool:
         """Whether a message of a later term moves this node to that term."""
@@ -327,20 +576,27 @@ class RaftNode:
         if isinstance(message, VoteReply) and message.pre_vote and message.granted:
             return False  # carries the term this node asked about, not the voter's
         if isinstance(message, VoteRequest):
-            return not self._in_lease(now)  # §4.2.3: refused without a term change
+            # §4.2.3: refused without a term change, unless its primary asked it to stand.
+            return self.mode is Mode.ELECTED and (message.transfer or not self._in_lease(now))
+        if isinstance(message, (ReadIndexRequest, ReadIndexReply, TimeoutNow)):
+            return False  # only a primary's own frames, or a vote, can start a term here
         return True
 
     def _answer_stale(self, message: Message) -> None:
         """A message of an earlier term: tell its sender the current term, so that a
         deposed primary or a lagging candidate catches up. Replies need no answer."""
         if isinstance(message, AppendEntries):
-            self._send(message.sender, AppendReply(self.name, self._term, success=False,
+            self._send(message.sender, AppendReply(self.name, self._term, message.seq, False,
                                                    retry_length=len(self._log)))
+        elif isinstance(message, (Heartbeat, InstallSnapshot)):
+            self._send(message.sender, HeartbeatReply(self.name, self._term, message.seq, len(self._log)))
         elif isinstance(message, (PreVoteRequest, VoteRequest)):
             pre_vote = isinstance(message, PreVoteRequest)
             self._send(message.sender, VoteReply(self.name, self._term, False, pre_vote))
+        elif isinstance(message, ReadIndexRequest):
+            self._send(message.sender, ReadIndexReply(self.name, self._term, message.request, None))
 
-    def _dispatch(self, message: Message, now: float) -> None:
+    def _dispatch_current(self, message: Message, now: float) -> None:
         match message:
             case PreVoteRequest():
                 self._on_pre_vote_request(message, now)
@@ -348,122 +604,396 @@ class RaftNode:
                 self._on_vote_request(message, now)
             case VoteReply():
                 self._on_vote_reply(message, now)
-            case AppendEntries():
-                self._on_append_entries(message, now)
-            case AppendReply():
-                self._on_append_reply(message, now)
+            case AppendEntries() | Heartbeat() | InstallSnapshot():
+                self._on_primary_frame(message, now)
+            case AppendReply() | HeartbeatReply() | SnapshotReply():
+                self._on_reply(message, now)
+            case TimeoutNow():
+                if message.sender == self._primary and self.mode is Mode.ELECTED:
+                    self._campaign(now, transfer=True)
+            case ReadIndexRequest():
+                self._on_read_index_request(message, now)
+            case ReadIndexReply():
+                self._reads_done.append((message.request, message.index))
+        if message.term == self._term and not isinstance(message, (AppendEntries, Heartbeat, InstallSnapshot)):
+            self._heard = message.sender
 
     def _become_secondary(self, term: int, now: float) -> None:
         if term > self._term:
             self._term, self._voted_for = term, None
+        if self._role is Role.PRIMARY:
+            self._fail_reads()
         self._role, self._primary, self._heard_from_primary_at = Role.SECONDARY, None, None
         self._votes = set()
         self._progress = {}
+        self._transferee = None
         self._reset_election_timer(now)
 
     def _become_primary(self, now: float) -> None:
         self._role, self._primary = Role.PRIMARY, self.name
         self._caught_up = True  # elected, it holds every committed entry (§5.4.1)
         self._votes = set()
-        self._progress = {peer: _Progress(next_length=len(self._log), heard_at=now)
+        self._seq = 0
+        self._progress = {peer: Progress(len(self._log), now, self._window, self._window_bytes)
                           for peer in self._others}
         # §6.4: an entry of the new term, so that the earlier terms' entries get
         # committed (§5.4.2) without waiting for a client's write.
-        self._log.append((Entry(self._term, None),))
-        self._broadcast_append(now)
-        self._advance_commit()
+        self._log.append((Entry(self._term),))
+        self._broadcast_heartbeat(now)
+        self._replicate(now)
+        self._advance_commit(now)
+
+    # -- A fixed primary ------------------------------------------------------------
+
+    def _start_fixed_primary(self, now: float) -> None:
+        """At its first tick: a new term at once if it kept a log (or has no
+        secondaries to ask); otherwise, first recover one from them."""
+        if len(self._log) or self._term or not self._others:
+            self._begin_fixed_term(self._term + 1, now)
+        else:
+            self._role = Role.RECOVERING
+            self._recovery = Recovery(self.name, self._others, now, self._heartbeat_interval,
+                                      self._recovery_timeout)
+            self._step_recovery(now)
+
+    def _begin_fixed_term(self, term: int, now: float) -> None:
+        self._term, self._voted_for = term, self.name
+        self._become_primary(now)
+
+    def _step_recovery(self, now: float) -> None:
+        """Ask, fetch, and once recovery ends begin the new term (VR §4.3)."""
+        recovery = self._recovery
+        for peer, request in recovery.requests(now):
+            self._send(peer, request)
+        snapshot, entries = recovery.take_recovered()
+        if snapshot is not None:
+            self._log.install(snapshot)
+        if entries:
+            self._log.append(entries)
+        if recovery.done:
+            self._recovery = None
+            self._cluster = recovery.cluster or self._cluster
+            self._log.commit_to(len(self._log))  # what it took over is what the cluster holds
+            self._begin_fixed_term(max(self._term, recovery.highest_term) + 1, now)
+
+    def _answer_recovery(self, message: StateRequest | FetchRequest) -> None:
+        """A recovering fixed primary asks what this node holds: tell it."""
+        if isinstance(message, StateRequest):
+            self._send(message.sender, StateReply(self.name, self._term, self._log.last_term,
+                                                  len(self._log), self._log.start, self._cluster))
+            return
+        start = self._log.start
+        if message.prev_length < start.index:
+            keys = self._log.snapshot().keys
+            chunk = keys[message.keys_offset:message.keys_offset + KEYS_PER_CHUNK]
+            self._send(message.sender, FetchReply(self.name, self._term, message.prev_length, (),
+                                                  start, chunk, message.keys_offset, len(keys)))
+            return
+        entries = self._log.batch(message.prev_length, self._max_batch, self._max_batch_bytes)
+        self._send(message.sender, FetchReply(self.name, self._term, message.prev_length, tuple(entries)))
 
     # -- Replication: the secondary's side ---------------------------------------
 
     def _follow(self, primary: str, now: float) -> None:
+        """``primary`` speaks for this node's term: follow it."""
         if self._role is Role.PRIMARY:
-            raise SafetyViolation(f"{self.name} and {primary} are both primary of term {self._term}")
+            raise Refused(f"{primary} claims to be primary of term {self._term}, which is this node's")
+        if self._primary is not None and self._primary != primary:
+            raise Refused(f"{primary} claims to be primary of term {self._term}, whose primary "
+                          f"{self._primary} this node follows: a broken vote, or a forged frame")
         if self._role is not Role.SECONDARY:
             self._become_secondary(self._term, now)  # a candidate hears of its term's primary
         self._primary, self._heard_from_primary_at = primary, now
         self._reset_election_timer(now)
+        self._heard = primary
 
-    def _on_append_entries(self, request: AppendEntries, now: float) -> None:
-        self._follow(request.sender, now)
-        if not self._log.holds(request.prev_length, request.prev_term, request.prev_digest):
-            hint = self._log.retry_hint(request.prev_length, request.prev_term)
-            self._send(request.sender, AppendReply(self.name, self._term, False, retry_length=hint))
+    def _on_primary_frame(self, message: AppendEntries | Heartbeat | InstallSnapshot, now: float) -> None:
+        if isinstance(message, AppendEntries) and message.entries:
+            self._check_no_committed_conflict(message)
+        self._follow(message.sender, now)
+        if message.cluster is not None and self._cluster is None:
+            self._cluster = message.cluster  # persisted by this Ready, before the reply
+        if isinstance(message, (AppendEntries, Heartbeat)) and message.vouch:
+            self._vouched = True
+        match message:
+            case AppendEntries():
+                self._on_append_entries(message)
+            case Heartbeat():
+                self._log.commit_to(min(message.commit_length, len(self._log)))
+                self._follow_start(message.log_start)
+                self._send(message.sender, HeartbeatReply(self.name, self._term, message.seq,
+                                                          len(self._log), self._caught_up))
+            case InstallSnapshot():
+                self._on_install_snapshot(message)
+
+    def _check_no_committed_conflict(self, request: AppendEntries) -> None:
+        """An entry that contradicts one this node knows to be committed is another
+        node's lie (or broken state): refuse the frame before anything changes."""
+        start = max(request.prev_length, self._log.start.index)
+        if start >= self._log.commit_length or not self._log.holds(
+                request.prev_length, request.prev_term, request.prev_digest):
             return
-        match_length = self._log.merge(request.prev_length, request.entries)
+        digest, digests = request.prev_digest, []
+        for entry in request.entries:
+            digest = digest_after(digest, entry)
+            digests.append(digest)
+        conflict = self._log.first_conflict(request.prev_length, digests)
+        if conflict is not None and conflict < self._log.commit_length:
+            raise Refused(f"{request.sender}'s entry {conflict} contradicts this node's committed "
+                          f"entry there (committed length {self._log.commit_length})")
+
+    def _on_append_entries(self, request: AppendEntries) -> None:
+        prev, entries = request.prev_length, request.entries
+        prev_term, prev_digest = request.prev_term, request.prev_digest
+        start = self._log.start
+        if prev < start.index:
+            # Entries before this node's start were committed: they match.
+            skip = start.index - prev
+            if skip > len(entries):
+                self._reply_match(request, start.index)
+                return
+            for entry in entries[:skip]:
+                prev_digest = digest_after(prev_digest, entry)
+            prev, prev_term, entries = start.index, start.term, entries[skip:]
+            prev_digest = start.digest if skip else prev_digest
+        if not self._log.holds(prev, prev_term, prev_digest):
+            hint = self._log.retry_hint(prev, prev_term)
+            self._send(request.sender, AppendReply(self.name, self._term, request.seq, False,
+                                                   retry_length=hint, caught_up=self._caught_up))
+            return
+        digest, digests = prev_digest, []
+        for entry in entries:
+            digest = digest_after(digest, entry)
+            digests.append(digest)
+        conflict = self._log.first_conflict(prev, digests)
+        if conflict is not None:
+            self._log.truncate(conflict)  # checked above: never below the commit length
+        held = len(self._log) - prev
+        if held < len(entries):
+            self._log.append(entries[held:])
+        match_length = prev + len(entries)
         # Only the prefix checked against this primary's log counts as committed:
         # entries past it may be an older primary's that this one will overwrite.
         self._log.commit_to(min(request.commit_length, match_length))
-        if not self._caught_up and match_length >= request.commit_length:
-            # It holds all this primary has committed: it votes again from the
-            # next term on, having as good as voted for this primary in this one.
-            self._caught_up = True
-            self._voted_for = self._voted_for or request.sender
-        self._send(request.sender, AppendReply(self.name, self._term, True, match_length=match_length))
+        self._follow_start(request.log_start)
+        self._reply_match(request, match_length)
+
+    def _reply_match(self, request: AppendEntries, match_length: int) -> None:
+        self._send(request.sender, AppendReply(self.name, self._term, request.seq, True,
+                                               match_length=match_length, caught_up=self._caught_up))
+
+    def _follow_start(self, primary_start: int) -> None:
+        """Retention: drop what the primary dropped, as far as it is committed here."""
+        length = min(primary_start, self._log.commit_length)
+        if length > self._log.start.index:
+            self._log.compact(length)
+
+    def _on_install_snapshot(self, message: InstallSnapshot) -> None:
+        start = message.start
+        received = self._snapshot_in
+        if received is None or received[0] != start:
+            received = self._snapshot_in = (start, [])
+        if message.keys_offset == len(received[1]):
+            received[1].extend(message.keys)
+        keys_received = len(received[1])
+        if keys_received >= message.keys_total and start.index > self._log.start.index:
+            self._snapshot_in = None
+            if self._log.holds(start.index, start.term, start.digest):
+                # Raft §7: it holds the entry the start follows: keep what follows too.
+                self._log.commit_to(start.index)
+                self._log.compact(start.index)
+            elif start.index <= self._log.commit_length:
+                raise Refused(f"{message.sender}'s start {start.index} contradicts this node's "
+                              f"committed entries")
+            else:
+                self._log.install(Snapshot(start, tuple(received[1])))
+        self._send(message.sender, SnapshotReply(self.name, self._term, message.seq, start.index,
+                                                 keys_received))
 
     # -- Replication: the primary's side ----------------------------------------
 
     def _tick_as_primary(self, now: float) -> None:
-        if not self._hears_from_a_majority(now):
+        if self.mode is Mode.ELECTED and not self._hears_from_a_majority(now):
             self._become_secondary(self._term, now)  # check quorum: cut off, it cannot commit
-        elif now >= self._heartbeat_due:
-            self._broadcast_append(now)
+            return
+        if self._transferee is not None and now >= self._transfer_deadline:
+            self._transferee = None  # the transfer failed: carry on as primary
+        for peer, progress in self._progress.items():
+            deadline = progress.retransmit_deadline()
+            if deadline is not None and now >= deadline:
+                progress.on_timeout(self._seq + 1)
+        if now >= self._heartbeat_due:
+            self._broadcast_heartbeat(now)
+        self._replicate(now)
 
     def _hears_from_a_majority(self, now: float) -> bool:
         recent = sum(now - p.heard_at < self._election_timeout for p in self._progress.values())
         return 1 + recent >= self._majority
 
-    def _broadcast_append(self, now: float) -> None:
-        for peer in self._others:
-            self._send_append(peer)
+    def _broadcast_heartbeat(self, now: float) -> None:
+        for peer, progress in self._progress.items():
+            commit = min(progress.match, self._log.commit_length)
+            self._send(peer, Heartbeat(self.name, self._term, self._next_seq(), commit,
+                                       self._log.start.index, self._cluster, self._vouches_for(progress)))
         self._heartbeat_due = now + self._heartbeat_interval
 
-    def _send_append(self, peer: str) -> None:
-        start = self._progress[peer].next_length
-        entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
-        self._send(peer, AppendEntries(self.name, self._term, start, self._log.term_at(start),
-                                       entries, self._log.commit_length, self._log.digest_at(start)))
+    def _replicate(self, now: float) -> None:
+        """Send each secondary what its flow control lets through."""
+        for peer, progress in self._progress.items():
+            self._send_to(peer, progress, now)
 
-    def _on_append_reply(self, reply: AppendReply, now: float) -> None:
+    def _send_to(self, peer: str, progress: Progress, now: float) -> None:
+        if progress.state is not State.SNAPSHOT and progress.next < self._log.start.index:
+            progress.need_snapshot(self._log.start.index, self._seq + 1)
+        if progress.may_send_snapshot_chunk():
+            self._send_snapshot_chunk(peer, progress, now)
+            return
+        while progress.may_send_entries(len(self._log)):
+            start = progress.next
+            entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
+            seq = self._next_seq()
+            self._send(peer, AppendEntries(
+                self.name, self._term, seq, start, self._log.term_at(start), self._log.digest_at(start),
+                tuple(entries), self._log.commit_length, self._log.start.index, self._cluster,
+                self._vouches_for(progress)))
+            progress.sent(seq, start, start + len(entries), sum(e.size for e in entries) + 64, now)
+            if not entries:
+                break
+
+    def _send_snapshot_chunk(self, peer: str, progress: Progress, now: float) -> None:
+        snapshot = self._log.snapshot()
+        if snapshot.start.index != progress.snapshot_index:
+            progress.need_snapshot(snapshot.start.index, self._seq + 1)
+        offset = progress.keys_acked
+        chunk = snapshot.keys[offset:offset + KEYS_PER_CHUNK]
+        seq = self._next_seq()
+        self._send(peer, InstallSnapshot(self.name, self._term, seq, snapshot.start, chunk, offset,
+                                         len(snapshot.keys), self._cluster))
+        progress.sent(seq, offset, snapshot.start.index, 64 + 64 * len(chunk), now)
+
+    def _progress_of(self, peer: str) -> Progress:
+        progress = self._progress.get(peer)
+        if progress is None:
+            raise Refused(f"a reply from {peer}, to a primary that sent it nothing")
+        return progress
+
+    def _on_reply(self, reply: AppendReply | HeartbeatReply | SnapshotReply, now: float) -> None:
         if self._role is not Role.PRIMARY:
             return
-        if reply.match_length > len(self._log) or reply.retry_length > len(self._log):
-            raise ValueError(f"{reply.sender} claims entries this primary never sent")
-        progress = self._progress[reply.sender]
-        progress.heard_at = now
-        # Replies may come late, twice or out of order: only news moves progress,
-        # and only news is answered with more entries.
-        if reply.success and reply.match_length > progress.match_length:
-            progress.match_length = reply.match_length
-            progress.next_length = max(progress.next_length, reply.match_length)
-            self._advance_commit()
-            if progress.next_length < len(self._log):
-                self._send_append(reply.sender)
-        elif not reply.success and reply.retry_length < progress.match_length:
-            # It holds less than it acknowledged: it lost a tail it had not
-            # made durable (FSYNC=off) or its DATA_DIR. Resend from what it has.
-            progress.match_length = progress.next_length = reply.retry_length
-            self._send_append(reply.sender)
-        elif not reply.success:
-            backed_up = min(progress.next_length, reply.retry_length)
-            if backed_up < progress.next_length:
-                progress.next_length = backed_up
-                self._send_append(reply.sender)
+        progress = self._progress_of(reply.sender)
+        if reply.seq > self._seq:
+            raise Refused(f"{reply.sender} answers frame {reply.seq}, which was never sent")
+        if isinstance(reply, AppendReply) and (reply.match_length > len(self._log)
+                                               or reply.retry_length > len(self._log)):
+            raise Refused(f"{reply.sender} claims entries this primary never sent")
+        if not reply.caught_up and not progress.lost_disk:
+            self._forget_lost_acknowledgements(progress)
+        current = progress.heard(reply.seq, now)
+        self._heard = reply.sender
+        match reply:
+            case AppendReply(diverged=str(why)):
+                progress.diverged = why
+            case AppendReply(success=True) if current:
+                progress.diverged = None
+                if progress.on_success(reply.seq, reply.match_length, now):
+                    self._advance_commit(now)
+            case AppendReply(success=False) if current:
+                progress.on_reject(reply.seq, reply.retry_length, self._seq + 1)
+            case HeartbeatReply() if reply.length < progress.match:
+                # It holds less than it acknowledged (FSYNC=off, or a lost disk).
+                progress.on_reject(reply.seq, reply.length, self._seq + 1)
+            case SnapshotReply() if current:
+                progress.on_snapshot_reply(reply.seq, reply.start_index, reply.keys_received,
+                                           len(self._log.snapshot().keys), now)
+        self._confirm_reads()
+        self._maybe_time_out_transferee()
+        self._send_to(reply.sender, progress, now)
 
-    def _advance_commit(self) -> None:
+    def _forget_lost_acknowledgements(self, progress: Progress) -> None:
+        """A secondary says it lost its disk: what it acknowledged in its earlier
+        life no longer counts, and no reply sent before this one does either."""
+        progress.forget_acknowledgements(self._seq + 1)
+
+    def _advance_commit(self, now: float) -> None:
         length = self._commit_point()
         if length > self._log.commit_length and self._may_commit(length):
             self._log.commit_to(length)
+            self._release_reads_waiting_commit(now)
+
+    def _maybe_time_out_transferee(self) -> None:
+        target = self._transferee
+        if target is not None and self._progress[target].match == len(self._log):
+            self._send(target, TimeoutNow(self.name, self._term))
+
+    # -- Reads (thesis §6.4) ------------------------------------------------------------
+
+    def _on_read_index_request(self, request: ReadIndexRequest, now: float) -> None:
+        if self._role is Role.PRIMARY:
+            self._take_read(request.request, request.sender, now)
+        else:
+            self._send(request.sender, ReadIndexReply(self.name, self._term, request.request, None))
+
+    def _take_read(self, request: int, asked_by: str | None, now: float) -> None:
+        if self._log.term_at(self._log.commit_length) != self._term:
+            # Its commit length may still lag the last term's: wait for this
+            # term's first entry to be committed (etcd's committedEntryInCurrentTerm).
+            self._reads_waiting_commit.append((request, asked_by))
+            return
+        if not self._others:
+            self._answer_read(request, asked_by, self._log.commit_length)
+            return
+        # A majority must answer a frame sent after this read arrived.
+        self._reads_confirming.append((self._seq + 1, self._log.commit_length, request, asked_by))
+        self._broadcast_heartbeat(now)
+
+    def _release_reads_waiting_commit(self, now: float) -> None:
+        if self._reads_waiting_commit and self._log.term_at(self._log.commit_length) == self._term:
+            waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
+            for request, asked_by in waiting:
+                self._take_read(request, asked_by, now)
+
+    def _confirm_reads(self) -> None:
+        if not self._reads_confirming:
+            return
+        acked = sorted((p.acked_seq for p in self._progress.values() if p.diverged is None),
+                       reverse=True)
+        confirmed_seq = acked[self._majority - 2] if len(acked) >= self._majority - 1 else 0
+        still = []
+        for seq, index, request, asked_by in self._reads_confirming:
+            if seq <= confirmed_seq:
+                self._answer_read(request, asked_by, index)
+            else:
+                still.append((seq, index, request, asked_by))
+        self._reads_confirming = still
+
+    def _answer_read(self, request: int, asked_by: str | None, index: int | None) -> None:
+        if asked_by is None:
+            self._reads_done.append((request, index))
+        else:
+            self._send(asked_by, ReadIndexReply(self.name, self._term, request, index))
+
+    def _fail_reads(self) -> None:
+        for _, _, request, asked_by in self._reads_confirming:
+            self._answer_read(request, asked_by, None)
+        for request, asked_by in self._reads_waiting_commit:
+            self._answer_read(request, asked_by, None)
+        self._reads_confirming, self._reads_waiting_commit = [], []
 
     # -- Output ---------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def _send(self, to: str, message: Message) -> None:
         self._outbox.append((to, message))
 
-    def _ready(self, proposed: range = range(0)) -> Ready:
+    def _ready(self, proposed: range = range(0), heard: str | None = None,
+               refusal: str | None = None) -> Ready:
         hard_state = self._hard_state()
         unsaved_hard_state = hard_state if hard_state != self._saved_hard_state else None
         self._saved_hard_state = hard_state
-        truncate_from, append = self._log.take_unsaved()
         messages, self._outbox = tuple(self._outbox), []
-        return Ready(unsaved_hard_state, truncate_from, append, self._log.commit_length,
-                     messages, proposed)
+        reads, self._reads_done = tuple(self._reads_done), []
+        return Ready(unsaved_hard_state, self._log.take_unsaved(), self._log.commit_length,
+                     messages, proposed, reads, heard, refusal)

@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from shared.consensus.raft import (
-    Entry, PersistedState, RaftNode, Ready, Role, SafetyViolation, VoteReply,
+    Entry, HardState, RaftNode, Ready, Role, SafetyViolation, VoteReply,
 )
+from shared.consensus.raft_log import MemoryStorage
 
 STEP = 0.005  # seconds of simulated time per step
 ELECTION_TIMEOUT = 0.1
@@ -62,25 +63,22 @@ class Violation(AssertionError):
     """A Raft guarantee broke, or the cluster did not recover in time."""
 
 
-@dataclass
 class Disk:
-    """What a node persisted, applied in the order a Ready gives it."""
+    """What a node persisted, applied in the order a Ready gives it: its hard
+    state, and its log (a MemoryStorage, which the node reads as it runs)."""
 
-    term: int = 0
-    voted_for: str | None = None
-    entries: tuple[Entry, ...] = ()
-    caught_up: bool = True
+    def __init__(self, caught_up: bool = True) -> None:
+        self.hard_state = HardState(caught_up=caught_up)
+        self.storage = MemoryStorage()
 
     def apply(self, ready: Ready) -> None:
         if ready.hard_state is not None:
-            self.term, self.voted_for = ready.hard_state.term, ready.hard_state.voted_for
-            self.caught_up = ready.hard_state.caught_up
-        if ready.truncate_from is not None:
-            self.entries = self.entries[:ready.truncate_from]
-        self.entries += ready.append
+            self.hard_state = ready.hard_state
+        self.storage.apply(ready.log)
 
-    def state(self) -> PersistedState:
-        return PersistedState(self.term, self.voted_for, self.entries, self.caught_up)
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        return self.storage.all_entries
 
 
 @dataclass
@@ -102,7 +100,6 @@ class Checker:
         self.primaries: dict[int, str] = {}  # term -> the one primary it ever had
         self._prefix_at: dict[tuple[int, int], int] = {}  # (index, term) -> prefix hash
         self._committed: list[int] = []  # prefix hash of each index ever reported committed
-        self._committed_entries: list[Entry] = []
         self._committed_by_term: dict[int, int] = {}  # reporter's term -> longest commit length
 
     def fail(self, what: str) -> None:
@@ -113,9 +110,9 @@ class Checker:
 
     def observe(self, node: RaftNode, ready: Ready) -> None:
         mirror = self._mirrors[node.name]
-        if ready.truncate_from is not None or ready.append:
+        if ready.log:
             self._apply_log_changes(node, mirror, ready)
-        if len(mirror.prefix_hashes) != len(node.log):
+        if len(mirror.prefix_hashes) != node.log_length:
             self.fail(f"{node.name}'s Ready did not report all its log changes")
         if ready.committed != mirror.commit_length:
             self._check_commit(node, mirror, ready.committed)
@@ -123,15 +120,22 @@ class Checker:
             self._check_primary(node)
 
     def _apply_log_changes(self, node: RaftNode, mirror: _Mirror, ready: Ready) -> None:
-        hashes = mirror.prefix_hashes
-        if ready.truncate_from is not None:
-            if ready.truncate_from < mirror.commit_length:
-                self.fail(f"{node.name} truncated its log from {ready.truncate_from}, "
+        hashes, changes = mirror.prefix_hashes, ready.log
+        if changes.install is not None:
+            start = changes.install.start.index
+            if start > len(self._committed):
+                self.fail(f"{node.name} installed a start at {start}, past what was ever committed")
+            mirror.prefix_hashes = hashes = self._committed[:start]
+        if changes.truncate_from is not None:
+            if changes.truncate_from < mirror.commit_length:
+                self.fail(f"{node.name} truncated its log from {changes.truncate_from}, "
                           f"below its commit length {mirror.commit_length}")
-            del hashes[ready.truncate_from:]
-        for entry in ready.append:
+            del hashes[changes.truncate_from:]
+        if changes.compact is not None and changes.compact > len(self._committed):
+            self.fail(f"{node.name} dropped entries up to {changes.compact}, past what was committed")
+        for entry in changes.entries:
             index = len(hashes)
-            prefix = hash((hashes[-1] if hashes else 0, entry.term, entry.payload))
+            prefix = hash((hashes[-1] if hashes else 0, entry.term, entry.body, entry.count, entry.key))
             # Log matching (§5.3): one (index, term) names one entry, and one prefix, ever.
             if self._prefix_at.setdefault((index, entry.term), prefix) != prefix:
                 self.fail(f"log matching: {node.name} holds an entry of term {entry.term} at "
@@ -146,10 +150,8 @@ class Checker:
         for index in range(mirror.commit_length, committed):
             if index == len(self._committed):
                 self._committed.append(mirror.prefix_hashes[index])
-                self._committed_entries.append(node.log[index])
             elif self._committed[index] != mirror.prefix_hashes[index]:
-                self.fail(f"committed entry {index} changed: {self._committed_entries[index]} "
-                          f"before, {node.name} now commits {node.log[index]}")
+                self.fail(f"committed entry {index} changed: {node.name} now commits another entry there")
         if committed > mirror.commit_length:
             mirror.commit_length = committed
             # A commit length grows only by the primary of the node's own term, so
@@ -280,8 +282,8 @@ class SimCluster:
         return ready
 
     def propose(self, node: RaftNode, count: int) -> list[bytes]:
-        payloads = [f"s{self.seed}-w{next(self._payloads)}".encode() for _ in range(count)]
-        self.call(node, lambda: node.propose(payloads))
+        payloads = [b'"s%d-w%d"' % (self.seed, next(self._payloads)) for _ in range(count)]
+        self.call(node, lambda: node.propose([Entry(0, body, 1) for body in payloads], self.now))
         return payloads
 
     # -- Faults -------------------------------------------------------------------
@@ -290,7 +292,8 @@ class SimCluster:
         self.lives[name] += 1
         self.nodes[name] = self._node_class(
             name, self.names, random.Random(self.rng.random()), election_timeout=ELECTION_TIMEOUT,
-            heartbeat_interval=HEARTBEAT_INTERVAL, persisted=self.disks[name].state(),
+            heartbeat_interval=HEARTBEAT_INTERVAL, storage=self.disks[name].storage,
+            hard_state=self.disks[name].hard_state,
             **self._node_options)
 
     def crash(self, name: str) -> None:
@@ -368,10 +371,11 @@ class SimCluster:
     def has_converged(self, payloads: list[bytes]) -> bool:
         """Every node holds the same log, all of it committed, ``payloads`` included."""
         nodes = self.up_nodes()
-        first = nodes[0].log
-        if not all(node.log == first and node.commit_length == len(first) for node in nodes):
+        first = self.disks[nodes[0].name].entries
+        if not all(self.disks[node.name].entries == first and node.commit_length == node.log_length
+                   for node in nodes):
             return False
-        return set(payloads) <= {entry.payload for entry in first}
+        return set(payloads) <= {entry.body for entry in first}
 
     def check_recovers(self, within: float = 5.0) -> None:
         """Once the faults stop, a primary is elected and every node converges on a
@@ -383,7 +387,7 @@ class SimCluster:
         payloads = self.propose(primary, 3)
         self.run_until(lambda: self.has_converged(payloads), within, "converged")
         for name, node in self.nodes.items():
-            if self.disks[name].entries != node.log:
+            if self.disks[name].storage.length() != node.log_length:
                 self.checker.fail(f"{name}'s persisted log differs from its log")
 
     def run_until_settled(self, within: float, settled_for: float) -> RaftNode:
@@ -444,10 +448,12 @@ def rejoin_after_isolation(node_class: type[RaftNode], seed: int = 1,
 PEERS = ("a", "b", "c")
 
 
-def new_node(name: str = "a", peers: tuple[str, ...] = PEERS, persisted: PersistedState | None = None,
-             node_class: type[RaftNode] = RaftNode, **options) -> RaftNode:
+def new_node(name: str = "a", peers: tuple[str, ...] = PEERS, hard_state: HardState = HardState(),
+             entries: tuple[Entry, ...] = (), node_class: type[RaftNode] = RaftNode,
+             **options) -> RaftNode:
     return node_class(name, peers, random.Random(0), election_timeout=ELECTION_TIMEOUT,
-                      heartbeat_interval=HEARTBEAT_INTERVAL, persisted=persisted, **options)
+                      heartbeat_interval=HEARTBEAT_INTERVAL, storage=MemoryStorage(entries=entries),
+                      hard_state=hard_state, **options)
 
 
 def elect(node: RaftNode, now: float = 0.0) -> tuple[Ready, float]:

@@ -1,0 +1,214 @@
+"""What a primary knows of one secondary, and what it may send it now: flow control.
+
+As etcd's ``Progress``: a secondary is in one of three states.
+
+- **probe**: where its log ends is not known. The primary sends one
+  AppendEntries at a time and waits for its answer; a rejection moves the
+  probe back (to the secondary's hint), a success moves it to replicate.
+- **replicate**: its log is known to match up to ``match``. The primary
+  sends what is new at once, without waiting for answers, up to a window
+  of ``window`` frames and ``window_bytes`` bytes in flight; each answer
+  frees what it covers. So a follower far behind catches up at the speed
+  of the link, and a slow one is sent no more than it can take.
+- **snapshot**: its log ends before the primary's start (retention): it is
+  sent the start and the Idempotency-Keys in force there, a chunk at a time.
+
+Nothing is sent twice on a timer of the primary's heartbeat: heartbeats
+carry no entries. A frame in flight (or a probe, or a snapshot chunk) is
+given up only when no answer came for a retransmission timeout measured
+from this secondary's round trips (RFC 6298: the smoothed round trip plus
+four deviations, at least ``MIN_RTO_S``, doubling with each timeout in a
+row); then the secondary is probed again from what it is known to hold.
+
+``seq`` numbers the primary's frames in its term; replies echo it. A reply
+older than the primary's last change of mind about this secondary
+(``floor_seq``) is stale: it answers a frame whose outcome no longer
+matters (a resend was decided since, or the secondary restarted, or lost
+its tail), and moves nothing.
+
+Sans-I/O, like the rest of shared.consensus: the time is an argument.
+Thread: the owner's I/O thread only.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+#: The first retransmission timeout, before any round trip was measured,
+#: and the least one (seconds).
+INITIAL_RTO_S = 1.0
+MIN_RTO_S = 0.2
+#: The longest a retransmission timeout grows to, however many in a row.
+MAX_RTO_S = 10.0
+
+
+class State(str, enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+@dataclass(slots=True)
+class Flight:
+    """One frame sent and not yet answered."""
+
+    seq: int
+    prev_length: int  # where its entries go
+    end: int  # the length the secondary holds once it took them
+    size: int  # bytes, roughly (Entry.size)
+    sent_at: float
+
+
+class Progress:
+    def __init__(self, next_length: int, now: float, window: int, window_bytes: int) -> None:
+        self.match = 0  # its log matches this primary's for this many entries
+        self.next = next_length  # what is sent next starts here
+        self.state = State.PROBE
+        #: When a reply of this term last came from it (check quorum, health);
+        #: a new primary counts from its election.
+        self.heard_at = now
+        self.replied = False  # whether any reply of this term came
+        #: The highest seq it echoed: every frame up to there reached it (read index).
+        self.acked_seq = 0
+        #: Replies to frames below this seq are stale (see the module's docstring).
+        self.floor_seq = 0
+        self.flights: deque[Flight] = deque()
+        self._flight_bytes = 0
+        self._window, self._window_bytes = window, window_bytes
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._timeouts = 0  # in a row: the timeout doubles with each
+        #: In snapshot state: the start being installed, and the keys acknowledged.
+        self.snapshot_index = 0
+        self.keys_acked = 0
+        #: Why it takes nothing from this primary (fixed roles: another cluster's log).
+        self.diverged: str | None = None
+        #: It said it lost its disk (it is not caught up): what it acknowledged
+        #: before that was forgotten, and it is told once it holds all committed.
+        self.lost_disk = False
+
+    # -- what may be sent ------------------------------------------------------------
+
+    def may_send_entries(self, log_length: int) -> bool:
+        if self.diverged is not None or self.state is State.SNAPSHOT:
+            return False
+        if self.state is State.PROBE:
+            return not self.flights and self.next <= log_length
+        return (self.next < log_length and len(self.flights) < self._window
+                and self._flight_bytes < self._window_bytes)
+
+    def may_send_snapshot_chunk(self) -> bool:
+        return self.state is State.SNAPSHOT and not self.flights and self.diverged is None
+
+    def sent(self, seq: int, prev_length: int, end: int, size: int, now: float) -> None:
+        """A frame of entries [prev_length, end) went out (in probe: the probe;
+        in snapshot state: a chunk, with ``end`` its start's index)."""
+        self.flights.append(Flight(seq, prev_length, end, size, now))
+        self._flight_bytes += size
+        if self.state is State.REPLICATE:
+            self.next = end
+
+    def retransmit_deadline(self) -> float | None:
+        """When the oldest frame in flight is given up, if one is in flight."""
+        return self.flights[0].sent_at + self._rto() if self.flights else None
+
+    def on_timeout(self, next_seq: int) -> None:
+        """No answer in time: probe again from what it is known to hold."""
+        self._timeouts += 1
+        self._reset(State.SNAPSHOT if self.state is State.SNAPSHOT else State.PROBE,
+                    self.match if self.state is not State.SNAPSHOT else self.next, next_seq)
+
+    # -- what it answered ------------------------------------------------------------
+
+    def heard(self, seq: int, now: float) -> bool:
+        """Any reply of this term: it is alive. False if the reply is stale."""
+        self.heard_at, self.replied = now, True
+        self.acked_seq = max(self.acked_seq, seq)
+        return seq >= self.floor_seq
+
+    def on_success(self, seq: int, match: int, now: float) -> bool:
+        """It holds ``match`` entries that match. True if that is news."""
+        flight = self._flight(seq)
+        if flight is not None:
+            self._sample(now - flight.sent_at)
+            self._timeouts = 0
+        news = match > self.match
+        if news:
+            self.match = match
+        self._free(self.match)
+        if self.state is State.PROBE:
+            self.state = State.REPLICATE
+            self.next = max(self.next, self.match)
+            self._free(float("inf"))  # the probe
+        self.next = max(self.next, self.match)
+        return news
+
+    def on_reject(self, seq: int, hint: int, next_seq: int) -> None:
+        """Its log does not hold the frame's prefix: probe from its ``hint``."""
+        flight = self._flight(seq)
+        rejected_at = flight.prev_length if flight is not None else self.next
+        if hint < self.match:
+            # It holds less than it acknowledged: it lost a tail it had not made
+            # durable (FSYNC=off), or its DATA_DIR. Resend from what it has.
+            self.match = hint
+        self._reset(State.PROBE, max(self.match, min(hint, max(rejected_at - 1, 0))), next_seq)
+
+    def forget_acknowledgements(self, next_seq: int) -> None:
+        """It lost its disk: what it acknowledged before counts no more, and no
+        reply sent before now does either. Probe it from the start."""
+        self.lost_disk = True
+        self.match = 0
+        self._reset(State.PROBE, 0, next_seq)
+
+    def on_snapshot_reply(self, seq: int, start_index: int, keys_received: int, keys_total: int,
+                          now: float) -> bool:
+        """A chunk was taken. True once the start is installed there."""
+        flight = self._flight(seq)
+        if flight is not None:
+            self._sample(now - flight.sent_at)
+            self._free(float("inf"))
+        if self.state is not State.SNAPSHOT or start_index != self.snapshot_index:
+            return False
+        self.keys_acked = max(self.keys_acked, keys_received)
+        if keys_received < keys_total:
+            return False
+        self.match = max(self.match, start_index)
+        self._reset(State.PROBE, start_index, seq + 1)
+        return True
+
+    def need_snapshot(self, start_index: int, next_seq: int) -> None:
+        """Its log ends before the primary's start: send it the start."""
+        self._reset(State.SNAPSHOT, start_index, next_seq)
+        self.snapshot_index = start_index
+        self.keys_acked = 0
+
+    def rto(self) -> float:
+        return self._rto()
+
+    # -- its own ------------------------------------------------------------------------
+
+    def _reset(self, state: State, next_length: int, next_seq: int) -> None:
+        self.state, self.next = state, next_length
+        self.flights.clear()
+        self._flight_bytes = 0
+        self.floor_seq = next_seq
+
+    def _flight(self, seq: int) -> Flight | None:
+        return next((flight for flight in self.flights if flight.seq == seq), None)
+
+    def _free(self, length: float) -> None:
+        while self.flights and self.flights[0].end <= length:
+            self._flight_bytes -= self.flights.popleft().size
+
+    def _sample(self, rtt: float) -> None:
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+
+    def _rto(self) -> float:
+        base = INITIAL_RTO_S if self._srtt is None else self._srtt + max(MIN_RTO_S, 4 * self._rttvar)
+        return min(MAX_RTO_S, base * 2 ** min(self._timeouts, 8))

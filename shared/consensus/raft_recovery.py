@@ -1,0 +1,204 @@
+"""How a fixed primary that starts without a log takes one over from its secondaries.
+
+A fixed primary starts empty when it keeps its log in memory, or when its
+DATA_DIR was lost. It cannot simply begin a term: its secondaries hold
+the log, acknowledged writes included. This is Viewstamped Replication's
+recovery (Liskov & Cowling, "Viewstamped Replication Revisited", §4.3) and
+view change (§4.2), where the one primary plays the new view's primary: it
+asks every configured secondary what it holds (StateRequest, repeated each
+heartbeat until answered), then:
+
+- **No secondary keeps a cluster's log:** the cluster is new. Once every
+  secondary has answered, or two heartbeat intervals after the first one
+  did, or after ``timeout`` if none does, recovery ends with nothing; the
+  primary's first append names the new cluster.
+- **Some do:** it waits until every secondary has answered, or ``timeout``.
+  It takes the cluster most of them keep (ties: the longest log), and of
+  its members, the most up-to-date log by Raft's order (last term, then
+  length): every entry acknowledged by any answering member is in it, since
+  one primary wrote every term and log matching holds. It fetches that log
+  (FetchRequest/FetchReply round trips, a start and its keys first when the
+  source's log was compacted); a source that stops answering is replaced by
+  another member whose log ends in the same term (their logs agree as far
+  as the shorter goes).
+
+Then the primary begins a term above every term it heard, and replicates as
+usual: a secondary's entries past the recovered log are truncated by log
+matching. A secondary that was silent all along and held more loses what
+it alone held: the documented limit of recovery without a disk.
+
+Sans-I/O: RaftNode (shared.consensus.raft) feeds it replies and the time,
+sends what ``requests`` returns, and appends what ``take_recovered`` hands
+over. It logs its progress. Thread: the owner's I/O thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Sequence
+
+from shared.consensus.raft_log import Entry, KeyRecord, Snapshot
+from shared.consensus.raft_messages import FetchReply, FetchRequest, StateReply, StateRequest
+
+#: The name its lines carried before the fixed roles ran on the Raft engine:
+#: log filters and alerts key on it, so it stays.
+log = logging.getLogger("primary.recovery")
+
+
+class Recovery:
+    def __init__(self, name: str, secondaries: Sequence[str], now: float, heartbeat_interval: float,
+                 timeout: float) -> None:
+        self._name = name
+        self._secondaries = tuple(secondaries)
+        self._interval = heartbeat_interval
+        self._fresh_grace = 2 * heartbeat_interval
+        #: A source silent this long on a fetch is passed over.
+        self._fetch_timeout = max(1.0, 2 * heartbeat_interval)
+        self._started = now
+        self._deadline = now + timeout
+        self._next_ask = now
+        self._first_answer: float | None = None
+        self._answers: dict[str, StateReply] = {}
+        self._sources: list[str] = []  # best first
+        self._fetch: tuple[str, int, int, float] | None = None  # source, length, keys offset, sent at
+        self._snapshot: tuple[Snapshot, list[KeyRecord]] | None = None  # a start being received
+        self._recovered_snapshot: Snapshot | None = None
+        self._recovered: list[Entry] = []
+        self._length = 0  # the log's length once what was handed over is appended
+        self._messages = 0
+        self.fetching = False
+        self.done = False
+        #: Once done: the cluster whose log it took over (None: a new cluster),
+        #: and the highest term any secondary spoke in.
+        self.cluster: str | None = None
+        self.highest_term = 0
+        log.info("recovering: asking %d secondaries for their logs (for up to %gs)",
+                 len(self._secondaries), timeout)
+
+    @property
+    def recovered_messages(self) -> int:
+        """Messages taken over so far (for /health and the log)."""
+        return self._messages
+
+    def deadline(self) -> float:
+        """When ``requests`` may next have something to do."""
+        if self.fetching:
+            return self._fetch[3] + self._fetch_timeout if self._fetch else self._next_ask
+        deadlines = [self._deadline, self._next_ask]
+        if self._first_answer is not None and not self._holders():
+            deadlines.append(self._first_answer + self._fresh_grace)
+        return min(deadlines)
+
+    def requests(self, now: float) -> list[tuple[str, StateRequest | FetchRequest]]:
+        """What to send now; decides, once enough have answered."""
+        if self.done:
+            return []
+        if not self.fetching:
+            self._decide(now)
+        if self.fetching:
+            return self._next_fetch(now)
+        if self.done or now < self._next_ask:
+            return []
+        self._next_ask = now + self._interval
+        return [(peer, StateRequest(self._name, 0)) for peer in self._secondaries if peer not in self._answers]
+
+    def take(self, reply: StateReply | FetchReply, now: float) -> None:
+        if isinstance(reply, StateReply):
+            if reply.sender not in self._answers and self._first_answer is None:
+                self._first_answer = now
+            self._answers[reply.sender] = reply
+            self.highest_term = max(self.highest_term, reply.term)
+        elif self._fetch is not None and reply.sender == self._fetch[0]:
+            self._take_fetched(reply, now)
+
+    def take_recovered(self) -> tuple[Snapshot | None, list[Entry]]:
+        """What recovery took since the last call: a start to install, then entries."""
+        snapshot, entries = self._recovered_snapshot, self._recovered
+        self._recovered_snapshot, self._recovered = None, []
+        return snapshot, entries
+
+    # -- its own ------------------------------------------------------------------------
+
+    def _holders(self) -> dict[str, StateReply]:
+        return {name: reply for name, reply in self._answers.items() if reply.cluster is not None}
+
+    def _decide(self, now: float) -> None:
+        holders = self._holders()
+        everyone = len(self._answers) == len(self._secondaries)
+        if not holders:
+            grace_over = self._first_answer is not None and now >= self._first_answer + self._fresh_grace
+            if everyone or grace_over or now >= self._deadline:
+                self._finish(None, now)
+            return
+        if not everyone and now < self._deadline:
+            return
+        counts = Counter(reply.cluster for reply in holders.values())
+        longest = {c: max(r.log_length for r in holders.values() if r.cluster == c) for c in counts}
+        self.cluster = max(counts, key=lambda c: (counts[c], longest[c]))
+        members = {name: r for name, r in holders.items() if r.cluster == self.cluster}
+        best = max(members.values(), key=lambda r: (r.last_log_term, r.log_length))
+        same_ending = [r for r in members.values() if r.last_log_term == best.last_log_term]
+        self._sources = [r.sender for r in sorted(same_ending, key=lambda r: -r.log_length)]
+        self.fetching = True
+        silent = sorted(set(self._secondaries) - set(self._answers))
+        log.info("recovering history %s from %s (%d entries in the longest log)%s",
+                 self.cluster, ", ".join(self._sources), best.log_length,
+                 f"; no answer from {', '.join(silent)}" if silent else "")
+
+    def _next_fetch(self, now: float) -> list[tuple[str, FetchRequest]]:
+        if self._fetch is not None:
+            source, _, _, sent_at = self._fetch
+            if now < sent_at + self._fetch_timeout:
+                return []
+            log.warning("recovering: %s did not answer a fetch; trying the others", source)
+            self._sources.remove(source)
+            self._fetch = None
+        if not self._sources:
+            self._finish(self.cluster, now)
+            return []
+        source = self._sources[0]
+        keys_offset = len(self._snapshot[1]) if self._snapshot else 0
+        self._fetch = (source, self._length, keys_offset, now)
+        return [(source, FetchRequest(self._name, 0, self._length, keys_offset))]
+
+    def _take_fetched(self, reply: FetchReply, now: float) -> None:
+        source, length, keys_offset, _ = self._fetch
+        if reply.prev_length != length:
+            return  # an answer to an earlier fetch
+        self._fetch = None
+        if reply.start is not None:
+            self._take_start_chunk(reply, keys_offset)
+        elif reply.entries:
+            self._recovered.extend(reply.entries)
+            self._length += len(reply.entries)
+            self._messages += sum(entry.count for entry in reply.entries)
+        else:
+            self._finish(self.cluster, now)  # the best source has nothing more: all is taken
+
+    def _take_start_chunk(self, reply: FetchReply, keys_offset: int) -> None:
+        if self._snapshot is None or self._snapshot[0].start != reply.start:
+            self._snapshot = (Snapshot(reply.start), [])
+        keys = self._snapshot[1]
+        if reply.keys_offset == len(keys):
+            keys.extend(reply.keys)
+        if len(keys) >= reply.keys_total:
+            self._recovered_snapshot = Snapshot(reply.start, tuple(keys))
+            self._recovered = []
+            self._length = reply.start.index
+            self._messages = reply.start.first_id
+            self._snapshot = None
+
+    def _finish(self, cluster: str | None, now: float) -> None:
+        self.done, self.fetching, self.cluster = True, False, cluster
+        took = now - self._started
+        if cluster is None:
+            log.info("recovery found no history: a new cluster (%.2fs)", took)
+        else:
+            log.info("recovered %d messages of history %s from %s in %.2fs", self._messages, cluster,
+                     ", ".join(self._answered_sources()), took)
+
+    def _answered_sources(self) -> list[str]:
+        return sorted(name for name, reply in self._answers.items() if reply.cluster == self.cluster
+                      and reply.last_log_term == max(r.last_log_term for r in self._answers.values()
+                                                     if r.cluster == self.cluster))
