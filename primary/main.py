@@ -11,7 +11,7 @@ from primary.api import make_app
 from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.replicator import Replicator
-from shared.failover import main as failover
+from shared.node import main as failover
 from shared.log.durable_log import open_log
 from shared.service import Service, run_role
 from shared.wire import curve
@@ -24,7 +24,7 @@ only, read once at start."""
 
 
 def main() -> int:
-    if failover.wanted():  # PEERS: the same node either way; see shared.failover.main
+    if failover.wanted():  # PEERS: the same node either way; see shared.node.main
         return failover.main("primary", stands_at_once=True)
     return run_role("primary", SUMMARY, PrimaryConfig, build)
 

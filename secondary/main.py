@@ -10,7 +10,7 @@ import zmq
 from secondary.api import make_app
 from secondary.config import SecondaryConfig
 from secondary.receiver import Receiver
-from shared.failover import main as failover
+from shared.node import main as failover
 from shared.log.durable_log import open_log
 from shared.service import Service, run_role
 from shared.wire import curve
@@ -23,7 +23,7 @@ once at start."""
 
 
 def main() -> int:
-    if failover.wanted():  # PEERS: the same node either way; see shared.failover.main
+    if failover.wanted():  # PEERS: the same node either way; see shared.node.main
         return failover.main("secondary", stands_at_once=False)
     return run_role("secondary", SUMMARY, SecondaryConfig, build)
 

@@ -179,11 +179,15 @@ class RaftNode:
         self._reads_waiting_commit: list[tuple[int, str | None]] = []
         self._transferee: str | None = None
         self._transfer_deadline = 0.0
-        #: A node that is not caught up: each peer's log (last term, length) as
-        #: it last told it since this node's start, and the highest term any
-        #: peer spoke in (its vote floor, once caught up).
-        self._heard_logs: dict[str, tuple[int, int]] = {}
+        #: A node that is not caught up: each peer's term and log (last term,
+        #: length) as it last told them since this node's start, and the
+        #: highest term any peer spoke in (its vote floor, once caught up).
+        self._heard_logs: dict[str, tuple[int, int, int]] = {}
         self._highest_term_heard = self._term
+        #: Peers it must hear to vote again: all but (majority - 2) of them, so
+        #: that it hears at least one of any majority that counted it before.
+        self._enough_heard = len(self._others) - (self._majority - 2)
+        self._heard_a_primary = False
         self._snapshot_in: tuple[LogStart, list[KeyRecord]] | None = None  # chunks received
         self._recovery: Recovery | None = None
         self._vouched = False  # a primary said this node holds every committed entry
@@ -480,16 +484,32 @@ class RaftNode:
                 and self._log_is_up_to_date(request.last_log_term, request.log_length))
 
     def _may_vote_before_caught_up(self, request: PreVoteRequest | VoteRequest) -> bool:
-        """A node that lost its disk may have voted in any term up to the highest
-        its peers are in, and may have acknowledged committed entries it no
-        longer holds: it votes only once it has heard every other node, in a
-        term above every term it heard, for a candidate whose log is at least as
-        up to date as every log it heard. A committed entry it helped commit is
-        held by another node too, whose log it heard; a log at least as up to
-        date as that one holds the entry (§5.4.3)."""
+        """A node that started from an empty data directory may have lost a disk
+        on which it voted, in any term up to the highest its peers are in, and
+        acknowledged committed entries it no longer holds. It votes when:
+
+        - the cluster is new: the candidate stands in the first term with an
+          empty log, and this node and every node it heard are as new (term
+          0, nothing held); or
+        - it has heard enough peers (all but majority - 2: at least one of any
+          majority that counted it before) and votes in a term above every term
+          they spoke in, for a candidate whose log is at least as up to date as
+          every log they told it of. A committed entry it helped commit is held
+          by one of them, and a log at least as up to date holds it (§5.4.3)."""
         candidate = (request.last_log_term, request.log_length)
-        return (not self.unheard and request.term > self._highest_term_heard
-                and all(candidate >= log for log in self._heard_logs.values()))
+        if self._is_a_first_election(request):
+            return True
+        return (len(self._heard_logs) >= self._enough_heard and request.term > self._highest_term_heard
+                and all(candidate >= log[1:] for log in self._heard_logs.values()))
+
+    def _is_a_first_election(self, request: PreVoteRequest | VoteRequest) -> bool:
+        """The first term's candidate, with nothing held, and nothing this node heard
+        says that the cluster ever had a primary: no log, no primary's frame, no
+        term but the first (the one being asked about, or voted in)."""
+        new = (0, 0, 0)
+        return (request.term == 1 and (request.last_log_term, request.log_length) == (0, 0)
+                and self._term <= 1 and len(self._log) == 0 and not self._heard_a_primary
+                and all(log == new for peer, log in self._heard_logs.items() if peer != request.sender))
 
     def _on_pre_vote_request(self, request: PreVoteRequest, now: float) -> None:
         granted = self._grants(request, now)
@@ -519,10 +539,14 @@ class RaftNode:
     def _note_heard(self, message: Message) -> None:
         """A node that is not caught up keeps track of the logs its peers hold,
         and of the highest term any spoke in: it will not vote in that term or below."""
-        if isinstance(message, (StateReply, PreVoteRequest, VoteRequest)):
-            self._heard_logs[message.sender] = (message.last_log_term, message.log_length)
+        if isinstance(message, StateReply):
+            self._heard_logs[message.sender] = (message.term, message.last_log_term, message.log_length)
+        elif isinstance(message, (PreVoteRequest, VoteRequest)):  # the candidate's term before it stood
+            self._heard_logs[message.sender] = (message.term - 1, message.last_log_term, message.log_length)
         if not isinstance(message, PreVoteRequest):  # a pre-vote's term is only asked about
             self._highest_term_heard = max(self._highest_term_heard, message.term)
+        if isinstance(message, (AppendEntries, Heartbeat, InstallSnapshot)):
+            self._heard_a_primary = True
 
     def _ask_unheard(self, now: float) -> None:
         """Secondaries do not speak to one another: ask those not heard from yet
@@ -532,10 +556,12 @@ class RaftNode:
             self._send(peer, StateRequest(self.name, self._term))
 
     def _maybe_caught_up(self) -> None:
-        """Vouched for by its primary, and heard from every other node: it may vote
-        again, in terms above any it may have voted in before it lost its disk
-        (each such vote went to a node whose term is now at least that high)."""
-        if self._caught_up or not self._vouched or self.unheard:
+        """Vouched for by its primary, and heard from enough peers (see
+        ``_may_vote_before_caught_up``): it may vote again, in terms above any
+        it may have voted in before it lost its disk (each such vote went to a
+        node of a majority whose terms are now at least that high, one of
+        which it heard)."""
+        if self._caught_up or not self._vouched or len(self._heard_logs) < self._enough_heard:
             return
         self._caught_up = True
         self._vote_floor = max(self._vote_floor, self._highest_term_heard, self._term)
@@ -887,7 +913,7 @@ class RaftNode:
                                                or reply.retry_length > len(self._log)):
             raise Refused(f"{reply.sender} claims entries this primary never sent")
         if not reply.caught_up and not progress.lost_disk:
-            self._forget_lost_acknowledgements(progress)
+            self._forget_lost_acknowledgements(progress, _length_claimed(reply))
         current = progress.heard(reply.seq, now)
         self._heard = reply.sender
         match reply:
@@ -909,10 +935,10 @@ class RaftNode:
         self._maybe_time_out_transferee()
         self._send_to(reply.sender, progress, now)
 
-    def _forget_lost_acknowledgements(self, progress: Progress) -> None:
+    def _forget_lost_acknowledgements(self, progress: Progress, holds: int) -> None:
         """A secondary says it lost its disk: what it acknowledged in its earlier
         life no longer counts, and no reply sent before this one does either."""
-        progress.forget_acknowledgements(self._seq + 1)
+        progress.forget_acknowledgements(min(holds, len(self._log)), self._seq + 1)
 
     def _advance_commit(self, now: float) -> None:
         length = self._commit_point()
@@ -997,3 +1023,12 @@ class RaftNode:
         reads, self._reads_done = tuple(self._reads_done), []
         return Ready(unsaved_hard_state, self._log.take_unsaved(), self._log.commit_length,
                      messages, proposed, reads, heard, refusal)
+
+
+def _length_claimed(reply: AppendReply | HeartbeatReply | SnapshotReply) -> int:
+    """How many entries a reply says its sender holds, about (where to probe it from)."""
+    if isinstance(reply, HeartbeatReply):
+        return reply.length
+    if isinstance(reply, AppendReply):
+        return reply.match_length if reply.success else reply.retry_length
+    return reply.start_index

@@ -88,6 +88,7 @@ class Progress:
         #: It said it lost its disk (it is not caught up): what it acknowledged
         #: before that was forgotten, and it is told once it holds all committed.
         self.lost_disk = False
+        self.forgotten = 0  # the match it had acknowledged before it said so
 
     # -- what may be sent ------------------------------------------------------------
 
@@ -155,12 +156,14 @@ class Progress:
             self.match = hint
         self._reset(State.PROBE, max(self.match, min(hint, max(rejected_at - 1, 0))), next_seq)
 
-    def forget_acknowledgements(self, next_seq: int) -> None:
-        """It lost its disk: what it acknowledged before counts no more, and no
-        reply sent before now does either. Probe it from the start."""
+    def forget_acknowledgements(self, holds: int, next_seq: int) -> None:
+        """It lost its disk (or started from an empty one): what it acknowledged
+        before counts no more, and no reply sent before now does either. It
+        holds ``holds`` entries now, maybe: probe it from there."""
         self.lost_disk = True
+        self.forgotten = self.match
         self.match = 0
-        self._reset(State.PROBE, 0, next_seq)
+        self._reset(State.PROBE, holds, next_seq)
 
     def on_snapshot_reply(self, seq: int, start_index: int, keys_received: int, keys_total: int,
                           now: float) -> bool:

@@ -46,7 +46,7 @@ class OrderedLog:
         self._ahead: dict[int, bytes] = {}  # seqs past a gap, hidden until it fills
         self._ahead_bytes = 0  # the size of the entries in _ahead
         #: How many leading entries are committed, where the node knows (failover
-        #: mode: shared.failover); None where the log has no such notion.
+        #: mode: shared.node); None where the log has no such notion.
         self._committed: int | None = None
         self.meta: dict = {}
 

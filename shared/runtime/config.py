@@ -434,6 +434,19 @@ class AppendingNodeConfig(NodeConfig):
         "IDEMPOTENCY_KEYS", "100000", integer(1, 10_000_000),
         "idempotency keys remembered (those of the most recent keyed appends)",
     )
+    retention_messages: int = setting(
+        "RETENTION_MESSAGES", "0", integer(0, 2**53),
+        "keep about this many of the newest messages (at least, and at most a tenth more); "
+        "older ones are dropped on every node; 0: keep everything",
+    )
+    retention_bytes: int = setting(
+        "RETENTION_BYTES", "0", integer(0, 2**53),
+        "keep about this many bytes of the newest messages (as JSON); 0: keep everything",
+    )
+    retention_seconds: float = setting(
+        "RETENTION_SECONDS", "0", number(0.0, 1e10),
+        "keep the messages of about the last this many seconds; 0: keep everything",
+    )
 
     @classmethod
     def from_env(cls: type[Config], env: Mapping[str, str] = os.environ) -> Config:

@@ -66,11 +66,13 @@ def html_response(page: bytes, connect_anywhere: bool = False) -> bottle.HTTPRes
     })
 
 
-def streamed_json(size: int, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
-    """A 200 whose JSON body is already encoded, sent chunk by chunk."""
-    return bottle.HTTPResponse(
-        body=chunks, status=200, headers={"Content-Type": JSON, "Content-Length": str(size)}
-    )
+def streamed_json(size: int | None, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
+    """A 200 whose JSON body is already encoded, sent chunk by chunk; with its
+    Content-Length when ``size`` is known (else chunked, as a large read from disk)."""
+    headers = {"Content-Type": JSON}
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    return bottle.HTTPResponse(body=chunks, status=200, headers=headers)
 
 
 class LogReads:
@@ -85,7 +87,7 @@ class LogReads:
         self.slots = slots
         self._free = threading.BoundedSemaphore(slots)
 
-    def serve(self, size: int, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
+    def serve(self, size: int | None, chunks: Iterator[bytes]) -> bottle.HTTPResponse:
         """``streamed_json`` while a slot is free, released when the response
         ends, however it ends; else a 503."""
         if not self._free.acquire(blocking=False):

@@ -9,7 +9,7 @@ and the 401, on every operation outside shared.web.api_token.OPEN_PATHS.
 token; regenerate them with::
 
     for role in primary secondary; do python -m $role.openapi > docs/openapi/$role.json; done
-    python -m shared.failover.openapi > docs/openapi/failover.json
+    python -m shared.node.openapi > docs/openapi/failover.json
 
 (a test fails when they are stale, and another when a route and the
 document disagree).

@@ -1,21 +1,31 @@
-"""GET /messages on either role: the whole log, a page, or a tail that waits.
+"""GET /messages on any node: the whole log, a page, or a tail that waits; at a consistency level.
 
-- no parameters: the whole visible log, ``{"messages": [...]}``, streamed;
-- ``from=N`` (0 when only ``limit`` or ``wait`` is given) and optionally
-  ``limit=M``: a page of the gap-free prefix,
-  ``{"messages": [...], "from": N, "next": N + returned, "length": L}``;
-- ``wait=S`` (with ``from``): if nothing is visible at ``from`` or beyond
+- no ``from``, ``limit`` or ``wait``: every retained message,
+  ``{"messages": [...], "first_id": F}``, streamed;
+- ``from=N`` (0 when only ``limit`` or ``wait`` is given) and maybe
+  ``limit=M``: a page, ``{"messages": [...], "from": N, "next": N +
+  returned, "length": L}`` (L: the id after the last message shown);
+- ``wait=S`` (with ``from``): if nothing is shown at ``from`` or beyond
   yet, wait up to S seconds for it (a long poll, like Kafka's fetch with
   ``fetch.max.wait.ms``); then answer as for a page, maybe empty;
-- ``committed=true`` (failover mode only), with any of the above: only the
-  committed prefix, which no failover ever rolls back; ``false`` is as if
-  it were absent.
+- ``consistency`` says what the answer reflects:
+  ``local`` (the default): what this node holds, which on a secondary may
+  lag, and may include a dead primary's tail that the next one overwrites;
+  ``committed`` (or ``committed=true``, kept as an alias): only what a
+  majority holds, which no failover rolls back, though it may lag;
+  ``linearizable``: every append committed before the read began, on
+  whichever node answers, never going back (Raft's read index, thesis
+  §6.4: the primary confirms with a majority that it still is primary; a
+  secondary asks it). A node that cannot confirm in time (no primary, no
+  majority, an election) answers 503 with Retry-After, never a stale answer.
 
-A page is a slice, so paging costs the same at any offset, and, being a
-slice of the prefix, never shows a gap or a duplicate. Reads without
-``limit`` are whole-log reads, under ``LogReads``' cap; waiting readers
-hold one of ``max_waiting`` slots or get a 503 at once, so tails never
-take the threads that appends, plain reads and /health need.
+A read below what retention kept is ``410 Gone`` with ``first_id``, never
+a silent jump to what is left, and so is a tail whose position retention
+passes while it waits. A page is found by index, so it costs the same at
+any offset. Reads without ``limit`` are whole-log reads, under
+``LogReads``' cap; waiting readers hold one of ``max_waiting`` slots or get
+a 503 at once, so tails never take the threads that appends, plain reads
+and /health need.
 
 Thread: any Waitress worker.
 """
@@ -24,17 +34,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import bottle
 
-from shared.log.ordered_log import OrderedLog
-from shared.web.http import LogReads, json_error, streamed_json
-from shared.wire.protocol import MAX_SEQ
+from shared.log.node_log import Gone, NodeLog
+from shared.web.http import LogReads, json_error, json_response, streamed_json
 
 #: The longest a tailing read may wait, in seconds.
 MAX_WAIT_S = 60.0
-_PARAMETERS = ("from", "limit", "wait")
+#: The largest ``from`` or ``limit``: JSON numbers stay exact below 2**53.
+MAX_ID = 2**53
+LOCAL, COMMITTED, LINEARIZABLE = "local", "committed", "linearizable"
+LEVELS = (LOCAL, COMMITTED, LINEARIZABLE)
+_PARAMETERS = ("from", "limit", "wait", "consistency", "committed")
 
 
 class BadRead(ValueError):
@@ -43,58 +56,86 @@ class BadRead(ValueError):
 
 @dataclass(frozen=True)
 class ReadRequest:
-    start: int
+    start: int | None  # None: the whole retained log
     limit: int | None = None
     wait: float | None = None
+    consistency: str = LOCAL
 
 
-def parse_read(query: Mapping[str, str], committed_reads: bool = False) -> tuple[ReadRequest | None, bool]:
-    """The read a query asks for (None for the whole log), and whether only
-    its committed part. Raises BadRead."""
-    allowed = _PARAMETERS + (("committed",) if committed_reads else ())
-    unknown = sorted(set(query) - set(allowed))
+def parse_read(query: Mapping[str, str]) -> ReadRequest:
+    """The read a query asks for. Raises BadRead."""
+    unknown = sorted(set(query) - set(_PARAMETERS))
     if unknown:
         raise BadRead(f"unknown query parameter(s) {', '.join(map(repr, unknown))}; "
-                      f"allowed: {', '.join(allowed)}")
-    committed = _flag(query, "committed") if "committed" in query else False
-    if not set(query) - {"committed"}:
-        return None, committed
+                      f"allowed: {', '.join(_PARAMETERS)}")
+    consistency = _level(query)
+    if not set(query) & {"from", "limit", "wait"}:
+        return ReadRequest(None, consistency=consistency)
     start = _whole_number(query, "from", minimum=0) if "from" in query else 0
     limit = _whole_number(query, "limit", minimum=1) if "limit" in query else None
     wait = _seconds(query["wait"]) if "wait" in query else None
-    return ReadRequest(start, limit, wait), committed
+    return ReadRequest(start, limit, wait, consistency)
 
 
 class Reads:
-    """Serves GET /messages for one app."""
+    """Serves GET /messages for one app. ``confirm`` makes a read linearizable:
+    it blocks until this node holds, committed, every append committed before
+    it was called, and returns True; False if that cannot be had in time."""
 
-    def __init__(self, store: OrderedLog, log_reads: LogReads, max_waiting: int,
-                 committed_reads: bool = False) -> None:
-        self._store = store
-        self._committed_reads = committed_reads
+    def __init__(self, log: NodeLog, log_reads: LogReads, max_waiting: int,
+                 confirm: Callable[[], bool], counted: Callable[[str], None] = lambda _level: None) -> None:
+        self._log = log
+        self._confirm = confirm
+        self._counted = counted
         self._log_reads = log_reads
         self.max_waiting = max_waiting
         self._waiting = threading.BoundedSemaphore(max_waiting)
 
     def serve(self, query: Mapping[str, str]) -> bottle.HTTPResponse:
         try:
-            read, committed = parse_read(query, self._committed_reads)
+            read = parse_read(query)
         except BadRead as exc:
             return json_error(400, str(exc))
-        if read is None:
-            return self._log_reads.serve(*self._store.messages_document(committed))
-        if read.wait is not None and self._store.shown(committed) <= read.start:
+        self._counted(read.consistency)
+        if read.consistency == LINEARIZABLE and not self._confirm():
+            return json_error(503, "cannot confirm a linearizable read now: no primary, or it cannot "
+                                   "reach a majority; retry later", {"Retry-After": "1"})
+        committed = read.consistency != LOCAL
+        try:
+            return self._serve(read, committed)
+        except Gone as gone:
+            return json_response(410, {"error": f"messages before id {gone.first_id} were dropped by "
+                                                f"retention; read from {gone.first_id} on",
+                                       "first_id": gone.first_id})
+
+    def _serve(self, read: ReadRequest, committed: bool) -> bottle.HTTPResponse:
+        if read.start is None:
+            return self._log_reads.serve(*self._log.messages_document(committed))
+        if read.wait is not None and self._log.shown(committed) <= read.start:
             if not self._waiting.acquire(blocking=False):
                 return json_error(503, f"busy: {self.max_waiting} readers are already waiting "
                                        "(MAX_WAITING_READS); retry later", {"Retry-After": "1"})
             try:
-                self._store.wait_for_length(read.start + 1, read.wait, committed)
+                self._log.wait_for(read.start, read.wait, committed)
             finally:
                 self._waiting.release()
-        document = self._store.page_document(read.start, read.limit, committed)
+        document = self._log.page_document(read.start, read.limit, committed)
         if read.limit is None:  # everything from ``start`` on: as big as the whole log
             return self._log_reads.serve(*document)
         return streamed_json(*document)
+
+
+def _level(query: Mapping[str, str]) -> str:
+    if "consistency" in query:
+        raw = query["consistency"]
+        if raw not in LEVELS:
+            raise BadRead(f"'consistency' must be one of {', '.join(LEVELS)}, got {raw[:40]!r}")
+        if "committed" in query:
+            raise BadRead("give 'consistency' or its alias 'committed', not both")
+        return raw
+    if "committed" in query:
+        return COMMITTED if _flag(query, "committed") else LOCAL
+    return LOCAL
 
 
 def _whole_number(query: Mapping[str, str], name: str, minimum: int) -> int:
@@ -102,7 +143,7 @@ def _whole_number(query: Mapping[str, str], name: str, minimum: int) -> int:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 20:
         raise BadRead(f"'{name}' must be a whole number, got {raw[:40]!r}")
     value = int(raw)
-    if not minimum <= value <= MAX_SEQ:
+    if not minimum <= value <= MAX_ID:
         raise BadRead(f"'{name}' must be at least {minimum} and at most 2**53, got {value}")
     return value
 

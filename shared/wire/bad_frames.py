@@ -30,8 +30,11 @@ class BadFrameLog:
         #: Frames dropped since start, logged or not (for /health).
         self.count = 0
 
-    def dropped(self, peer: str, what: str, *args) -> None:
-        """Note a dropped frame from ``peer``; ``what`` and ``args`` as for logging."""
+    def dropped(self, peer: str, what: str, *args, level: int = logging.WARNING) -> None:
+        """Note a dropped frame from ``peer``; ``what`` and ``args`` as for logging.
+        ``level``: ERROR for a frame that claims what cannot be true (a second
+        primary in a term, a contradicted committed entry): a forgery, or a
+        peer whose state is broken."""
         self.count += 1
         now = self._clock()
         due, held_back = self._peers.get(peer, (0.0, 0))
@@ -43,4 +46,4 @@ class BadFrameLog:
             self._peers.pop(next(iter(self._peers)))
         self._peers[peer] = (now + self._interval_s, 0)
         suffix = f" ({held_back} more dropped from {peer} since the last line)" if held_back else ""
-        self._log.warning("dropped a bad frame from %s: " + what + suffix, peer, *args)
+        self._log.log(level, "dropped a bad frame from %s: " + what + suffix, peer, *args)

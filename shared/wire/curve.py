@@ -97,7 +97,9 @@ class PlainChannel:
     def start(self, ctx: zmq.Context) -> None:
         """Main thread, before the I/O thread opens its sockets (``around``)."""
         log.warning("the replication channel is unauthenticated and unencrypted: anyone who can "
-                    "reach it can read and forge the log; set REPLICATION_KEYS_DIR (README: Security)")
+                    "reach a replication port can read the log, and can claim to be any node: make "
+                    "nodes take on its terms, give it votes, and store the entries it sends as the "
+                    "primary's; set REPLICATION_KEYS_DIR (README: Security)")
 
     def stop(self) -> None:
         """Main thread, after the I/O thread has closed its sockets."""

@@ -1,4 +1,4 @@
-"""The primary's links: one DEALER per secondary, its monitor, and reopening a lost one.
+"""A node's links: one DEALER per peer it dials, its monitor, and reopening a lost one.
 
 libzmq ends a connection whose peer sent a frame over the socket's
 MAXMSGSIZE (or a frame it cannot parse, or a handshake of another
@@ -8,9 +8,13 @@ IMMEDIATE every send fails with EAGAIN from then on. So each DEALER has a
 socket monitor, a PAIR read here whenever it is readable. A link whose
 DISCONNECTED stays without a reconnect attempt is lost; the replicator calls
 ``reopen_lost`` at each heartbeat, which closes a link lost for at least a
-heartbeat interval and opens a new DEALER to the same endpoint. The link's
-Progress is the replicator's and keeps its state: its flights are resent
-as their retry times come, on the new DEALER.
+heartbeat interval and opens a new DEALER to the same endpoint. What the
+node knows of the peer is kept (shared.consensus.raft_progress): what was
+in flight is resent when its retransmission timeout comes, on the new DEALER.
+
+Each DEALER queues at most ``queued`` frames each way (SNDHWM, RCVHWM):
+flow control keeps a primary's frames in flight to one peer below that,
+and a peer that floods this node is held to as many.
 
 A link lost after a successful handshake was most likely sent a frame over
 this node's limit: one WARNING names both ends' limits and the cure. One
@@ -18,8 +22,8 @@ lost after a failed handshake was already explained by the channel, to
 which the monitor hands every handshake event (libzmq allows one monitor
 per socket, so the channel does not attach its own: shared.wire.curve).
 
-Thread: the I/O thread that owns the links (``replicator-io``, or ``node-io``
-in failover mode) only. It creates, reads and closes every socket
+Thread: the I/O thread that owns the links (``node-io``, or as a fixed
+primary names it, ``replicator-io``) only. It creates, reads and closes every socket
 here, DEALERs and monitors alike, and they share its poller.
 """
 
@@ -28,11 +32,11 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from shared.consensus.progress import Progress
 from shared.wire.curve import HANDSHAKE_EVENTS, PlainChannel
 from shared.wire.io_thread import receive_batch
 
@@ -45,9 +49,17 @@ log = logging.getLogger("primary.links")
 _WATCHED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | HANDSHAKE_EVENTS
 
 
+class Peer(Protocol):
+    """A peer as the links see it: whom to dial, and the largest frame it said it takes."""
+
+    name: str
+    endpoint: str
+    frame_limit: int | None
+
+
 @dataclass(eq=False)
 class _Link:
-    peer: Progress
+    peer: Peer
     dealer: zmq.Socket
     monitor: zmq.Socket
     #: When it reported DISCONNECTED with no reconnect attempt since; None while it is not lost.
@@ -58,24 +70,27 @@ class _Link:
 
 class Links:
     def __init__(self, ctx: zmq.Context, channel: PlainChannel, frame_limit: int,
-                 poller: zmq.Poller) -> None:
+                 poller: zmq.Poller, queued: int = 1000) -> None:
         self._ctx = ctx
         self._channel = channel
         self._frame_limit = frame_limit
         self._poller = poller
-        #: Each secondary's DEALER, for the replicator to poll, read and send on.
-        self.dealers: dict[zmq.Socket, Progress] = {}
+        self._queued = queued
+        #: Each peer's DEALER, for the I/O thread to poll, read and send on.
+        self.dealers: dict[zmq.Socket, Peer] = {}
         self._by_monitor: dict[zmq.Socket, _Link] = {}
         # Monitor endpoints of this replicator's own: a closed DEALER's may still be bound.
         self._endpoint_prefix = f"inproc://replicator-link-{uuid.uuid4().hex}"
         self._opened = 0
 
-    def open(self, peer: Progress) -> None:
+    def open(self, peer: Peer) -> None:
         """A new DEALER to ``peer``'s endpoint, connecting lazily, and its monitor."""
         dealer = self._ctx.socket(zmq.DEALER)
         dealer.linger = 0
         dealer.setsockopt(zmq.IMMEDIATE, 1)
         dealer.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
+        dealer.setsockopt(zmq.SNDHWM, self._queued)
+        dealer.setsockopt(zmq.RCVHWM, self._queued)
         self._channel.secure(dealer, peer.name, owner_monitors=True)
         self._opened += 1
         endpoint = f"{self._endpoint_prefix}-{self._opened}"
@@ -83,7 +98,7 @@ class Links:
         monitor = self._ctx.socket(zmq.PAIR)
         monitor.linger = 0
         monitor.connect(endpoint)  # before the DEALER connects, so no event is missed
-        dealer.connect(peer.endpoint)  # lazy: the secondary may come up later
+        dealer.connect(peer.endpoint)  # lazy: the peer may come up later
         self.dealers[dealer] = peer
         self._by_monitor[monitor] = _Link(peer, dealer, monitor)
         self._poller.register(dealer, zmq.POLLIN)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.failover.config import FailoverConfig, Peer
+from shared.node.config import FailoverConfig, Peer
 from shared.runtime.config import ConfigError
 
 PEERS = "n1=tcp://10.0.0.1:5555, n2=tcp://10.0.0.2:5555,n3=tcp://10.0.0.3:5555"

@@ -12,12 +12,12 @@ import webtest
 import zmq
 import zmq.auth
 
-from shared.failover.api import make_app
-from shared.failover.appends import Appends
-from shared.failover.config import FailoverConfig, Peer
-from shared.failover.node_io import NodeIo
-from shared.failover.openapi import spec
-from shared.failover.storage import RaftStorage
+from shared.node.api import make_app
+from shared.node.appends import Appends
+from shared.node.config import FailoverConfig, Peer
+from shared.node.node_io import NodeIo
+from shared.node.openapi import spec
+from shared.log.node_log import RaftStorage
 from shared.consensus.raft_messages import VoteRequest
 from shared.runtime.config import DelayRange
 from shared.wire import curve

@@ -1,4 +1,4 @@
-"""shared.failover.storage: the Raft log on disk, the messages it shows by id, the keys."""
+"""shared.log.node_log: the Raft log on disk, the messages it shows by id, the keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from shared.consensus.raft import Entry, HardState, Ready
-from shared.failover.storage import RaftStorage
+from shared.log.node_log import RaftStorage
 from shared.log.sqlite_store import SqliteStore, StoreError
 from shared.wire.protocol import encode_entry
 from shared.wire.raft_frames import encode_payload
@@ -67,7 +67,7 @@ def test_a_truncation_removes_its_messages_and_their_keys_with_one_warning(tmp_p
     stored(storage, ready(hard_state=HardState(1, None, True),
                           append=[Entry(1, NOOP), Entry(1, literal("a")),
                                   Entry(1, encode_payload(literal("lost"), key="k", count=1))]))
-    with caplog.at_level(logging.WARNING, logger="shared.failover.storage"):
+    with caplog.at_level(logging.WARNING, logger="shared.log.node_log"):
         stored(storage, ready(hard_state=HardState(2, None, True), truncate_from=2,
                               append=[Entry(2, NOOP), Entry(2, literal("new"))]))
     assert shown(storage) == [literal("a"), literal("new")]

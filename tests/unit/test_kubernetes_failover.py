@@ -37,11 +37,11 @@ import pytest
 import yaml
 
 from shared.consensus.quorum import majority
-from shared.failover.api import make_app
-from shared.failover.appends import Appends
-from shared.failover.config import FailoverConfig, Peer
-from shared.failover.node_io import NodeIo
-from shared.failover.storage import RaftStorage
+from shared.node.api import make_app
+from shared.node.appends import Appends
+from shared.node.config import FailoverConfig, Peer
+from shared.node.node_io import NodeIo
+from shared.log.node_log import RaftStorage
 from shared.runtime.config import declared_settings
 from shared.wire.curve import PLAIN
 from tests.support.processes import REPO
@@ -684,7 +684,7 @@ def test_each_node_gets_its_own_secret_key_and_every_peers_public_key(statefulse
         config = pod_config(statefulset, pod, tmp_path / pod / "data")
         assert {p.name for p in keys_dir.iterdir()} == {f"{pod}.key_secret", *(f"{p}.key" for p in pods)}
         assert stat.S_IMODE((keys_dir / f"{pod}.key_secret").stat().st_mode) == 0o600
-        # What the node loads at start (shared.failover.main), from
+        # What the node loads at start (shared.node.main), from
         # REPLICATION_KEYS_DIR moved here.
         channel = curve.load_peers(str(keys_dir), config.node_name, [peer.name for peer in config.others])
         assert channel is not curve.PLAIN

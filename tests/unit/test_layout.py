@@ -19,7 +19,7 @@ LAYERS = (
     ("shared.consensus",),
     ("shared.wire",),
     ("shared.web",),
-    ("shared.service", "shared.keys", "shared.failover"),
+    ("shared.service", "shared.keys", "shared.node"),
     ("primary", "secondary"),
 )
 #: What the consensus core must never import: it is fed messages and the time.

@@ -3,7 +3,7 @@
 
 The append's description is shared.web.append_openapi's, with this mode's
 answers: 503 "no primary", and the 502 and 504 of a forward whose fate is
-unknown. ``python -m shared.failover.openapi`` prints the copy kept in
+unknown. ``python -m shared.node.openapi`` prints the copy kept in
 ``docs/openapi/failover.json`` (three nodes).
 
 Pure; thread: any.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 
 from shared.consensus.raft import Role
-from shared.failover.config import FailoverConfig
+from shared.node.config import FailoverConfig
 from shared.web.append_openapi import APPEND_RESULT, append_operation, append_request_schema
 from shared.web.openapi import DOCUMENTED_BEARER, document, error_response_object, print_document
 

@@ -15,7 +15,14 @@ whether the request may have reached the primary:
 Each Waitress thread keeps one connection per primary URL; one idle for
 longer than IDLE_REUSE_S is not reused, since Waitress may be closing it
 (HTTP_IDLE_TIMEOUT), and a request lost on a connection the server closed
-could not be told from one that reached it.
+could not be told from one that reached it. Connections have TCP
+keepalive, so a primary whose machine vanished (no RST) is noticed.
+
+A forward waits for its answer in slices of POLL_S: between them it asks
+whether the primary it went to is still this node's primary. When a new
+term or another primary comes (a failover), the forward gives up within
+a second, its outcome unknown (502), rather than holding a worker thread
+for the append's whole timeout.
 
 Thread: any Waitress worker; each uses only its own connections.
 """
@@ -23,10 +30,12 @@ Thread: any Waitress worker; each uses only its own connections.
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlsplit
 
 #: The header that marks a forwarded append, naming the node that forwarded it.
@@ -44,6 +53,10 @@ CONNECT_TIMEOUT_S = 2.0
 #: to travel; an append without a timeout waits at most UNBOUNDED_WAIT_S.
 ANSWER_MARGIN_S = 5.0
 UNBOUNDED_WAIT_S = 300.0
+#: Seconds between two looks at whether the primary is still the primary.
+POLL_S = 0.25
+#: TCP keepalive: idle seconds before the first probe, between probes, and probes.
+KEEPALIVE = (5, 2, 3)
 
 
 class NotSent(Exception):
@@ -70,8 +83,10 @@ class Forwarder:
         self._node_name = node_name
         self._local = threading.local()
 
-    def forward(self, url: str, body: bytes, headers: dict[str, str], timeout: float | None) -> Answer:
-        """POST ``body`` to ``url``/messages. Raises NotSent or Unknown."""
+    def forward(self, url: str, body: bytes, headers: dict[str, str], timeout: float | None,
+                still_primary: Callable[[], bool] = lambda: True) -> Answer:
+        """POST ``body`` to ``url``/messages. Raises NotSent or Unknown; Unknown
+        too once ``still_primary`` says the primary changed meanwhile."""
         connection = self._connection(url)
         wait = (timeout if timeout is not None else UNBOUNDED_WAIT_S) + ANSWER_MARGIN_S
         sent_headers = {name: value for name, value in headers.items() if name in PASSED_HEADERS}
@@ -79,6 +94,7 @@ class Forwarder:
         try:
             connection.sock.settimeout(wait)
             connection.request("POST", "/messages", body, sent_headers)
+            _await_answer(connection.sock, time.monotonic() + wait, still_primary)
             response = connection.getresponse()
             answer = Answer(response.status, response.read(),
                             {name: response.getheader(name) for name in RETURNED_HEADERS
@@ -106,6 +122,7 @@ class Forwarder:
             connection.connect()
         except OSError as exc:
             raise NotSent(f"cannot connect to {url}: {exc.strerror or exc}") from None
+        _keep_alive(connection.sock)
         connections[url] = (connection, time.monotonic())
         return connection
 
@@ -118,3 +135,30 @@ class Forwarder:
         kept = self._connections().pop(url, None)
         if kept is not None:
             kept[0].close()
+
+
+class _Replaced(OSError):
+    """The primary a forward went to is no longer this node's primary."""
+
+
+def _await_answer(sock: socket.socket, deadline: float, still_primary: Callable[[], bool]) -> None:
+    """Until the answer starts to arrive; raises socket.timeout at ``deadline``,
+    and _Replaced (an OSError) once the primary has changed."""
+    poller = select.poll()  # not select(): a descriptor may be above 1024
+    poller.register(sock, select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no answer in time")
+        if poller.poll(min(POLL_S, left) * 1000):
+            return
+        if not still_primary():
+            raise _Replaced("the primary changed while the append was forwarded")
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle, interval, count = KEEPALIVE
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+        if hasattr(socket, option):  # Linux; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

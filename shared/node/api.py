@@ -7,7 +7,7 @@ node's /health from the browser, so it follows the primary through
 failovers and outlives the node that served it; its Content-Security-Policy
 lets it connect to any http(s) origin for that (it still loads nothing from
 one, and sends the API token only to its own node). ``POST /messages``
-goes through shared.failover.appends, and every answer to it carries
+goes through shared.node.appends, and every answer to it carries
 ``Served-By``: the node that served it (the primary's name, forwarded or
 not). ``GET /health`` answers 200 in every role and state. Reads are the
 fixed-role reads (shared.web.reads) over the node's messages, with
@@ -26,18 +26,19 @@ import bottle
 from prometheus_client import Counter
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
-from shared.failover.appends import Answer, Appends
-from shared.failover.config import FailoverConfig
-from shared.failover.forwarding import FORWARDED_BY, PASSED_HEADERS
-from shared.failover.node_io import NodeIo
-from shared.failover.openapi import spec
+from shared.node.appends import Answer, Appends, Outcome
+from shared.node.config import FailoverConfig
+from shared.node.forwarding import FORWARDED_BY, PASSED_HEADERS
+from shared.node.linearizable import confirmer
+from shared.node.node_io import NodeIo
+from shared.node.openapi import spec
 from shared.web.append_request import (
     BadRequest, check_content_type, parse_append, parse_idempotency_key, read_body,
 )
 from shared.web.api_token import protect
 from shared.web.http import JSON, LogReads, html_response, json_response, new_app
 from shared.web.metrics import PREFIX, exposition, gauge, new_registry
-from shared.web.reads import Reads
+from shared.web.reads import LEVELS, Reads
 
 DASHBOARD = Path(__file__).with_name("dashboard.html").read_bytes()
 
@@ -45,18 +46,20 @@ DASHBOARD = Path(__file__).with_name("dashboard.html").read_bytes()
 def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.Bottle:
     token = config.bearer_token
     app = protect(new_app(spec(config.cluster_size, bearer=token is not None)), token)
-    messages = node.messages
-    reads = Reads(messages, LogReads(config.log_read_slots), config.waiting_read_slots,
-                  committed_reads=True)
     registry = new_registry()
     registry.register(_Collector(node))
     answered = Counter(PREFIX + "appends", "answered POST /messages on this node, by outcome",
                        ["outcome"], registry=registry)
+    read = Counter(PREFIX + "reads", "GET /messages on this node, by consistency level",
+                   ["consistency"], registry=registry)
+    read_counters = {level: read.labels(level) for level in LEVELS}
+    reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots,
+                  confirmer(node, 2 * config.election_timeout), lambda level: read_counters[level].inc())
 
     @app.post("/messages")
     def append_message():
         answer = _append(config, appends)
-        answered.labels(answer.outcome).inc()
+        answered.labels(answer.outcome.value).inc()
         headers = {**answer.headers, "Served-By": answer.headers.get("Served-By", config.node_name)}
         if isinstance(answer.body, bytes):
             headers.setdefault("Content-Type", JSON)
@@ -81,11 +84,15 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
             "primary": state.primary,
             "committed": state.committed,
             "length": state.length,
+            "first_id": state.first_id,
             "caught_up": state.caught_up,
+            "unheard": list(state.unheard),
             "bad_frames": state.bad_frames,
             "replication_endpoint": node.endpoint,
             "peers": {name: {"endpoint": peer.endpoint, "url": peer.url,
-                             "last_heard_s_ago": peer.last_heard_s_ago, "match_length": peer.match_length}
+                             "last_heard_s_ago": _ago(peer.last_heard, state.at),
+                             "match_length": peer.match_length,
+                             "state": peer.health.value if peer.health else None}
                       for name, peer in state.peers.items()},
             "elections": [{"term": e.term, "primary": e.primary,
                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at))}
@@ -111,7 +118,7 @@ def _append(config: FailoverConfig, appends: Appends) -> Answer:
         body = read_body(config.max_body_bytes)
         append = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
     except BadRequest as exc:
-        return Answer(exc.status, {"error": exc.message}, outcome="bad_request")
+        return Answer(exc.status, {"error": exc.message}, outcome=Outcome.BAD_REQUEST)
     headers = {name: request.headers[name] for name in PASSED_HEADERS if name in request.headers}
     return appends.append(append, key, body, headers, request.headers.get(FORWARDED_BY))
 
@@ -129,4 +136,9 @@ class _Collector:
         yield CounterMetricFamily(PREFIX + "elections", "primaries this node has seen elected "
                                   "(one per term it learned a primary of)", value=state.elections_total)
         yield gauge("committed_length", "messages known to be committed", state.committed)
-        yield gauge("log_length", "messages the node holds", state.length)
+        yield gauge("log_length", "the id after the last message the node holds", state.length)
+        yield gauge("first_id", "the first message id retention kept", state.first_id)
+
+
+def _ago(then: float | None, now: float) -> float | None:
+    return None if then is None else round(max(0.0, now - then), 3)

@@ -1,7 +1,7 @@
 """A failover node's configuration, read once from the environment at start.
 
 ``python -m primary`` and ``python -m secondary`` both read it when PEERS is
-set (shared.failover.main). Each setting is declared once, below; the rules
+set (shared.node.main). Each setting is declared once, below; the rules
 that tie settings together are in ``FailoverConfig.from_env``.
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from shared.consensus.quorum import majority
+from shared.consensus.raft import Mode
+from shared.node.settings import NodeSettings, Retention
 from shared.runtime.config import (
     AppendingNodeConfig, ConfigError, DelayRange, delay, http_url, number, parse_node_name, setting,
     tcp_endpoint,
@@ -101,6 +103,15 @@ class FailoverConfig(AppendingNodeConfig):
     def others(self) -> tuple[Peer, ...]:
         return tuple(peer for peer in self.peers if peer.name != self.node_name)
 
+    def node_settings(self, stands_at_once: bool, frame_limit: int) -> NodeSettings:
+        return NodeSettings(
+            name=self.node_name, mode=Mode.ELECTED, peers=tuple(peer.name for peer in self.peers),
+            dials=tuple((peer.name, peer.endpoint) for peer in self.others), bind=self.replication_bind,
+            election_timeout=self.election_timeout, heartbeat_interval=self.heartbeat_interval,
+            frame_limit=frame_limit, advertised_url=self.advertised_url, public_url=self.public_url,
+            stands_at_once=stands_at_once, replication_delay=self.replication_delay,
+            retention=retention_of(self))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "FailoverConfig":
         config = super().from_env(env)
@@ -114,3 +125,7 @@ class FailoverConfig(AppendingNodeConfig):
             raise ConfigError(f"ELECTION_TIMEOUT: must be at least {HEARTBEATS_PER_ELECTION_TIMEOUT} "
                               f"x HEARTBEAT_INTERVAL ({minimum:g} s), got {config.election_timeout:g}")
         return config
+
+
+def retention_of(config: AppendingNodeConfig) -> Retention:
+    return Retention(config.retention_messages, config.retention_bytes, config.retention_seconds)

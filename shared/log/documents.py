@@ -1,0 +1,96 @@
+"""The JSON documents GET /messages answers with, built from the log's entries.
+
+An entry holds its messages' JSON string literals joined by commas (the
+way they travel and are stored), so a run of whole entries joined by
+commas is already the inside of a JSON array: a read copies bytes, and
+parses only an entry a page begins or ends inside of.
+
+- a page: ``{"messages": [...], "from": N, "next": M, "length": L}``;
+- the whole retained log: ``{"messages": [...], "first_id": F}``.
+
+Both are produced in chunks, so a large read is never copied whole into
+one response body; a document whose size is known up front says it
+(Content-Length), one read from disk in a stream does not.
+
+Pure functions; thread: any.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+#: Bytes per chunk of a streamed document, about: big enough to keep the
+#: number of writes low, small enough never to copy much at once.
+CHUNK_BYTES = 256 << 10
+
+
+@dataclass
+class Page:
+    """Messages [from_id, stop_id) of a log whose readers see ``length`` messages,
+    as the entries that hold them: (first id, count, body), in order (the
+    first may begin before ``from_id``, the last end after ``stop_id``)."""
+
+    from_id: int
+    stop_id: int
+    length: int
+    first_kept: int  # the first id retention kept
+    parts: Iterable[tuple[int, int, bytes]]
+    size_known: bool = True  # False: ``parts`` is read as the document is sent
+
+
+def literals(body: bytes) -> list[bytes]:
+    """The JSON string literals an entry's body joins (each as encode_entry writes it)."""
+    return [json.dumps(message).encode() for message in json.loads(b"[" + body + b"]")]
+
+
+def page_document(page: Page) -> tuple[int | None, Iterator[bytes]]:
+    close = b'],"from":%d,"next":%d,"length":%d}' % (page.from_id, page.stop_id, page.length)
+    return _document(page, close)
+
+
+def whole_document(page: Page) -> tuple[int | None, Iterator[bytes]]:
+    return _document(page, b'],"first_id":%d}' % page.first_kept)
+
+
+def _document(page: Page, close: bytes) -> tuple[int | None, Iterator[bytes]]:
+    opening = b'{"messages":['
+    if not page.size_known:
+        return None, _chunks(opening, _bodies(page), close)
+    bodies = list(_bodies(page))
+    size = len(opening) + sum(map(len, bodies)) + max(len(bodies) - 1, 0) + len(close)
+    return size, _chunks(opening, bodies, close)
+
+
+def _bodies(page: Page) -> Iterator[bytes]:
+    """Each entry's part of the messages: whole, or cut to [from_id, stop_id)."""
+    for first_id, count, body in page.parts:
+        if first_id >= page.stop_id:
+            return
+        if count == 0:
+            continue
+        skip, end = max(page.from_id - first_id, 0), min(page.stop_id - first_id, count)
+        if skip == 0 and end == count:
+            yield body
+        elif skip < end:
+            yield b",".join(literals(body)[skip:end])
+
+
+def _chunks(opening: bytes, bodies: Iterable[bytes], close: bytes) -> Iterator[bytes]:
+    yield opening
+    chunk: list[bytes] = []
+    size = 0
+    first = True
+    for body in bodies:
+        if not first:
+            chunk.append(b",")
+        first = False
+        chunk.append(body)
+        size += len(body) + 1
+        if size >= CHUNK_BYTES:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+    if chunk:
+        yield b"".join(chunk)
+    yield close

@@ -1,0 +1,797 @@
+"""``node-io``: the thread that runs a node's Raft core and its sockets, in every role.
+
+It owns the RaftNode (shared.consensus.raft), the node's log
+(shared.log.node_log), a ROUTER where peers send to it (every node but a
+fixed primary listens), and one DEALER per peer it dials
+(shared.wire.links, which reopens a link libzmq gave up on). Each pass:
+
+1. steps the core with every frame that arrived (shared.wire.frames), and
+   with the entries REPLICATION_DELAY held back that are now due, then
+   ticks it (heartbeats, resends, check quorum, elections, a fixed
+   primary's start and recovery);
+2. takes the appends request threads proposed (``propose``): a known
+   Idempotency-Key is answered from the log, the others are proposed to
+   the core in one call, one entry per append; and the linearizable reads
+   (``read_index``), one read index for all that came meanwhile;
+3. after each of these, acts on the Readies in the order the core
+   requires: the log stages each at once; then ``persist`` writes them in
+   one commit (fsynced under FSYNC, and always for a term or a vote), and
+   only then are the messages sent, which may promise what was just
+   written; then the waiting appends and reads are settled, the primary's
+   view of each peer is logged when it changes, and what request threads
+   read is published (``state``).
+
+**Routing.** A request goes on this node's DEALER to the addressee; an
+answer goes back on the connection its request came on (so a fixed
+secondary, which dials no one, answers its primary through its ROUTER, and
+a forged request's answer goes to the forger, not to the node it named).
+A message to a peer this node does not dial goes to the ROUTER identity
+of the last frame the core accepted from it. What a frame says beside the
+Raft message (the sender's URLs, its frame limit) is believed only from
+frames the core accepted as current (``Ready.heard``).
+
+**A failed write** (a full disk). Nothing is sent while the log cannot be
+written: a message may promise what is not on disk. A failover node then
+stops (shared.service): it is as good as down, and the others elect
+another primary. A fixed-role node cannot be replaced, so it goes on: the
+appends it could not write are answered 503 with their ids, new ones are
+refused, and each pass tries the write again; once it succeeds, what was
+staged is written and sent, and appends resume.
+
+A rule of Raft's about to break in this node's own state (SafetyViolation)
+ends the thread, and the node stops: it must not answer. A frame that
+claims what cannot be true is logged at ERROR and dropped (``Refused``).
+
+Thread: ``propose``, ``read_index``, ``state``, ``set_bound_port``,
+``hand_over`` and ``stop`` from any thread; everything else on ``node-io`` only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import zmq
+
+from shared.consensus.health import Health, health_at
+from shared.consensus.raft import (
+    AppendEntries, AppendReply, Mode, NotPrimary, RaftNode, Ready, Refused, Role,
+)
+from shared.consensus.raft_log import Entry, HardState, body_digest
+from shared.consensus.raft_messages import HeartbeatReply, Message
+from shared.consensus.raft_progress import State
+from shared.log.node_log import NodeLog
+from shared.log.sqlite_log import StoreError
+from shared.node.requests import (
+    CONFLICT, NOT_PRIMARY, STEPPED_DOWN, STOPPING, STORAGE, Proposal, ReadIndexWait,
+)
+from shared.node.settings import NodeSettings
+from shared.runtime.logging_setup import RateLimitFilter
+from shared.wire import frames
+from shared.wire.bad_frames import BadFrameLog
+from shared.wire.curve import PlainChannel
+from shared.wire.io_thread import IoThread, receive_batch
+from shared.wire.links import Links
+
+log = logging.getLogger(__name__)
+oversized_log = logging.getLogger(f"{__name__}.oversized")
+oversized_log.addFilter(RateLimitFilter(10.0))
+
+#: How many of the latest elections /health lists.
+ELECTIONS_KEPT = 10
+#: Frames a socket queues per peer, each way, at most: with flow control
+#: (shared.consensus.raft_progress) a primary never has more in flight to
+#: one secondary, and a peer that floods this node is held to as many.
+QUEUED_FRAMES = 16
+#: A pass longer than this many heartbeats means the thread itself stalled
+#: (a paused process, a starved CPU): the peers' silence meanwhile proves nothing.
+STALL_BEATS = 2
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """What a node knows of one peer, for /health and /metrics."""
+
+    endpoint: str | None
+    url: str | None  # its PUBLIC_URL, once heard from
+    last_heard: float | None  # time.monotonic(), on the primary or as frames came
+    match_length: int | None = None  # on the primary: the messages it is known to hold
+    health: Health | None = None  # on the primary
+    diverged: str | None = None  # on the primary: why it is not written to
+
+
+@dataclass(frozen=True)
+class Election:
+    term: int
+    primary: str
+    at: float  # time.time() when this node learned of it
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What request threads read of the node: one immutable value, replaced per pass."""
+
+    role: Role
+    term: int
+    primary: str | None
+    primary_url: str | None
+    committed: int  # the id after the last committed message
+    length: int  # the id after the last message held
+    first_id: int  # the first id retention kept
+    at: float = 0.0  # time.monotonic() of the pass that published it
+    caught_up: bool = True
+    unheard: tuple[str, ...] = ()
+    cluster: str | None = None
+    recovering: bool = False
+    peers: dict[str, PeerView] = field(default_factory=dict)
+    elections: tuple[Election, ...] = ()
+    elections_total: int = 0
+    bad_frames: int = 0
+    handing_over: bool = False
+    storage_error: str | None = None  # why writes fail, while they do
+
+    @property
+    def is_primary(self) -> bool:
+        return self.role is Role.PRIMARY
+
+    def available_nodes(self) -> int:
+        """This node and every peer neither declared unhealthy nor diverged (the fixed primary's quorum)."""
+        return 1 + sum(view.health not in (Health.UNHEALTHY, Health.DIVERGED)
+                       for view in self.peers.values())
+
+
+@dataclass
+class _Link:
+    """A peer this node dials, as shared.wire.links sees it."""
+
+    name: str
+    endpoint: str
+    frame_limit: int | None = None  # what it announced; None until it has
+
+
+@dataclass
+class _Watch:
+    """The primary's running account of one peer, for the lines it logs."""
+
+    health: Health = Health.UNKNOWN
+    heard_at: float | None = None  # its last reply, stalls of this node excused
+    replied: bool = False
+    lost_disk: bool = False
+    diverged: str | None = None
+    #: A catch-up being watched: (the id it holds from, since when, the id to reach);
+    #: (why, since) until its first answer says what it holds.
+    catch_up: tuple | None = None
+    match: int = -1  # its match length in entries, and as the id after its last message
+    match_id: int = 0
+
+
+class NodeIo(IoThread):
+    def __init__(self, ctx: zmq.Context, settings: NodeSettings, node_log: NodeLog,
+                 channel: PlainChannel, fsync: bool = True, rng: random.Random | None = None) -> None:
+        super().__init__(settings.thread_name)
+        self._ctx = ctx
+        self._settings = settings
+        self._log = node_log
+        self._channel = channel
+        self._rng = rng or random.Random()
+        self._node = RaftNode(
+            settings.name, settings.peers, self._rng, storage=node_log,
+            hard_state=self._starting_state(node_log, fsync),
+            election_timeout=settings.election_timeout, heartbeat_interval=settings.heartbeat_interval,
+            mode=settings.mode, recovery_timeout=settings.recovery_timeout,
+            max_batch_bytes=frames.MAX_BATCH_BYTES,
+            # Only a fresh cluster's first election: later, a restarted `primary`
+            # waits like any node, so that it does not depose a healthy primary.
+            stands_at_once=settings.stands_at_once and node_log.hard_state.term == 0 and not node_log.length(),
+        )
+        self._links_by_name = {name: _Link(name, endpoint) for name, endpoint in settings.dials}
+        self._proposals: queue.SimpleQueue[Proposal] = queue.SimpleQueue()
+        self._waiting: list[Proposal] = []
+        self._reads: queue.SimpleQueue[ReadIndexWait] = queue.SimpleQueue()
+        self._read_requests: dict[int, list[ReadIndexWait]] = {}
+        self._reads_committing: list[tuple[int, int, list[ReadIndexWait]]] = []  # heap by index
+        self._request_ids = itertools.count(1)
+        self._outbox: list[tuple[str, Message, bytes | None]] = []  # (to, message, route)
+        self._replying_to: tuple[str, bytes | None] | None = None  # (sender, router identity) in a step
+        self._routes: dict[str, bytes] = {}  # ROUTER identities of peers the core heard
+        self._envelopes: dict[str, frames.Envelope] = {}  # what each peer last said of itself
+        self._heard_at: dict[str, float] = {}
+        self._delayed: list[tuple[float, int, AppendEntries, bytes | None]] = []
+        self._delayed_order = itertools.count()
+        self._delayed_upto = (0, 0)  # the term and log length the held-back entries reach
+        self._last_due = 0.0
+        self._watches: dict[str, _Watch] = {}
+        self._watching_since = time.monotonic()
+        self._elections: list[Election] = []
+        self._elections_total = 0
+        self._known_primary: tuple[int, str] | None = None
+        self._announced_cluster: str | None = None
+        self._run_from_id = 0
+        self._bad_frames = BadFrameLog(log)
+        self._envelope = frames.Envelope(settings.advertised_url, settings.frame_limit, settings.public_url)
+        self._links: Links | None = None
+        self._dealers: dict[str, zmq.Socket] = {}
+        self._router: zmq.Socket | None = None
+        self._next_link_check = 0.0
+        self._last_pass = time.monotonic()
+        self._hand_over = threading.Event()
+        self._handed_over = threading.Event()
+        self._storage_error: str | None = None
+        #: Set once a fixed primary has taken over its log (at once elsewhere).
+        self.recovered = threading.Event()
+        self.endpoint: str | None = None
+        self.state = self._snapshot(time.monotonic())
+
+    @staticmethod
+    def _starting_state(node_log: NodeLog, fsync: bool) -> HardState:
+        """A node that cannot vouch for its log (a new DATA_DIR, or FSYNC=off, which
+        a power cut may have cut short) starts not caught up: see the core."""
+        state = node_log.hard_state
+        if state.caught_up and not (node_log.durable and fsync and not node_log.fresh):
+            state = HardState(state.term, state.voted_for, False, state.vote_floor, state.cluster)
+        return state
+
+    # -- any thread -----------------------------------------------------------
+
+    @property
+    def log(self) -> NodeLog:
+        """The node's log, for reads."""
+        return self._log
+
+    @property
+    def public_url(self) -> str:
+        return self._envelope.public_url
+
+    def propose(self, proposal: Proposal) -> None:
+        """Hand an append to ``node-io``; the caller then waits on ``proposal``."""
+        self._proposals.put(proposal)
+        self.wake()
+
+    def read_index(self, wait: ReadIndexWait) -> None:
+        """Ask for a linearizable read's commit length; the caller then waits on ``wait``."""
+        self._reads.put(wait)
+        self.wake()
+
+    def set_bound_port(self, port: int) -> None:
+        """HTTP has bound ``port``: it replaces a port 0 in the URLs sent to peers."""
+        envelope = self._envelope
+        self._envelope = frames.Envelope(_with_port(envelope.url, port), envelope.frame_limit,
+                                         _with_port(envelope.public_url, port))
+
+    def hand_over(self) -> None:
+        """Before a planned stop: a primary hands its role to the most up-to-date
+        secondary (thesis §3.10) and returns once it is no longer primary, or
+        after an election timeout. Returns at once on any other node."""
+        if self.running and self.state.is_primary and self._settings.mode is Mode.ELECTED:
+            self._hand_over.set()
+            self.wake()
+            self._handed_over.wait(self._settings.election_timeout + 0.5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.hand_over()
+        super().stop(timeout)
+
+    # -- node-io: the loop --------------------------------------------------------
+
+    def _open(self, poller: zmq.Poller) -> None:
+        if self._settings.bind is not None:
+            self._router = self._open_router()
+            poller.register(self._router, zmq.POLLIN)
+        self._links = Links(self._ctx, self._channel, self._settings.frame_limit, poller, QUEUED_FRAMES)
+        for link in self._links_by_name.values():
+            self._links.open(link)
+        self._map_dealers()
+        self._flush(time.monotonic())  # a fixed secondary's incarnation, a fresh store's state
+
+    def _open_router(self) -> zmq.Socket:
+        router = self._ctx.socket(zmq.ROUTER)
+        router.linger = 0
+        router.setsockopt(zmq.MAXMSGSIZE, self._settings.frame_limit)
+        router.setsockopt(zmq.RCVHWM, QUEUED_FRAMES)
+        router.setsockopt(zmq.SNDHWM, QUEUED_FRAMES)
+        self._channel.secure(router)
+        try:
+            router.bind(self._settings.bind)
+        except zmq.ZMQError as exc:
+            router.close()
+            raise OSError(f"REPLICATION_BIND: cannot bind {self._settings.bind}: {exc}") from None
+        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        return router
+
+    def _pass(self, events: dict) -> None:
+        now = time.monotonic()
+        self._excuse_own_stall(now)
+        if self._router is not None and self._router in events:
+            # As frames, not bytes: a CURVE frame names the node whose key sent it.
+            receive_batch(self._router, lambda parts: self._receive(parts[1:], parts[0], now), copy=False)
+        for name, dealer in self._dealers.items():
+            if dealer in events:
+                receive_batch(dealer, lambda parts, name=name: self._receive(parts, None, now, name),
+                              copy=False)
+        self._links.watch(events, now)
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, message, identity = heapq.heappop(self._delayed)
+            self._step(message, identity, now)
+        self._take(self._node.tick(now))
+        if self._hand_over.is_set():
+            self._hand_over_now(now)
+        if now >= self._next_link_check:
+            self._next_link_check = now + self._settings.heartbeat_interval
+            if self._links.reopen_lost(now, self._settings.heartbeat_interval):
+                self._map_dealers()
+        self._flush(now)
+        if not self._proposals.empty() and self._node.role is not Role.RECOVERING:
+            self._take_proposals(now)
+            self._flush(now)
+        if not self._reads.empty():
+            self._take_reads(now)
+            self._flush(now)
+        self._retain(now)
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [self._next_link_check]
+        if self._node.next_timer() is not None:
+            deadlines.append(self._node.next_timer())
+        if self._delayed:
+            deadlines.append(self._delayed[0][0])
+        if self._node.role is Role.PRIMARY and self._settings.retention:
+            deadlines.append(self._last_pass + 0.25)
+        return min(deadlines)
+
+    def _close(self) -> None:
+        for proposal in self._waiting:
+            proposal.release(proposal.holders, STOPPING)
+        while not self._proposals.empty():
+            self._proposals.get().release([], NOT_PRIMARY)
+        for waits in self._read_requests.values():
+            for wait in waits:
+                wait.release(None)
+        for _, _, waits in self._reads_committing:
+            for wait in waits:
+                wait.release(None)
+        while not self._reads.empty():
+            self._reads.get().release(None)
+        self._handed_over.set()
+        if self._links is not None:
+            self._links.close_all()
+        if self._router is not None:
+            self._router.close(linger=0)
+        self._log.close()
+
+    def _excuse_own_stall(self, now: float) -> None:
+        """After this thread itself stalled (the process paused, or starved of the
+        CPU), the peers' replies may not even be readable yet: their silence
+        meanwhile proves nothing about them, so it does not count."""
+        stalled = now - self._last_pass - self._settings.heartbeat_interval
+        if stalled > STALL_BEATS * self._settings.heartbeat_interval:
+            for watch in self._watches.values():
+                if watch.heard_at is not None:
+                    watch.heard_at = min(now, watch.heard_at + stalled)
+            self._watching_since = min(now, self._watching_since + stalled)
+        self._last_pass = now
+
+    # -- node-io: receiving ---------------------------------------------------------
+
+    def _receive(self, parts: list[zmq.Frame], identity: zmq.Frame | None, now: float,
+                 link: str | None = None) -> None:
+        try:
+            message, envelope = frames.decode([part.bytes for part in parts])
+        except frames.ProtocolError as exc:
+            self._bad_frames.dropped(link or "a peer", "%s", exc)
+            return
+        if link is not None and message.sender != link:
+            # Only the node this DEALER dialled (its key pinned, with CURVE) answers on it.
+            self._bad_frames.dropped(link, "a frame that claims to be from %s", message.sender)
+            return
+        signed_by = None if link is not None else self._channel.authenticated_sender(parts[-1])
+        if signed_by is not None and signed_by != message.sender:
+            # Another member's key: it may not speak (or vote) for this one.
+            self._bad_frames.dropped(signed_by, "a frame from %s's key that claims to be from %s",
+                                     signed_by, message.sender)
+            return
+        self._heard_at[message.sender] = now
+        router_identity = None if identity is None else identity.bytes
+        if (isinstance(message, AppendEntries) and message.entries and self._settings.replication_delay
+                and self._node.role is not Role.PRIMARY):
+            self._hold_back(message, router_identity, now)
+            return
+        if self._step(message, router_identity, now, envelope) and link is not None:
+            link_state = self._links_by_name[link]
+            link_state.frame_limit = envelope.frame_limit
+
+    def _hold_back(self, message: AppendEntries, identity: bytes | None, now: float) -> None:
+        """Keep the entries for REPLICATION_DELAY, in order; a resend of what is held already is dropped."""
+        reaches = message.prev_length + len(message.entries)
+        if self._delayed and (message.term, reaches) <= self._delayed_upto:
+            return
+        self._delayed_upto = (message.term, reaches)
+        self._last_due = max(self._last_due, now + self._settings.replication_delay.draw(self._rng))
+        heapq.heappush(self._delayed, (self._last_due, next(self._delayed_order), message, identity))
+
+    def _step(self, message: Message, identity: bytes | None, now: float,
+              envelope: frames.Envelope | None = None) -> bool:
+        """Step the core; True if it heard the sender as a current member."""
+        self._replying_to = (message.sender, identity)
+        try:
+            ready = self._node.step(message, now)
+        except Refused as exc:
+            self._bad_frames.dropped(message.sender, "%s", exc, level=logging.ERROR)
+            return False
+        finally:
+            self._replying_to = None
+        if ready.refusal is not None:
+            self._bad_frames.dropped(message.sender, "%s", ready.refusal)
+        heard = ready.heard == message.sender
+        if heard:
+            if identity is not None:
+                self._routes[message.sender] = identity
+            if envelope is not None:
+                self._envelopes[message.sender] = envelope
+        self._take(ready, message.sender, identity)
+        return heard
+
+    # -- node-io: appends ---------------------------------------------------------------
+
+    def _take_proposals(self, now: float) -> None:
+        proposals: list[Proposal] = []
+        while not self._proposals.empty():
+            proposals.append(self._proposals.get())
+        node = self._node
+        if node.role is not Role.PRIMARY or node.transferring_to is not None:
+            for proposal in proposals:
+                proposal.release([], NOT_PRIMARY)
+            return
+        entries: list[Entry] = []
+        fresh: list[Proposal] = []
+        keyed_now: dict[str, Proposal] = {}  # keys proposed in this pass, not yet in the log
+        first_id, index = self._log.next_id, self._log.length()
+        for proposal in proposals:
+            if proposal.key is not None and self._replays(proposal, keyed_now):
+                continue
+            if not proposal.assign(first_id, index):
+                continue  # its request timed out before this pass: nothing is appended
+            entries.append(Entry(0, proposal.body, len(proposal.literals), proposal.key))
+            fresh.append(proposal)
+            first_id += len(proposal.literals)
+            index += 1
+            if proposal.key is not None:
+                keyed_now[proposal.key] = proposal
+        if entries:
+            try:
+                self._take(node.propose(entries, now))
+            except NotPrimary:  # not expected: checked above, on this thread
+                for proposal in fresh:
+                    proposal.release([], NOT_PRIMARY)
+                return
+        self._waiting.extend(fresh)
+
+    def _replays(self, proposal: Proposal, keyed_now: dict[str, Proposal]) -> bool:
+        """A known key: nothing is appended; the same messages wait as a new
+        append would, for the same write concern; other ones are a conflict."""
+        earlier = keyed_now.get(proposal.key)
+        if earlier is not None:
+            first_id, index, same = earlier.first_id, earlier.index, earlier.body == proposal.body
+        else:
+            record = self._log.lookup(proposal.key)
+            if record is None:
+                return False
+            first_id, index = record.first_id, record.index
+            same = record.count == len(proposal.literals) and record.digest == body_digest(proposal.body)
+        if not same:
+            if proposal.assign(first_id, -1):
+                proposal.release([], CONFLICT)
+        elif proposal.assign(first_id, index, duplicate=True):
+            self._waiting.append(proposal)
+        return True
+
+    def _settle(self) -> None:
+        """Release the appends whose write concern is met, or can no longer be."""
+        if not self._waiting:
+            return
+        node = self._node
+        if node.role is not Role.PRIMARY:
+            for proposal in self._waiting:
+                proposal.release(proposal.holders, STEPPED_DOWN)
+            self._waiting = []
+            return
+        matched = node.match_lengths()
+        majority = self._settings.majority
+        still = []
+        for proposal in self._waiting:
+            if proposal.abandoned:
+                continue
+            now_holding = [peer for peer, length in matched.items() if length > proposal.index]
+            holders = [self._settings.name] + [p for p in proposal.holders[1:] if p in now_holding]
+            holders += [p for p in now_holding if p not in holders]
+            proposal.holders = holders
+            # w >= majority promises survival: that is the commit (Raft §5.4.2),
+            # which for a replayed entry of an older term may come later.
+            if len(holders) >= proposal.w and (proposal.w < majority or node.commit_length > proposal.index):
+                proposal.release(holders)
+            else:
+                still.append(proposal)
+        self._waiting = still
+
+    # -- node-io: linearizable reads -------------------------------------------------------
+
+    def _take_reads(self, now: float) -> None:
+        waits: list[ReadIndexWait] = []
+        while not self._reads.empty():
+            waits.append(self._reads.get())
+        request = next(self._request_ids)
+        self._read_requests[request] = waits  # one read index for every read that came meanwhile
+        self._take(self._node.read_index(request, now))
+
+    def _settle_reads(self, ready_reads: tuple[tuple[int, int | None], ...]) -> None:
+        for request, index in ready_reads:
+            waits = self._read_requests.pop(request, None)
+            if waits is None:
+                continue  # an answer to an earlier life's request, or a repeat
+            if index is None:
+                for wait in waits:
+                    wait.release(None)
+            else:
+                heapq.heappush(self._reads_committing, (index, request, waits))
+
+    def _release_reads_committed(self) -> None:
+        """Reads whose index this node has now committed (and written) are answered."""
+        committed = min(self._node.commit_length, self._log.length())
+        while self._reads_committing and self._reads_committing[0][0] <= committed:
+            index, _, waits = heapq.heappop(self._reads_committing)
+            committed_id = self._log.first_id_at(index)
+            for wait in waits:
+                wait.release(index, committed_id)
+
+    # -- node-io: retention ---------------------------------------------------------------
+
+    def _retain(self, now: float) -> None:
+        retention = self._settings.retention
+        if not retention or self._node.role is not Role.PRIMARY:
+            return
+        target = self._log.retention_start(self._node.commit_length, time.time(), retention.messages,
+                                           retention.size, retention.seconds)
+        if target is not None:
+            self._take(self._node.compact(target))
+            self._flush(now)
+
+    # -- node-io: handing over ------------------------------------------------------------
+
+    def _hand_over_now(self, now: float) -> None:
+        node = self._node
+        if node.role is not Role.PRIMARY:
+            self._handed_over.set()
+        elif node.transferring_to is None:
+            self._take(node.transfer_leadership(now))
+            if node.transferring_to is None:
+                self._handed_over.set()  # no one to hand over to
+            else:
+                log.info("stopping: handing the primary's role over to %s", node.transferring_to)
+
+    # -- node-io: acting on the core's output -------------------------------------------
+
+    def _take(self, ready: Ready, replying_to: str | None = None, identity: bytes | None = None) -> None:
+        self._log.stage(ready)
+        for to, message in ready.messages:
+            route = identity if to == replying_to else None
+            self._outbox.append((to, message, route))
+        if ready.reads:
+            self._settle_reads(ready.reads)
+
+    def _flush(self, now: float) -> None:
+        """Write what the Readies taken since the last flush changed, then send."""
+        outbox, self._outbox = self._outbox, []
+        if self._persist():
+            for to, message, route in outbox:
+                self._send(to, message, route)
+        self._log.set_committed(self._node.commit_length)
+        self._settle()
+        self._release_reads_committed()
+        self._watch_peers(now)
+        self._note_election(self._node.term, self._node.primary)
+        self._announce_run()
+        if self._hand_over.is_set() and self._node.role is not Role.PRIMARY:
+            self._handed_over.set()
+        if self._node.role is not Role.RECOVERING:
+            self.recovered.set()
+        self.state = self._snapshot(now)
+
+    def _persist(self) -> bool:
+        """Write the log; False while writes fail (see the module's docstring)."""
+        try:
+            self._log.persist()
+        except StoreError as exc:
+            if self._settings.mode is Mode.ELECTED:
+                log.critical("cannot write the log: %s; stopping, since the node could not keep "
+                             "what it would promise", exc)
+                raise
+            if self._storage_error is None:
+                log.error("cannot store what arrived, answering 503 until writes succeed again: %s", exc)
+            self._storage_error = str(exc)
+            unwritten = [p for p in self._waiting if p.index >= self._log.durable_length and not p.duplicate]
+            for proposal in unwritten:
+                proposal.release(proposal.holders[1:], STORAGE)
+            self._waiting = [p for p in self._waiting if p not in unwritten]
+            return False
+        if self._storage_error is not None:
+            log.info("storage accepts writes again")
+            self._storage_error = None
+        return True
+
+    def _send(self, to: str, message: Message, route: bytes | None) -> None:
+        if (self._settings.drop_reply_fraction and isinstance(message, (AppendReply, HeartbeatReply))
+                and self._rng.random() < self._settings.drop_reply_fraction):
+            log.debug("fault injection: dropped an answer to %s", to)
+            return
+        frame = frames.encode(message, self._envelope)
+        limit = self._peer_limit(to)
+        if limit is not None and len(frame) > limit:
+            oversized_log.error("cannot send %s a frame of %d bytes: it accepts %d; set the same "
+                                "MAX_MESSAGE_BYTES on every node", to, len(frame), limit)
+            return
+        try:
+            if route is None and to in self._dealers:
+                self._dealers[to].send(frame, zmq.NOBLOCK)
+            elif (route := route or self._routes.get(to)) is not None and self._router is not None:
+                self._router.send_multipart([route, frame], zmq.NOBLOCK)
+            else:
+                log.debug("no route to %s yet: a message dropped", to)
+        except zmq.ZMQError:
+            pass  # not connected, or its queue is full: the core sends again when it is due
+
+    def _peer_limit(self, to: str) -> int | None:
+        if to in self._links_by_name and self._links_by_name[to].frame_limit is not None:
+            return self._links_by_name[to].frame_limit
+        envelope = self._envelopes.get(to)
+        return envelope.frame_limit if envelope is not None else None
+
+    # -- node-io: the primary's account of its peers ------------------------------------------
+
+    def _watch_peers(self, now: float) -> None:
+        """Log what operators need to see of each secondary: it stops answering,
+        answers again, restarted without its log, is diverged, has caught up."""
+        node = self._node
+        if node.role is not Role.PRIMARY:
+            self._watches = {}
+            return
+        length_id = self._log.next_id
+        for peer, progress in node.progress().items():
+            watch = self._watches.setdefault(peer, _Watch())
+            if progress.replied and (watch.heard_at is None or progress.heard_at > watch.heard_at):
+                watch.heard_at = progress.heard_at
+            self._watch_health(peer, watch, now)
+            self._watch_life(peer, watch, progress, length_id, now)
+
+    def _watch_health(self, peer: str, watch: _Watch, now: float) -> None:
+        health = self._health(peer, watch, now)
+        if health is watch.health:
+            return
+        was, watch.health = watch.health, health
+        if health is Health.DIVERGED:
+            return  # the reason was logged, as an ERROR
+        if health in (Health.SUSPECTED, Health.UNHEALTHY):
+            log.warning("%s is %s: missed heartbeats", peer, health.value)
+        elif was is not Health.UNKNOWN or health is not Health.HEALTHY:
+            log.info("%s is %s", peer, health.value)
+        if was is Health.UNHEALTHY and health is Health.HEALTHY:
+            watch.catch_up = ("answers again", now)  # counted once it says what it holds
+
+    def _watch_life(self, peer: str, watch: _Watch, progress, length_id: int, now: float) -> None:
+        if progress.diverged != watch.diverged:
+            watch.diverged = progress.diverged
+            if progress.diverged is None:
+                log.info("%s follows this primary again", peer)
+            else:
+                log.error("%s is diverged: %s. It is kept as it is and not written to; to re-join "
+                          "it, empty its DATA_DIR or restart it in memory", peer, progress.diverged)
+        if progress.lost_disk and not watch.lost_disk:
+            watch.lost_disk = True
+            held = self._log.first_id_at(min(progress.next, self._log.length()))
+            if progress.forgotten:  # it had acknowledged entries: it came back without them
+                log.warning("%s restarted (it holds %d messages): resending from there", peer, held)
+            watch.catch_up = (held, now, length_id)
+        elif progress.replied and not watch.replied:
+            watch.replied = True
+            watch.catch_up = ("first answer", now)
+        self._watch_catch_up(peer, watch, progress, length_id, now)
+
+    def _watch_catch_up(self, peer: str, watch: _Watch, progress, length_id: int, now: float) -> None:
+        """Log the end of a catch-up: from a secondary's first answer in this term,
+        its return from silence, or its restart, until it holds what the log
+        held then."""
+        catch_up = watch.catch_up
+        if catch_up is None or progress.state is not State.REPLICATE and not progress.match:
+            return
+        match_id = self._match_id(progress.match, watch)
+        if isinstance(catch_up[0], str):  # its first answer since: it holds what it matched
+            catch_up = watch.catch_up = (match_id, catch_up[1], length_id)
+        held, since, target = catch_up
+        if match_id < target:
+            return
+        watch.catch_up = None
+        if target > held:
+            log.info("%s caught up: %d messages in %.2fs", peer, target - held, now - since)
+
+    def _match_id(self, match: int, watch: _Watch) -> int:
+        """The id after the last message a secondary is known to hold."""
+        if match != watch.match:
+            watch.match = match
+            watch.match_id = self._log.first_id_at(min(match, self._log.length()))
+        return watch.match_id
+
+    def _health(self, peer: str, watch: _Watch, now: float) -> Health:
+        progress = self._node.progress().get(peer)
+        if progress is not None and progress.diverged is not None:
+            return Health.DIVERGED
+        return health_at(now, watch.heard_at, self._watching_since, self._settings)
+
+    # -- node-io: what request threads read ------------------------------------------------
+
+    def _snapshot(self, now: float) -> NodeState:
+        node = self._node
+        primary = node.primary
+        heard = self._envelopes.get(primary or "")
+        primary_url = self._envelope.url if primary == node.name else heard and heard.url
+        progress = node.progress()
+        peers = {}
+        for name in (p for p in self._settings.peers if p != node.name) or self._envelopes:
+            watch = self._watches.get(name)
+            envelope = self._envelopes.get(name)
+            on_primary = name in progress and watch is not None
+            peers[name] = PeerView(
+                self._links_by_name[name].endpoint if name in self._links_by_name else None,
+                envelope.public_url if envelope else None,
+                (watch.heard_at if on_primary else self._heard_at.get(name)),
+                watch.match_id if on_primary else None,
+                self._health(name, watch, now) if on_primary else None,
+                progress[name].diverged if name in progress else None,
+            )
+        recovery = node.recovery
+        return NodeState(
+            node.role, node.term, primary, primary_url, self._log.shown(committed=True),
+            self._log.shown(), self._log.first_id(), now, node.caught_up, node.unheard, node.cluster,
+            recovery is not None, peers, tuple(self._elections), self._elections_total,
+            self._bad_frames.count, node.transferring_to is not None, self._storage_error)
+
+    def _note_election(self, term: int, primary: str | None) -> None:
+        if primary is None or self._known_primary == (term, primary):
+            return
+        self._known_primary = (term, primary)
+        self._elections_total += 1
+        self._elections = [*self._elections[-(ELECTIONS_KEPT - 1):], Election(term, primary, time.time())]
+        if self._settings.mode is Mode.FIXED_SECONDARY:
+            log.info("following primary run %d of %s", term, primary)
+        elif self._settings.mode is Mode.FIXED_PRIMARY:
+            # A new run: said once the cluster is named (a new one's first append names it).
+            self._announced_cluster, self._run_from_id = None, self._log.next_id
+        elif primary == self._node.name:
+            log.info("elected primary of term %d", term)
+        else:
+            log.info("following %s, primary of term %d", primary, term)
+
+    def _announce_run(self) -> None:
+        """A fixed primary says which log it leads once it knows (a new cluster's
+        first append names it)."""
+        node = self._node
+        if (self._settings.mode is Mode.FIXED_PRIMARY and node.role is Role.PRIMARY
+                and node.cluster is not None and self._announced_cluster != node.cluster):
+            self._announced_cluster = node.cluster
+            log.info("leading history %s as run %d from id %d", node.cluster, node.term,
+                     self._run_from_id)
+
+    def _map_dealers(self) -> None:
+        self._dealers = {link.name: dealer for dealer, link in self._links.dealers.items()}
+
+
+def _with_port(url: str, port: int) -> str:
+    """``url``, with a port 0 replaced by ``port``."""
+    parts = urlsplit(url)
+    if parts.port != 0:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
