@@ -1,9 +1,12 @@
-"""The primary's HTTP API: append, read, health, metrics, and the dashboard.
+"""The fixed primary's HTTP API: append, read, health, metrics, and the dashboard.
 
-Routes validate the request (shared.web.append_request), then hand it to the
-Appender; every answered append is counted (primary.metrics). The
-dashboard (dashboard.html beside this file, read once) is a static page
-that draws itself from /health and appends through POST /messages.
+Routes validate the request (shared.web.append_request), then hand it to
+the append path every node shares (shared.node.appends); every answered
+append is counted (primary.metrics). /health reports what ``node-io``
+published last (shared.node.node_io.NodeState): this role's view of its
+secondaries, their health, lag and the quorum. The dashboard is the page
+every node serves.
+
 Thread: Waitress workers.
 """
 
@@ -14,20 +17,16 @@ from pathlib import Path
 
 import bottle
 
-from shared.web.append_request import (
-    BadRequest,
-    check_content_type,
-    parse_append,
-    parse_idempotency_key,
-    read_body,
-)
-from primary.appender import Appender
 from primary.config import PrimaryConfig
 from primary.metrics import PrimaryMetrics
 from primary.openapi import spec
-from primary.replicator import Replicator
-from shared.log.ordered_log import OrderedLog
+from shared.node.appends import Appends, Outcome
+from shared.node.linearizable import confirmer
+from shared.node.node_io import NodeIo
 from shared.web.api_token import protect
+from shared.web.append_request import (
+    BadRequest, check_content_type, parse_append, parse_idempotency_key, read_body,
+)
 from shared.web.http import LogReads, html_response, json_error, json_response, new_app
 from shared.web.metrics import exposition
 from shared.web.reads import Reads
@@ -35,13 +34,14 @@ from shared.web.reads import Reads
 DASHBOARD = Path(__file__).with_name("dashboard.html").read_bytes()
 
 
-def make_app(
-    config: PrimaryConfig, store: OrderedLog, replicator: Replicator, appender: Appender
-) -> bottle.Bottle:
+def make_app(config: PrimaryConfig, node: NodeIo, appends: Appends) -> bottle.Bottle:
     token = config.bearer_token
     app = protect(new_app(spec(config.cluster_size, bearer=token is not None)), token)
-    reads = Reads(store, LogReads(config.log_read_slots), config.waiting_read_slots)
-    metrics = PrimaryMetrics(config, store, replicator, appender)
+    metrics = PrimaryMetrics(config, node, appends)
+    settings = config.replication
+    reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots,
+                  confirmer(node, settings.unhealthy_after * settings.heartbeat_interval),
+                  metrics.record_read)
 
     @app.post("/messages")
     def append_message():
@@ -57,9 +57,9 @@ def make_app(
         except BadRequest as exc:
             metrics.record_bad_request()
             return json_error(exc.status, exc.message)
-        result = appender.append(request, key)
-        metrics.record_append(request.w, result.outcome, started)
-        return json_response(result.status, result.body, result.headers)
+        answer = appends.append(request, key)
+        metrics.record_append(request.w, answer.outcome, started)
+        return json_response(answer.status, answer.body, answer.headers)
 
     @app.get("/messages")
     def list_messages():
@@ -67,41 +67,7 @@ def make_app(
 
     @app.get("/health")
     def health():
-        view = replicator.view()
-        log_length = len(store)
-        secondaries = [
-            {
-                "name": status.name,
-                "endpoint": status.endpoint,
-                "state": health.value,
-                "last_heard_s_ago": (
-                    None if status.last_heard is None
-                    else round(max(0.0, view.now - status.last_heard), 3)
-                ),
-                "acked_length": status.acked_length,
-                "lag": status.lag(log_length),
-            }
-            for status, health in view.secondaries
-        ]
-        available = view.available_nodes
-        running = replicator.running
-        return json_response(
-            200 if running else 503,
-            {
-                "status": "ok" if running else "replication stopped",
-                "role": "primary",
-                "node": config.node_name,
-                "history": replicator.history,
-                "run": replicator.run,
-                "recovering": replicator.recovering,
-                "bad_frames": replicator.bad_frames,
-                "length": log_length,
-                "quorum": config.write_quorum,
-                "available_nodes": available,
-                "read_only": available < config.write_quorum,
-                "secondaries": secondaries,
-            },
-        )
+        return json_response(200 if node.running else 503, health_of(config, node))
 
     @app.get("/metrics")
     def prometheus_metrics():
@@ -112,3 +78,40 @@ def make_app(
         return html_response(DASHBOARD)
 
     return app
+
+
+def health_of(config: PrimaryConfig, node: NodeIo) -> dict:
+    """What /health says: the node, its log, and each secondary as ``node-io`` judged it last."""
+    state = node.state
+    secondaries = [
+        {
+            "name": name,
+            "endpoint": view.endpoint,
+            "state": view.health.value if view.health else "unknown",
+            "last_heard_s_ago": None if view.last_heard is None else round(max(0.0, state.at - view.last_heard), 3),
+            "acked_length": view.match_length or 0,
+            "lag": max(0, state.length - (view.match_length or 0)),
+        }
+        for name, view in state.peers.items()
+    ]
+    available = state.available_nodes()
+    return {
+        "status": "ok" if node.running else "replication stopped",
+        "role": "primary",
+        "node": config.node_name,
+        "history": state.cluster,
+        "run": state.term if state.is_primary else None,
+        "term": state.term,
+        "recovering": state.recovering,
+        "bad_frames": state.bad_frames,
+        "length": state.length,
+        "committed": state.committed,
+        "first_id": state.first_id,
+        "quorum": config.write_quorum,
+        "available_nodes": available,
+        "read_only": available < config.write_quorum,
+        "secondaries": secondaries,
+    }
+
+
+__all__ = ["Outcome", "make_app", "health_of"]

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from shared.consensus.quorum import majority
+from shared.consensus.raft import Mode
+from shared.node.config import retention_of
+from shared.node.settings import NodeSettings
 from shared.runtime.config import (
     AppendingNodeConfig,
     ConfigError,
@@ -63,14 +66,9 @@ class ReplicationSettings:
     )
     retry_backoff_max: float = setting(
         "RETRY_BACKOFF_MAX", "10", number(0.01, 3600.0),
-        "seconds: ceiling of the exponential backoff between resends to one secondary",
+        "seconds: ceiling of the retransmission timeout to one secondary, which doubles "
+        "with each timeout in a row",
     )
-    #: One APPEND frame carries at most this many entries and bytes of them.
-    batch_max_entries: int = 1000
-    batch_max_bytes: int = 1 << 20
-    #: APPEND frames a secondary may have unacknowledged; then entries queue
-    #: on the primary and leave together in the next, larger batch.
-    max_flights: int = 64
     recovery_timeout: float = setting(
         "RECOVERY_TIMEOUT", "10", number(0.0, 3600.0),
         "seconds a primary that starts empty waits for every secondary to say what it holds",
@@ -97,6 +95,23 @@ class PrimaryConfig(AppendingNodeConfig):
     @property
     def cluster_size(self) -> int:
         return 1 + len(self.secondaries)
+
+    def node_settings(self, frame_limit: int) -> NodeSettings:
+        """The engine's configuration: a primary of a new term from its start, no vote."""
+        beats = self.replication
+        url = f"http://{self.node_name}:{self.http_port}"
+        return NodeSettings(
+            name=self.node_name, mode=Mode.FIXED_PRIMARY,
+            peers=(self.node_name, *(s.name for s in self.secondaries)),
+            dials=tuple((s.name, s.endpoint) for s in self.secondaries), bind=None,
+            # Nothing stands for election here; a read that cannot be confirmed
+            # in this long (a secondary's declared unhealthy by then) is refused.
+            election_timeout=beats.unhealthy_after * beats.heartbeat_interval * 1.01,
+            heartbeat_interval=beats.heartbeat_interval, frame_limit=frame_limit,
+            advertised_url=url, public_url=url, thread_name="replicator-io",
+            recovery_timeout=beats.recovery_timeout, retention=retention_of(self),
+            suspect_after=beats.suspect_after, unhealthy_after=beats.unhealthy_after,
+            max_rto=beats.retry_backoff_max)
 
     @property
     def write_quorum(self) -> int:

@@ -1,10 +1,12 @@
-"""The secondary's HTTP API: read the replicated log, report health and metrics.
+"""The fixed secondary's HTTP API: read the replicated log, report health and metrics.
 
-A secondary never accepts writes; POST /messages answers 405. Routes only
-read the OrderedLog (own lock) and the Receiver's read-only properties.
-``GET /`` is a small page (home.html beside this file, read once) that
-shows the node's length from /health and links to the primary's dashboard
-when PRIMARY_URL is set. Thread: Waitress workers.
+A fixed secondary never accepts writes; POST /messages answers 405. Reads
+are every node's (shared.web.reads); a linearizable one asks the primary
+for its read index. ``GET /`` is a small page (home.html beside this file,
+read once) that shows the node's length from /health and links to the
+primary's dashboard when PRIMARY_URL is set.
+
+Thread: Waitress workers; they read ``node-io``'s published state and the log.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from pathlib import Path
 
 import bottle
 
-from secondary.config import SecondaryConfig
+from secondary.config import READ_TIMEOUT_S, SecondaryConfig
 from secondary.metrics import secondary_registry
 from secondary.openapi import spec
-from secondary.receiver import Receiver
-from shared.log.ordered_log import OrderedLog
+from shared.node.linearizable import confirmer
+from shared.node.node_io import NodeIo
 from shared.web.api_token import protect
 from shared.web.http import LogReads, html_response, json_response, new_app
 from shared.web.metrics import exposition
@@ -27,12 +29,12 @@ from shared.web.reads import Reads
 HOME = Path(__file__).with_name("home.html").read_text(encoding="utf-8")
 
 
-def make_app(store: OrderedLog, receiver: Receiver, config: SecondaryConfig) -> bottle.Bottle:
+def make_app(node: NodeIo, config: SecondaryConfig) -> bottle.Bottle:
     token = config.bearer_token
     app = protect(new_app(spec(bearer=token is not None)), token)
-    reads = Reads(store, LogReads(config.log_read_slots), config.waiting_read_slots)
-    node_name = config.node_name
-    registry = secondary_registry(store, receiver)
+    registry, count_read = secondary_registry(node)
+    reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots,
+                  confirmer(node, READ_TIMEOUT_S), count_read)
     home = home_page(config.primary_url)
 
     @app.get("/messages")
@@ -41,21 +43,26 @@ def make_app(store: OrderedLog, receiver: Receiver, config: SecondaryConfig) -> 
 
     @app.get("/health")
     def health():
-        running = receiver.running
+        state = node.state
+        running = node.running
         return json_response(
             200 if running else 503,
             {
                 "status": "ok" if running else "replication stopped",
                 "role": "secondary",
-                "node": node_name,
-                "incarnation": receiver.incarnation,
-                "history": receiver.history,
-                "run": None if receiver.run is None else list(receiver.run),
-                "held_past_gap": store.ahead_count,
-                "bad_frames": receiver.bad_frames,
-                "replication_endpoint": receiver.endpoint,
-                "length": len(store),
-                "waiting": receiver.waiting_count,
+                "node": config.node_name,
+                "incarnation": node.log.incarnation,
+                "history": state.cluster,
+                "run": state.term or None,
+                "term": state.term,
+                "primary": state.primary,
+                "held_past_gap": 0,
+                "bad_frames": state.bad_frames,
+                "replication_endpoint": node.endpoint,
+                "length": state.length,
+                "committed": state.committed,
+                "first_id": state.first_id,
+                "waiting": node.waiting_count,
             },
         )
 

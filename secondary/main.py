@@ -1,20 +1,30 @@
 """Process entry point of a secondary: its parts, run by shared.service.run_role.
 
-Thread: main. ``run_role`` starts ``receiver-io`` and then runs Waitress's loop.
+Without PEERS, the fixed secondary: the Raft engine as a secondary that
+never stands and never votes (shared.consensus.raft.Mode.FIXED_SECONDARY),
+whose ``node-io`` thread is called ``receiver-io``. With PEERS, a failover
+node (shared.node.main).
+
+Thread: main. ``run_role`` starts the I/O thread and then runs Waitress's loop.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+
 import zmq
 
 from secondary.api import make_app
-from secondary.config import SecondaryConfig
-from secondary.receiver import Receiver
+from secondary.config import RETIRED, SecondaryConfig, node_settings
+from shared.log.node_log import open_log
 from shared.node import main as failover
-from shared.log.durable_log import open_log
+from shared.node.node_io import NodeIo
 from shared.service import Service, run_role
 from shared.wire import curve
+from shared.wire.frames import frame_limit
 
+log = logging.getLogger("secondary")
 
 SUMMARY = """\
 A secondary of the replicated log: it stores what the primary replicates to it
@@ -29,25 +39,24 @@ def main() -> int:
 
 
 def build(config: SecondaryConfig, ctx: zmq.Context) -> Service:
+    for variable, why in RETIRED.items():
+        if os.environ.get(variable, "").strip():
+            log.warning("%s is set, and no longer used: %s", variable, why)
     channel = curve.load_server(config.replication_keys_dir, config.node_name, config.primary_name)
-    store = open_log(config.data_dir, "secondary", config.fsync)
-    receiver = Receiver(
-        ctx,
-        config.replication_bind,
-        store,
-        config.node_name,
-        config.replication_delay,
-        config.drop_ack_fraction,
-        keep_incarnation=store.durable and config.fsync,
-        max_ahead=config.max_ahead,
-        max_ahead_bytes=config.max_ahead_bytes,
-        max_message_bytes=config.max_body_bytes,
-        channel=channel,
-    )
+    # The idempotency keys travel with their entries: a secondary keeps them
+    # too, so that a log recovered from it by a primary without its own knows them.
+    node_log = open_log(config.data_dir, "secondary", config.fsync, KEYS_KEPT)
+    node = NodeIo(ctx, node_settings(config, frame_limit(config.max_body_bytes)), node_log, channel,
+                  config.fsync)
     return Service(
-        app=make_app(store, receiver, config),
-        io_thread=receiver,
+        app=make_app(node, config),
+        io_thread=node,
         channel=channel,
         max_body_bytes=config.max_body_bytes,
-        bound=lambda: {"replication": receiver.endpoint},
+        bound=lambda: {"replication": node.endpoint},
     )
+
+
+#: The Idempotency-Keys a fixed secondary keeps in force (the primary's
+#: IDEMPOTENCY_KEYS, at its default: a secondary does not read that setting).
+KEYS_KEPT = 100_000

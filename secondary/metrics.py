@@ -1,42 +1,45 @@
-"""The secondary's metrics, all read at scrape time: nothing is counted per request.
+"""The fixed secondary's metrics: reads as they are served, the rest at scrape time.
 
-The receiver's I/O thread counts what it receives in plain integers of its
-own; ``ReceiverCollector`` reads them, the log's length and what it holds
-past a gap when Prometheus scrapes. Thread: ``collect`` on the Waitress
-worker that serves the scrape.
+``node-io`` counts what it receives in plain integers of its own; the
+collector reads them, the log's length and what REPLICATION_DELAY holds
+back when Prometheus scrapes. ``replog_reads_total{consistency}`` counts
+GET /messages. Thread: the Waitress worker that serves the scrape, or the read.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
-from secondary.receiver import Receiver
-from shared.log.ordered_log import OrderedLog
+from shared.node.node_io import NodeIo
 from shared.web.metrics import PREFIX, gauge, new_registry
+from shared.web.reads import LEVELS
 
 
-def secondary_registry(store: OrderedLog, receiver: Receiver) -> CollectorRegistry:
+def secondary_registry(node: NodeIo) -> tuple[CollectorRegistry, Callable[[str], None]]:
+    """The registry, and what counts one read at a consistency level."""
     registry = new_registry()
-    registry.register(ReceiverCollector(store, receiver))
-    return registry
+    registry.register(ReceiverCollector(node))
+    reads = Counter(PREFIX + "reads", "GET /messages, by consistency level", ["consistency"],
+                    registry=registry)
+    counters = {level: reads.labels(level) for level in LEVELS}
+    return registry, lambda level: counters[level].inc()
 
 
 class ReceiverCollector:
-    def __init__(self, store: OrderedLog, receiver: Receiver) -> None:
-        self._store = store
-        self._receiver = receiver
+    def __init__(self, node: NodeIo) -> None:
+        self._node = node
 
     def collect(self) -> Iterator[Metric]:
-        yield gauge("log_length", "messages in the log that readers see, from id 0 without a gap",
-                    len(self._store))
+        node, state = self._node, self._node.state
+        yield gauge("log_length", "the id after the last message in the log that readers see", state.length)
+        yield gauge("first_id", "the first message id retention kept", state.first_id)
+        yield gauge("committed_length", "the id after the last committed message", state.committed)
         yield CounterMetricFamily(PREFIX + "received", "entries received from the primary, "
-                                  "resends included", value=self._receiver.received)
+                                  "resends included", value=node.received)
         yield CounterMetricFamily(PREFIX + "duplicates", "entries received that were held or "
-                                  "scheduled already (resends)", value=self._receiver.duplicates)
-        yield gauge("hidden_ahead", "entries held past a gap, hidden until it fills",
-                    self._store.ahead_count)
-        yield gauge("waiting", "entries received and held back by REPLICATION_DELAY",
-                    self._receiver.waiting_count)
+                                  "held back already (resends)", value=node.duplicates)
+        yield gauge("hidden_ahead", "entries held past a gap: always 0, the primary sends in order", 0)
+        yield gauge("waiting", "entries received and held back by REPLICATION_DELAY", node.waiting_count)

@@ -137,8 +137,8 @@ class RaftNode:
                  hard_state: HardState = HardState(), election_timeout: float,
                  heartbeat_interval: float, mode: Mode = Mode.ELECTED, max_batch: int = MAX_BATCH,
                  max_batch_bytes: int = MAX_BATCH_BYTES, window: int = WINDOW,
-                 window_bytes: int = WINDOW_BYTES, stands_at_once: bool = False,
-                 recovery_timeout: float = 10.0) -> None:
+                 window_bytes: int = WINDOW_BYTES, max_rto: float = 10.0, stands_at_once: bool = False,
+                 recovery_timeout: float = 10.0, incarnation: str = "") -> None:
         """``peers`` names every node, this one included (a fixed secondary: only
         itself). ``stands_at_once``: the first tick starts a ballot instead of
         the election timer, and until a first term begins the node asks again
@@ -148,6 +148,7 @@ class RaftNode:
         if not 0 < heartbeat_interval < election_timeout:
             raise ValueError("need 0 < heartbeat_interval < election_timeout")
         self.name, self.peers, self.mode = name, tuple(peers), mode
+        self._incarnation = incarnation  # this life's name, in every reply (AppendReply)
         self._others = tuple(peer for peer in peers if peer != name)
         self._majority = len(peers) // 2 + 1
         self._rng = rng
@@ -155,7 +156,7 @@ class RaftNode:
         self._heartbeat_interval = heartbeat_interval
         self._recovery_timeout = recovery_timeout
         self._max_batch, self._max_batch_bytes = max_batch, max_batch_bytes
-        self._window, self._window_bytes = window, window_bytes
+        self._window, self._window_bytes, self._max_rto = window, window_bytes, max_rto
         self._stands_at_once = stands_at_once
         self._term, self._voted_for = hard_state.term, hard_state.voted_for
         self._caught_up, self._vote_floor = hard_state.caught_up, hard_state.vote_floor
@@ -188,6 +189,7 @@ class RaftNode:
         #: that it hears at least one of any majority that counted it before.
         self._enough_heard = len(self._others) - (self._majority - 2)
         self._heard_a_primary = False
+        self._started_at: float | None = None  # the first tick: when its clock began
         self._snapshot_in: tuple[LogStart, list[KeyRecord]] | None = None  # chunks received
         self._recovery: Recovery | None = None
         self._vouched = False  # a primary said this node holds every committed entry
@@ -277,6 +279,8 @@ class RaftNode:
     def tick(self, now: float) -> Ready:
         """Lets the timers run: heartbeats, resends and check quorum on a primary,
         the election timeout elsewhere, a fixed primary's start."""
+        if self._started_at is None:
+            self._started_at = now
         if self._role is Role.PRIMARY:
             self._tick_as_primary(now)
         elif self._role is Role.RECOVERING:
@@ -305,6 +309,7 @@ class RaftNode:
         self._check_sender(message)
         self._check_term(message)
         self._heard = self._refusal = None
+        self._check_no_committed_conflict(message)
         if self._keeps_another_cluster(message):
             self._refuse_other_cluster(message)
         elif isinstance(message, (StateRequest, FetchRequest)):
@@ -314,8 +319,7 @@ class RaftNode:
                 self._recovery.take(message, now)
                 self._step_recovery(now)
         elif self.mode is Mode.FIXED_PRIMARY and message.term > self._term:
-            self._progress_of(message.sender).diverged = (
-                f"it follows a newer primary (term {message.term})")
+            self._on_newer_term_as_fixed_primary(message)
         elif message.term > self._term and self._adopts_term_of(message, now):
             self._become_secondary(message.term, now)
             self._dispatch_current(message, now)
@@ -328,6 +332,14 @@ class RaftNode:
             self._maybe_caught_up()
         return self._ready(heard=self._heard, refusal=self._refusal)
 
+    def _on_newer_term_as_fixed_primary(self, message: Message) -> None:
+        """A fixed primary never steps down: a secondary that follows a newer
+        primary (another cluster's, or a forger's) is written to no more."""
+        if isinstance(message, (AppendReply, HeartbeatReply, SnapshotReply)) and message.sender in self._progress:
+            self._progress[message.sender].diverged = f"it follows a newer primary (term {message.term})"
+        elif isinstance(message, ReadIndexRequest):
+            self._send(message.sender, ReadIndexReply(self.name, self._term, message.request, None))
+
     def propose(self, entries: Sequence[Entry], now: float) -> Ready:
         """Appends ``entries`` (their terms are set here) to this primary's log;
         ``Ready.proposed`` holds their indexes. They are committed once
@@ -337,8 +349,6 @@ class RaftNode:
             raise NotPrimary(self._primary)
         if self._transferee is not None:
             raise NotPrimary(None, f"the primary is handing its role over to {self._transferee}")
-        if self._cluster is None and self.mode is Mode.FIXED_PRIMARY:
-            self._cluster = f"{self._rng.getrandbits(64):016x}"  # a new cluster's first append names it
         start = len(self._log)
         self._log.append([Entry(self._term, e.body, e.count, e.key) for e in entries])
         self._replicate(now)
@@ -362,6 +372,24 @@ class RaftNode:
         length. The secondaries follow: the start rides on every frame."""
         if length > self._log.start.index:
             self._log.compact(min(length, self._log.commit_length))
+        return self._ready()
+
+    def peer_connected(self, peer: str, now: float) -> Ready:
+        """A connection to ``peer`` came up (or back): what waits for it goes now,
+        rather than at the next heartbeat or retransmission timeout."""
+        progress = self._progress.get(peer)
+        if self._role is Role.PRIMARY and progress is not None:
+            self._send(peer, Heartbeat(self.name, self._term, self._next_seq(),
+                                       min(progress.match, self._log.commit_length), self._log.start.index,
+                                       self._cluster, self._vouches_for(progress)))
+            if progress.flights:
+                progress.on_timeout(self._seq + 1)  # what was sent before may be lost
+            self._send_to(peer, progress, now)
+        elif self._role is Role.RECOVERING:
+            self._recovery.ask_again(peer)
+            self._step_recovery(now)
+        elif not self._caught_up and peer in self.unheard:
+            self._send(peer, StateRequest(self.name, self._term))
         return self._ready()
 
     def transfer_leadership(self, now: float) -> Ready:
@@ -398,7 +426,7 @@ class RaftNode:
         so that a node that was cut off cannot depose a healthy primary on return."""
         return True
 
-    def _vouches_for(self, progress: Progress) -> bool:
+    def _vouches_for(self, progress: Progress) -> str | None:
         """Whether a secondary that started from an empty disk now holds every
         entry committed so far, those its lost acknowledgements counted for
         included: it holds this primary's commit length, and that ends in an
@@ -408,8 +436,8 @@ class RaftNode:
         (``_forget_lost_acknowledgements``), so whatever it committed after
         that counted the secondary's new life only."""
         commit = self._log.commit_length
-        return (progress.lost_disk and progress.match >= commit
-                and self._log.term_at(commit) == self._term)
+        vouched = progress.lost_disk and progress.match >= commit and self._log.term_at(commit) == self._term
+        return progress.incarnation if vouched else None
 
     def _hard_state(self) -> HardState:
         """What a restart must not forget."""
@@ -428,8 +456,9 @@ class RaftNode:
             # A fresh cluster's first node asks again each heartbeat: its peers
             # may not be listening yet. Pre-votes change no one's state.
             self._election_deadline = now + self._heartbeat_interval
-        if not self._caught_up and len(self._log):
-            return  # it started from nothing: it stands again once it may vote
+        if not self._caught_up and not self._may_vote_before_caught_up(
+                PreVoteRequest(self.name, self._term + 1, self._log.last_term, len(self._log)), now):
+            return  # it started from nothing: it stands once it would vote for itself
         if transfer or not self._campaigns_with_pre_vote():
             self._start_candidacy(now, transfer)
         else:
@@ -479,11 +508,11 @@ class RaftNode:
         transfer = isinstance(request, VoteRequest) and request.transfer
         return (self.mode is Mode.ELECTED
                 and (transfer or not self._in_lease(now))
-                and (self._caught_up or self._may_vote_before_caught_up(request))
+                and (self._caught_up or self._may_vote_before_caught_up(request, now))
                 and self._may_vote_for(request.sender, request.term)
                 and self._log_is_up_to_date(request.last_log_term, request.log_length))
 
-    def _may_vote_before_caught_up(self, request: PreVoteRequest | VoteRequest) -> bool:
+    def _may_vote_before_caught_up(self, request: PreVoteRequest | VoteRequest, now: float) -> bool:
         """A node that started from an empty data directory may have lost a disk
         on which it voted, in any term up to the highest its peers are in, and
         acknowledged committed entries it no longer holds. It votes when:
@@ -497,18 +526,20 @@ class RaftNode:
           every log they told it of. A committed entry it helped commit is held
           by one of them, and a log at least as up to date holds it (§5.4.3)."""
         candidate = (request.last_log_term, request.log_length)
-        if self._is_a_first_election(request):
+        if self._is_a_first_election(request, now):
             return True
         return (len(self._heard_logs) >= self._enough_heard and request.term > self._highest_term_heard
                 and all(candidate >= log[1:] for log in self._heard_logs.values()))
 
-    def _is_a_first_election(self, request: PreVoteRequest | VoteRequest) -> bool:
+    def _is_a_first_election(self, request: PreVoteRequest | VoteRequest, now: float) -> bool:
         """The first term's candidate, with nothing held, and nothing this node heard
-        says that the cluster ever had a primary: no log, no primary's frame, no
-        term but the first (the one being asked about, or voted in)."""
+        in an election timeout since its start says that the cluster ever had a
+        primary: no log, no primary's frame, no term but the first (the one being
+        asked about, or voted in). A primary would have been heard by then."""
         new = (0, 0, 0)
         return (request.term == 1 and (request.last_log_term, request.log_length) == (0, 0)
                 and self._term <= 1 and len(self._log) == 0 and not self._heard_a_primary
+                and self._started_at is not None and now - self._started_at >= self._election_timeout
                 and all(log == new for peer, log in self._heard_logs.items() if peer != request.sender))
 
     def _on_pre_vote_request(self, request: PreVoteRequest, now: float) -> None:
@@ -615,7 +646,8 @@ class RaftNode:
             self._send(message.sender, AppendReply(self.name, self._term, message.seq, False,
                                                    retry_length=len(self._log)))
         elif isinstance(message, (Heartbeat, InstallSnapshot)):
-            self._send(message.sender, HeartbeatReply(self.name, self._term, message.seq, len(self._log)))
+            self._send(message.sender, HeartbeatReply(self.name, self._term, message.seq, len(self._log),
+                                                      self._caught_up, self._incarnation))
         elif isinstance(message, (PreVoteRequest, VoteRequest)):
             pre_vote = isinstance(message, PreVoteRequest)
             self._send(message.sender, VoteReply(self.name, self._term, False, pre_vote))
@@ -647,6 +679,8 @@ class RaftNode:
     def _become_secondary(self, term: int, now: float) -> None:
         if term > self._term:
             self._term, self._voted_for = term, None
+            if self.mode is Mode.FIXED_SECONDARY:
+                self._log.forget_commit()
         if self._role is Role.PRIMARY:
             self._fail_reads()
         self._role, self._primary, self._heard_from_primary_at = Role.SECONDARY, None, None
@@ -660,7 +694,8 @@ class RaftNode:
         self._caught_up = True  # elected, it holds every committed entry (§5.4.1)
         self._votes = set()
         self._seq = 0
-        self._progress = {peer: Progress(len(self._log), now, self._window, self._window_bytes)
+        self._progress = {peer: Progress(len(self._log), now, self._window, self._window_bytes,
+                                         self._max_rto)
                           for peer in self._others}
         # §6.4: an entry of the new term, so that the earlier terms' entries get
         # committed (§5.4.2) without waiting for a client's write.
@@ -683,6 +718,8 @@ class RaftNode:
             self._step_recovery(now)
 
     def _begin_fixed_term(self, term: int, now: float) -> None:
+        if self._cluster is None:  # a new cluster: named as its first run begins
+            self._cluster = f"{self._rng.getrandbits(64):016x}"
         self._term, self._voted_for = term, self.name
         self._become_primary(now)
 
@@ -734,12 +771,10 @@ class RaftNode:
         self._heard = primary
 
     def _on_primary_frame(self, message: AppendEntries | Heartbeat | InstallSnapshot, now: float) -> None:
-        if isinstance(message, AppendEntries) and message.entries:
-            self._check_no_committed_conflict(message)
         self._follow(message.sender, now)
         if message.cluster is not None and self._cluster is None:
             self._cluster = message.cluster  # persisted by this Ready, before the reply
-        if isinstance(message, (AppendEntries, Heartbeat)) and message.vouch:
+        if isinstance(message, (AppendEntries, Heartbeat)) and message.vouch == self._incarnation:
             self._vouched = True
         match message:
             case AppendEntries():
@@ -748,13 +783,27 @@ class RaftNode:
                 self._log.commit_to(min(message.commit_length, len(self._log)))
                 self._follow_start(message.log_start)
                 self._send(message.sender, HeartbeatReply(self.name, self._term, message.seq,
-                                                          len(self._log), self._caught_up))
+                                                          len(self._log), self._caught_up, self._incarnation))
             case InstallSnapshot():
                 self._on_install_snapshot(message)
 
-    def _check_no_committed_conflict(self, request: AppendEntries) -> None:
-        """An entry that contradicts one this node knows to be committed is another
-        node's lie (or broken state): refuse the frame before anything changes."""
+    def _check_no_committed_conflict(self, message: Message) -> None:
+        """An entry or a start that contradicts what this node knows to be committed
+        is another node's lie (or broken state): refuse the frame before anything
+        changes, its term included. (A fixed secondary's commit length does not
+        outlive its primary's run: see RaftLog.forget_commit.)"""
+        if self.mode is Mode.FIXED_SECONDARY and message.term > self._term:
+            return
+        if isinstance(message, InstallSnapshot):
+            start = message.start
+            if (self._log.start.index < start.index <= self._log.commit_length
+                    and not self._log.holds(start.index, start.term, start.digest)):
+                raise Refused(f"{message.sender}'s start {start.index} contradicts this node's "
+                              f"committed entries")
+        elif isinstance(message, AppendEntries) and message.entries:
+            self._check_entries_against_committed(message)
+
+    def _check_entries_against_committed(self, request: AppendEntries) -> None:
         start = max(request.prev_length, self._log.start.index)
         if start >= self._log.commit_length or not self._log.holds(
                 request.prev_length, request.prev_term, request.prev_digest):
@@ -785,7 +834,8 @@ class RaftNode:
         if not self._log.holds(prev, prev_term, prev_digest):
             hint = self._log.retry_hint(prev, prev_term)
             self._send(request.sender, AppendReply(self.name, self._term, request.seq, False,
-                                                   retry_length=hint, caught_up=self._caught_up))
+                                                   retry_length=hint, caught_up=self._caught_up,
+                                                   incarnation=self._incarnation))
             return
         digest, digests = prev_digest, []
         for entry in entries:
@@ -806,7 +856,8 @@ class RaftNode:
 
     def _reply_match(self, request: AppendEntries, match_length: int) -> None:
         self._send(request.sender, AppendReply(self.name, self._term, request.seq, True,
-                                               match_length=match_length, caught_up=self._caught_up))
+                                               match_length=match_length, caught_up=self._caught_up,
+                                               incarnation=self._incarnation))
 
     def _follow_start(self, primary_start: int) -> None:
         """Retention: drop what the primary dropped, as far as it is committed here."""
@@ -828,13 +879,10 @@ class RaftNode:
                 # Raft §7: it holds the entry the start follows: keep what follows too.
                 self._log.commit_to(start.index)
                 self._log.compact(start.index)
-            elif start.index <= self._log.commit_length:
-                raise Refused(f"{message.sender}'s start {start.index} contradicts this node's "
-                              f"committed entries")
             else:
                 self._log.install(Snapshot(start, tuple(received[1])))
         self._send(message.sender, SnapshotReply(self.name, self._term, message.seq, start.index,
-                                                 keys_received))
+                                                 keys_received, self._caught_up, self._incarnation))
 
     # -- Replication: the primary's side ----------------------------------------
 
@@ -876,7 +924,11 @@ class RaftNode:
             return
         while progress.may_send_entries(len(self._log)):
             start = progress.next
-            entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
+            # A probe carries no entries: it finds where the secondary's log matches
+            # this one, and only then are entries streamed (a secondary that does
+            # not answer is sent nothing big, however long it stays away).
+            entries = [] if progress.state is State.PROBE else self._log.batch(
+                start, self._max_batch, self._max_batch_bytes)
             seq = self._next_seq()
             self._send(peer, AppendEntries(
                 self.name, self._term, seq, start, self._log.term_at(start), self._log.digest_at(start),
@@ -912,8 +964,10 @@ class RaftNode:
         if isinstance(reply, AppendReply) and (reply.match_length > len(self._log)
                                                or reply.retry_length > len(self._log)):
             raise Refused(f"{reply.sender} claims entries this primary never sent")
-        if not reply.caught_up and not progress.lost_disk:
-            self._forget_lost_acknowledgements(progress, _length_claimed(reply))
+        if reply.incarnation in progress.retired_incarnations:
+            return  # from a life of the secondary that has ended: stale, whatever it says
+        if reply.incarnation != progress.incarnation:
+            self._new_life(progress, reply)
         current = progress.heard(reply.seq, now)
         self._heard = reply.sender
         match reply:
@@ -935,10 +989,16 @@ class RaftNode:
         self._maybe_time_out_transferee()
         self._send_to(reply.sender, progress, now)
 
-    def _forget_lost_acknowledgements(self, progress: Progress, holds: int) -> None:
-        """A secondary says it lost its disk: what it acknowledged in its earlier
-        life no longer counts, and no reply sent before this one does either."""
-        progress.forget_acknowledgements(min(holds, len(self._log)), self._seq + 1)
+    def _new_life(self, progress: Progress, reply: AppendReply | HeartbeatReply | SnapshotReply) -> None:
+        """A reply from a life of the secondary this primary has not heard from yet.
+        If it cannot vouch for what it holds (it is not caught up: a new disk,
+        a log in memory, FSYNC=off), what it acknowledged before no longer
+        counts, and no reply sent before this one does either."""
+        if progress.incarnation is not None:
+            progress.retired_incarnations.add(progress.incarnation)
+        progress.incarnation = reply.incarnation
+        if not reply.caught_up:
+            progress.forget_acknowledgements(min(_length_claimed(reply), len(self._log)), self._seq + 1)
 
     def _advance_commit(self, now: float) -> None:
         length = self._commit_point()

@@ -427,6 +427,13 @@ class RaftLog:
             raise SafetyViolation(f"commit length {length} past the log's {len(self)}")
         self._commit_length = max(self._commit_length, length)
 
+    def forget_commit(self) -> None:
+        """Forget how much is committed, down to the start: a fixed secondary whose
+        primary began a new run may have been told of commits by a run whose
+        primary then lost its log (it kept it in memory); the new run decides
+        again what is committed (docs/architecture.md, the fixed roles)."""
+        self._commit_length = self._start.index
+
     def compact(self, length: int) -> None:
         """Move the start to ``length``, a committed length of this log. The
         storage works out the rest of the new LogStart (the message count and

@@ -74,9 +74,10 @@ class AppendEntries:
     commit_length: int
     log_start: int = 0
     cluster: str | None = None
-    #: To a secondary that lost its disk: it now holds every entry committed
-    #: so far (docs/architecture.md, "A node that lost its disk").
-    vouch: bool = False
+    #: To a secondary that lost its disk: the life (AppendReply.incarnation) of
+    #: it that now holds every entry committed so far (docs/architecture.md,
+    #: "A node that lost its disk"); a frame late for another life says nothing.
+    vouch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,10 @@ class AppendReply:
     retry_length: int = 0
     diverged: str | None = None
     caught_up: bool = True  # False while the sender has not been caught up since it lost its disk
+    #: Names the sender's life: new at each start unless its log survives it
+    #: whole (DATA_DIR, FSYNC=always). A new one that is not caught up tells the
+    #: primary the sender lost what it acknowledged; replies of an older one are stale.
+    incarnation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,7 @@ class Heartbeat:
     commit_length: int
     log_start: int = 0
     cluster: str | None = None
-    vouch: bool = False  # see AppendEntries
+    vouch: str | None = None  # see AppendEntries
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,7 @@ class HeartbeatReply:
     seq: int
     length: int  # the sender's log length: a primary probing it learns it is behind
     caught_up: bool = True
+    incarnation: str = ""  # see AppendReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,8 @@ class SnapshotReply:
     seq: int
     start_index: int
     keys_received: int
+    caught_up: bool = True
+    incarnation: str = ""  # see AppendReply
 
 
 @dataclass(frozen=True, slots=True)

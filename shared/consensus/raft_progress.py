@@ -3,8 +3,10 @@
 As etcd's ``Progress``: a secondary is in one of three states.
 
 - **probe**: where its log ends is not known. The primary sends one
-  AppendEntries at a time and waits for its answer; a rejection moves the
-  probe back (to the secondary's hint), a success moves it to replicate.
+  AppendEntries at a time, with no entries, and waits for its answer; a
+  rejection moves the probe back (to the secondary's hint), a success
+  moves it to replicate. So a secondary that does not answer is sent
+  nothing big, however long it stays away.
 - **replicate**: its log is known to match up to ``match``. The primary
   sends what is new at once, without waiting for answers, up to a window
   of ``window`` frames and ``window_bytes`` bytes in flight; each answer
@@ -40,7 +42,8 @@ from dataclasses import dataclass
 #: and the least one (seconds).
 INITIAL_RTO_S = 1.0
 MIN_RTO_S = 0.2
-#: The longest a retransmission timeout grows to, however many in a row.
+#: The longest a retransmission timeout grows to, however many in a row,
+#: unless the primary is told otherwise.
 MAX_RTO_S = 10.0
 
 
@@ -62,7 +65,8 @@ class Flight:
 
 
 class Progress:
-    def __init__(self, next_length: int, now: float, window: int, window_bytes: int) -> None:
+    def __init__(self, next_length: int, now: float, window: int, window_bytes: int,
+                 max_rto: float = MAX_RTO_S) -> None:
         self.match = 0  # its log matches this primary's for this many entries
         self.next = next_length  # what is sent next starts here
         self.state = State.PROBE
@@ -80,6 +84,9 @@ class Progress:
         self._srtt: float | None = None
         self._rttvar = 0.0
         self._timeouts = 0  # in a row: the timeout doubles with each
+        self._max_rto = max_rto
+        #: Frames given up for want of an answer (each resent): what /metrics counts.
+        self.timeouts = 0
         #: In snapshot state: the start being installed, and the keys acknowledged.
         self.snapshot_index = 0
         self.keys_acked = 0
@@ -88,7 +95,11 @@ class Progress:
         #: It said it lost its disk (it is not caught up): what it acknowledged
         #: before that was forgotten, and it is told once it holds all committed.
         self.lost_disk = False
-        self.forgotten = 0  # the match it had acknowledged before it said so
+        self.restarts = 0  # lives it came back from without what it had acknowledged
+        #: The name of its current life (raft_messages.AppendReply.incarnation),
+        #: and those that ended: their replies are stale.
+        self.incarnation: str | None = None
+        self.retired_incarnations: set[str] = set()
 
     # -- what may be sent ------------------------------------------------------------
 
@@ -118,15 +129,19 @@ class Progress:
     def on_timeout(self, next_seq: int) -> None:
         """No answer in time: probe again from what it is known to hold."""
         self._timeouts += 1
+        self.timeouts += 1
         self._reset(State.SNAPSHOT if self.state is State.SNAPSHOT else State.PROBE,
                     self.match if self.state is not State.SNAPSHOT else self.next, next_seq)
 
     # -- what it answered ------------------------------------------------------------
 
     def heard(self, seq: int, now: float) -> bool:
-        """Any reply of this term: it is alive. False if the reply is stale."""
+        """Any reply of this term: it is alive. False if the reply is stale.
+        Alive, its link is not losing everything: the timeouts in a row it may
+        have run into count for one at most (the next resend does not wait long)."""
         self.heard_at, self.replied = now, True
         self.acked_seq = max(self.acked_seq, seq)
+        self._timeouts = min(self._timeouts, 1)
         return seq >= self.floor_seq
 
     def on_success(self, seq: int, match: int, now: float) -> bool:
@@ -161,7 +176,8 @@ class Progress:
         before counts no more, and no reply sent before now does either. It
         holds ``holds`` entries now, maybe: probe it from there."""
         self.lost_disk = True
-        self.forgotten = self.match
+        if self.match:  # it came back without what it had acknowledged
+            self.restarts += 1
         self.match = 0
         self._reset(State.PROBE, holds, next_seq)
 
@@ -174,7 +190,7 @@ class Progress:
             self._free(float("inf"))
         if self.state is not State.SNAPSHOT or start_index != self.snapshot_index:
             return False
-        self.keys_acked = max(self.keys_acked, keys_received)
+        self.keys_acked = keys_received  # less than before, if it restarted meanwhile
         if keys_received < keys_total:
             return False
         self.match = max(self.match, start_index)
@@ -214,4 +230,4 @@ class Progress:
 
     def _rto(self) -> float:
         base = INITIAL_RTO_S if self._srtt is None else self._srtt + max(MIN_RTO_S, 4 * self._rttvar)
-        return min(MAX_RTO_S, base * 2 ** min(self._timeouts, 8))
+        return min(self._max_rto, base * 2 ** min(self._timeouts, 8))

@@ -18,9 +18,10 @@ heartbeat until answered), then:
   length): every entry acknowledged by any answering member is in it, since
   one primary wrote every term and log matching holds. It fetches that log
   (FetchRequest/FetchReply round trips, a start and its keys first when the
-  source's log was compacted); a source that stops answering is replaced by
-  another member whose log ends in the same term (their logs agree as far
-  as the shorter goes).
+  source's log was compacted). A fetch left unanswered is sent again; a
+  source silent for ``timeout`` is replaced by another member whose log
+  ends in the same term (their logs agree as far as the shorter goes),
+  and with none left, recovery ends with what it has.
 
 Then the primary begins a term above every term it heard, and replicates as
 usual: a secondary's entries past the recovered log are truncated by log
@@ -56,7 +57,9 @@ class Recovery:
         #: A source silent this long on a fetch is passed over.
         self._fetch_timeout = max(1.0, 2 * heartbeat_interval)
         self._started = now
+        self._timeout = timeout
         self._deadline = now + timeout
+        self._source_deadline = 0.0  # when the current source is given up, if it stays silent
         self._next_ask = now
         self._first_answer: float | None = None
         self._answers: dict[str, StateReply] = {}
@@ -103,6 +106,13 @@ class Recovery:
         self._next_ask = now + self._interval
         return [(peer, StateRequest(self._name, 0)) for peer in self._secondaries if peer not in self._answers]
 
+    def ask_again(self, peer: str) -> None:
+        """``peer`` just became reachable: ask it now, or fetch from it now."""
+        if self._fetch is not None and self._fetch[0] == peer:
+            self._fetch = None  # it may have gone before the connection was up: fetch again
+        if peer not in self._answers:
+            self._next_ask = self._started  # ask every silent one again, now
+
     def take(self, reply: StateReply | FetchReply, now: float) -> None:
         if isinstance(reply, StateReply):
             if reply.sender not in self._answers and self._first_answer is None:
@@ -110,6 +120,7 @@ class Recovery:
             self._answers[reply.sender] = reply
             self.highest_term = max(self.highest_term, reply.term)
         elif self._fetch is not None and reply.sender == self._fetch[0]:
+            self._source_deadline = now + self._timeout
             self._take_fetched(reply, now)
 
     def take_recovered(self) -> tuple[Snapshot | None, list[Entry]]:
@@ -140,6 +151,7 @@ class Recovery:
         best = max(members.values(), key=lambda r: (r.last_log_term, r.log_length))
         same_ending = [r for r in members.values() if r.last_log_term == best.last_log_term]
         self._sources = [r.sender for r in sorted(same_ending, key=lambda r: -r.log_length)]
+        self._source_deadline = now + self._timeout
         self.fetching = True
         silent = sorted(set(self._secondaries) - set(self._answers))
         log.info("recovering history %s from %s (%d entries in the longest log)%s",
@@ -151,9 +163,11 @@ class Recovery:
             source, _, _, sent_at = self._fetch
             if now < sent_at + self._fetch_timeout:
                 return []
-            log.warning("recovering: %s did not answer a fetch; trying the others", source)
-            self._sources.remove(source)
             self._fetch = None
+            if now >= self._source_deadline:  # until then, a fetch or its answer may just be lost
+                log.warning("recovering: %s did not answer a fetch; trying the others", source)
+                self._sources.remove(source)
+                self._source_deadline = now + self._timeout
         if not self._sources:
             self._finish(self.cluster, now)
             return []

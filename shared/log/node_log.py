@@ -35,10 +35,10 @@ the main thread before it starts); the reads from any thread.
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from typing import Iterator
 
@@ -71,9 +71,10 @@ class Gone(LookupError):
 
 
 class NodeLog:
-    def __init__(self, store: SqliteLog | None, key_capacity: int) -> None:
+    def __init__(self, store: SqliteLog | None, key_capacity: int, keep_incarnation: bool = False) -> None:
         """``store``: the database with DATA_DIR, or None for a log in memory.
-        Use ``open_log``."""
+        ``keep_incarnation``: the log survives the process whole (FSYNC=always),
+        so it keeps the name of its state. Use ``open_log``."""
         self._store = store
         self._key_capacity = key_capacity
         self._lock = threading.Lock()
@@ -103,7 +104,11 @@ class NodeLog:
         self._committed = loaded.start.index
         self._committed_id = loaded.start.first_id
         self._pending = Changes()
-        self._hard_state_staged = False
+        #: Names this node's state: kept with it only where everything it
+        #: acknowledged is sure to have survived; new otherwise.
+        self.incarnation = loaded.incarnation if keep_incarnation and loaded.incarnation else uuid.uuid4().hex
+        if self.incarnation != loaded.incarnation:
+            self._pending.incarnation = self.incarnation
 
     @property
     def durable(self) -> bool:
@@ -330,6 +335,8 @@ class NodeLog:
         pending.keyed = [record for record in pending.keyed if record.index < index]
         if self._durable > index:
             self._durable, self._durable_id = index, self._window.next_id
+        if self._committed > index:  # a fixed secondary whose primary lost its log: see the core
+            self._committed, self._committed_id = index, self._window.next_id
         self._rebuild_keys(index)
 
     def _compact(self, length: int) -> None:
@@ -445,7 +452,7 @@ def open_log(data_dir: str, role: str, fsync: bool, key_capacity: int) -> NodeLo
     if not data_dir:
         return NodeLog(None, key_capacity)
     started = time.monotonic()
-    node_log = NodeLog(SqliteLog(data_dir, role, fsync, key_capacity), key_capacity)
+    node_log = NodeLog(SqliteLog(data_dir, role, fsync, key_capacity), key_capacity, keep_incarnation=fsync)
     log.info("loaded %d messages (0 more past a gap) from %s in %.2fs",
              node_log.shown() - node_log.first_id(), node_log.path, time.monotonic() - started)
     return node_log

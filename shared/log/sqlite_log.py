@@ -87,6 +87,7 @@ class Loaded:
     tail: list[Row]  # the last entries, ascending
     keys: list[KeyRecord]  # the keys in force, oldest first
     keyed_rows: int
+    incarnation: str | None = None  # what names this node's state, if it was kept
 
 
 @dataclass
@@ -101,10 +102,11 @@ class Changes:
     install_keys: list[KeyRecord] = field(default_factory=list)  # with install: the keys in force
     start: LogStart | None = None  # a new start (compaction, or install)
     hard_state: HardState | None = None
+    incarnation: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.install or self.truncate_from is not None or self.rows or self.start
-                    or self.hard_state)
+                    or self.hard_state or self.incarnation)
 
 
 class SqliteLog:
@@ -179,7 +181,8 @@ class SqliteLog:
             raise StoreError(f"{self.path}: cannot read the log: {exc}") from None
         self._dropped_below = start.index if first_row is None else min(first_row, start.index)
         self._target_start = start.index
-        return Loaded(hard_state, self.fresh, start, length, runs, tail, keys, self._keyed_rows)
+        return Loaded(hard_state, self.fresh, start, length, runs, tail, keys, self._keyed_rows,
+                      meta.get("incarnation"))
 
     # -- the I/O thread: writing ---------------------------------------------------------------
 
@@ -233,6 +236,8 @@ class SqliteLog:
             meta["start"] = _start_fields(changes.start)
         if changes.hard_state is not None:
             meta["hard_state"] = _hard_state_fields(changes.hard_state)
+        if changes.incarnation is not None:
+            meta["incarnation"] = changes.incarnation
         if meta:
             self._write_meta(meta)
         self._drop_rows_before(changes.start.index if changes.start is not None else None)

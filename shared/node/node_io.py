@@ -105,6 +105,7 @@ class PeerView:
     match_length: int | None = None  # on the primary: the messages it is known to hold
     health: Health | None = None  # on the primary
     diverged: str | None = None  # on the primary: why it is not written to
+    resends: int = 0  # on the primary: frames resent to it for want of an answer
 
 
 @dataclass(frozen=True)
@@ -160,10 +161,11 @@ class _Link:
 class _Watch:
     """The primary's running account of one peer, for the lines it logs."""
 
+    since: float  # when this node began to watch it (its silence counts from then)
     health: Health = Health.UNKNOWN
-    heard_at: float | None = None  # its last reply, stalls of this node excused
     replied: bool = False
-    lost_disk: bool = False
+    restarts: int = 0
+    timeouts: int = 0
     diverged: str | None = None
     #: A catch-up being watched: (the id it holds from, since when, the id to reach);
     #: (why, since) until its first answer says what it holds.
@@ -185,7 +187,8 @@ class NodeIo(IoThread):
             settings.name, settings.peers, self._rng, storage=node_log,
             hard_state=self._starting_state(node_log, fsync),
             election_timeout=settings.election_timeout, heartbeat_interval=settings.heartbeat_interval,
-            mode=settings.mode, recovery_timeout=settings.recovery_timeout,
+            mode=settings.mode, recovery_timeout=settings.recovery_timeout, max_rto=settings.max_rto,
+            incarnation=node_log.incarnation,
             max_batch_bytes=frames.MAX_BATCH_BYTES,
             # Only a fresh cluster's first election: later, a restarted `primary`
             # waits like any node, so that it does not depose a healthy primary.
@@ -202,13 +205,14 @@ class NodeIo(IoThread):
         self._replying_to: tuple[str, bytes | None] | None = None  # (sender, router identity) in a step
         self._routes: dict[str, bytes] = {}  # ROUTER identities of peers the core heard
         self._envelopes: dict[str, frames.Envelope] = {}  # what each peer last said of itself
+        #: When a frame last came from each peer (the silence a primary judges
+        #: its secondaries' health by), stalls of this node excused.
         self._heard_at: dict[str, float] = {}
         self._delayed: list[tuple[float, int, AppendEntries, bytes | None]] = []
         self._delayed_order = itertools.count()
         self._delayed_upto = (0, 0)  # the term and log length the held-back entries reach
         self._last_due = 0.0
         self._watches: dict[str, _Watch] = {}
-        self._watching_since = time.monotonic()
         self._elections: list[Election] = []
         self._elections_total = 0
         self._known_primary: tuple[int, str] | None = None
@@ -221,6 +225,10 @@ class NodeIo(IoThread):
         self._router: zmq.Socket | None = None
         self._next_link_check = 0.0
         self._last_pass = time.monotonic()
+        #: Entries received in AppendEntries, and those of them it held already
+        #: (resends): plain counts /metrics reads unsynchronised.
+        self.received = 0
+        self.duplicates = 0
         self._hand_over = threading.Event()
         self._handed_over = threading.Event()
         self._storage_error: str | None = None
@@ -315,7 +323,8 @@ class NodeIo(IoThread):
             if dealer in events:
                 receive_batch(dealer, lambda parts, name=name: self._receive(parts, None, now, name),
                               copy=False)
-        self._links.watch(events, now)
+        for peer in self._links.watch(events, now):
+            self._take(self._node.peer_connected(peer, now))
         while self._delayed and self._delayed[0][0] <= now:
             _, _, message, identity = heapq.heappop(self._delayed)
             self._step(message, identity, now)
@@ -371,10 +380,10 @@ class NodeIo(IoThread):
         meanwhile proves nothing about them, so it does not count."""
         stalled = now - self._last_pass - self._settings.heartbeat_interval
         if stalled > STALL_BEATS * self._settings.heartbeat_interval:
+            for peer, heard_at in self._heard_at.items():
+                self._heard_at[peer] = min(now, heard_at + stalled)
             for watch in self._watches.values():
-                if watch.heard_at is not None:
-                    watch.heard_at = min(now, watch.heard_at + stalled)
-            self._watching_since = min(now, self._watching_since + stalled)
+                watch.since = min(now, watch.since + stalled)
         self._last_pass = now
 
     # -- node-io: receiving ---------------------------------------------------------
@@ -398,6 +407,8 @@ class NodeIo(IoThread):
             return
         self._heard_at[message.sender] = now
         router_identity = None if identity is None else identity.bytes
+        if isinstance(message, AppendEntries) and message.entries:
+            self._count_received(message)
         if (isinstance(message, AppendEntries) and message.entries and self._settings.replication_delay
                 and self._node.role is not Role.PRIMARY):
             self._hold_back(message, router_identity, now)
@@ -405,6 +416,17 @@ class NodeIo(IoThread):
         if self._step(message, router_identity, now, envelope) and link is not None:
             link_state = self._links_by_name[link]
             link_state.frame_limit = envelope.frame_limit
+
+    def _count_received(self, message: AppendEntries) -> None:
+        self.received += len(message.entries)
+        held = min(self._log.length(), message.prev_length + len(message.entries)) - message.prev_length
+        self.duplicates += max(0, held) + sum(len(m.entries) for _, _, m, _ in self._delayed
+                                              if m.prev_length == message.prev_length)
+
+    @property
+    def waiting_count(self) -> int:
+        """Entries held back by REPLICATION_DELAY. An unsynchronised reading, for /health."""
+        return sum(len(message.entries) for _, _, message, _ in list(self._delayed))
 
     def _hold_back(self, message: AppendEntries, identity: bytes | None, now: float) -> None:
         """Keep the entries for REPLICATION_DELAY, in order; a resend of what is held already is dropped."""
@@ -657,16 +679,19 @@ class NodeIo(IoThread):
         """Log what operators need to see of each secondary: it stops answering,
         answers again, restarted without its log, is diverged, has caught up."""
         node = self._node
-        if node.role is not Role.PRIMARY:
+        if node.role not in (Role.PRIMARY, Role.RECOVERING):
             self._watches = {}
             return
         length_id = self._log.next_id
-        for peer, progress in node.progress().items():
-            watch = self._watches.setdefault(peer, _Watch())
-            if progress.replied and (watch.heard_at is None or progress.heard_at > watch.heard_at):
-                watch.heard_at = progress.heard_at
+        progress = node.progress()
+        for peer in self._settings.peers:
+            if peer == node.name:
+                continue
+            watch = self._watches.setdefault(peer, _Watch(now))
             self._watch_health(peer, watch, now)
-            self._watch_life(peer, watch, progress, length_id, now)
+            if peer in progress:
+                self._match_id(progress[peer].match, watch)
+                self._watch_life(peer, watch, progress[peer], length_id, now)
 
     def _watch_health(self, peer: str, watch: _Watch, now: float) -> None:
         health = self._health(peer, watch, now)
@@ -690,12 +715,15 @@ class NodeIo(IoThread):
             else:
                 log.error("%s is diverged: %s. It is kept as it is and not written to; to re-join "
                           "it, empty its DATA_DIR or restart it in memory", peer, progress.diverged)
-        if progress.lost_disk and not watch.lost_disk:
-            watch.lost_disk = True
+        if progress.restarts > watch.restarts:
+            watch.restarts = progress.restarts
             held = self._log.first_id_at(min(progress.next, self._log.length()))
-            if progress.forgotten:  # it had acknowledged entries: it came back without them
-                log.warning("%s restarted (it holds %d messages): resending from there", peer, held)
+            log.warning("%s restarted (it holds %d messages): resending from there", peer, held)
             watch.catch_up = (held, now, length_id)
+        if progress.timeouts > watch.timeouts:
+            watch.timeouts = progress.timeouts
+            log.info("resending to %s from message %d: no answer within %.2fs", peer,
+                     self._log.first_id_at(min(progress.next, self._log.length())), progress.rto())
         elif progress.replied and not watch.replied:
             watch.replied = True
             watch.catch_up = ("first answer", now)
@@ -729,7 +757,7 @@ class NodeIo(IoThread):
         progress = self._node.progress().get(peer)
         if progress is not None and progress.diverged is not None:
             return Health.DIVERGED
-        return health_at(now, watch.heard_at, self._watching_since, self._settings)
+        return health_at(now, self._heard_at.get(peer), watch.since, self._settings)
 
     # -- node-io: what request threads read ------------------------------------------------
 
@@ -743,14 +771,15 @@ class NodeIo(IoThread):
         for name in (p for p in self._settings.peers if p != node.name) or self._envelopes:
             watch = self._watches.get(name)
             envelope = self._envelopes.get(name)
-            on_primary = name in progress and watch is not None
+            on_primary = watch is not None
             peers[name] = PeerView(
                 self._links_by_name[name].endpoint if name in self._links_by_name else None,
                 envelope.public_url if envelope else None,
-                (watch.heard_at if on_primary else self._heard_at.get(name)),
-                watch.match_id if on_primary else None,
+                self._heard_at.get(name),
+                watch.match_id if name in progress and on_primary else None,
                 self._health(name, watch, now) if on_primary else None,
                 progress[name].diverged if name in progress else None,
+                progress[name].timeouts if name in progress else 0,
             )
         recovery = node.recovery
         return NodeState(

@@ -54,8 +54,13 @@ class NodeSettings:
     #: Missed heartbeats before a silent secondary is suspected, then unhealthy.
     suspect_after: int = 2
     unhealthy_after: int = 4
+    #: The longest a retransmission timeout grows to (shared.consensus.raft_progress).
+    max_rto: float = 10.0
     #: Fault injection: the fraction of its answers to AppendEntries dropped after storing.
     drop_reply_fraction: float = 0.0
+    #: Whether this node's log outlives it (DATA_DIR with FSYNC=always): then
+    #: its incarnation is kept across restarts.
+    keeps_incarnation: bool = False
 
     @property
     def majority(self) -> int:

@@ -17,11 +17,12 @@ sent to it stays within). Beside them, by kind:
     VOTED          granted, pre_vote                            their answer
     REPLICATE      seq, prev_length, prev_term, prev_digest,    AppendEntries, its
                    commit, start, cluster, vouch, terms         entries one per line
-    REPLICATED     seq, success, match, retry, diverged, caught_up
+    REPLICATED     seq, success, match, retry, diverged,
+                   caught_up, life
     BEAT           seq, commit, start, cluster, vouch            Heartbeat
-    BEATEN         seq, length, caught_up
+    BEATEN         seq, length, caught_up, life
     SNAPSHOT       seq, start, keys, keys_offset, keys_total, cluster
-    SNAPSHOTTED    seq, start_index, keys_received
+    SNAPSHOTTED    seq, start_index, keys_received, caught_up, life
     TIMEOUTNOW     (nothing more)                               stand at once
     READINDEX      request                                      read index
     READINDEXED    request, index
@@ -86,11 +87,11 @@ _FIELDS = {
     b"VOTED": ("granted", "pre_vote"),
     b"REPLICATE": ("seq", "prev_length", "prev_term", "prev_digest", "commit", "start", "cluster",
                    "vouch", "terms"),
-    b"REPLICATED": ("seq", "success", "match", "retry", "diverged", "caught_up"),
+    b"REPLICATED": ("seq", "success", "match", "retry", "diverged", "caught_up", "life"),
     b"BEAT": ("seq", "commit", "start", "cluster", "vouch"),
-    b"BEATEN": ("seq", "length", "caught_up"),
+    b"BEATEN": ("seq", "length", "caught_up", "life"),
     b"SNAPSHOT": ("seq", "start", "keys", "keys_offset", "keys_total", "cluster"),
-    b"SNAPSHOTTED": ("seq", "start_index", "keys_received"),
+    b"SNAPSHOTTED": ("seq", "start_index", "keys_received", "caught_up", "life"),
     b"TIMEOUTNOW": (),
     b"READINDEX": ("request",),
     b"READINDEXED": ("request", "index"),
@@ -166,20 +167,22 @@ def _parts(message: Message) -> tuple[bytes, dict, tuple[Entry, ...] | None]:
         case AppendReply():
             return b"REPLICATED", {"seq": message.seq, "success": message.success,
                                    "match": message.match_length, "retry": message.retry_length,
-                                   "diverged": message.diverged, "caught_up": message.caught_up}, None
+                                   "diverged": message.diverged, "caught_up": message.caught_up,
+                                   "life": message.incarnation}, None
         case Heartbeat():
             return b"BEAT", {"seq": message.seq, "commit": message.commit_length, "start": message.log_start,
                              "cluster": message.cluster, "vouch": message.vouch}, None
         case HeartbeatReply():
             return b"BEATEN", {"seq": message.seq, "length": message.length,
-                               "caught_up": message.caught_up}, None
+                               "caught_up": message.caught_up, "life": message.incarnation}, None
         case InstallSnapshot():
             return b"SNAPSHOT", {"seq": message.seq, "start": _start(message.start),
                                  "keys": _keys(message.keys), "keys_offset": message.keys_offset,
                                  "keys_total": message.keys_total, "cluster": message.cluster}, None
         case SnapshotReply():
             return b"SNAPSHOTTED", {"seq": message.seq, "start_index": message.start_index,
-                                    "keys_received": message.keys_received}, None
+                                    "keys_received": message.keys_received,
+                                    "caught_up": message.caught_up, "life": message.incarnation}, None
         case TimeoutNow():
             return b"TIMEOUTNOW", {}, None
         case ReadIndexRequest():
@@ -271,21 +274,23 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
                 raise ProtocolError("the entries run past the largest index")
             message = AppendEntries(sender, term, h.count("seq"), prev_length, h.count("prev_term"),
                                     h.digest("prev_digest"), entries, h.count("commit"), h.count("start"),
-                                    h.cluster(), h.flag("vouch"))
+                                    h.cluster(), h.optional_name("vouch"))
         case b"REPLICATED":
             message = AppendReply(sender, term, h.count("seq"), h.flag("success"), h.count("match"),
-                                  h.count("retry"), h.optional_text("diverged"), h.flag("caught_up"))
+                                  h.count("retry"), h.optional_text("diverged"), h.flag("caught_up"),
+                                  h.life())
         case b"BEAT":
             message = Heartbeat(sender, term, h.count("seq"), h.count("commit"), h.count("start"),
-                                h.cluster(), h.flag("vouch"))
+                                h.cluster(), h.optional_name("vouch"))
         case b"BEATEN":
-            message = HeartbeatReply(sender, term, h.count("seq"), h.count("length"), h.flag("caught_up"))
+            message = HeartbeatReply(sender, term, h.count("seq"), h.count("length"), h.flag("caught_up"),
+                                     h.life())
         case b"SNAPSHOT":
             message = InstallSnapshot(sender, term, h.count("seq"), h.start("start"), h.keys(),
                                       h.count("keys_offset"), h.count("keys_total"), h.cluster())
         case b"SNAPSHOTTED":
             message = SnapshotReply(sender, term, h.count("seq"), h.count("start_index"),
-                                    h.count("keys_received"))
+                                    h.count("keys_received"), h.flag("caught_up"), h.life())
         case b"TIMEOUTNOW":
             message = TimeoutNow(sender, term)
         case b"READINDEX":
@@ -354,6 +359,18 @@ class _Header:
         value = self.raw[field]
         if value is not None and (not isinstance(value, str) or len(value) > 1000):
             raise ProtocolError(f"{field!r} must be text or null")
+        return value
+
+    def life(self) -> str:
+        value = self.raw["life"]
+        if not isinstance(value, str) or len(value) > 64:
+            raise ProtocolError("'life' must be a name of at most 64 characters")
+        return value
+
+    def optional_name(self, field: str) -> str | None:
+        value = self.raw[field]
+        if value is not None and (not isinstance(value, str) or len(value) > 64):
+            raise ProtocolError(f"{field!r} must be a name of at most 64 characters, or null")
         return value
 
     def cluster(self) -> str | None:

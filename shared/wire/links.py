@@ -46,7 +46,8 @@ log = logging.getLogger("primary.links")
 
 #: What a link's monitor reports: a connection made, ended, and tried again,
 #: and the handshake failures the channel explains.
-_WATCHED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | HANDSHAKE_EVENTS
+_WATCHED = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_EVENTS)
 
 
 class Peer(Protocol):
@@ -82,6 +83,7 @@ class Links:
         # Monitor endpoints of this replicator's own: a closed DEALER's may still be bound.
         self._endpoint_prefix = f"inproc://replicator-link-{uuid.uuid4().hex}"
         self._opened = 0
+        self._connected: list[str] = []
 
     def open(self, peer: Peer) -> None:
         """A new DEALER to ``peer``'s endpoint, connecting lazily, and its monitor."""
@@ -104,11 +106,14 @@ class Links:
         self._poller.register(dealer, zmq.POLLIN)
         self._poller.register(monitor, zmq.POLLIN)
 
-    def watch(self, events: dict, now: float) -> None:
-        """Read the monitors that ``events`` (one poll's) shows readable."""
+    def watch(self, events: dict, now: float) -> list[str]:
+        """Read the monitors that ``events`` (one poll's) shows readable; the names
+        of the peers a connection was made to meanwhile (what waits for them can go)."""
+        self._connected: list[str] = []
         for monitor, link in self._by_monitor.items():
             if monitor in events:
                 self._read(link, now)
+        return self._connected
 
     def reopen_lost(self, now: float, grace: float) -> list[zmq.Socket]:
         """Replace each link lost for ``grace`` seconds; return the DEALERs closed."""
@@ -142,6 +147,9 @@ class Links:
         elif kind == zmq.EVENT_CONNECTED:
             link.lost_at = None
             link.handshake_failed = False
+        elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            # The connection takes frames from now on (before, IMMEDIATE refuses them).
+            self._connected.append(link.peer.name)
         else:  # one of HANDSHAKE_EVENTS
             link.handshake_failed = True
             self._channel.report(link.peer.name, event)

@@ -10,11 +10,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import zmq
-
-from shared.consensus.history import Segment
-from shared.wire import protocol
 from tests.support.http import get_messages, post_message, request
+from tests.support.raw_peer import HandMadePrimary, RawPeer
 from tests.support.waiting import wait_until
 
 
@@ -139,26 +136,18 @@ def test_total_order_holds_across_nodes_with_random_delays(make_cluster):
 def test_a_secondary_stores_a_resent_entry_once_and_hides_gaps(make_cluster, ctx):
     cluster = make_cluster({"s1": {}})
     s1 = cluster["s1"]
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.connect(s1.replication_endpoint)
-    # The primary has appended nothing, so s1 follows the first history it hears of.
-    leader = protocol.Leader("a-history", (Segment(1, "run1", 0),))
-
-    def append(first, *messages):
-        corr = protocol.new_corr_id()
-        entries = [protocol.encode_entry(m) for m in messages]
-        dealer.send(protocol.encode_append(corr, leader, first, entries))
-        assert dealer.poll(5000), "no ACK"
-        ack = protocol.decode(dealer.recv_multipart())
-        assert ack.corr_id == corr
-        return ack
-
-    assert append(0, "zero").status.length == 1
-    again = append(0, "zero")  # a resend: acknowledged again, stored once
-    assert again.acked == [(0, 1)] and again.status.length == 1
-    ahead = append(2, "two")  # arrives before its predecessor
-    assert ahead.acked == [(2, 3)] and ahead.status.length == 1
-    assert get_messages(s1.url) == ["zero"]
-    assert append(1, "one").status.length == 3
-    assert get_messages(s1.url) == ["zero", "one", "two"]
-    dealer.close()
+    # A primary of a newer term than the real one, by hand: s1 follows it.
+    primary = HandMadePrimary(RawPeer(ctx, s1.replication_endpoint), term=99)
+    try:
+        first = primary.append(0, "zero")
+        assert first.success and first.match_length == 1
+        again = primary.append(0, "zero")  # a resend: acknowledged again, stored once
+        assert again.success and again.match_length == 1
+        assert get_messages(s1.url) == ["zero"]
+        ahead = primary.append(2, "two")  # its predecessor never came: refused, nothing held
+        assert not ahead.success and ahead.retry_length == 1
+        assert get_messages(s1.url) == ["zero"]
+        assert primary.append(1, "one", "two").match_length == 3
+        assert get_messages(s1.url) == ["zero", "one", "two"]
+    finally:
+        primary.peer.close()

@@ -3,14 +3,18 @@ a bounded amount, whatever it sends. Measured from /proc/PID/status."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
 
 import zmq
 
-from shared.consensus.history import Segment
-from shared.wire import protocol
+from shared.consensus.raft_log import Entry
+from shared.consensus.raft_messages import AppendEntries
+from shared.wire import frames
+from shared.wire.frames import encode_entry
+from tests.support.raw_peer import ENVELOPE
 from tests.support.http import get_health, get_messages, post_message
 from tests.support.waiting import wait_until
 
@@ -31,13 +35,16 @@ def test_a_huge_frame_or_appends_far_ahead_never_fill_a_secondarys_memory(make_c
     s1 = cluster["s1"]
     dealer = ctx.socket(zmq.DEALER)
     dealer.connect(s1.replication_endpoint)
-    leader = protocol.Leader("someone-else", (Segment(1, "r", 0),))
     # 200 MB in one frame: the secondary disconnects before buffering it.
-    dealer.send(b"PING c1 " + b" " * (200 * MB))
-    # A million empty entries in one frame, ten times over: refused unparsed.
-    huge = protocol.encode_append("c2", leader, 0, [protocol.encode_entry("")] * 1_000_000)
-    # Fifty thousand at id 10**9, ten times over: far past its window.
-    far = protocol.encode_append("c3", leader, 10**9, [protocol.encode_entry("")] * 50_000)
+    dealer.send(b"BEAT " + b" " * (200 * MB))
+    # A million empty messages in one frame, ten times over: refused unparsed.
+    header = {"from": "someone-else", "term": 99, "url": ENVELOPE.url, "public": ENVELOPE.url,
+              "limit": 1 << 30, "seq": 1, "prev_length": 0, "prev_term": 0, "prev_digest": 0,
+              "commit": 0, "start": 0, "cluster": None, "vouch": False, "terms": [[99, 1_000_000]]}
+    huge = b"REPLICATE " + json.dumps(header).encode() + b'\n""' * 1_000_000
+    # Fifty thousand at index 10**9, ten times over: far past its log, refused.
+    entries = tuple(Entry(99, encode_entry(""), 1) for _ in range(50_000))
+    far = frames.encode(AppendEntries("someone-else", 99, 2, 10**9, 98, 0, entries, 0), ENVELOPE)
     for _ in range(10):
         dealer.send(huge)
         dealer.send(far)

@@ -32,6 +32,9 @@ appends and reads are recorded in simulated time (``ClientHistory``).
 The fixed configuration runs n0 as a FIXED_PRIMARY and the others as
 FIXED_SECONDARY; ``primary_in_memory`` wipes n0's disk at each of its
 restarts, so it recovers its log from the secondaries (raft_recovery).
+With ``connections``, the harness tells nodes when a connection comes up
+(``peer_connected``), as a shell does: at each start, both ways, and
+across a partition that heals.
 
 After every call to a node, Checker looks at the Ready it returned and the
 node's state, and raises Violation (an AssertionError naming the seed and
@@ -135,11 +138,15 @@ class Violation(AssertionError):
 
 class Disk:
     """What a node persisted, applied in the order a Ready gives it: its hard
-    state, and its log (a MemoryStorage, which the node reads as it runs)."""
+    state, and its log (a MemoryStorage, which the node reads as it runs).
+    ``incarnation`` names the lives of a node that find this disk: a shell
+    names a life anew unless its log survives whole, and the simulation's
+    disks survive every crash whole (as with FSYNC=always) unless lost."""
 
-    def __init__(self, caught_up: bool = True) -> None:
+    def __init__(self, caught_up: bool = True, incarnation: str = "") -> None:
         self.hard_state = HardState(caught_up=caught_up)
         self.storage = MemoryStorage()
+        self.incarnation = incarnation
 
     def apply(self, ready: Ready) -> None:
         if ready.hard_state is not None:
@@ -167,6 +174,7 @@ class _Mirror:
     base: int = 0
     own: list[int] = field(default_factory=list)
     commit_length: int = 0
+    term: int = 0  # the node's term at its last Ready
 
     def __len__(self) -> int:
         return self.base + len(self.own)
@@ -222,9 +230,13 @@ class Checker:
     - leader completeness (§5.4): a primary holds every entry committed in
       an earlier term, from its election on;
     - state machine safety: an index committed anywhere holds the same entry
-      everywhere, for ever; a commit length never goes back in a node's life,
-      nor past its log; no node truncates below it;
+      everywhere, for ever; a commit length never goes back in a node's life
+      (but a fixed secondary's, to its log's start, when a newer run of its
+      primary begins: that run decides again what is committed), nor past
+      its log; no node truncates below it;
     - a Ready reports every change to the log;
+    - (in SimCluster.call) a refused message changed nothing, and until the
+      forger's first frame no node refuses a message another node sent;
     - a snapshot installed is the committed log's start: its checksum, its
       message count and the Idempotency-Keys in force there.
 
@@ -292,8 +304,11 @@ class Checker:
             self.fail(f"{node.name}'s Ready did not report all its log changes")
         if recovered is not None:
             self._check_recovery(node, recovered)
+        if self._forgets_commit(node, mirror, ready.committed):
+            mirror.commit_length = ready.committed
         if ready.committed != mirror.commit_length:
             self._check_commit(node, mirror, ready.committed)
+        mirror.term = node.term
         if node.role is Role.PRIMARY:
             self._check_primary(node)
 
@@ -331,6 +346,11 @@ class Checker:
         if snapshot.keys != committed.keys_before(start.index):
             self.fail(f"{node.name} installed a start at {start.index} whose keys are not "
                       f"those of the committed entries before it")
+
+    @staticmethod
+    def _forgets_commit(node: RaftNode, mirror: _Mirror, committed: int) -> bool:
+        return (node.mode is Mode.FIXED_SECONDARY and node.term > mirror.term
+                and committed == node.log_start.index < mirror.commit_length)
 
     def _check_recovery(self, primary: RaftNode, promised: int) -> None:
         kept = self.agreement(primary.name)
@@ -626,16 +646,17 @@ class SimCluster:
 
     def __init__(self, seed: int, size: int, faults: Faults = Faults(),
                  node_class: type[RaftNode] = RaftNode, new_disks_caught_up: bool = True,
-                 fixed: bool = False, primary_in_memory: bool = False, **node_options) -> None:
+                 fixed: bool = False, primary_in_memory: bool = False, connections: bool = False,
+                 **node_options) -> None:
         self.seed, self.faults = seed, faults
         self.rng = random.Random(seed)
         self.names = tuple(f"n{i}" for i in range(size))
-        self.fixed, self.primary_in_memory = fixed, primary_in_memory
+        self.fixed, self.primary_in_memory, self.connections = fixed, primary_in_memory, connections
         self.now, self.step_count = 0.0, 0
         self._node_class, self._node_options = node_class, node_options
         # Disks as a new cluster's nodes find them: empty, and maybe marked as
         # not caught up (what a shell does for a DATA_DIR it has just created).
-        self.disks = {name: Disk(caught_up=new_disks_caught_up) for name in self.names}
+        self.disks = {name: Disk(new_disks_caught_up, f"{name}.0") for name in self.names}
         self.lives = dict.fromkeys(self.names, 0)  # raised at each crash and restart
         self.nodes: dict[str, RaftNode | None] = dict.fromkeys(self.names)
         self.checker = Checker(self.names, self.where, self.up_nodes, lambda name: self.disks[name].storage,
@@ -693,20 +714,23 @@ class SimCluster:
     def call(self, node: RaftNode, action: Callable[[], Ready], forgery: str | None = None) -> Ready | None:
         """Runs one call on ``node`` and does what its Ready says: persist, then
         send. A message the node refuses is dropped (None), as a shell does."""
-        before = _observable(node)
+        before, was_recovering = _observable(node), node.role is Role.RECOVERING
         try:
             ready = action()
-        except Refused:
+        except Refused as refusal:
             if _observable(node) != before:
                 self.checker.fail(f"{node.name} refused a message, but changed: {before} -> "
                                   f"{_observable(node)}")
+            if forgery is None and not self.counts.forged:
+                # Only a forger's lies (believed) can make a real node's message look impossible.
+                self.checker.fail(f"{node.name} refused a message a node sent: {refusal}")
             self.counts.refused[forgery or "real"] += 1
             return None
         except SafetyViolation as error:
             self.checker.fail(f"{node.name} raised SafetyViolation: {error}")
         self.disks[node.name].apply(ready)
         recovered = None
-        if before[2] is Role.RECOVERING and node.role is Role.PRIMARY:
+        if was_recovering and node.role is Role.PRIMARY:
             recovered = max(self._answers.values(), default=0)
             self.counts.recoveries += 1
         self.checker.observe(node, ready, recovered)
@@ -749,10 +773,19 @@ class SimCluster:
         self.nodes[name] = self._node_class(
             name, peers, random.Random(self.rng.random()), election_timeout=ELECTION_TIMEOUT,
             heartbeat_interval=HEARTBEAT_INTERVAL, storage=disk.storage, hard_state=disk.hard_state,
-            mode=mode, **self._node_options)
+            mode=mode, incarnation=disk.incarnation, **self._node_options)
         self.checker.restarted(name, disk.storage.start().index)
         if mode is Mode.FIXED_PRIMARY:
             self._answers = {}
+        if self.connections and self.step_count:
+            self._connect([(name, other) for other in self.names if other != name])
+
+    def _connect(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Connections came up between these nodes: each end is told of the other."""
+        for one, other in pairs:
+            for node, peer in ((self.nodes[one], other), (self.nodes[other], one)):
+                if node is not None and peer in node.peers:
+                    self.call(node, lambda node=node, peer=peer: node.peer_connected(peer, self.now))
 
     def _mode_and_peers(self, name: str) -> tuple[Mode, tuple[str, ...]]:
         if not self.fixed:
@@ -767,21 +800,26 @@ class SimCluster:
         self.nodes[name] = None
         self.lives[name] += 1
         self.history.crashed(name)
+        incarnation = f"{name}.{self.lives[name]}"
         if lose_disk:
             # What a shell does for a DATA_DIR it has just created.
-            self.disks[name] = Disk(caught_up=False)
+            self.disks[name] = Disk(caught_up=False, incarnation=incarnation)
             self.counts.lost_disks += 1
             self._restoring.add(name)
         elif self.primary_in_memory and name == self.names[0]:
-            self.disks[name] = Disk()
+            self.disks[name] = Disk(incarnation=incarnation)
         else:
             return
         self.checker.lost_disk(name)
 
     def may_lose_disk(self, name: str) -> bool:
-        """At most one lost disk at a time, and only while the others are intact."""
+        """At most one lost disk at a time, only while the others are intact, and
+        once every other node has taken part in an election (its term is not 0):
+        before that, a new cluster's first-election rule cannot tell a lost disk
+        from a node that has not started yet (docs/architecture.md)."""
         return not self.fixed and all(
             self.disks[other].hard_state.caught_up and other not in self._restoring
+            and self.disks[other].hard_state.term > 0
             for other in self.names if other != name)
 
     def partition(self, *groups: tuple[str, ...]) -> None:
@@ -790,8 +828,12 @@ class SimCluster:
                 self.groups[name] = number
 
     def heal(self) -> None:
+        split = [(one, other) for one, other in itertools.combinations(self.names, 2)
+                 if self.groups[one] != self.groups[other]]
         self.groups = dict.fromkeys(self.names, 0)
         self._heal_at = None
+        if self.connections:
+            self._connect(split)
 
     def quiet(self) -> None:
         """Stops the faults: heals the network and restarts every node that is down."""
@@ -973,6 +1015,22 @@ def first_violation(seeds: Iterable[int], size: int, steps: int, node_class: typ
         except Violation as violation:
             return seed, str(violation)
     return None
+
+
+def assert_caught(broken: type[RaftNode], kept_seeds: Iterable[int], size: int, steps: int,
+                  faults: Faults, expected: tuple[str, ...], recovers: bool = False, **options) -> int:
+    """Some seed of ``kept_seeds`` makes a run of ``broken`` break one of the
+    ``expected`` guarantees (safety only, unless ``recovers``), and the same
+    run with the rules intact does not: the demo that a check can fail. The
+    seeds are tried in order; returns the first that shows it."""
+    tried = []
+    for seed in kept_seeds:
+        found = first_violation([seed], size, steps, broken, faults, recovers, **options)
+        tried.append(f"{seed}: {found[1] if found else 'no violation'}")
+        if (found is not None and any(what in found[1] for what in expected)
+                and first_violation([seed], size, steps, RaftNode, faults, recovers, **options) is None):
+            return seed
+    raise AssertionError(f"no seed caught {broken.__name__} ({'; '.join(tried)})")
 
 
 def rejoin_after_isolation(node_class: type[RaftNode], seed: int = 1,

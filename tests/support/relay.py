@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 
 import zmq
 
-from shared.wire import protocol
+from shared.consensus.raft_messages import AppendEntries
+from shared.wire import frames
 from shared.wire.io_thread import IoThread, receive_batch
 
 TO_SECONDARY, TO_PRIMARY = "to-secondary", "to-primary"
@@ -50,8 +51,8 @@ class Relay(IoThread):
         self._back: zmq.Socket | None = None
         self.endpoint: str | None = None
         self.forwarded = {TO_SECONDARY: 0, TO_PRIMARY: 0}
-        #: Entries in the APPEND frames the primary sent (resends included),
-        #: whatever the faults then did to them. An unsynchronised reading.
+        #: Messages in the AppendEntries frames the primary sent (resends
+        #: included), whatever the faults then did to them. An unsynchronised reading.
         self.appended_entries = 0
 
     def start(self) -> "Relay":
@@ -96,13 +97,16 @@ class Relay(IoThread):
             if sock is not None:
                 sock.close()
 
-    def _from_primary(self, frames: list[bytes]) -> None:
-        self._primary_identity, *payload = frames
-        if payload and payload[0].startswith(protocol.APPEND):
+    def _from_primary(self, parts: list[bytes]) -> None:
+        self._primary_identity, *payload = parts
+        if payload and payload[0].startswith(b"REPLICATE "):
             try:
-                self.appended_entries += len(protocol.decode(payload).entries)
-            except protocol.ProtocolError:
+                message, _ = frames.decode(payload)
+            except frames.ProtocolError:
                 pass  # passed on as it is: the secondary judges it
+            else:
+                if isinstance(message, AppendEntries):
+                    self.appended_entries += sum(entry.count for entry in message.entries)
         self._admit(TO_SECONDARY, payload)
 
     def _admit(self, direction: str, frames: list[bytes]) -> None:

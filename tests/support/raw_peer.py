@@ -1,0 +1,79 @@
+"""A DEALER on a node's replication port that speaks the frames by hand, as
+anyone who can reach that port could (in plain mode): for tests of what a
+node does with frames no real peer would send. Close it before the test's
+Context is terminated.
+
+Thread: the test's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import zmq
+
+from shared.consensus.raft_log import Entry, digest_after
+from shared.consensus.raft_messages import AppendEntries, Message
+from shared.wire import frames
+from shared.wire.frames import encode_entry
+
+ENVELOPE = frames.Envelope("http://127.0.0.1:9", 64 << 20, "http://127.0.0.1:9")
+
+
+class RawPeer:
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        self._sock = ctx.socket(zmq.DEALER)
+        self._sock.linger = 0
+        self._sock.connect(endpoint)
+        self.received: list[Message] = []
+
+    def send(self, message: Message | bytes) -> None:
+        self._sock.send(message if isinstance(message, bytes) else frames.encode(message, ENVELOPE))
+
+    def request(self, message: Message, timeout: float = 10.0) -> Message:
+        """Send ``message`` and wait for the answer that echoes its seq (or, for
+        a message without one, the next answer); earlier ones are kept in ``received``."""
+        self.send(message)
+        seq = getattr(message, "seq", None)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no answer to {type(message).__name__} within {timeout}s"
+            if self._sock.poll(remaining * 1000):
+                answer, _ = frames.decode(self._sock.recv_multipart())
+                self.received.append(answer)
+                if seq is None or getattr(answer, "seq", None) == seq:
+                    return answer
+
+    def silent_for(self, seconds: float) -> bool:
+        """Whether nothing at all arrives within ``seconds``."""
+        return not self._sock.poll(seconds * 1000)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class HandMadePrimary:
+    """A primary of one term, made by hand on a RawPeer: it keeps the log it
+    sent, so that each AppendEntries carries the right prefix checksum."""
+
+    def __init__(self, peer: RawPeer, name: str = "primary", term: int = 1,
+                 cluster: str | None = None) -> None:
+        self.peer, self.name, self.term, self.cluster = peer, name, term, cluster
+        self.log: list[Entry] = []
+        self._seqs = itertools.count(1)
+
+    def append(self, prev_length: int, *messages: str, commit: int = 0) -> Message:
+        """Send ``messages`` (one entry each) as the entries from ``prev_length`` on."""
+        entries = tuple(Entry(self.term, encode_entry(m), 1) for m in messages)
+        log = self.log[:prev_length] + list(entries) if prev_length <= len(self.log) else self.log
+        digest = 0
+        for entry in self.log[:prev_length]:
+            digest = digest_after(digest, entry)
+        prev_term = self.log[prev_length - 1].term if 0 < prev_length <= len(self.log) else 0
+        answer = self.peer.request(AppendEntries(self.name, self.term, next(self._seqs), prev_length,
+                                                 prev_term, digest, entries, commit, 0, self.cluster))
+        if getattr(answer, "success", False):
+            self.log = log
+        return answer
