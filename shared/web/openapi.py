@@ -24,7 +24,7 @@ import json
 
 from shared.web.api_token import OPEN_PATHS
 from shared.web.reads import MAX_WAIT_S
-from shared.wire.protocol import MAX_SEQ
+from shared.wire.frames import MAX_SEQ
 
 _ERROR = {
     "type": "object",

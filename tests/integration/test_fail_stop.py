@@ -9,22 +9,21 @@ import subprocess
 import sys
 import time
 
-import zmq
-
-from shared.wire import protocol
+from shared.consensus.raft_messages import Heartbeat
 from tests.support.processes import REPO
+from tests.support.raw_peer import RawPeer
 from tests.support.waiting import wait_until
 
-# A secondary whose receiver has a bug: the first frame it handles raises.
+# A secondary whose node-io thread has a bug: the first frame it handles raises.
 BUGGY_SECONDARY = """
 import sys
-import secondary.receiver as receiver
+import shared.node.node_io as node_io
 
 def buggy_pass(self, events):
     if events:
         raise RuntimeError("an injected bug")
 
-receiver.Receiver._pass = buggy_pass
+node_io.NodeIo._pass = buggy_pass
 from secondary.main import main
 sys.exit(main())
 """
@@ -40,12 +39,11 @@ def test_a_node_whose_replication_thread_dies_exits_non_zero_within_seconds(tmp_
     try:
         wait_until(port_file.exists, 20, what="the node to be ready")
         endpoint = json.loads(port_file.read_text())["replication"]
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.connect(endpoint)
-        dealer.send(protocol.encode_ping("p1", protocol.Leader(None, ())))
+        peer = RawPeer(ctx, endpoint)
+        peer.send(Heartbeat("primary", 1, 1, 0))
         started = time.monotonic()
         code = node.wait(10)
-        dealer.close()
+        peer.close()
         assert code == 1
         assert time.monotonic() - started < 5
         output = node.stdout.read().decode()

@@ -11,7 +11,9 @@ import uuid
 import pytest
 import zmq
 
-from shared.wire import protocol
+from shared.consensus.raft_messages import Heartbeat
+from shared.wire import frames
+from tests.support.raw_peer import ENVELOPE, HandMadePrimary
 from shared.wire.keys import create_pairs
 from tests.support.http import get_health, get_messages, post_message, request
 from tests.support.processes import REPO, Node
@@ -87,7 +89,7 @@ def test_a_raw_dealer_without_the_primary_s_key_gets_no_reply_and_changes_nothin
     assert post_message(cluster.primary.url, "genuine", w=2).status == 201
     s1 = cluster["s1"]
     s1_public = zmq.auth.load_certificate(keys / "s1.key")[0]
-    forged = protocol.Leader("forged-" + uuid.uuid4().hex, ())
+    forged = HandMadePrimary(None, term=99, cluster="forged-" + uuid.uuid4().hex[:20])
     intruders = {
         "a random key": zmq.curve_keypair(),  # first: ZAP logs this one, with its address
         "no key": None,
@@ -96,9 +98,8 @@ def test_a_raw_dealer_without_the_primary_s_key_gets_no_reply_and_changes_nothin
     }
     for who, keypair in intruders.items():
         sock = raw_client(ctx, s1.replication_endpoint, keypair, s1_public)
-        sock.send(protocol.encode_append(protocol.new_corr_id(), forged, 0,
-                                                   [protocol.encode_entry("INJECTED")]))
-        sock.send(protocol.encode_ping(protocol.new_corr_id(), forged))
+        sock.send(frames.encode(forged.append_entries(0, "INJECTED"), ENVELOPE))
+        sock.send(frames.encode(Heartbeat(forged.name, forged.term, 2, 0, 0, forged.cluster), ENVELOPE))
         assert not sock.poll(1000), f"{who}: got a reply"
         sock.close()
         assert get_messages(s1.url) == ["genuine"], who

@@ -1,5 +1,5 @@
-"""Helpers for the durability tests: clusters with a DATA_DIR per node,
-writers that outlive a crash, and a raw peer on a secondary's replication port.
+"""Helpers for the durability tests: clusters with a DATA_DIR per node, and
+writers that outlive a crash.
 
 Thread: ``Writers`` runs client threads of its own and records into a
 History (thread-safe); everything else belongs to the test's thread.
@@ -12,9 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import zmq
-
-from shared.wire import protocol
 from tests.support.checker import UNKNOWN, History
 from tests.support.http import get_health
 from tests.support.waiting import wait_until
@@ -86,38 +83,3 @@ class Writers:
         if self._history.append(self._url, w).outcome == UNKNOWN:
             self._stop.wait(UNREACHABLE_BACKOFF_S)
 
-
-class RawPeer:
-    """A DEALER on a secondary's replication port that speaks the protocol
-    by hand, as anyone who can reach that port could. Close it before the
-    test's Context is terminated."""
-
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
-        self._sock = ctx.socket(zmq.DEALER)
-        self._sock.linger = 0
-        self._sock.connect(endpoint)
-        self.received: list[protocol.Message] = []
-
-    def send(self, frame: bytes) -> None:
-        self._sock.send(frame)
-
-    def ping(self, leader: protocol.Leader, timeout: float = 10.0) -> protocol.Pong:
-        """PING as ``leader`` and wait for its PONG; whatever arrives before
-        it is kept in ``received``. The secondary answers in order of arrival
-        and sends a pass's ACKs right after its PONGs, so once the PONG of a
-        PING sent after an earlier reply is in, every ACK of frames sent
-        before that reply is in too."""
-        corr_id = protocol.new_corr_id()
-        self.send(protocol.encode_ping(corr_id, leader))
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no PONG for {corr_id} within {timeout}s"
-            if self._sock.poll(remaining * 1000):
-                message = protocol.decode(self._sock.recv_multipart())
-                self.received.append(message)
-                if isinstance(message, protocol.Pong) and message.corr_id == corr_id:
-                    return message
-
-    def close(self) -> None:
-        self._sock.close()

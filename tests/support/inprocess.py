@@ -1,7 +1,10 @@
-"""A whole cluster inside the test process: Replicator and Receivers over inproc.
+"""A whole fixed-role cluster inside the test process: its nodes' ``node-io`` threads over inproc.
 
 The Bottle apps are driven through WebTest, so HTTP behaviour is tested
-without sockets or servers; replication is real zmq, over inproc.
+without sockets or servers; replication is real zmq, over inproc, and
+every node runs the engine as it does in production (shared.node.node_io).
+
+Thread: the test's.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ import webtest
 import zmq
 
 from primary.api import make_app as make_primary_app
-from primary.appender import Appender
 from primary.config import PrimaryConfig, ReplicationSettings, SecondarySpec
-from primary.replicator import Replicator
 from secondary.api import make_app as make_secondary_app
-from secondary.config import SecondaryConfig
-from secondary.receiver import Receiver
-from shared.log.ordered_log import OrderedLog
+from secondary.config import SecondaryConfig, node_settings
+from shared.log.node_log import NodeLog, open_log
+from shared.node.appends import AppendPolicy, Appends
+from shared.node.node_io import NodeIo
 from shared.runtime.config import DelayRange
+from shared.wire.curve import PLAIN
+from shared.wire.frames import frame_limit
 
 #: Heartbeats every 50 ms: failure detection within a unit test's patience;
 #: a primary that starts empty waits half a second for silent secondaries.
@@ -33,9 +37,12 @@ FAST_HEARTBEAT_SETTINGS = ReplicationSettings(
 @dataclass
 class InProcessSecondary:
     name: str
-    store: OrderedLog
-    receiver: Receiver
+    node: NodeIo
     app: webtest.TestApp
+
+    @property
+    def log(self) -> NodeLog:
+        return self.node.log
 
 
 class InProcessCluster:
@@ -51,21 +58,27 @@ class InProcessCluster:
             endpoint = f"inproc://{name}-{uuid.uuid4().hex}"
             specs.append(SecondarySpec(name, endpoint))
             if name in running:
-                store = OrderedLog()
-                receiver = Receiver(ctx, endpoint, store, name, (delays or {}).get(name, DelayRange()))
-                receiver.start()
-                app = webtest.TestApp(make_secondary_app(store, receiver, SecondaryConfig(node_name=name)))
-                self.secondaries[name] = InProcessSecondary(name, store, receiver, app)
+                secondary_config = SecondaryConfig(node_name=name, replication_bind=endpoint,
+                                                   replication_delay=(delays or {}).get(name, DelayRange()))
+                node = NodeIo(ctx, node_settings(secondary_config, frame_limit(secondary_config.max_body_bytes)),
+                              open_log("", "secondary", True, 1000), PLAIN)
+                node.start()
+                app = webtest.TestApp(make_secondary_app(node, secondary_config))
+                self.secondaries[name] = InProcessSecondary(name, node, app)
         self.config = replace(
             PrimaryConfig(), secondaries=tuple(specs), replication=FAST_HEARTBEAT_SETTINGS, **config
         )
-        self.store = OrderedLog()
-        self.replicator = Replicator(ctx, self.store, self.config.secondaries, self.config.replication)
-        self.replicator.start()
-        self.appender = Appender(self.config, self.store, self.replicator)
-        self.app = webtest.TestApp(
-            make_primary_app(self.config, self.store, self.replicator, self.appender)
-        )
+        self.node = NodeIo(ctx, self.config.node_settings(frame_limit(self.config.max_body_bytes)),
+                           open_log("", "primary", True, self.config.idempotency_keys), PLAIN)
+        self.node.start()
+        self.appends = Appends(AppendPolicy(self.config.node_name, self.config.max_waiting_appends,
+                                            quorum=self.config.write_quorum), self.node)
+        self.app = webtest.TestApp(make_primary_app(self.config, self.node, self.appends))
+
+    @property
+    def log(self) -> NodeLog:
+        """The primary's log."""
+        return self.node.log
 
     def post(self, body, status="*", headers=None, content_type="application/json"):
         """POST /messages; ``body`` is a dict (sent as JSON) or raw bytes."""
@@ -76,6 +89,6 @@ class InProcessCluster:
         )
 
     def stop(self) -> None:
-        self.replicator.stop()  # idempotent
+        self.node.stop()  # idempotent
         for secondary in self.secondaries.values():
-            secondary.receiver.stop()
+            secondary.node.stop()

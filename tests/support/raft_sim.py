@@ -66,7 +66,7 @@ from shared.consensus.raft_messages import (
     AppendEntries, AppendReply, Heartbeat, HeartbeatReply, Message, PreVoteRequest, StateReply,
     VoteRequest,
 )
-from shared.wire.protocol import MAX_SEQ
+from shared.wire.frames import MAX_SEQ
 from tests.support.linearizability import OK, REFUSED, UNKNOWN, Append, Read, check_linearizable
 
 STEP = 0.005  # seconds of simulated time per step

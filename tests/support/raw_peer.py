@@ -58,22 +58,27 @@ class HandMadePrimary:
     """A primary of one term, made by hand on a RawPeer: it keeps the log it
     sent, so that each AppendEntries carries the right prefix checksum."""
 
-    def __init__(self, peer: RawPeer, name: str = "primary", term: int = 1,
+    def __init__(self, peer: RawPeer | None, name: str = "primary", term: int = 1,
                  cluster: str | None = None) -> None:
         self.peer, self.name, self.term, self.cluster = peer, name, term, cluster
         self.log: list[Entry] = []
         self._seqs = itertools.count(1)
 
     def append(self, prev_length: int, *messages: str, commit: int = 0) -> Message:
-        """Send ``messages`` (one entry each) as the entries from ``prev_length`` on."""
+        """Send ``messages`` (one entry each) as the entries from ``prev_length``
+        on, and wait for the answer."""
+        request = self.append_entries(prev_length, *messages, commit=commit)
+        answer = self.peer.request(request)
+        if getattr(answer, "success", False) and prev_length <= len(self.log):
+            self.log = self.log[:prev_length] + list(request.entries)
+        return answer
+
+    def append_entries(self, prev_length: int, *messages: str, commit: int = 0) -> AppendEntries:
+        """The AppendEntries of ``messages`` (one entry each) from ``prev_length`` on."""
         entries = tuple(Entry(self.term, encode_entry(m), 1) for m in messages)
-        log = self.log[:prev_length] + list(entries) if prev_length <= len(self.log) else self.log
         digest = 0
         for entry in self.log[:prev_length]:
             digest = digest_after(digest, entry)
         prev_term = self.log[prev_length - 1].term if 0 < prev_length <= len(self.log) else 0
-        answer = self.peer.request(AppendEntries(self.name, self.term, next(self._seqs), prev_length,
-                                                 prev_term, digest, entries, commit, 0, self.cluster))
-        if getattr(answer, "success", False):
-            self.log = log
-        return answer
+        return AppendEntries(self.name, self.term, next(self._seqs), prev_length, prev_term, digest,
+                             entries, commit, 0, self.cluster)
