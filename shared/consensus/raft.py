@@ -70,7 +70,7 @@ MAX_BATCH = 4096
 MAX_BATCH_BYTES = 4 << 20
 #: Frames in flight to one secondary at most, and their bytes (raft_progress).
 WINDOW = 8
-WINDOW_BYTES = 16 << 20
+WINDOW_BYTES = 8 << 20
 #: Idempotency-Keys one InstallSnapshot chunk carries at most.
 KEYS_PER_CHUNK = 10_000
 #: The largest term a node takes on: it must always be able to stand in the
@@ -973,7 +973,7 @@ class RaftNode:
         match reply:
             case AppendReply(diverged=str(why)):
                 progress.diverged = why
-            case AppendReply(success=True) if current:
+            case AppendReply(success=True):  # true however late: see raft_progress
                 progress.diverged = None
                 if progress.on_success(reply.seq, reply.match_length, now):
                     self._advance_commit(now)

@@ -22,11 +22,15 @@ from this secondary's round trips (RFC 6298: the smoothed round trip plus
 four deviations, at least ``MIN_RTO_S``, doubling with each timeout in a
 row); then the secondary is probed again from what it is known to hold.
 
-``seq`` numbers the primary's frames in its term; replies echo it. A reply
-older than the primary's last change of mind about this secondary
-(``floor_seq``) is stale: it answers a frame whose outcome no longer
-matters (a resend was decided since, or the secondary restarted, or lost
-its tail), and moves nothing.
+``seq`` numbers the primary's frames in its term; replies echo it. A
+success stays true however late it comes (within a term, a secondary's
+log grows only by this primary's frames, as long as it keeps its life:
+the core drops the replies of a life that ended), so it always counts,
+and measures a round trip: a secondary slower than the first guess (a
+REPLICATION_DELAY, a big frame) is learned from its first answer. A
+rejection older than the primary's last change of mind about this
+secondary (``floor_seq``) is stale: it answers a frame whose outcome no
+longer matters, and moves nothing.
 
 Sans-I/O, like the rest of shared.consensus: the time is an argument.
 Thread: the owner's I/O thread only.
@@ -35,13 +39,15 @@ Thread: the owner's I/O thread only.
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 #: The first retransmission timeout, before any round trip was measured,
 #: and the least one (seconds).
 INITIAL_RTO_S = 1.0
 MIN_RTO_S = 0.2
+#: Frames whose send times are remembered, to measure a late answer's round trip.
+SENDS_REMEMBERED = 256
 #: The longest a retransmission timeout grows to, however many in a row,
 #: unless the primary is told otherwise.
 MAX_RTO_S = 10.0
@@ -79,6 +85,8 @@ class Progress:
         #: Replies to frames below this seq are stale (see the module's docstring).
         self.floor_seq = 0
         self.flights: deque[Flight] = deque()
+        #: seq -> when, for the latest frames that carried entries.
+        self._sent_at: OrderedDict[int, float] = OrderedDict()
         self._flight_bytes = 0
         self._window, self._window_bytes = window, window_bytes
         self._srtt: float | None = None
@@ -119,6 +127,10 @@ class Progress:
         in snapshot state: a chunk, with ``end`` its start's index)."""
         self.flights.append(Flight(seq, prev_length, end, size, now))
         self._flight_bytes += size
+        if end > prev_length:  # only entries measure it: a probe is answered at once, a batch
+            self._sent_at[seq] = now  # after the secondary stored it (or held it back)
+        if len(self._sent_at) > SENDS_REMEMBERED:
+            self._sent_at.popitem(last=False)
         if self.state is State.REPLICATE:
             self.next = end
 
@@ -145,10 +157,11 @@ class Progress:
         return seq >= self.floor_seq
 
     def on_success(self, seq: int, match: int, now: float) -> bool:
-        """It holds ``match`` entries that match. True if that is news."""
-        flight = self._flight(seq)
-        if flight is not None:
-            self._sample(now - flight.sent_at)
+        """It holds ``match`` entries that match (however late the answer). True
+        if that is news."""
+        sent_at = self._sent_at.pop(seq, None)
+        if sent_at is not None:
+            self._sample(now - sent_at)
             self._timeouts = 0
         news = match > self.match
         if news:

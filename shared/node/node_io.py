@@ -418,15 +418,19 @@ class NodeIo(IoThread):
             link_state.frame_limit = envelope.frame_limit
 
     def _count_received(self, message: AppendEntries) -> None:
-        self.received += len(message.entries)
+        """Count the messages an AppendEntries brings, and those it brings again
+        (held already, or held back already)."""
+        self.received += sum(entry.count for entry in message.entries)
         held = min(self._log.length(), message.prev_length + len(message.entries)) - message.prev_length
-        self.duplicates += max(0, held) + sum(len(m.entries) for _, _, m, _ in self._delayed
-                                              if m.prev_length == message.prev_length)
+        again = message.entries[:max(0, held)]
+        if self._delayed and (message.term, message.prev_length + len(message.entries)) <= self._delayed_upto:
+            again = message.entries
+        self.duplicates += sum(entry.count for entry in again)
 
     @property
     def waiting_count(self) -> int:
-        """Entries held back by REPLICATION_DELAY. An unsynchronised reading, for /health."""
-        return sum(len(message.entries) for _, _, message, _ in list(self._delayed))
+        """Messages held back by REPLICATION_DELAY. An unsynchronised reading, for /health."""
+        return sum(entry.count for _, _, message, _ in list(self._delayed) for entry in message.entries)
 
     def _hold_back(self, message: AppendEntries, identity: bytes | None, now: float) -> None:
         """Keep the entries for REPLICATION_DELAY, in order; a resend of what is held already is dropped."""

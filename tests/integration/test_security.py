@@ -200,8 +200,8 @@ def test_the_api_token_guards_data_and_never_shows(make_cluster, tmp_path):
         assert request("GET", f"{s1}/messages", headers=headers).status == 401
     accepted = post_message(primary, "yes", w=2, headers=right)
     assert accepted.status == 201, accepted.body
-    assert request("GET", f"{s1}/messages", headers=right).json == {"messages": ["yes"]}
-    assert request("GET", f"{primary}/messages", headers=right).json == {"messages": ["yes"]}
+    assert request("GET", f"{s1}/messages", headers=right).json == {"messages": ["yes"], "first_id": 0}
+    assert request("GET", f"{primary}/messages", headers=right).json == {"messages": ["yes"], "first_id": 0}
     for url in (primary, s1):
         assert request("GET", f"{url}/health").status == 200
         assert request("GET", f"{url}/openapi.json").status == 200

@@ -330,13 +330,19 @@ def test_a_rejection_falls_back_to_one_probe_from_the_hint():
     assert [f.prev_length for f in frames_to(success(primary, "b", 2, now), "b")] == [2, 3]
 
 
-def test_a_stale_reply_moves_nothing():
+def test_a_stale_rejection_moves_nothing_and_a_late_success_still_counts():
+    """Changed: within one life of a secondary its log grows only by this
+    primary's frames, so a success is true however late it comes (a slow
+    secondary is learned, not resent to forever); a rejection older than the
+    primary's last change of mind moves nothing."""
     primary, now = replicating(max_batch=1)
     primary.propose([message(0, "p"), message(0, "q")], now)
     first, last = (f.seq for f in primary.progress()["b"].flights)
-    primary.step(AppendReply("b", 1, last, False, retry_length=1), now)  # it lost its tail
-    stale = success(primary, "b", 2, now, seq=first)  # sent before the rejection was decided on
-    assert primary.match_lengths()["b"] == 1 and frames_to(stale, "b") == []
+    primary.step(AppendReply("b", 1, first, False, retry_length=0), now)  # decided: probe it again
+    stale = primary.step(AppendReply("b", 1, first, False, retry_length=0), now)
+    assert frames_to(stale, "b") == []  # the same rejection again, now stale: no second probe
+    late = success(primary, "b", 3, now, seq=last)  # sent before the probe, answered after it
+    assert primary.match_lengths()["b"] == 3
 
 
 def test_an_unanswered_frame_is_resent_from_match_after_the_retransmission_timeout_and_not_before():
