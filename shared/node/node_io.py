@@ -393,7 +393,9 @@ class NodeIo(IoThread):
         try:
             message, envelope = frames.decode([part.bytes for part in parts])
         except frames.ProtocolError as exc:
-            self._bad_frames.dropped(link or "a peer", "%s", exc)
+            # Named by its connection: one sender of junk must not hide another's.
+            who = link or (f"a peer ({identity.bytes.hex()})" if identity is not None else "a peer")
+            self._bad_frames.dropped(who, "%s", exc)
             return
         if link is not None and message.sender != link:
             # Only the node this DEALER dialled (its key pinned, with CURVE) answers on it.

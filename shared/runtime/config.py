@@ -28,17 +28,17 @@ from shared.runtime.logging_setup import LOG_FORMATS
 
 #: FSYNC's values: whether a commit waits for the disk.
 FSYNC_MODES = {"always": True, "off": False}
-_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
-_DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")
+_HOST_NAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\Z")
+_DOTTED_NUMBERS = re.compile(r"^[0-9.]+\Z")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: The longest REPLICATION_DELAY (or any delay) in seconds.
 MAX_DELAY_S = 3600.0
-_TCP_ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+|\*):(?P<port>\d{1,5})$")
+_TCP_ENDPOINT = re.compile(r"^tcp://(?P<host>[^:/\s]+|\*):(?P<port>\d{1,5})\Z")
 #: An absolute http(s) URL of a host (a name, IPv4, or [IPv6]), maybe a port and path.
-_HTTP_URL = re.compile(r'^https?://([^\s/:?#@\[\]]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?(/[^\s?#"<>]*)?$')
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_HTTP_URL = re.compile(r'^https?://([^\s/:?#@\[\]]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?(/[^\s?#"<>]*)?\Z')
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 #: What an API token may hold: it travels in an HTTP header.
-_TOKEN = re.compile(r"^[!-~]+$")
+_TOKEN = re.compile(r"^[!-~]+\Z")
 #: Keys of a dataclass field's metadata.
 _SETTING = "setting"
 _GROUP = "settings_group"
@@ -196,9 +196,16 @@ def parse_node_name(variable: str, raw: str) -> str:
     return raw
 
 
+#: The longest URL a node may announce: what its peers' frames take (shared.wire.frames).
+MAX_URL_LENGTH = 256
+
+
 def http_url(variable: str, url: str) -> str:
-    """Accept an absolute ``http://`` or ``https://`` URL of a host, and
-    return it without a trailing slash; empty stays empty."""
+    """Accept an absolute ``http://`` or ``https://`` URL of a host, at most
+    MAX_URL_LENGTH characters, and return it without a trailing slash; empty
+    stays empty."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ConfigError(f"{variable}: at most {MAX_URL_LENGTH} characters, got {len(url)}")
     if url and not _HTTP_URL.match(url):
         raise ConfigError(f"{variable}: expected http://HOST[:PORT][/PATH] or https://..., got {url!r}")
     return url.rstrip("/")

@@ -65,6 +65,7 @@ from shared.consensus.raft_messages import (
     TimeoutNow, VoteReply, VoteRequest,
 )
 from shared.log.idempotency import KEY_PATTERN
+from shared.runtime.config import MAX_URL_LENGTH
 
 #: Largest index, length, id or offset on the wire: JSON numbers stay exact below 2**53.
 MAX_SEQ = 2**53
@@ -315,12 +316,21 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
 
 def _header(raw: bytes, fields: tuple[str, ...]) -> dict:
     try:
-        header = json.loads(raw)
+        # ASCII, as encode writes it (json.loads alone would guess UTF-16 or -32).
+        header = json.loads(raw.decode("ascii"), object_pairs_hook=_no_repeated_field)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProtocolError("the header is not JSON") from None
     if not isinstance(header, dict) or sorted(header) != sorted(fields):
         raise ProtocolError(f"the header must hold exactly {', '.join(fields)}")
     return header
+
+
+def _no_repeated_field(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose every field is named once (else the last would win)."""
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise ProtocolError("a field is repeated")
+    return fields
 
 
 class _Header:
@@ -351,7 +361,8 @@ class _Header:
 
     def url(self, field: str) -> str:
         value = self.raw[field]
-        if not isinstance(value, str) or not value.startswith(("http://", "https://")) or len(value) > 256:
+        if (not isinstance(value, str) or not value.startswith(("http://", "https://"))
+                or len(value) > MAX_URL_LENGTH):
             raise ProtocolError(f"{field!r} must be an http(s) URL")
         return value
 
@@ -408,7 +419,8 @@ class _Header:
         terms: list[int] = []
         for run in runs:
             if (not isinstance(run, list) or len(run) != 2 or any(type(n) is not int for n in run)
-                    or not 0 < run[0] <= MAX_TERM or not 0 < run[1] <= MAX_FRAME_ENTRIES - len(terms)):
+                    or not 0 < run[0] <= MAX_TERM or not 0 < run[1] <= MAX_FRAME_ENTRIES - len(terms)
+                    or (terms and terms[-1] == run[0])):  # one run per term, as encode writes them
                 raise ProtocolError("'terms' must be a list of [term, count] runs")
             terms.extend([run[0]] * run[1])
         return terms

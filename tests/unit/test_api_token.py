@@ -28,7 +28,7 @@ def guarded(make_inprocess_cluster):
     cluster = make_inprocess_cluster(api_token=ApiToken(TOKEN.encode()))
     s1 = cluster.secondaries["s1"]
     secondary = webtest.TestApp(make_secondary_app(
-        s1.store, s1.receiver, SecondaryConfig(node_name="s1", api_token=ApiToken(TOKEN.encode()))
+        s1.node, SecondaryConfig(node_name="s1", api_token=ApiToken(TOKEN.encode()))
     ))
     return cluster, secondary
 
@@ -51,15 +51,15 @@ def test_an_append_without_the_right_token_is_401_and_appends_nothing(guarded, h
     cluster, _ = guarded
     refused(cluster.post({"message": "m", "w": 1}, headers=headers), error_word)
     refused(cluster.app.get("/messages", headers=headers, expect_errors=True), error_word)
-    assert len(cluster.store) == 0
+    assert cluster.message_count == 0
 
 
 def test_the_right_token_appends_and_reads(guarded):
     cluster, secondary = guarded
     response = cluster.post({"message": "m", "w": 3}, headers=RIGHT)
     assert response.status_int == 201, response.text
-    assert cluster.app.get("/messages", headers=RIGHT).json == {"messages": ["m"]}
-    assert secondary.get("/messages", headers={"Authorization": f"bearer {TOKEN}"}).json == {"messages": ["m"]}
+    assert cluster.app.get("/messages", headers=RIGHT).json == {"messages": ["m"], "first_id": 0}
+    assert secondary.get("/messages", headers={"Authorization": f"bearer {TOKEN}"}).json == {"messages": ["m"], "first_id": 0}
 
 
 def test_a_secondary_s_reads_need_the_token_too(guarded):
@@ -68,7 +68,7 @@ def test_a_secondary_s_reads_need_the_token_too(guarded):
     refused(secondary.get("/messages", expect_errors=True), "needs a bearer token")
     refused(secondary.get("/messages", headers={"Authorization": "Bearer nope"}, expect_errors=True),
             "wrong bearer token")
-    assert messages_of(cluster.secondaries["s1"].store) == ["m"]
+    assert messages_of(cluster.secondaries["s1"].log) == ["m"]
 
 
 @pytest.mark.parametrize("path", sorted(OPEN_PATHS))

@@ -7,8 +7,6 @@ import threading
 import pytest
 
 from shared.web.append_request import AppendRequest
-from secondary.receiver import Receiver
-from shared.log.ordered_log import OrderedLog
 from tests.support.waiting import wait_until
 
 
@@ -22,7 +20,7 @@ def test_a_repeated_key_appends_nothing_and_returns_the_original_id(cluster):
     assert first.status_int == 201 and "duplicate" not in first.json
     assert again.status_int == 200 and again.json["duplicate"] is True
     assert again.json["id"] == first.json["id"] and again.json["acks"] == 3
-    assert cluster.app.get("/messages").json == {"messages": ["once"]}
+    assert cluster.app.get("/messages").json == {"messages": ["once"], "first_id": 0}
 
 
 def test_a_replay_reports_who_holds_the_message_now(cluster):
@@ -41,14 +39,14 @@ def test_a_replay_waits_for_its_write_concern_like_the_original(make_inprocess_c
     cluster.post({"message": "m", "w": 1}, headers=keyed("k"))
     replay = cluster.post({"message": "m", "w": 2, "timeout": 0.2}, headers=keyed("k"))
     assert replay.status_int == 504 and replay.json["duplicate"] is True and replay.json["id"] == 0
-    assert len(cluster.store) == 1
+    assert cluster.message_count == 1
 
 
 def test_a_key_reused_for_another_message_is_a_conflict(cluster):
     cluster.post({"message": "original", "w": 1}, headers=keyed("k"))
     clash = cluster.post({"message": "different", "w": 1}, headers=keyed("k"))
     assert clash.status_int == 409 and clash.json["id"] == 0 and "different message" in clash.json["error"]
-    assert len(cluster.store) == 1
+    assert cluster.message_count == 1
 
 
 @pytest.mark.parametrize("key", ["", "x" * 201, "has space", "tab\tkey", "é"])
@@ -58,7 +56,7 @@ def test_malformed_keys_are_rejected(cluster, key):
         headers={"Idempotency-Key": key.encode("utf-8").decode("latin-1")}, expect_errors=True,
     )
     assert resp.status_int == 400 and "Idempotency-Key" in resp.json["error"]
-    assert len(cluster.store) == 0
+    assert cluster.message_count == 0
 
 
 def test_concurrent_retries_with_one_key_append_once(cluster):
@@ -66,7 +64,7 @@ def test_concurrent_retries_with_one_key_append_once(cluster):
     lock = threading.Lock()
 
     def retry():
-        result = cluster.appender.append(AppendRequest(("race",), 3, None), "same-key")
+        result = cluster.appends.append(AppendRequest(("race",), 3, None), "same-key")
         with lock:
             results.append(result)
 
@@ -75,7 +73,7 @@ def test_concurrent_retries_with_one_key_append_once(cluster):
         t.start()
     for t in threads:
         t.join()
-    assert len(cluster.store) == 1
+    assert cluster.message_count == 1
     assert sorted(r.status for r in results) == [200] * 15 + [201]
     assert {r.body["id"] for r in results} == {0}
 
@@ -86,22 +84,22 @@ def test_the_key_table_is_bounded_and_forgets_the_oldest(make_inprocess_cluster)
         cluster.post({"message": key, "w": 1}, headers=keyed(key))
     assert cluster.post({"message": "c", "w": 1}, headers=keyed("c")).status_int == 200
     assert cluster.post({"message": "a", "w": 1}, headers=keyed("a")).status_int == 201  # forgotten
-    assert len(cluster.store) == 4
+    assert cluster.message_count == 4
 
 
 def test_waiting_appends_beyond_the_cap_get_503_and_append_nothing(make_inprocess_cluster):
     cluster = make_inprocess_cluster(running=(), quorum=1, max_waiting_appends=2)
     waiting = [
-        threading.Thread(target=cluster.appender.append, args=(AppendRequest((f"w{i}",), 2, 2.0),))
+        threading.Thread(target=cluster.appends.append, args=(AppendRequest((f"w{i}",), 2, 2.0), None))
         for i in range(2)
     ]
     for t in waiting:
         t.start()
-    wait_until(lambda: len(cluster.store) == 2, what="two appends to start waiting")
+    wait_until(lambda: cluster.message_count == 2, what="two appends to start waiting")
     refused = cluster.post({"message": "third", "w": 2})
     assert refused.status_int == 503 and refused.headers["Retry-After"] == "1"
     assert "overloaded" in refused.json["error"]
-    assert len(cluster.store) == 2
+    assert cluster.message_count == 2
     quick = cluster.post({"message": "w1", "w": 1})
     assert quick.status_int == 201 and cluster.app.get("/messages").status_int == 200
     for t in waiting:
@@ -109,23 +107,18 @@ def test_waiting_appends_beyond_the_cap_get_503_and_append_nothing(make_inproces
     assert cluster.post({"message": "later", "w": 2, "timeout": 0.1}).status_int == 504  # slots freed
 
 
-def test_without_quorum_appends_get_503_and_reads_go_on(ctx, make_inprocess_cluster):
+def test_without_quorum_appends_get_503_and_reads_go_on(make_inprocess_cluster):
     cluster = make_inprocess_cluster(running=())  # quorum 2 of 3; nobody answers
     wait_until(lambda: cluster.app.get("/health").json["read_only"], what="read-only mode")
     refused = cluster.post({"message": "m", "w": 1})
     assert refused.status_int == 503 and refused.json["error"] == "read-only: no quorum"
     assert refused.json["quorum"] == 2 and refused.json["available_nodes"] == 1
-    assert len(cluster.store) == 0
-    assert cluster.app.get("/messages").json == {"messages": []}
+    assert cluster.message_count == 0
+    assert cluster.app.get("/messages").json == {"messages": [], "first_id": 0}
     # s1 comes up at its configured endpoint: the primary leaves read-only mode by itself
-    spec = cluster.config.secondaries[0]
-    receiver = Receiver(ctx, spec.endpoint, OrderedLog(), spec.name)
-    receiver.start()
-    try:
-        wait_until(lambda: not cluster.app.get("/health").json["read_only"], what="writable again")
-        assert cluster.post({"message": "m", "w": 2}).status_int == 201
-    finally:
-        receiver.stop()
+    cluster.start_secondary("s1")
+    wait_until(lambda: not cluster.app.get("/health").json["read_only"], what="writable again")
+    assert cluster.post({"message": "m", "w": 2}).status_int == 201
 
 
 def test_quorum_1_turns_read_only_mode_off(make_inprocess_cluster):
@@ -139,16 +132,16 @@ def test_a_dead_replication_thread_fails_stop(make_inprocess_cluster, monkeypatc
     cluster = make_inprocess_cluster(quorum=1)
     assert cluster.post({"message": "before", "w": 1}).status_int == 201
     crashed = threading.Event()
-    cluster.replicator.on_crash = crashed.set
+    cluster.node.on_crash = crashed.set
 
     def bug(*_):
         raise RuntimeError("a bug in a pass")
 
-    monkeypatch.setattr(cluster.replicator, "_pass", bug)
-    cluster.replicator.notify_appended()
+    monkeypatch.setattr(cluster.node, "_pass", bug)
+    cluster.node.wake()
     assert crashed.wait(5), "the crash hook must run"
     refused = cluster.post({"message": "after", "w": 1})
     assert refused.status_int == 503 and "replication stopped" in refused.json["error"]
     health = cluster.app.get("/health", expect_errors=True)
     assert health.status_int == 503 and health.json["status"] == "replication stopped"
-    assert cluster.app.get("/messages").json == {"messages": ["before"]}
+    assert cluster.app.get("/messages").json == {"messages": ["before"], "first_id": 0}

@@ -12,18 +12,16 @@ import webtest
 import zmq
 import zmq.auth
 
-from shared.node.api import make_app
-from shared.node.appends import Appends
+from shared.consensus.raft_messages import VoteRequest
+from shared.log.node_log import open_log
 from shared.node.config import FailoverConfig, Peer
+from shared.node.main import build
 from shared.node.node_io import NodeIo
 from shared.node.openapi import spec
-from shared.log.node_log import RaftStorage
-from shared.consensus.raft_messages import VoteRequest
 from shared.runtime.config import DelayRange
 from shared.wire import curve
-from shared.wire.curve import PLAIN
+from shared.wire.frames import Envelope, encode, frame_limit
 from shared.wire.keys import create_pairs, public_file, secret_file
-from shared.wire.raft_frames import Envelope, encode
 from tests.support.metrics import Scrape
 from tests.support.waiting import wait_until
 
@@ -31,11 +29,13 @@ NAMES = ("n1", "n2", "n3")
 
 
 class Node:
+    """A failover node built as ``python -m primary`` with PEERS builds it (shared.node.main)."""
+
     def __init__(self, ctx, config: FailoverConfig, stands_at_once: bool) -> None:
         self.config = config
-        self.io = NodeIo(ctx, config, RaftStorage(config.data_dir, config.fsync, config.idempotency_keys),
-                         PLAIN, stands_at_once)
-        self.app = webtest.TestApp(make_app(config, self.io, Appends(config, self.io)))
+        service = build(config, ctx, stands_at_once)
+        self.io = service.io_thread
+        self.app = webtest.TestApp(service.app)
         self.io.start()
 
     def post(self, body: dict, status="*", headers=None):
@@ -74,14 +74,6 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes.values():
             node.io.stop()
-
-
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    context.linger = 0
-    yield context
-    context.term()
 
 
 @pytest.fixture
@@ -127,7 +119,7 @@ def test_a_replayed_key_gets_the_original_id_and_another_message_under_it_409(cl
 
 def test_committed_reads_take_only_true_or_false(cluster):
     node = cluster.nodes["n2"]
-    assert node.app.get("/messages?committed=false").json == {"messages": []}
+    assert node.app.get("/messages?committed=false").json == {"messages": [], "first_id": 0}
     bad = node.app.get("/messages?committed=yes", expect_errors=True)
     assert bad.status_int == 400 and "'committed' must be true or false" in bad.json["error"]
 
@@ -149,7 +141,7 @@ def test_without_a_majority_there_is_no_primary_and_appends_get_503_at_once(ctx,
         assert answer.json["error"].startswith("no primary: ") and "id" not in answer.json
         health = node.health()
         assert health["primary"] is None and health["role"] in ("secondary", "pre-candidate")
-        assert node.app.get("/messages").json == {"messages": []}
+        assert node.app.get("/messages").json == {"messages": [], "first_id": 0}
     finally:
         alone.stop()
 
@@ -171,7 +163,7 @@ def test_replication_delay_holds_entries_back_but_not_the_heartbeats(ctx, tmp_pa
         primary = slow.primary()
         assert primary.post({"message": "quick", "w": 1}).status_int == 201
         lagging = slow.nodes["n3"]
-        assert lagging.app.get("/messages").json == {"messages": []}  # held back for a second
+        assert lagging.app.get("/messages").json == {"messages": [], "first_id": 0}  # held back for a second
         assert lagging.health()["primary"] == "n1"  # heartbeats were not: it follows, no election
         wait_until(lambda: lagging.app.get("/messages").json["messages"] == ["quick"], 5,
                    what="the delayed entry")
@@ -213,7 +205,8 @@ def test_with_curve_a_member_may_not_speak_for_another(ctx, tmp_path):
         FailoverConfig(), node_name="n1", data_dir=str(tmp_path), replication_keys_dir=str(keys),
         peers=tuple(Peer(name, "tcp://127.0.0.1:9") for name in NAMES),
         replication_bind="tcp://127.0.0.1:0", advertised_url="http://n1:8000", public_url="http://n1:8000")
-    node = NodeIo(ctx, config, RaftStorage(str(tmp_path), True, 10), channel, stands_at_once=False)
+    node = NodeIo(ctx, config.node_settings(False, frame_limit(config.max_body_bytes)),
+                  open_log(str(tmp_path), "failover", True, 10), channel)
     node.start()
     n2 = ctx.socket(zmq.DEALER)
     try:

@@ -37,13 +37,9 @@ import pytest
 import yaml
 
 from shared.consensus.quorum import majority
-from shared.node.api import make_app
-from shared.node.appends import Appends
 from shared.node.config import FailoverConfig, Peer
-from shared.node.node_io import NodeIo
-from shared.log.node_log import RaftStorage
+from shared.node.main import build
 from shared.runtime.config import declared_settings
-from shared.wire.curve import PLAIN
 from tests.support.processes import REPO
 from tests.support.waiting import wait_until
 
@@ -514,9 +510,8 @@ class ServedNode:
         config = dataclasses.replace(
             base, peers=peers, replication_bind=f"inproc://{pod}-{run}", replication_keys_dir="",
             election_timeout=0.3, heartbeat_interval=0.05, advertised_url=self.url, public_url=self.url)
-        self.io = NodeIo(ctx, config, RaftStorage(config.data_dir, config.fsync, config.idempotency_keys),
-                         PLAIN, stands_at_once=False)
-        self.app = make_app(config, self.io, Appends(config, self.io))
+        service = build(config, ctx, stands_at_once=False)
+        self.io, self.app = service.io_thread, service.app
         self.io.start()
         self.serving = threading.Thread(target=self.server.serve_forever, name=f"http-{pod}", daemon=True)
         self.serving.start()

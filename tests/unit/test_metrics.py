@@ -8,7 +8,7 @@ import pytest
 import webtest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
-from primary.appender import Outcome
+from shared.node.appends import Outcome
 from secondary.api import make_app as make_secondary_app
 from secondary.config import SecondaryConfig
 from shared.consensus.health import Health
@@ -172,7 +172,7 @@ def test_the_pages_hold_no_data_and_load_nothing_from_elsewhere(cluster):
 def test_a_secondary_page_links_to_the_dashboard_when_it_knows_where(cluster, primary_url, shown):
     s1 = cluster.secondaries["s1"]
     config = SecondaryConfig(node_name="s1", primary_url=primary_url)
-    page = webtest.TestApp(make_secondary_app(s1.store, s1.receiver, config)).get("/")
+    page = webtest.TestApp(make_secondary_app(s1.node, config)).get("/")
     assert page.content_type == "text/html"
     assert shown in page.text
     assert 'id="primary"' in page.text if primary_url else 'id="primary"' not in page.text

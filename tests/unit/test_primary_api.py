@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -13,7 +12,7 @@ def lonely(make_inprocess_cluster):
     """A primary configured with two secondaries that never come up (and no
     quorum rule), past its recovery: nobody answered, so the cluster is new."""
     cluster = make_inprocess_cluster(running=(), quorum=1)
-    wait_until(lambda: not cluster.replicator.recovering, what="the recovery to time out")
+    cluster.wait_recovered()
     return cluster
 
 
@@ -24,13 +23,13 @@ def test_append_w3_is_acked_by_everyone(cluster):
     assert resp.json["acked_by"][0] == "primary"
     assert sorted(resp.json["acked_by"][1:]) == ["s1", "s2"]
     for secondary in cluster.secondaries.values():
-        assert secondary.app.get("/messages").json == {"messages": ["hi"]}
+        assert secondary.app.get("/messages").json == {"messages": ["hi"], "first_id": 0}
 
 
 def test_ids_are_consecutive(cluster):
     ids = [cluster.post({"message": f"m{i}", "w": 1}).json["id"] for i in range(5)]
     assert ids == [0, 1, 2, 3, 4]
-    assert cluster.app.get("/messages").json == {"messages": [f"m{i}" for i in range(5)]}
+    assert cluster.app.get("/messages").json == {"messages": [f"m{i}" for i in range(5)], "first_id": 0}
 
 
 @pytest.mark.parametrize(
@@ -49,7 +48,7 @@ def test_timeout_answers_504_and_keeps_the_message(lonely):
     assert resp.json["id"] == 0 and resp.json["w"] == 2
     assert resp.json["acks"] == 1 and resp.json["acked_by"] == ["primary"]
     assert "timed out" in resp.json["error"]
-    assert lonely.app.get("/messages").json == {"messages": ["m"]}
+    assert lonely.app.get("/messages").json == {"messages": ["m"], "first_id": 0}
 
 
 @pytest.mark.parametrize(
@@ -63,7 +62,7 @@ def test_the_w_range_error_counts_the_configured_secondaries(make_inprocess_clus
     cluster = make_inprocess_cluster(names=names, running=())
     resp = cluster.post({"message": "m", "w": 3})
     assert resp.status_int == 400 and resp.json == {"error": error}
-    assert len(cluster.store) == 0
+    assert cluster.message_count == 0
 
 
 def test_w1_does_not_need_any_secondary(lonely):
@@ -114,7 +113,7 @@ def test_bad_bodies_get_a_clear_4xx_and_append_nothing(cluster, body, status, er
     assert resp.status_int == status
     assert resp.content_type == "application/json"
     assert error in resp.json["error"]
-    assert len(cluster.store) == 0
+    assert cluster.message_count == 0
 
 
 @pytest.mark.parametrize(
@@ -123,13 +122,13 @@ def test_bad_bodies_get_a_clear_4xx_and_append_nothing(cluster, body, status, er
 def test_a_content_type_that_is_not_json_is_415(cluster, content_type):
     resp = cluster.post({"message": "m"}, content_type=content_type)
     assert resp.status_int == 415 and "application/json" in resp.json["error"]
-    assert len(cluster.store) == 0
+    assert cluster.message_count == 0
 
 
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/vnd.api+json", ""])
 def test_json_types_and_none_are_read_as_json(cluster, content_type):
     assert cluster.post({"message": "m", "w": 1}, content_type=content_type).status_int == 201
-    assert cluster.app.get("/messages").json == {"messages": ["m"]}
+    assert cluster.app.get("/messages").json == {"messages": ["m"], "first_id": 0}
 
 
 def test_curls_default_form_type_with_a_json_body_appends_as_json_would(cluster):
@@ -138,7 +137,7 @@ def test_curls_default_form_type_with_a_json_body_appends_as_json_would(cluster)
         b'{"message": "hi", "w": 2}', content_type="application/x-www-form-urlencoded"
     )
     assert resp.status_int == 201 and resp.json["id"] == 0 and resp.json["w"] == 2
-    assert cluster.app.get("/messages").json == {"messages": ["hi"]}
+    assert cluster.app.get("/messages").json == {"messages": ["hi"], "first_id": 0}
 
 
 @pytest.mark.parametrize("body", [b"message=hi&w=2", b"", b"\xff"])
@@ -148,7 +147,7 @@ def test_curls_default_form_type_without_json_is_400_naming_the_type(cluster, bo
     error = resp.json["error"]
     assert error.startswith("body is not valid ")
     assert "application/x-www-form-urlencoded" in error and "not form fields" in error
-    assert len(cluster.store) == 0
+    assert cluster.message_count == 0
 
 
 def test_the_form_type_hint_is_only_given_under_the_form_type(cluster):
@@ -160,7 +159,7 @@ def test_body_over_the_limit_is_413_and_the_server_goes_on(make_inprocess_cluste
     cluster = make_inprocess_cluster(max_body_bytes=1000)
     resp = cluster.post({"message": "x" * 2000, "w": 1})
     assert resp.status_int == 413 and "1000-byte limit" in resp.json["error"]
-    assert len(cluster.store) == 0
+    assert cluster.message_count == 0
     assert cluster.post({"message": "x" * 900, "w": 1}).status_int == 201
 
 
@@ -185,7 +184,7 @@ def test_health_lists_each_secondary(cluster):
 def test_secondary_api_reads_and_refuses_writes(cluster):
     cluster.post({"message": "m", "w": 3})
     s1 = cluster.secondaries["s1"].app
-    assert s1.get("/messages").json == {"messages": ["m"]}
+    assert s1.get("/messages").json == {"messages": ["m"], "first_id": 0}
     health = s1.get("/health").json
     assert health["role"] == "secondary" and health["length"] == 1 and health["node"] == "s1"
     refused = s1.post("/messages", json.dumps({"message": "x"}), expect_errors=True)
@@ -194,15 +193,15 @@ def test_secondary_api_reads_and_refuses_writes(cluster):
 
 def test_health_answers_503_once_replication_has_stopped(cluster):
     assert cluster.app.get("/health").json["status"] == "ok"
-    cluster.replicator.stop()
+    cluster.node.stop()
     down = cluster.app.get("/health", expect_errors=True)
     assert down.status_int == 503 and down.json["status"] == "replication stopped"
     secondary = cluster.secondaries["s1"]
-    secondary.receiver.stop()
+    secondary.node.stop()
     assert secondary.app.get("/health", expect_errors=True).status_int == 503
 
 
 def test_an_idempotency_key_that_is_not_ascii_is_a_400_not_a_500(cluster):
     resp = cluster.post({"message": "m", "w": 1}, headers={"Idempotency-Key": "caf\xe9"})
     assert resp.status_int == 400 and "Idempotency-Key" in resp.json["error"]
-    assert cluster.app.get("/messages").json == {"messages": []}
+    assert cluster.app.get("/messages").json == {"messages": [], "first_id": 0}

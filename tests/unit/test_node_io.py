@@ -1,0 +1,693 @@
+"""``node-io`` against raw sockets: what each role sends, answers and keeps, read off the wire.
+
+- A fixed primary dials RawSecondary ROUTERs that answer by hand: its
+  recovery, its runs, flow control, resends, restarts, stalls, frame limits.
+- A fixed secondary is written to by a HandMadePrimary (tests.support.raw_peer):
+  what it stores and answers, REPLICATION_DELAY, recovery's questions, reads.
+- A failover node listens on tcp://127.0.0.1:0 and dials RawSecondary
+  ROUTERs in its peers' places: what it believes of a frame, proposals
+  across a step-down.
+- A failed write: a fixed primary answers 503 and goes on; a failover node stops.
+
+Thread: the test's; each node runs its own ``node-io`` thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+import zmq
+
+from primary.config import PrimaryConfig, ReplicationSettings, SecondarySpec
+from secondary.config import SecondaryConfig, node_settings
+from shared.consensus.raft import WINDOW, Ready
+from shared.consensus.raft_log import HardState, LogStart, Unsaved
+from shared.consensus.raft_messages import (
+    AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply, Message,
+    PreVoteRequest, ReadIndexReply, ReadIndexRequest, StateReply, StateRequest, VoteReply, VoteRequest,
+)
+from shared.log.node_log import NodeLog, open_log
+from shared.log.sqlite_log import StoreError
+from shared.node import node_io
+from shared.node.config import FailoverConfig, Peer
+from shared.node.node_io import NodeIo
+from shared.node.requests import STEPPED_DOWN, STOPPING, Proposal, ReadIndexWait
+from shared.runtime.config import DelayRange
+from shared.runtime.logging_setup import RateLimitFilter
+from shared.wire import frames
+from shared.wire.curve import PLAIN
+from shared.wire.frames import encode_entry, frame_limit
+from tests.support.documents import messages_of
+from tests.support.raw_peer import ENVELOPE, HandMadePrimary, RawPeer
+from tests.support.waiting import wait_until
+
+#: Heartbeats every 50 ms; a secondary silent for 1 s is suspected, for 2 s unhealthy.
+SETTINGS = ReplicationSettings(heartbeat_interval=0.05, suspect_after=20, unhealthy_after=40,
+                               recovery_timeout=5.0)
+
+
+class RawSecondary:
+    """A ROUTER in a peer's place, bound before the node dials it: it reads what
+    the node sends, and answers only what the test answers, as ``name``."""
+
+    def __init__(self, ctx: zmq.Context, name: str, tcp: bool = False) -> None:
+        self.name = name
+        self.incarnation = uuid.uuid4().hex
+        self.envelope = ENVELOPE  # what its answers say of it: its URLs, its frame limit
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        if tcp:
+            self.endpoint = f"tcp://127.0.0.1:{self.router.bind_to_random_port('tcp://127.0.0.1')}"
+        else:
+            self.endpoint = f"inproc://{name}-{uuid.uuid4().hex}"
+            self.router.bind(self.endpoint)
+        self._identity: bytes | None = None
+
+    def receive(self, timeout: float = 5.0) -> Message:
+        """The next frame, from whichever connection."""
+        assert self.router.poll(max(0.0, timeout) * 1000), f"nothing reached {self.name} in {timeout}s"
+        self._identity, frame = self.router.recv_multipart()
+        message, _ = frames.decode([frame])
+        return message
+
+    def next(self, kind: type, where=lambda message: True, timeout: float = 5.0):
+        """The next frame of ``kind`` that ``where`` accepts; those before it are passed over."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.receive(deadline - time.monotonic())
+            if isinstance(message, kind) and where(message):
+                return message
+
+    def silent_for(self, seconds: float, kind: type = AppendEntries, where=lambda message: True) -> bool:
+        """Whether no frame of ``kind`` that ``where`` accepts arrives within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while self.router.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            message = self.receive()
+            if isinstance(message, kind) and where(message):
+                return False
+        return True
+
+    def drain(self) -> None:
+        while self.router.poll(0):
+            self.router.recv_multipart()
+
+    def answer(self, reply: Message | bytes) -> None:
+        """Send ``reply`` on the connection the last frame came on."""
+        frame = reply if isinstance(reply, bytes) else frames.encode(reply, self.envelope)
+        self.router.send_multipart([self._identity, frame])
+
+    # -- answers a secondary would give -----------------------------------------------
+
+    def state(self, held: int = 0, term: int = 0) -> StateReply:
+        """What it holds, to a recovering primary: ``held`` entries, none kept before."""
+        return StateReply(self.name, term, term if held else 0, held, LogStart(), None)
+
+    def accept(self, request: AppendEntries, term: int | None = None) -> AppendReply:
+        return AppendReply(self.name, request.term if term is None else term, request.seq, True,
+                           match_length=request.prev_length + len(request.entries),
+                           incarnation=self.incarnation)
+
+    def beaten(self, beat: Heartbeat, length: int, caught_up: bool = True) -> HeartbeatReply:
+        return HeartbeatReply(self.name, beat.term, beat.seq, length, caught_up, self.incarnation)
+
+    def close(self) -> None:
+        self.router.close(linger=0)
+
+
+class Dealer:
+    """tests.support.raw_peer.RawPeer, copied with what these tests add: the
+    next answer with its envelope, frames in several parts, an envelope per send."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        self._sock = ctx.socket(zmq.DEALER)
+        self._sock.linger = 0
+        self._sock.connect(endpoint)
+
+    def send(self, message: Message | bytes, envelope: frames.Envelope = ENVELOPE) -> None:
+        self._sock.send(message if isinstance(message, bytes) else frames.encode(message, envelope))
+
+    def send_parts(self, *parts: bytes) -> None:
+        self._sock.send_multipart(list(parts))
+
+    def receive(self, timeout: float = 5.0) -> tuple[Message, frames.Envelope]:
+        assert self._sock.poll(max(0.0, timeout) * 1000), f"no answer within {timeout}s"
+        return frames.decode(self._sock.recv_multipart())
+
+    def request(self, message: Message, envelope: frames.Envelope = ENVELOPE, timeout: float = 5.0) -> Message:
+        """Send ``message``; its answer: the next that echoes its seq, or the next
+        at all for a message without one. Those before it are passed over."""
+        self.send(message, envelope)
+        seq = getattr(message, "seq", None)
+        deadline = time.monotonic() + timeout
+        while True:
+            answer, _ = self.receive(deadline - time.monotonic())
+            if seq is None or getattr(answer, "seq", None) == seq:
+                return answer
+
+    def silent_for(self, seconds: float) -> bool:
+        return not self._sock.poll(seconds * 1000)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def carries_entries(message: AppendEntries) -> bool:
+    return bool(message.entries)
+
+
+def proposed(node: NodeIo, message: str, w: int = 1, key: str | None = None) -> Proposal:
+    proposal = Proposal([encode_entry(message)], key, w)
+    node.propose(proposal)
+    return proposal
+
+
+def bodies(message: AppendEntries) -> list[bytes]:
+    return [entry.body for entry in message.entries]
+
+
+# -- a fixed primary, and ROUTERs in its secondaries' places ---------------------------
+
+
+@pytest.fixture
+def raw_secondaries(ctx):
+    made = [RawSecondary(ctx, "s1"), RawSecondary(ctx, "s2")]
+    yield made
+    for secondary in made:
+        secondary.close()
+
+
+@pytest.fixture
+def start_primary(ctx, raw_secondaries):
+    """Start a fixed primary that dials ``raw_secondaries``; its log in memory, or in ``data_dir``."""
+    started: list[NodeIo] = []
+
+    def start(data_dir: str = "") -> NodeIo:
+        config = replace(PrimaryConfig(), replication=SETTINGS, data_dir=data_dir,
+                         secondaries=tuple(SecondarySpec(s.name, s.endpoint) for s in raw_secondaries))
+        node = NodeIo(ctx, config.node_settings(frame_limit(config.max_body_bytes)),
+                      open_log(data_dir, "primary", True, config.idempotency_keys), PLAIN)
+        started.append(node)
+        node.start()
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+def begin_run(secondaries: list[RawSecondary]) -> None:
+    """Answer a primary's recovery as empty secondaries, then its probe and its
+    run's no-op: each of them then holds the whole log, and is written to eagerly."""
+    for secondary in secondaries:
+        secondary.next(StateRequest)
+        secondary.answer(secondary.state())
+    for secondary in secondaries:
+        secondary.answer(secondary.accept(secondary.next(AppendEntries)))
+        secondary.answer(secondary.accept(secondary.next(AppendEntries, carries_entries)))
+
+
+def test_a_primary_without_a_log_asks_each_secondary_what_it_holds_before_its_first_run(
+        start_primary, raw_secondaries):
+    node = start_primary()
+    for secondary in raw_secondaries:
+        asked = secondary.receive()
+        assert isinstance(asked, StateRequest) and asked.term == 0, "nothing is sent before recovery"
+    wait_until(lambda: node.state.recovering, what="the recovery published")
+    assert not node.state.is_primary
+    for secondary in raw_secondaries:
+        secondary.answer(secondary.state())
+    probes = [secondary.next(AppendEntries) for secondary in raw_secondaries]
+    assert [(p.term, p.prev_length, p.entries) for p in probes] == [(1, 0, ())] * 2
+    cluster = probes[0].cluster
+    assert cluster is not None and probes[1].cluster == cluster, "the cluster is named as its first run begins"
+    wait_until(lambda: node.state.is_primary and node.state.cluster == cluster, what="run 1 to begin")
+
+
+def test_a_primary_that_kept_its_log_begins_a_new_term_at_once(start_primary, raw_secondaries, tmp_path):
+    first = start_primary(str(tmp_path))
+    begin_run(raw_secondaries)
+    assert proposed(first, "kept").wait(5)
+    cluster = first.state.cluster
+    first.stop()
+    for secondary in raw_secondaries:
+        secondary.drain()
+    again = start_primary(str(tmp_path))
+    for secondary in raw_secondaries:
+        opening = secondary.receive()
+        assert isinstance(opening, Heartbeat), "no StateRequest: it has a log to lead"
+        assert (opening.term, opening.cluster) == (2, cluster)
+    wait_until(lambda: again.state.is_primary and again.state.term == 2, what="run 2 to begin")
+    assert messages_of(again.log) == ["kept"]
+
+
+def test_at_most_a_window_of_frames_is_in_flight_to_a_silent_secondary(start_primary, raw_secondaries):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    s1 = raw_secondaries[0]
+    # One append per pass, each in a frame of its own; s1 answers none of them.
+    for n in range(WINDOW + 3):
+        assert proposed(node, f"m{n}").wait(5)
+    sent = []
+    while True:
+        frame = s1.next((AppendEntries, Heartbeat))
+        if isinstance(frame, AppendEntries) and not frame.entries:
+            break  # its oldest frame timed out: a probe
+        if isinstance(frame, AppendEntries):
+            sent.append(frame)
+    assert [f.prev_length for f in sent] == list(range(1, WINDOW + 1))
+    assert [body for f in sent for body in bodies(f)] == [encode_entry(f"m{n}") for n in range(WINDOW)]
+    probe = frame
+    assert probe.prev_length == 1, "probed from what it is known to hold"
+    # Unanswered, the probe is all: heartbeats go on, without entries.
+    assert s1.silent_for(3 * SETTINGS.heartbeat_interval)
+    assert isinstance(s1.next(Heartbeat), Heartbeat)
+    s1.answer(s1.accept(probe))
+    resent = s1.next(AppendEntries, carries_entries)
+    assert resent.prev_length == 1
+    assert bodies(resent) == [encode_entry(f"m{n}") for n in range(WINDOW + 3)]
+
+
+def test_a_late_answer_to_the_first_attempt_still_counts(start_primary, raw_secondaries):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    s1 = raw_secondaries[0]
+    waiting = proposed(node, "m", w=2)
+    first = s1.next(AppendEntries, carries_entries)
+    probe = s1.next(AppendEntries, lambda m: not m.entries)  # no answer in time: given up
+    assert probe.seq > first.seq
+    wait_until(lambda: node.state.peers["s1"].resends >= 1, what="the resend counted")
+    assert not waiting.acked_by, "not released: nothing answered yet"
+    s1.answer(s1.accept(first))
+    assert waiting.wait(5) and waiting.acked_by == ["primary", "s1"]
+
+
+def test_an_answer_to_a_frame_never_sent_moves_nothing(start_primary, raw_secondaries, caplog):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    s1 = raw_secondaries[0]
+    waiting = proposed(node, "m", w=2)
+    sent = s1.next(AppendEntries, carries_entries)
+    s1.answer(AppendReply("s1", sent.term, sent.seq + 1000, True, match_length=2, incarnation=s1.incarnation))
+    s1.answer(AppendReply("s1", sent.term, sent.seq, True, match_length=99, incarnation=s1.incarnation))
+    wait_until(lambda: node.state.bad_frames == 2, what="both claims to be dropped")
+    assert not waiting.acked_by and node.state.peers["s1"].match_length == 0
+    refused = [r for r in caplog.records if "dropped a bad frame from s1" in r.getMessage()]
+    assert refused[0].levelno == logging.ERROR and "which was never sent" in refused[0].getMessage()
+    s1.answer(s1.accept(sent))
+    assert waiting.wait(5) and waiting.acked_by == ["primary", "s1"]
+
+
+def test_junk_from_a_secondary_is_dropped_with_one_warning_and_replication_goes_on(
+        start_primary, raw_secondaries, caplog):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    s1 = raw_secondaries[0]
+    waiting = proposed(node, "m", w=2)
+    sent = s1.next(AppendEntries, carries_entries)
+    for junk in (b"REPLICATED", b"REPLICATED {", b"WHAT {}", b"\xff" * 3):
+        s1.answer(junk)
+    s1.answer(s1.accept(sent))
+    assert waiting.wait(5)
+    dropped = [r for r in caplog.records if "dropped a bad frame from s1" in r.getMessage()]
+    assert len(dropped) == 1 and dropped[0].levelno == logging.WARNING, "one line per peer per interval"
+    wait_until(lambda: node.state.bad_frames == 4, what="every bad frame counted")
+    assert node.running
+
+
+def test_a_secondary_back_without_its_log_is_sent_everything_again(start_primary, raw_secondaries, caplog):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    s1 = raw_secondaries[0]
+    for n in range(3):
+        assert proposed(node, f"m{n}").wait(5)
+    held = s1.next(AppendEntries, lambda m: m.prev_length + len(m.entries) == 4)
+    s1.answer(s1.accept(held))
+    wait_until(lambda: node.state.peers["s1"].match_length == 3, what="s1 to hold all three")
+    s1.incarnation = uuid.uuid4().hex  # restarted in memory: empty, and it says it is not caught up
+    s1.answer(s1.beaten(s1.next(Heartbeat), length=0, caught_up=False))
+    probe = s1.next(AppendEntries, lambda m: m.prev_length == 0)
+    assert not probe.entries
+    wait_until(lambda: "s1 restarted (it holds 0 messages): resending from there" in caplog.text,
+               what="the WARNING")
+    wait_until(lambda: node.state.peers["s1"].match_length == 0, what="its old acknowledgements forgotten")
+    s1.answer(s1.accept(probe))
+    again = s1.next(AppendEntries, carries_entries)
+    assert again.prev_length == 0 and bodies(again) == [b""] + [encode_entry(f"m{n}") for n in range(3)]
+
+
+def test_stop_releases_the_appends_still_waiting(start_primary, raw_secondaries):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    waiting = proposed(node, "m", w=3)
+    raw_secondaries[0].next(AppendEntries, carries_entries)
+    node.stop()
+    assert waiting.wait(5) and waiting.ended == STOPPING and waiting.acked_by == ["primary"]
+
+
+def test_a_stall_of_the_primary_itself_makes_no_secondary_unhealthy(start_primary, raw_secondaries,
+                                                                    monkeypatch):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    wait_until(lambda: {p.health.value for p in node.state.peers.values()} == {"healthy"},
+               what="both secondaries healthy")
+    real = time.monotonic
+    # The process is paused for 100 s (a stopped container, a starved CPU):
+    # the secondaries' silence meanwhile proves nothing about them.
+    monkeypatch.setattr(time, "monotonic", lambda: real() + 100.0)
+    node.wake()
+    state = wait_until(lambda: node.state.at > real() + 50 and node.state, what="a pass after the pause")
+    assert {p.health.value for p in state.peers.values()} == {"healthy"}
+    assert state.available_nodes() == 3
+
+
+def test_a_frame_over_the_limit_a_secondary_announced_is_not_sent(start_primary, raw_secondaries,
+                                                                   monkeypatch, caplog):
+    monkeypatch.setattr(node_io.oversized_log, "filters", [RateLimitFilter(10.0)])  # fresh, not another test's
+    node = start_primary()
+    s1 = raw_secondaries[0]
+    s1.envelope = frames.Envelope("http://s1:8000", 2000, "http://s1:8000")
+    begin_run(raw_secondaries)
+    assert proposed(node, "small").wait(5)
+    small = s1.next(AppendEntries, carries_entries)
+    s1.answer(s1.accept(small))
+    assert proposed(node, "y" * 3000).wait(5)
+    wait_until(lambda: "cannot send s1 a frame of" in caplog.text, what="the ERROR")
+    assert "it accepts 2000; set the same MAX_MESSAGE_BYTES on every node" in caplog.text
+    assert s1.silent_for(0.3, where=carries_entries)
+    assert bodies(raw_secondaries[1].next(AppendEntries, lambda m: m.prev_length == 2)) == [encode_entry("y" * 3000)]
+
+
+# -- a fixed secondary, written to by a HandMadePrimary -------------------------------
+
+
+@pytest.fixture
+def start_secondary(ctx):
+    """Start a fixed secondary ``s1`` (SecondaryConfig settings as keywords);
+    returns it, and a HandMadePrimary of term 1 on a connection of its own."""
+    started: list[tuple[NodeIo, Dealer]] = []
+
+    def start(**config) -> tuple[NodeIo, HandMadePrimary]:
+        secondary = SecondaryConfig(node_name="s1", replication_bind=f"inproc://s1-{uuid.uuid4().hex}", **config)
+        node = NodeIo(ctx, node_settings(secondary, frame_limit(secondary.max_body_bytes)),
+                      open_log("", "secondary", True, 1000), PLAIN)
+        node.start()
+        dealer = Dealer(ctx, node.endpoint)
+        started.append((node, dealer))
+        return node, HandMadePrimary(dealer)
+
+    yield start
+    for node, dealer in started:
+        dealer.close()
+        node.stop()
+
+
+def sent_ahead(primary: HandMadePrimary, prev_length: int, message: str) -> AppendEntries:
+    """Send ``message`` at ``prev_length`` without waiting for the answer, as a
+    primary streams; its log grows as if the answer had come."""
+    request = primary.append_entries(prev_length, message)
+    primary.log = primary.log[:prev_length] + list(request.entries)
+    primary.peer.send(request)
+    return request
+
+
+def test_a_secondary_stores_what_its_primary_sends_and_answers_with_its_incarnation(start_secondary):
+    node, primary = start_secondary()
+    answer = primary.append(0, "a", "b", "c")
+    assert (answer.sender, answer.term, answer.success, answer.match_length) == ("s1", 1, True, 3)
+    assert answer.incarnation == node.log.incarnation
+    assert messages_of(node.log) == ["a", "b", "c"], "written before it was answered"
+    wait_until(lambda: (node.state.primary, node.state.term) == ("primary", 1), what="the state published")
+
+
+def test_a_resent_entry_is_answered_again_and_stored_once(start_secondary):
+    node, primary = start_secondary()
+    primary.append(0, "a")
+    again = primary.append(0, "a")
+    assert again.success and again.match_length == 1
+    assert messages_of(node.log) == ["a"]
+    assert (node.received, node.duplicates) == (2, 1)
+
+
+def test_entries_past_the_end_of_the_log_are_refused_with_where_it_ends_and_nothing_is_held(start_secondary):
+    node, primary = start_secondary()
+    primary.append(0, "a")
+    past = primary.append(3, "d")
+    assert not past.success and past.retry_length == 1
+    assert messages_of(node.log) == ["a"] and node.waiting_count == 0
+
+
+def test_replication_delay_holds_entries_back_in_order_but_answers_heartbeats_at_once(start_secondary):
+    node, primary = start_secondary(replication_delay=DelayRange(0.5, 0.5))
+    started = time.monotonic()
+    first = sent_ahead(primary, 0, "a")
+    primary.peer.send(replace(first, seq=first.seq + 100))  # a resend, while the first is held back
+    second = sent_ahead(primary, 1, "b")
+    beat = primary.peer.request(Heartbeat("primary", 1, 999, 0))
+    assert isinstance(beat, HeartbeatReply) and beat.length == 0
+    assert time.monotonic() - started < 0.4, "a heartbeat is not held back behind entries"
+    assert node.log.shown() == 0 and node.waiting_count == 2
+    answers = [primary.peer.receive()[0] for _ in range(2)]
+    elapsed = time.monotonic() - started
+    assert [(a.seq, a.success, a.match_length) for a in answers] == [(first.seq, True, 1), (second.seq, True, 2)]
+    assert 0.45 <= elapsed < 0.95, "each held back once, on its own clock"
+    assert primary.peer.silent_for(0.3), "the resend of a held entry gets no answer of its own"
+    assert messages_of(node.log) == ["a", "b"] and node.waiting_count == 0
+
+
+def test_random_delays_never_reorder_what_is_stored(start_secondary):
+    node, primary = start_secondary(replication_delay=DelayRange(0.0, 0.2))
+    requests = [sent_ahead(primary, n, f"m{n}") for n in range(20)]
+    answers = [primary.peer.receive()[0] for _ in requests]
+    assert [(a.seq, a.success, a.match_length) for a in answers] == [(r.seq, True, n + 1) for n, r in enumerate(requests)]
+    assert messages_of(node.log) == [f"m{n}" for n in range(20)]
+
+
+def test_a_primary_of_another_cluster_is_told_so_and_changes_nothing(start_secondary):
+    node, primary = start_secondary()
+    ours = HandMadePrimary(primary.peer, cluster="ours")
+    ours.append(0, "kept")
+    theirs = HandMadePrimary(primary.peer, name="intruder", term=7, cluster="theirs")
+    refused = theirs.append(0, "INJECTED")
+    assert not refused.success and "it keeps the log of cluster ours" in refused.diverged
+    assert messages_of(node.log) == ["kept"]
+    state = wait_until(lambda: node.state.bad_frames == 1 and node.state, what="the refusal counted")
+    assert (state.term, state.primary, state.cluster) == (1, "primary", "ours")
+
+
+def test_a_recovering_primary_is_told_what_the_secondary_holds(start_secondary):
+    node, primary = start_secondary()
+    HandMadePrimary(primary.peer, cluster="c1").append(0, "a", "b", commit=2)
+    held = primary.peer.request(StateRequest("primary", 0))
+    assert held == StateReply("s1", 1, 1, 2, LogStart(), "c1")
+    fetched = primary.peer.request(FetchRequest("primary", 0, 1))
+    assert isinstance(fetched, FetchReply) and fetched.prev_length == 1
+    assert bodies(fetched) == [encode_entry("b")]
+    assert node.state.term == 1, "a question changes nothing"
+
+
+def test_junk_is_dropped_with_one_warning_and_the_next_frame_is_taken(start_secondary, caplog):
+    node, primary = start_secondary()
+    beat = frames.encode(Heartbeat("primary", 1, 5, 0), ENVELOPE)
+    junk = [b"REPLICATE", b'REPLICATE {bad json\n"x"', b"EXPLODE {}", beat + b'\n"an entry"', b"[" * 1000]
+    for frame in junk:
+        primary.peer.send(frame)
+    primary.peer.send_parts(beat, beat)  # a message is one frame
+    assert primary.append(0, "fine").success
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.threadName == "receiver-io"]
+    assert len(warnings) == 1 and "dropped a bad frame" in warnings[0].getMessage(), "one line per peer per interval"
+    assert messages_of(node.log) == ["fine"]
+    wait_until(lambda: node.state.bad_frames == len(junk) + 1, what="every bad frame counted")
+
+
+def test_fault_injection_drops_the_answer_but_keeps_the_entry(start_secondary):
+    node, primary = start_secondary(drop_ack_fraction=1.0)
+    sent_ahead(primary, 0, "quiet")
+    assert primary.peer.silent_for(0.3)
+    assert messages_of(node.log) == ["quiet"]
+
+
+def test_a_replication_bind_that_fails_is_reported_by_start(ctx):
+    holder = ctx.socket(zmq.ROUTER)
+    port = holder.bind_to_random_port("tcp://127.0.0.1")
+    config = SecondaryConfig(node_name="s1", replication_bind=f"tcp://127.0.0.1:{port}")
+    node = NodeIo(ctx, node_settings(config, frame_limit(config.max_body_bytes)),
+                  open_log("", "secondary", True, 1000), PLAIN)
+    try:
+        with pytest.raises(OSError, match="REPLICATION_BIND"):
+            node.start()
+    finally:
+        node.stop()
+        holder.close()
+
+
+def test_every_answer_says_where_the_secondary_is_and_the_largest_frame_it_takes(start_secondary):
+    node, primary = start_secondary(max_body_bytes=1000)
+    sent_ahead(primary, 0, "a")
+    answer, envelope = primary.peer.receive()
+    assert answer.success
+    assert envelope == frames.Envelope("http://s1:8000", frame_limit(1000), "http://s1:8000")
+
+
+def test_an_answer_goes_back_on_the_connection_its_request_came_on(start_secondary, ctx):
+    node, primary = start_secondary()
+    primary.append(0, "a")
+    forger = Dealer(ctx, node.endpoint)
+    try:
+        answer = forger.request(Heartbeat("primary", 1, 4242, 0))  # in the primary's name
+        assert isinstance(answer, HeartbeatReply) and answer.seq == 4242
+        assert primary.peer.silent_for(0.2), "nothing of it went to the primary's connection"
+        assert primary.append(1, "b").success  # and the primary's answers still reach it
+        assert forger.silent_for(0.2)
+    finally:
+        forger.close()
+
+
+def test_a_linearizable_read_waits_until_this_node_has_committed_the_read_index(start_secondary):
+    node, primary = start_secondary()
+    primary.append(0, "a", commit=1)
+    wait = ReadIndexWait()
+    node.read_index(wait)
+    asked, _ = primary.peer.receive()
+    assert isinstance(asked, ReadIndexRequest) and (asked.sender, asked.term) == ("s1", 1)
+    primary.peer.send(ReadIndexReply("primary", 1, asked.request, 2))  # the primary committed 2
+    primary.peer.request(Heartbeat("primary", 1, 777, 1))  # answered once the reply was taken
+    assert wait.index is None, "this node has committed 1 entry of the 2"
+    primary.append(1, "b", commit=2)
+    assert wait.wait(5) and (wait.index, wait.committed_id) == (2, 2)
+
+
+# -- a failover node, dialing ROUTERs in its peers' places -----------------------------
+
+
+@pytest.fixture
+def start_failover(ctx):
+    """Start failover node ``n1`` on tcp://127.0.0.1:0, its peers n2 and n3 raw
+    ROUTERs; returns it and them. Its election timeout is long: it stands
+    only when told to stand at once."""
+    started: list[tuple[NodeIo, list[RawSecondary]]] = []
+
+    def start(node_log: NodeLog | None = None, stands_at_once: bool = False) -> tuple[NodeIo, dict]:
+        peers = {name: RawSecondary(ctx, name, tcp=True) for name in ("n2", "n3")}
+        config = replace(
+            FailoverConfig(), node_name="n1", replication_bind="tcp://127.0.0.1:0",
+            peers=(Peer("n1", "tcp://127.0.0.1:1"), *(Peer(name, p.endpoint) for name, p in peers.items())),
+            election_timeout=5.0, heartbeat_interval=0.05, advertised_url="http://n1:8000",
+            public_url="http://n1:8000")
+        node = NodeIo(ctx, config.node_settings(stands_at_once, frame_limit(config.max_body_bytes)),
+                      node_log or open_log("", "failover", True, config.idempotency_keys), PLAIN)
+        started.append((node, list(peers.values())))
+        node.start()
+        return node, peers
+
+    yield start
+    for node, peers in started:
+        node.stop()
+        for peer in peers:
+            peer.close()
+
+
+def caught_up_log(data_dir: str) -> NodeLog:
+    """A log its node may stand with at once: not new, and caught up, as after a clean stop."""
+    first = open_log(data_dir, "failover", True, 100)
+    first.stage(Ready(HardState(caught_up=True), Unsaved(), 0, ()))
+    first.persist()
+    first.close()
+    return open_log(data_dir, "failover", True, 100)
+
+
+def elect(peers: dict[str, RawSecondary]) -> None:
+    """Grant the node's pre-vote and vote, as n2 and n3."""
+    for peer in peers.values():
+        asked = peer.next(PreVoteRequest)
+        peer.answer(VoteReply(peer.name, asked.term, True, pre_vote=True))
+    for peer in peers.values():
+        asked = peer.next(VoteRequest)
+        peer.answer(VoteReply(peer.name, asked.term, True, pre_vote=False))
+
+
+def test_what_a_frame_says_of_its_sender_is_believed_only_once_the_core_accepted_the_frame(
+        start_failover, ctx):
+    node, peers = start_failover()
+    n2 = Dealer(ctx, node.endpoint)
+    try:
+        real = frames.Envelope("http://n2:8000", 64 << 20, "http://n2.example:8000")
+        assert isinstance(n2.request(Heartbeat("n2", 5, 1, 0), real), HeartbeatReply)
+        wait_until(lambda: (node.state.primary, node.state.primary_url) == ("n2", "http://n2:8000"),
+                   what="n1 to follow n2")
+        forged = frames.Envelope("http://forger.example:1", 100, "http://forger.example:1")
+        stale = n2.request(Heartbeat("n2", 4, 2, 0), forged)  # a term that is over
+        assert isinstance(stale, HeartbeatReply) and stale.term == 5
+        wait_until(lambda: node.state.at > time.monotonic() - 0.01, what="a pass after the stale frame")
+        assert node.state.primary_url == "http://n2:8000", "appends are still forwarded to n2"
+        assert node.state.peers["n2"].url == "http://n2.example:8000"
+        # Nor the frame limit: a read index request to n2 (well over 100 bytes) still goes.
+        wait = ReadIndexWait()
+        node.read_index(wait)
+        asked = peers["n2"].next(ReadIndexRequest)
+        peers["n2"].answer(ReadIndexReply("n2", 5, asked.request, 0))
+        assert wait.wait(5) and wait.index == 0
+    finally:
+        n2.close()
+
+
+def test_proposals_are_settled_by_match_lengths_and_released_as_stepped_down(start_failover, tmp_path):
+    node, peers = start_failover(caught_up_log(str(tmp_path)), stands_at_once=True)
+    elect(peers)
+    n2 = peers["n2"]
+    n2.answer(n2.accept(n2.next(AppendEntries)))  # the probe
+    n2.answer(n2.accept(n2.next(AppendEntries, carries_entries)))  # the term's no-op
+    majority = proposed(node, "m1", w=2)
+    n2.answer(n2.accept(n2.next(AppendEntries, carries_entries)))
+    assert majority.wait(5) and majority.acked_by == ["n1", "n2"] and majority.ended is None
+    everyone = proposed(node, "m2", w=3)
+    sent = n2.next(AppendEntries, carries_entries)
+    n2.answer(n2.accept(sent))
+    wait_until(lambda: everyone.holders == ["n1", "n2"], what="n2's match to count")
+    n2.answer(n2.accept(sent, term=sent.term + 1))  # n2 has moved on to a later term
+    assert everyone.wait(5) and everyone.ended == STEPPED_DOWN and everyone.acked_by == ["n1", "n2"]
+    wait_until(lambda: not node.state.is_primary and node.state.term == 2, what="n1 to step down")
+
+
+# -- a failed write ----------------------------------------------------------------------
+
+
+def full_disk() -> None:
+    raise StoreError("No space left on device")
+
+
+def test_a_fixed_primary_that_cannot_write_answers_503_and_resumes_once_writes_succeed(
+        make_inprocess_cluster, monkeypatch):
+    cluster = make_inprocess_cluster()
+    assert cluster.post({"message": "before", "w": 1}).status_int == 201
+    monkeypatch.setattr(cluster.log, "persist", full_disk)
+    unwritten = cluster.post({"messages": ["a", "b"], "w": 1})
+    assert unwritten.status_int == 503 and unwritten.headers["Retry-After"] == "1"
+    assert (unwritten.json["first_id"], unwritten.json["last_id"]) == (1, 2)
+    assert unwritten.json["error"].startswith("storage unavailable") and "No space left" in unwritten.json["error"]
+    refused = cluster.post({"message": "c", "w": 1})
+    assert refused.status_int == 503 and "id" not in refused.json
+    assert refused.json["error"].startswith("storage unavailable") and "nothing was appended" in refused.json["error"]
+    assert cluster.node.running and cluster.app.get("/messages").json["messages"] == ["before"]
+    monkeypatch.undo()  # space again: the next pass writes what was staged
+    wait_until(lambda: cluster.node.state.storage_error is None, what="writes to succeed again")
+    assert cluster.post({"message": "d", "w": 3}).status_int == 201
+    assert cluster.app.get("/messages").json["messages"] == ["before", "a", "b", "d"]
+
+
+def test_a_failover_node_that_cannot_write_stops_without_answering(start_failover, ctx, monkeypatch, caplog):
+    node, _ = start_failover()
+    monkeypatch.setattr(node.log, "persist", full_disk)
+    n2 = Dealer(ctx, node.endpoint)
+    try:
+        n2.send(Heartbeat("n2", 3, 1, 0))  # a new term: written before anything is answered
+        wait_until(lambda: not node.running, what="n1 to stop")
+        assert n2.silent_for(0.1)
+        assert any(r.levelno == logging.CRITICAL and "cannot write the log" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        n2.close()

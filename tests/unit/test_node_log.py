@@ -1,0 +1,697 @@
+"""shared.log.node_log: a node's log, driven as node-io drives it, read as HTTP workers read it.
+
+A ``Shell`` plays node-io for a fixed primary alone in its cluster (a real
+RaftNode, which commits at once): it stages every Ready the moment the core
+returns it, persists, then tells readers what is committed. ``follow``
+stages what a secondary's core would return (truncations, snapshots, a
+commit length that lags), which no single node can produce.
+
+Most tests run three times: in memory (no DATA_DIR), on disk, and on disk
+with a window of four entries, so that most reads go below the window to
+the database, are streamed, and must give the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import sqlite3
+import threading
+import time
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from shared.consensus.raft import Mode, RaftNode, Ready
+from shared.consensus.raft_log import (
+    Compacted, Entry, HardState, KeyRecord, LogStart, Snapshot, Unsaved, body_digest, digest_after,
+)
+from shared.log import node_log as node_log_module
+from shared.log.node_log import Gone, NodeLog, open_log
+from shared.wire.frames import encode_entry
+from tests.support.waiting import wait_until
+
+BIG = 1 << 30  # a byte budget that cuts nothing
+KINDS = ["memory", "disk", "small window"]
+
+
+def entry_of(messages, key: str | None = None) -> Entry:
+    """The entry one append makes (its term is the primary's, set by propose)."""
+    return Entry(0, b",".join(encode_entry(m) for m in messages), len(messages), key)
+
+
+class Shell:
+    """Plays node-io for a fixed primary alone in its cluster: a new run (term,
+    no-op) at its first tick, and every Ready staged, persisted, then committed."""
+
+    def __init__(self, node_log: NodeLog) -> None:
+        self.log = node_log
+        self.node = RaftNode("p", ("p",), random.Random(0), storage=node_log, hard_state=node_log.hard_state,
+                             election_timeout=1.0, heartbeat_interval=0.1, mode=Mode.FIXED_PRIMARY,
+                             incarnation=node_log.incarnation)
+        self.take(self.node.tick(0.0))
+
+    def take(self, ready: Ready) -> Ready:
+        self.log.stage(ready)
+        self.log.persist()
+        self.log.set_committed(self.node.commit_length)
+        return ready
+
+    def append(self, *messages: str, key: str | None = None) -> range:
+        """One append of ``messages`` (one entry); the ids they got."""
+        first = self.log.next_id
+        self.take(self.node.propose([entry_of(messages, key)], 0.0))
+        return range(first, self.log.next_id)
+
+    def append_all(self, appends: list[list[str]], keys=None) -> None:
+        """Many appends in one Ready (one commit), as a busy primary's pass makes them."""
+        keys = keys or [None] * len(appends)
+        self.take(self.node.propose([entry_of(m, k) for m, k in zip(appends, keys)], 0.0))
+
+    def compact(self, length: int) -> None:
+        self.take(self.node.compact(length))
+
+
+def follow(node_log: NodeLog, entries=(), *, truncate_from=None, term=None, install=None,
+           persist=True) -> None:
+    """Stage the Ready a secondary's core returns for what its primary sent:
+    maybe a new term, a snapshot, a truncation, then entries; then persist."""
+    base = install.start.index if install else truncate_from if truncate_from is not None else node_log.length()
+    digest = install.start.digest if install else node_log.digest_at(base)
+    digests = []
+    for entry in entries:
+        digest = digest_after(digest, entry)
+        digests.append(digest)
+    hard_state = HardState(term, None) if term is not None else None
+    node_log.stage(Ready(hard_state, Unsaved(install, truncate_from, list(entries), digests), 0, ()))
+    if persist:
+        node_log.persist()
+
+
+def message(text: str, term: int = 1, key: str | None = None) -> Entry:
+    return Entry(term, encode_entry(text), 1, key)
+
+
+def read(document) -> dict:
+    """A document's JSON; its chunks must add up to the size it announced."""
+    size, chunks = document
+    data = b"".join(chunks)
+    assert size is None or size == len(data), f"announced {size} bytes, sent {len(data)}"
+    return json.loads(data)
+
+
+def messages(node_log: NodeLog, committed: bool = False) -> list[str]:
+    return read(node_log.messages_document(committed))["messages"]
+
+
+def asleep_in_wait_for(node_log: NodeLog) -> int:
+    """Readers asleep in wait_for. A test wakes a tail only once it sleeps, so that
+    it tests the waking (threading.Condition keeps its sleepers in _waiters)."""
+    return len(node_log._changed._waiters)
+
+
+class Tail:
+    """A reader thread in wait_for; ``outcome`` is what it saw when it returned
+    (``shown`` then), or the Gone it raised."""
+
+    def __init__(self, node_log: NodeLog, first: int, committed: bool = False, timeout: float = 60.0):
+        self.outcome = None
+        self._log, self._first, self._committed, self._timeout = node_log, first, committed, timeout
+        self._thread = threading.Thread(target=self._run, name="tail", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._log.wait_for(self._first, self._timeout, self._committed)
+            self.outcome = self._log.shown(self._committed)
+        except Gone as gone:
+            self.outcome = gone
+
+    def asleep(self) -> "Tail":
+        """Wait until it sleeps in wait_for (again, after a wake-up that was not for it)."""
+        wait_until(lambda: asleep_in_wait_for(self._log) or not self._thread.is_alive(), 10,
+                   what="the tail to wait")
+        assert self._thread.is_alive(), f"the tail returned: {self.outcome!r}"
+        return self
+
+    def result(self):
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "the tail was not answered"
+        return self.outcome
+
+
+@pytest.fixture(params=KINDS)
+def kind(request, monkeypatch):
+    if request.param == "small window":
+        monkeypatch.setattr(node_log_module, "WINDOW_ENTRIES", 4)
+        monkeypatch.setattr(node_log_module, "PAGE_READ_AT_ONCE", 3)
+        monkeypatch.setattr(node_log_module, "DISK_READ_BATCH", 2)
+    return request.param
+
+
+@pytest.fixture
+def open_node_log(kind, tmp_path):
+    """Open (or reopen) the test's NodeLog, of the kind the test runs with; all are
+    closed after the test. FSYNC off unless asked: durability is not what most test."""
+    opened: list[NodeLog] = []
+
+    def open_(role="primary", fsync=False, key_capacity=100) -> NodeLog:
+        opened.append(open_log("" if kind == "memory" else str(tmp_path), role, fsync, key_capacity))
+        return opened[-1]
+
+    yield open_
+    for each in opened:
+        each.close()
+
+
+#: For what only a log on disk does: come back after a reopen.
+on_disk = pytest.mark.parametrize("kind", KINDS[1:], indirect=True)
+
+
+# -- ids and documents ------------------------------------------------------------------
+
+
+def test_messages_get_consecutive_ids_across_entries_and_no_ops_take_none(open_node_log):
+    shell = Shell(open_node_log())
+    assert shell.append("a") == range(0, 1)
+    assert shell.append("b", "c", "d") == range(1, 4)
+    shell = Shell(shell.log)  # a new run: a new term and its no-op
+    assert shell.append("e") == range(4, 5)
+    log = shell.log
+    assert (log.shown(), log.shown(committed=True), log.first_id(), log.next_id) == (5, 5, 0, 5)
+    assert [log.first_id_at(index) for index in range(log.length() + 1)] == [0, 0, 1, 4, 4, 5]
+    assert [log.term_at(length) for length in range(6)] == [0, 1, 1, 1, 2, 2]
+    assert log.run_start(4) == 3 and log.run_start(2) == 0
+    size, chunks = log.messages_document()
+    assert b"".join(chunks) == b'{"messages":["a","b","c","d","e"],"first_id":0}'
+
+
+def test_a_page_is_exact_and_cuts_batch_entries_at_its_ends(open_node_log):
+    shell = Shell(open_node_log())
+    appends = [["m0", "m1", "m2"], ["m3"], ["m4", "m5", "m6", "m7"], ["m8"], ["m9", "m10", "m11"], ["m12"]]
+    for batch in appends[:3]:
+        shell.append(*batch)
+    shell = Shell(shell.log)  # a no-op inside the pages
+    for batch in appends[3:]:
+        shell.append(*batch)
+    every = [m for batch in appends for m in batch]
+    size, chunks = shell.log.page_document(2, 4)
+    assert b"".join(chunks) == b'{"messages":["m2","m3","m4","m5"],"from":2,"next":6,"length":13}'
+    for first in range(15):
+        for limit in (None, 0, 1, 2, 3, 5, 20):
+            stop = len(every) if limit is None else min(len(every), first + limit)
+            expected = {"messages": every[first:stop], "from": first, "next": max(stop, first), "length": 13}
+            assert read(shell.log.page_document(first, limit)) == expected, (first, limit)
+
+
+def test_readers_see_what_is_persisted_and_committed_readers_what_is_committed(open_node_log):
+    log = open_node_log(role="secondary")
+    follow(log, [Entry(1), message("a"), message("b")], term=1, persist=False)
+    assert log.length() == 3  # the core reads what it staged at once
+    assert (log.shown(), messages(log)) == (0, [])
+    log.persist()
+    assert (log.shown(), log.shown(committed=True)) == (2, 0)
+    assert messages(log) == ["a", "b"] and messages(log, committed=True) == []
+    assert read(log.page_document(0, None, committed=True)) == {"messages": [], "from": 0, "next": 0, "length": 0}
+    log.set_committed(2)
+    assert messages(log, committed=True) == ["a"]
+    assert read(log.page_document(0, 5, committed=True)) == {"messages": ["a"], "from": 0, "next": 1, "length": 1}
+    log.set_committed(1)  # never lowered
+    assert log.shown(committed=True) == 1
+    log.set_committed(3)
+    assert messages(log, committed=True) == ["a", "b"]
+
+
+def test_readers_in_other_threads_always_see_a_gap_free_prefix(open_node_log):
+    shell = Shell(open_node_log())
+    appended = [f"m{i}" for i in range(120)]
+    done, seen, errors = threading.Event(), [], []
+
+    def reader():
+        try:
+            while not done.is_set():
+                whole = messages(shell.log)
+                assert whole == appended[:len(whole)]
+                page = read(shell.log.page_document(len(whole) // 2, 7))
+                assert page["messages"] == appended[page["from"]:page["next"]]
+                seen.append(len(whole))
+        except Exception as exc:  # collected: a failure in a thread must fail the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    at = 0
+    for n in range(60):
+        batch = appended[at:at + 1 + n % 3]
+        shell.append(*batch)
+        at += len(batch)
+        if n % 5 == 0:  # let the reader read while the log grows
+            reads = len(seen)
+            wait_until(lambda: errors or len(seen) > reads, 10, 0.001, what="a read")
+    assert at == len(appended)
+    wait_until(lambda: errors or seen[-1] == len(appended), 10, what="a read of everything")
+    done.set()
+    thread.join(10)
+    assert errors == [] and len(set(seen)) > 5
+
+
+def test_reads_below_the_window_come_from_disk_streamed_with_the_same_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(node_log_module, "WINDOW_ENTRIES", 8)
+    monkeypatch.setattr(node_log_module, "PAGE_READ_AT_ONCE", 5)
+    monkeypatch.setattr(node_log_module, "DISK_READ_BATCH", 3)
+    in_memory, on_disk = Shell(open_log("", "primary", False, 100)), Shell(open_log(str(tmp_path), "primary",
+                                                                                    False, 100))
+    try:
+        for shell in (in_memory, on_disk):
+            for n in range(30):
+                shell.append(*[f"{n}.{i}" for i in range(n % 4)], key=f"k{n}" if n % 5 == 0 else None)
+        memory, disk = in_memory.log, on_disk.log
+        total = memory.shown()
+        for first in range(total + 1):
+            for limit in (None, 1, 4, 5, 6, 40):
+                assert read(disk.page_document(first, limit)) == read(memory.page_document(first, limit))
+        assert read(disk.messages_document()) == read(memory.messages_document())
+        # What is below the window and larger than PAGE_READ_AT_ONCE is streamed;
+        # pages within the window, or small, are sent with their size.
+        assert disk.page_document(0, 6)[0] is None and memory.page_document(0, 6)[0] is not None
+        assert disk.page_document(0, 5)[0] is not None
+        assert disk.page_document(total - 6, 6)[0] is not None
+        for start in range(disk.length()):
+            for max_bytes in (1, 40, BIG):
+                assert disk.entries(start, disk.length(), max_bytes) == memory.entries(start, memory.length(),
+                                                                                       max_bytes)
+        for length in range(disk.length() + 1):
+            assert (disk.term_at(length), disk.digest_at(length)) == (memory.term_at(length),
+                                                                      memory.digest_at(length))
+        assert [disk.lookup(f"k{n}") for n in range(0, 30, 5)] == [memory.lookup(f"k{n}") for n in range(0, 30, 5)]
+    finally:
+        on_disk.log.close()
+
+
+# -- tails ----------------------------------------------------------------------------------
+
+
+def test_a_tail_wakes_when_its_message_is_shown(open_node_log):
+    shell = Shell(open_node_log())
+    shell.append("a")
+    tail = Tail(shell.log, first=1).asleep()
+    shell.append("b")
+    assert tail.result() == 2
+
+
+def test_a_committed_tail_waits_for_the_commit_not_the_write(open_node_log):
+    log = open_node_log(role="secondary")
+    tail = Tail(log, first=0, committed=True).asleep()
+    follow(log, [Entry(1), message("a")], term=1)
+    assert log.shown() == 1
+    tail.asleep()  # woken by the write, it sleeps again
+    log.set_committed(2)
+    assert tail.result() == 1
+
+
+def test_released_readers_are_answered_at_once_now_and_later(open_node_log):
+    log = open_node_log()
+    tail = Tail(log, first=0).asleep()
+    log.release_readers()
+    assert tail.result() == 0
+    assert Tail(log, first=0).result() == 0  # a later one returns without waiting its minute
+
+
+def test_closing_the_log_answers_its_tails(open_node_log):
+    log = open_node_log()
+    tail = Tail(log, first=0).asleep()
+    log.close()
+    assert tail.result() == 0
+
+
+def test_a_tail_is_told_gone_when_the_start_passes_it(open_node_log):
+    log = open_node_log(role="secondary")
+    follow(log, [Entry(1), message("a")], term=1)
+    tail = Tail(log, first=5).asleep()
+    start = LogStart(10, 3, 1234, first_id=20, offset=400)
+    follow(log, install=Snapshot(start))
+    gone = tail.result()
+    assert isinstance(gone, Gone) and gone.first_id == 20
+    with pytest.raises(Gone) as later:
+        log.wait_for(19, 60)
+    assert later.value.first_id == 20
+
+
+# -- Idempotency-Keys and truncation ------------------------------------------------------
+
+
+def test_a_key_is_found_with_its_entry_ids_count_and_digest(open_node_log):
+    shell = Shell(open_node_log(key_capacity=3))
+    shell.append("zero", key="k0")
+    ids = shell.append("b", "c", "d", key="k1")
+    shell.append("unkeyed")
+    shell.append("two", key="k2")
+    shell.append("three", key="k3")
+    record = shell.log.lookup("k1")
+    (entry,) = shell.log.entries(record.index, record.index + 1, BIG)
+    assert record == KeyRecord("k1", record.index, ids.start, 3, body_digest(entry.body))
+    assert entry.key == "k1" and entry.body == b'"b","c","d"'
+    assert shell.log.lookup("k0") is None  # past the capacity: the oldest goes
+    assert shell.log.lookup("nobody") is None
+    assert [shell.log.lookup(k).first_id for k in ("k2", "k3")] == [5, 6]
+
+
+def test_a_truncation_warns_once_naming_the_ids_and_forgets_their_keys(open_node_log, caplog):
+    log = open_node_log(role="secondary")
+    follow(log, [Entry(1), message("a", key="ka"), Entry(1, b'"b","c","d"', 3, "kb")], term=1)
+    log.set_committed(2)
+    with caplog.at_level(logging.WARNING, logger="shared.log.node_log"):
+        follow(log, [Entry(2), message("new", 2)], truncate_from=2, term=2)
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.getMessage().startswith("truncated 3 message(s), ids 1..3: the primary of term 2 ")
+    assert messages(log) == ["a", "new"] and log.shown() == 2
+    assert log.lookup("kb") is None and log.lookup("ka").first_id == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="shared.log.node_log"):
+        follow(log, [Entry(3), message("newer", 3)], term=3)
+        follow(log, [Entry(4)], truncate_from=5, term=4)
+        follow(log, [Entry(5)], truncate_from=5, term=5)  # only a no-op: no message lost
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["truncated 1 message(s), ids 2"]
+
+
+@on_disk
+def test_a_truncation_brings_back_the_older_keys_the_capacity_had_pushed_out(open_node_log):
+    log = open_node_log(role="secondary", key_capacity=2)
+    follow(log, [Entry(1)] + [message(str(n), key=f"k{n}") for n in range(4)], term=1)
+    assert [log.lookup(f"k{n}") is not None for n in range(4)] == [False, False, True, True]
+    follow(log, [message("other", 2)], truncate_from=4, term=2)
+    # As a restart would see it: the last two keyed appends still in the log.
+    assert [log.lookup(f"k{n}") is not None for n in range(4)] == [False, True, True, False]
+    assert log.lookup("k1").first_id == 1
+
+
+# -- retention -------------------------------------------------------------------------
+
+
+def test_after_compaction_reads_below_the_start_are_gone_and_ids_and_keys_go_on(open_node_log):
+    shell = Shell(open_node_log())
+    for n in range(10):
+        shell.append(f"m{n}a", f"m{n}b", key=f"k{n}")
+    dropped = shell.log.lookup("k3")
+    shell.compact(dropped.index + 1)
+    log = shell.log
+    assert (log.first_id(), log.start().index, log.start().first_id) == (8, 5, 8)
+    for first in (0, 7):
+        with pytest.raises(Gone) as gone:
+            log.page_document(first, 3)
+        assert gone.value.first_id == 8
+    with pytest.raises(Gone):
+        log.wait_for(7, 60)
+    with pytest.raises(Compacted):
+        log.entries(2, 6, BIG)
+    assert read(log.page_document(8, 3)) == {"messages": ["m4a", "m4b", "m5a"], "from": 8, "next": 11, "length": 20}
+    assert read(log.messages_document())["first_id"] == 8 and len(messages(log)) == 12
+    assert log.lookup("k3") == dropped and dropped in log.snapshot().keys
+    assert log.snapshot().start == log.start()
+    assert shell.append("next") == range(20, 21)
+
+
+def appended_with_retention(shell: Shell, appends, **bounds) -> list[tuple[int, int]]:
+    """Append one entry at a time, moving the start where retention_start says,
+    as a primary's node-io does; the (start index, commit length) after each."""
+    starts = []
+    for batch in appends:
+        shell.append(*batch)
+        bounds_now = {"messages": 0, "size": 0, "seconds": 0, "now": 0.0, **bounds}
+        target = shell.log.retention_start(shell.node.commit_length, **bounds_now)
+        if target is not None:
+            shell.compact(target)
+        starts.append((shell.log.start().index, shell.node.commit_length))
+    return starts
+
+
+def test_retention_by_messages_keeps_the_bound_and_at_most_a_tenth_more(open_node_log):
+    shell = Shell(open_node_log())
+    log, kept = shell.log, []
+    for n in range(120):
+        appended_with_retention(shell, [[f"{n}.{i}" for i in range(1 + n % 3)]], messages=20)
+        kept.append(log.shown() - log.first_id())
+        if log.first_id():
+            # The start is the last entry boundary that keeps 20: one entry later would not.
+            assert log.shown() - log.first_id_at(log.start().index + 1) < 20
+    assert min(kept[20:]) >= 20 and max(kept) <= 22
+    assert log.first_id() > 150  # it did move, often
+
+
+def test_retention_by_size_keeps_the_bound_and_at_most_a_tenth_more(open_node_log):
+    shell = Shell(open_node_log())
+    sizes = {}  # bytes of messages of each entry, by index
+    for n in range(150):
+        batch = ["x" * (n % 7)] * (1 + n % 2)
+        shell.append(*batch)
+        sizes[shell.log.length() - 1] = len(entry_of(batch).body)
+        target = shell.log.retention_start(shell.node.commit_length, 0.0, 0, 200, 0)
+        if target is not None:
+            shell.compact(target)
+        kept = sum(size for index, size in sizes.items() if index >= shell.log.start().index)
+        assert min(200, sum(sizes.values())) <= kept <= 220
+    assert shell.log.start().index > 50
+
+
+def test_retention_by_age_keeps_the_last_seconds_and_never_passes_the_commit_length(open_node_log, monkeypatch):
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(node_log_module, "time", SimpleNamespace(time=lambda: clock.now, monotonic=time.monotonic))
+    shell = Shell(open_node_log())
+    stored_at = {0: 0.0}  # the no-op's
+    for second in range(1, 101):
+        clock.now = float(second)
+        shell.append(f"at {second}")
+        stored_at[shell.log.length() - 1] = clock.now
+        target = shell.log.retention_start(shell.node.commit_length, clock.now, 0, 0, 20)
+        if target is not None:
+            shell.compact(target)
+        start = shell.log.start().index
+        assert clock.now - stored_at[start] <= 22  # at most a tenth more than asked
+        assert start == 0 or clock.now - stored_at[start - 1] >= 20  # nothing younger dropped
+    assert shell.log.start().index > 70
+    # Everything is older than asked: retention stops at the commit length it is given.
+    assert shell.log.retention_start(95, 1000.0, 0, 0, 20) == 95
+
+
+def test_retention_does_nothing_within_a_tenth_of_a_bound(open_node_log):
+    shell = Shell(open_node_log())
+    for n in range(22):
+        shell.append(str(n))
+    log = shell.log
+    assert log.retention_start(shell.node.commit_length, 0.0, 20, 0, 0) is None  # 22 of 20
+    shell.append("22")
+    assert log.retention_start(shell.node.commit_length, 0.0, 20, 0, 0) == 4  # keeps 20 of 23
+    assert log.retention_start(shell.node.commit_length, 0.0, 0, 0, 0) is None
+
+
+# -- across a reopen --------------------------------------------------------------------
+
+
+@on_disk
+def test_everything_comes_back_after_a_reopen(open_node_log):
+    shell = Shell(open_node_log(fsync=True, key_capacity=5))
+    for n in range(12):
+        shell.append(f"m{n}", *(["extra"] if n % 2 else []), key=f"k{n}" if n % 3 == 0 else None)
+    shell = Shell(shell.log)  # a second term
+    shell.append("last", key="k-last")
+    shell.compact(shell.log.lookup("k3").index + 1)
+    before = shell.log
+    state = (before.hard_state, before.start(), before.length(), before.shown(), before.first_id(),
+             before.incarnation, read(before.messages_document()), before.snapshot(),
+             [before.lookup(k) for k in ("k0", "k3", "k6", "k9", "k-last")],
+             [(before.term_at(n), before.digest_at(n)) for n in range(before.start().index, before.length() + 1)])
+    before.close()
+    after = open_node_log(fsync=True, key_capacity=5)
+    assert (after.hard_state, after.start(), after.length(), after.shown(), after.first_id(),
+            after.incarnation, read(after.messages_document()), after.snapshot(),
+            [after.lookup(k) for k in ("k0", "k3", "k6", "k9", "k-last")],
+            [(after.term_at(n), after.digest_at(n)) for n in range(after.start().index, after.length() + 1)]
+            ) == state
+    assert after.shown(committed=True) == after.first_id()  # a restarted node learns the commit again
+    assert not after.fresh and after.lookup("k3") is not None
+    assert Shell(after).append("again") == range(state[3], state[3] + 1)
+
+
+@on_disk
+def test_what_was_staged_but_not_persisted_is_not_back_after_a_reopen(open_node_log):
+    log = open_node_log(role="secondary", fsync=True)
+    follow(log, [Entry(1), message("kept")], term=1)
+    follow(log, [message("lost", key="lost")], term=2, persist=False)
+    log.close()
+    again = open_node_log(role="secondary", fsync=True)
+    assert (again.hard_state.term, again.length(), messages(again), again.lookup("lost")) == (1, 2, ["kept"], None)
+
+
+@on_disk
+def test_readies_staged_together_are_written_as_one_with_the_last_hard_state(open_node_log):
+    log = open_node_log(role="secondary", fsync=True)
+    follow(log, [Entry(1), message("x")], term=1, persist=False)
+    follow(log, [message("y")], truncate_from=1, persist=False)
+    follow(log, [Entry(2), message("z", 2)], term=2, persist=False)
+    with sqlite3.connect(log.path) as other:  # nothing is written before persist
+        assert other.execute("SELECT count(*) FROM entries").fetchone() == (0,)
+    other.close()
+    log.persist()
+    log.close()
+    again = open_node_log(role="secondary", fsync=True)
+    assert (again.hard_state.term, again.length(), messages(again)) == (2, 4, ["y", "z"])
+
+
+@pytest.mark.parametrize("data_dir, fsync, kept", [(False, True, False), (True, False, False), (True, True, True)])
+def test_the_incarnation_is_kept_only_where_what_was_acknowledged_surely_survived(tmp_path, data_dir, fsync, kept):
+    directory = str(tmp_path) if data_dir else ""
+    first = open_log(directory, "primary", fsync, 10)
+    Shell(first).append("a")
+    first.close()
+    second = open_log(directory, "primary", fsync, 10)
+    assert (second.incarnation == first.incarnation) == kept
+    assert second.fresh != data_dir
+    second.close()
+
+
+# -- the cost of an append and of a restart -----------------------------------------------
+
+
+class CountingConnection(sqlite3.Connection):
+    """A connection that counts the work its statements do: statements, rows
+    returned, rows changed, and steps of SQLite's virtual machine (a scan is a
+    step per row even where it returns one row; only count(*) of a whole
+    table is a single step, which is why the statements are kept too)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.work = Counter()
+        self.statements: list[tuple[str, tuple]] = []
+        self._changes_at_close: int | None = None
+        self.set_progress_handler(self._step, 1)
+
+    def _step(self) -> int:
+        self.work["steps"] += 1
+        return 0  # go on
+
+    def execute(self, sql, parameters=()):
+        self.work["statements"] += 1
+        self.statements.append((sql, parameters))
+        return CountedRows(super().execute(sql, parameters), self.work)
+
+    def close(self) -> None:
+        if self._changes_at_close is None:
+            self._changes_at_close = self.total_changes
+        super().close()
+
+    def counted(self) -> Counter:
+        changes = self.total_changes if self._changes_at_close is None else self._changes_at_close
+        return self.work + Counter({"rows changed": changes})
+
+
+class CountedRows:
+    """A cursor that counts the rows it returns."""
+
+    def __init__(self, cursor: sqlite3.Cursor, work: Counter) -> None:
+        self._cursor, self._work = cursor, work
+
+    def __iter__(self):
+        for row in self._cursor:
+            self._work["rows returned"] += 1
+            yield row
+
+    def fetchone(self):
+        row = self._cursor.fetchone()
+        self._work["rows returned"] += row is not None
+        return row
+
+    def fetchall(self):
+        rows = self._cursor.fetchall()
+        self._work["rows returned"] += len(rows)
+        return rows
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+class Meter:
+    """Makes every SQLite connection opened from now on count its work."""
+
+    def __init__(self, monkeypatch) -> None:
+        self._connections: list[CountingConnection] = []
+        self._connect = sqlite3.connect
+        monkeypatch.setattr(sqlite3, "connect", self._counting_connect)
+
+    def _counting_connect(self, *args, **kwargs) -> CountingConnection:
+        self._connections.append(self._connect(*args, factory=CountingConnection, **kwargs))
+        return self._connections[-1]
+
+    def work(self) -> Counter:
+        return sum((connection.counted() for connection in self._connections), Counter())
+
+    def statements(self) -> list[tuple[str, tuple]]:
+        return [statement for connection in self._connections for statement in connection.statements]
+
+    def whole_scans_of_entries(self, path: str, statements: list[tuple[str, tuple]]) -> list[str]:
+        """Those of ``statements`` that SQLite runs by reading all of the entries."""
+        explainer = self._connect(path)
+        try:
+            return [sql for sql, parameters in statements if sql.lstrip().upper().startswith(("SELECT", "DELETE"))
+                    and any(step[3] == "SCAN entries"
+                            for step in explainer.execute("EXPLAIN QUERY PLAN " + sql, parameters))]
+        finally:
+            explainer.close()
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Logs of 50 and of 50,000 messages, then three runs of 100 keyed appends
+    each (so that both have the same keys in force and term runs), closed."""
+    built = {}
+    for size in (50, 50_000):
+        directory = tmp_path_factory.mktemp(f"log-of-{size}")
+        shell = Shell(open_log(str(directory), "primary", False, 100))
+        shell.append_all([[f"message {n}"] for n in range(size)])
+        for run in range(3):
+            shell = Shell(shell.log)
+            shell.append_all([[f"keyed {run}.{n}"] for n in range(100)], [f"k{run}.{n}" for n in range(100)])
+        shell.log.close()
+        built[size] = directory
+    return built
+
+
+def copy_of(store, tmp_path, name: str) -> str:
+    directory = tmp_path / name
+    shutil.copytree(store, directory)
+    return str(directory)
+
+
+def test_an_append_costs_the_same_on_a_log_of_50_or_50000_messages(stores, tmp_path, monkeypatch):
+    monkeypatch.setattr(node_log_module, "WINDOW_ENTRIES", 1000)  # the large log is mostly on disk
+    meter = Meter(monkeypatch)
+    costs = {}
+    for size, store in stores.items():
+        shell = Shell(open_log(copy_of(store, tmp_path, str(size)), "primary", True, 100))
+        shell.append("warming up", key="first")  # the run's first append (its first commit) is done
+        before, statements_before = meter.work(), len(meter.statements())
+        shell.append("measured", "append", key="measured")
+        costs[size] = meter.work() - before
+        assert meter.whole_scans_of_entries(shell.log.path, meter.statements()[statements_before:]) == []
+        shell.log.close()
+    assert costs[50] == costs[50_000]
+    assert costs[50]["rows returned"] <= 2 and costs[50]["rows changed"] <= 3
+
+
+def test_a_restart_reads_its_window_keys_and_term_runs_not_the_log(stores, tmp_path, monkeypatch):
+    monkeypatch.setattr(node_log_module, "WINDOW_ENTRIES", 20)  # both logs are longer than the window
+    meter = Meter(monkeypatch)
+    costs = {}
+    for size, store in stores.items():
+        before, statements_before = meter.work(), len(meter.statements())
+        log = open_log(copy_of(store, tmp_path, str(size)), "primary", True, 100)
+        costs[size] = meter.work() - before
+        assert meter.whole_scans_of_entries(log.path, meter.statements()[statements_before:]) == []
+        assert log.shown() == size + 300 and log.lookup("k2.99") is not None
+        log.close()
+    assert costs[50] == costs[50_000]
+    # The window's tail (read one row past it), the keys in force, the term runs,
+    # and the store's own few rows (its tables, its meta read twice, three aggregates).
+    assert costs[50_000]["rows returned"] <= (20 + 1) + 100 + 4 + 20
