@@ -384,7 +384,11 @@ class NodeLog:
             raise Compacted(f"entries before {self._start.index} were dropped (asked for {length})")
 
     def _value(self, column: str, index: int):
-        """``first_id``, ``offset`` or ``at`` of entry ``index`` (the next ones at the end)."""
+        """``first_id``, ``offset`` or ``at`` of entry ``index`` (the next ones at the
+        end; the start's at or before the start, whose entries are gone)."""
+        start = self._start
+        if index <= start.index and column != "at":
+            return start.first_id if column == "first_id" else start.offset
         window = self._window
         if index >= window.lo:
             if column == "first_id":

@@ -53,6 +53,8 @@ SCHEMA = 2
 #: Rows below the start deleted per commit at most, and pages vacuumed after.
 DROP_PER_COMMIT = 20_000
 VACUUM_PAGES = 2_000
+#: The WAL journal's size at most between bursts.
+JOURNAL_BYTES = 4 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -124,6 +126,9 @@ class SqliteLog:
                 # Before the first table: a file that gives pages back as rows go.
                 self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
+            # After each checkpoint the journal is cut back to this: the store's
+            # size follows the retained log, not the largest burst of writes.
+            self._db.execute(f"PRAGMA journal_size_limit={JOURNAL_BYTES}")
             self._set_sync(fsync)
             meta = self._meta() if not new else {}
         except sqlite3.Error as exc:

@@ -59,7 +59,8 @@ class InProcessCluster:
         self._ctx = ctx
         self.secondaries: dict[str, InProcessSecondary] = {}
         specs = tuple(SecondarySpec(name, f"inproc://{name}-{uuid.uuid4().hex}") for name in names)
-        self.config = replace(PrimaryConfig(), secondaries=specs, replication=FAST_HEARTBEAT_SETTINGS, **config)
+        self.config = replace(PrimaryConfig(), secondaries=specs, replication=FAST_HEARTBEAT_SETTINGS,
+                              **config)
         for name in running:
             self.start_secondary(name, (delays or {}).get(name, DelayRange()))
         self.node = NodeIo(ctx, self.config.node_settings(frame_limit(self.config.max_body_bytes)),
@@ -78,8 +79,8 @@ class InProcessCluster:
         [endpoint] = [spec.endpoint for spec in self.config.secondaries if spec.name == name]
         secondary_config = SecondaryConfig(node_name=name, replication_bind=endpoint,
                                            replication_delay=delay, **config)
-        node = NodeIo(self._ctx, node_settings(secondary_config, frame_limit(secondary_config.max_body_bytes)),
-                      open_log("", "secondary", True, 1000), PLAIN)
+        settings = node_settings(secondary_config, frame_limit(secondary_config.max_body_bytes))
+        node = NodeIo(self._ctx, settings, open_log("", "secondary", True, 1000), PLAIN)
         node.start()
         app = webtest.TestApp(make_secondary_app(node, secondary_config))
         self.secondaries[name] = InProcessSecondary(name, node, app, secondary_config)

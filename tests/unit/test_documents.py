@@ -78,7 +78,8 @@ def test_the_whole_log_names_the_first_id_retention_kept():
 def test_no_ops_add_nothing_wherever_they_sit():
     parts = parts_of([[], ["a"], [], [], ["b", "c"], []])
     assert sent(whole_document(Page(0, 3, 3, 0, parts))) == b'{"messages":["a","b","c"],"first_id":0}'
-    assert sent(page_document(Page(1, 3, 3, 0, parts))) == b'{"messages":["b","c"],"from":1,"next":3,"length":3}'
+    assert sent(page_document(Page(1, 3, 3, 0, parts))) == (
+        b'{"messages":["b","c"],"from":1,"next":3,"length":3}')
 
 
 def test_a_page_reads_no_entry_past_its_end():

@@ -15,7 +15,6 @@ Thread: the test's; each node runs its own ``node-io`` thread.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -43,7 +42,7 @@ from shared.wire import frames
 from shared.wire.curve import PLAIN
 from shared.wire.frames import encode_entry, frame_limit
 from tests.support.documents import messages_of
-from tests.support.raw_peer import ENVELOPE, HandMadePrimary, RawPeer
+from tests.support.raw_peer import ENVELOPE, HandMadePrimary
 from tests.support.waiting import wait_until
 
 #: Heartbeats every 50 ms; a secondary silent for 1 s is suspected, for 2 s unhealthy.
@@ -138,7 +137,8 @@ class Dealer:
         assert self._sock.poll(max(0.0, timeout) * 1000), f"no answer within {timeout}s"
         return frames.decode(self._sock.recv_multipart())
 
-    def request(self, message: Message, envelope: frames.Envelope = ENVELOPE, timeout: float = 5.0) -> Message:
+    def request(self, message: Message, envelope: frames.Envelope = ENVELOPE,
+                timeout: float = 5.0) -> Message:
         """Send ``message``; its answer: the next that echoes its seq, or the next
         at all for a message without one. Those before it are passed over."""
         self.send(message, envelope)
@@ -224,7 +224,7 @@ def test_a_primary_without_a_log_asks_each_secondary_what_it_holds_before_its_fi
     probes = [secondary.next(AppendEntries) for secondary in raw_secondaries]
     assert [(p.term, p.prev_length, p.entries) for p in probes] == [(1, 0, ())] * 2
     cluster = probes[0].cluster
-    assert cluster is not None and probes[1].cluster == cluster, "the cluster is named as its first run begins"
+    assert cluster is not None and probes[1].cluster == cluster, "named as its first run begins"
     wait_until(lambda: node.state.is_primary and node.state.cluster == cluster, what="run 1 to begin")
 
 
@@ -367,7 +367,8 @@ def test_a_stall_of_the_primary_itself_makes_no_secondary_unhealthy(start_primar
 
 def test_a_frame_over_the_limit_a_secondary_announced_is_not_sent(start_primary, raw_secondaries,
                                                                    monkeypatch, caplog):
-    monkeypatch.setattr(node_io.oversized_log, "filters", [RateLimitFilter(10.0)])  # fresh, not another test's
+    # A filter of its own: another test's line must not hold this one back.
+    monkeypatch.setattr(node_io.oversized_log, "filters", [RateLimitFilter(10.0)])
     node = start_primary()
     s1 = raw_secondaries[0]
     s1.envelope = frames.Envelope("http://s1:8000", 2000, "http://s1:8000")
@@ -379,7 +380,8 @@ def test_a_frame_over_the_limit_a_secondary_announced_is_not_sent(start_primary,
     wait_until(lambda: "cannot send s1 a frame of" in caplog.text, what="the ERROR")
     assert "it accepts 2000; set the same MAX_MESSAGE_BYTES on every node" in caplog.text
     assert s1.silent_for(0.3, where=carries_entries)
-    assert bodies(raw_secondaries[1].next(AppendEntries, lambda m: m.prev_length == 2)) == [encode_entry("y" * 3000)]
+    to_s2 = raw_secondaries[1].next(AppendEntries, lambda m: m.prev_length == 2)
+    assert bodies(to_s2) == [encode_entry("y" * 3000)], "s2 takes it"
 
 
 # -- a fixed secondary, written to by a HandMadePrimary -------------------------------
@@ -392,7 +394,8 @@ def start_secondary(ctx):
     started: list[tuple[NodeIo, Dealer]] = []
 
     def start(**config) -> tuple[NodeIo, HandMadePrimary]:
-        secondary = SecondaryConfig(node_name="s1", replication_bind=f"inproc://s1-{uuid.uuid4().hex}", **config)
+        secondary = SecondaryConfig(node_name="s1", replication_bind=f"inproc://s1-{uuid.uuid4().hex}",
+                                    **config)
         node = NodeIo(ctx, node_settings(secondary, frame_limit(secondary.max_body_bytes)),
                       open_log("", "secondary", True, 1000), PLAIN)
         node.start()
@@ -453,7 +456,8 @@ def test_replication_delay_holds_entries_back_in_order_but_answers_heartbeats_at
     assert node.log.shown() == 0 and node.waiting_count == 2
     answers = [primary.peer.receive()[0] for _ in range(2)]
     elapsed = time.monotonic() - started
-    assert [(a.seq, a.success, a.match_length) for a in answers] == [(first.seq, True, 1), (second.seq, True, 2)]
+    assert [(a.seq, a.success, a.match_length) for a in answers] == [(first.seq, True, 1),
+                                                                      (second.seq, True, 2)]
     assert 0.45 <= elapsed < 0.95, "each held back once, on its own clock"
     assert primary.peer.silent_for(0.3), "the resend of a held entry gets no answer of its own"
     assert messages_of(node.log) == ["a", "b"] and node.waiting_count == 0
@@ -463,7 +467,8 @@ def test_random_delays_never_reorder_what_is_stored(start_secondary):
     node, primary = start_secondary(replication_delay=DelayRange(0.0, 0.2))
     requests = [sent_ahead(primary, n, f"m{n}") for n in range(20)]
     answers = [primary.peer.receive()[0] for _ in requests]
-    assert [(a.seq, a.success, a.match_length) for a in answers] == [(r.seq, True, n + 1) for n, r in enumerate(requests)]
+    assert [(a.seq, a.success, a.match_length) for a in answers] == [
+        (r.seq, True, n + 1) for n, r in enumerate(requests)]
     assert messages_of(node.log) == [f"m{n}" for n in range(20)]
 
 
@@ -499,7 +504,8 @@ def test_junk_is_dropped_with_one_warning_and_the_next_frame_is_taken(start_seco
     primary.peer.send_parts(beat, beat)  # a message is one frame
     assert primary.append(0, "fine").success
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.threadName == "receiver-io"]
-    assert len(warnings) == 1 and "dropped a bad frame" in warnings[0].getMessage(), "one line per peer per interval"
+    assert len(warnings) == 1, "one line per peer per interval"
+    assert "dropped a bad frame" in warnings[0].getMessage()
     assert messages_of(node.log) == ["fine"]
     wait_until(lambda: node.state.bad_frames == len(junk) + 1, what="every bad frame counted")
 
@@ -538,10 +544,11 @@ def test_an_answer_goes_back_on_the_connection_its_request_came_on(start_seconda
     primary.append(0, "a")
     forger = Dealer(ctx, node.endpoint)
     try:
-        answer = forger.request(Heartbeat("primary", 1, 4242, 0))  # in the primary's name
-        assert isinstance(answer, HeartbeatReply) and answer.seq == 4242
+        for term in (0, 1):  # in the primary's name: a term that is over, then its own
+            answer = forger.request(Heartbeat("primary", term, 4242 + term, 0))
+            assert isinstance(answer, HeartbeatReply) and answer.seq == 4242 + term
         assert primary.peer.silent_for(0.2), "nothing of it went to the primary's connection"
-        assert primary.append(1, "b").success  # and the primary's answers still reach it
+        assert primary.append(1, "b").success, "the primary's own requests are still answered to it"
         assert forger.silent_for(0.2)
     finally:
         forger.close()
@@ -665,13 +672,13 @@ def test_a_fixed_primary_that_cannot_write_answers_503_and_resumes_once_writes_s
     cluster = make_inprocess_cluster()
     assert cluster.post({"message": "before", "w": 1}).status_int == 201
     monkeypatch.setattr(cluster.log, "persist", full_disk)
-    unwritten = cluster.post({"messages": ["a", "b"], "w": 1})
+    unwritten = cluster.post({"messages": ["a", "b"], "w": 1, "timeout": 5})
     assert unwritten.status_int == 503 and unwritten.headers["Retry-After"] == "1"
     assert (unwritten.json["first_id"], unwritten.json["last_id"]) == (1, 2)
-    assert unwritten.json["error"].startswith("storage unavailable") and "No space left" in unwritten.json["error"]
-    refused = cluster.post({"message": "c", "w": 1})
+    assert unwritten.json["error"].startswith("storage unavailable") and "No space left" in unwritten.text
+    refused = cluster.post({"message": "c", "w": 1, "timeout": 5})
     assert refused.status_int == 503 and "id" not in refused.json
-    assert refused.json["error"].startswith("storage unavailable") and "nothing was appended" in refused.json["error"]
+    assert refused.json["error"].startswith("storage unavailable") and "nothing was appended" in refused.text
     assert cluster.node.running and cluster.app.get("/messages").json["messages"] == ["before"]
     monkeypatch.undo()  # space again: the next pass writes what was staged
     wait_until(lambda: cluster.node.state.storage_error is None, what="writes to succeed again")

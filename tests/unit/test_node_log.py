@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from types import SimpleNamespace
 
 import pytest
@@ -31,6 +32,7 @@ from shared.consensus.raft_log import (
 )
 from shared.log import node_log as node_log_module
 from shared.log.node_log import Gone, NodeLog, open_log
+from shared.log.sqlite_log import StoreError
 from shared.wire.frames import encode_entry
 from tests.support.waiting import wait_until
 
@@ -79,8 +81,10 @@ def follow(node_log: NodeLog, entries=(), *, truncate_from=None, term=None, inst
            persist=True) -> None:
     """Stage the Ready a secondary's core returns for what its primary sent:
     maybe a new term, a snapshot, a truncation, then entries; then persist."""
-    base = install.start.index if install else truncate_from if truncate_from is not None else node_log.length()
-    digest = install.start.digest if install else node_log.digest_at(base)
+    if install is not None:
+        digest = install.start.digest
+    else:
+        digest = node_log.digest_at(node_log.length() if truncate_from is None else truncate_from)
     digests = []
     for entry in entries:
         digest = digest_after(digest, entry)
@@ -95,12 +99,16 @@ def message(text: str, term: int = 1, key: str | None = None) -> Entry:
     return Entry(term, encode_entry(text), 1, key)
 
 
-def read(document) -> dict:
-    """A document's JSON; its chunks must add up to the size it announced."""
+def sent(document) -> bytes:
+    """A document's bytes; its chunks must add up to the size it announced."""
     size, chunks = document
     data = b"".join(chunks)
     assert size is None or size == len(data), f"announced {size} bytes, sent {len(data)}"
-    return json.loads(data)
+    return data
+
+
+def read(document) -> dict:
+    return json.loads(sent(document))
 
 
 def messages(node_log: NodeLog, committed: bool = False) -> list[str]:
@@ -185,25 +193,25 @@ def test_messages_get_consecutive_ids_across_entries_and_no_ops_take_none(open_n
     assert [log.first_id_at(index) for index in range(log.length() + 1)] == [0, 0, 1, 4, 4, 5]
     assert [log.term_at(length) for length in range(6)] == [0, 1, 1, 1, 2, 2]
     assert log.run_start(4) == 3 and log.run_start(2) == 0
-    size, chunks = log.messages_document()
-    assert b"".join(chunks) == b'{"messages":["a","b","c","d","e"],"first_id":0}'
+    assert sent(log.messages_document()) == b'{"messages":["a","b","c","d","e"],"first_id":0}'
 
 
 def test_a_page_is_exact_and_cuts_batch_entries_at_its_ends(open_node_log):
     shell = Shell(open_node_log())
-    appends = [["m0", "m1", "m2"], ["m3"], ["m4", "m5", "m6", "m7"], ["m8"], ["m9", "m10", "m11"], ["m12"]]
+    appends = [["m0", "m1", "m2"], ["m3"], ["m4", "m5", "m6", "m7"], ["m8"], ["m9", "m10", "m11"],
+               ["m12"]]
     for batch in appends[:3]:
         shell.append(*batch)
     shell = Shell(shell.log)  # a no-op inside the pages
     for batch in appends[3:]:
         shell.append(*batch)
     every = [m for batch in appends for m in batch]
-    size, chunks = shell.log.page_document(2, 4)
-    assert b"".join(chunks) == b'{"messages":["m2","m3","m4","m5"],"from":2,"next":6,"length":13}'
+    assert sent(shell.log.page_document(2, 4)) == (
+        b'{"messages":["m2","m3","m4","m5"],"from":2,"next":6,"length":13}')
     for first in range(15):
         for limit in (None, 0, 1, 2, 3, 5, 20):
-            stop = len(every) if limit is None else min(len(every), first + limit)
-            expected = {"messages": every[first:stop], "from": first, "next": max(stop, first), "length": 13}
+            stop = max(first, len(every) if limit is None else min(len(every), first + limit))
+            expected = {"messages": every[first:stop], "from": first, "next": stop, "length": 13}
             assert read(shell.log.page_document(first, limit)) == expected, (first, limit)
 
 
@@ -215,10 +223,12 @@ def test_readers_see_what_is_persisted_and_committed_readers_what_is_committed(o
     log.persist()
     assert (log.shown(), log.shown(committed=True)) == (2, 0)
     assert messages(log) == ["a", "b"] and messages(log, committed=True) == []
-    assert read(log.page_document(0, None, committed=True)) == {"messages": [], "from": 0, "next": 0, "length": 0}
+    assert sent(log.page_document(0, None, committed=True)) == (
+        b'{"messages":[],"from":0,"next":0,"length":0}')
     log.set_committed(2)
     assert messages(log, committed=True) == ["a"]
-    assert read(log.page_document(0, 5, committed=True)) == {"messages": ["a"], "from": 0, "next": 1, "length": 1}
+    assert sent(log.page_document(0, 5, committed=True)) == (
+        b'{"messages":["a"],"from":0,"next":1,"length":1}')
     log.set_committed(1)  # never lowered
     assert log.shown(committed=True) == 1
     log.set_committed(3)
@@ -262,33 +272,31 @@ def test_reads_below_the_window_come_from_disk_streamed_with_the_same_answers(tm
     monkeypatch.setattr(node_log_module, "WINDOW_ENTRIES", 8)
     monkeypatch.setattr(node_log_module, "PAGE_READ_AT_ONCE", 5)
     monkeypatch.setattr(node_log_module, "DISK_READ_BATCH", 3)
-    in_memory, on_disk = Shell(open_log("", "primary", False, 100)), Shell(open_log(str(tmp_path), "primary",
-                                                                                    False, 100))
+    memory, disk = open_log("", "primary", False, 100), open_log(str(tmp_path), "primary", False, 100)
     try:
-        for shell in (in_memory, on_disk):
+        for log in (memory, disk):
+            shell = Shell(log)
             for n in range(30):
                 shell.append(*[f"{n}.{i}" for i in range(n % 4)], key=f"k{n}" if n % 5 == 0 else None)
-        memory, disk = in_memory.log, on_disk.log
-        total = memory.shown()
+        total, length = memory.shown(), memory.length()
         for first in range(total + 1):
             for limit in (None, 1, 4, 5, 6, 40):
-                assert read(disk.page_document(first, limit)) == read(memory.page_document(first, limit))
-        assert read(disk.messages_document()) == read(memory.messages_document())
+                assert sent(disk.page_document(first, limit)) == sent(memory.page_document(first, limit))
+        assert sent(disk.messages_document()) == sent(memory.messages_document())
         # What is below the window and larger than PAGE_READ_AT_ONCE is streamed;
         # pages within the window, or small, are sent with their size.
         assert disk.page_document(0, 6)[0] is None and memory.page_document(0, 6)[0] is not None
         assert disk.page_document(0, 5)[0] is not None
         assert disk.page_document(total - 6, 6)[0] is not None
-        for start in range(disk.length()):
+        for start in range(length):
             for max_bytes in (1, 40, BIG):
-                assert disk.entries(start, disk.length(), max_bytes) == memory.entries(start, memory.length(),
-                                                                                       max_bytes)
-        for length in range(disk.length() + 1):
-            assert (disk.term_at(length), disk.digest_at(length)) == (memory.term_at(length),
-                                                                      memory.digest_at(length))
-        assert [disk.lookup(f"k{n}") for n in range(0, 30, 5)] == [memory.lookup(f"k{n}") for n in range(0, 30, 5)]
+                assert disk.entries(start, length, max_bytes) == memory.entries(start, length, max_bytes)
+        for n in range(length + 1):
+            assert (disk.term_at(n), disk.digest_at(n)) == (memory.term_at(n), memory.digest_at(n))
+        keys = [f"k{n}" for n in range(0, 30, 5)]
+        assert [disk.lookup(key) for key in keys] == [memory.lookup(key) for key in keys]
     finally:
-        on_disk.log.close()
+        disk.close()
 
 
 # -- tails ----------------------------------------------------------------------------------
@@ -378,6 +386,27 @@ def test_a_truncation_warns_once_naming_the_ids_and_forgets_their_keys(open_node
 
 
 @on_disk
+def test_a_truncation_survives_a_reopen(open_node_log):
+    log = open_node_log(role="secondary", fsync=True)
+    follow(log, [Entry(1), message("a", key="ka"), message("b", key="kb")], term=1)
+    follow(log, [Entry(2), message("c", 2)], truncate_from=2, term=2)
+    log.close()
+    again = open_node_log(role="secondary", fsync=True)
+    assert (messages(again), again.length(), again.term_at(4), again.run_start(3)) == (["a", "c"], 4, 2, 2)
+    assert again.lookup("kb") is None and again.lookup("ka").first_id == 0
+
+
+@pytest.mark.parametrize("kind", ["small window"], indirect=True)
+def test_a_truncation_below_the_window_is_refused_with_a_store_error(open_node_log):
+    """What may still be truncated must be in memory: past the window the node
+    stops with a clear error rather than cut the wrong entries."""
+    log = open_node_log(role="secondary")
+    follow(log, [Entry(1)] + [message(str(n)) for n in range(10)], term=1)
+    with pytest.raises(StoreError, match="before those kept in memory"):
+        follow(log, [Entry(2)], truncate_from=2, term=2)
+
+
+@on_disk
 def test_a_truncation_brings_back_the_older_keys_the_capacity_had_pushed_out(open_node_log):
     log = open_node_log(role="secondary", key_capacity=2)
     follow(log, [Entry(1)] + [message(str(n), key=f"k{n}") for n in range(4)], term=1)
@@ -407,67 +436,65 @@ def test_after_compaction_reads_below_the_start_are_gone_and_ids_and_keys_go_on(
         log.wait_for(7, 60)
     with pytest.raises(Compacted):
         log.entries(2, 6, BIG)
-    assert read(log.page_document(8, 3)) == {"messages": ["m4a", "m4b", "m5a"], "from": 8, "next": 11, "length": 20}
+    assert sent(log.page_document(8, 3)) == b'{"messages":["m4a","m4b","m5a"],"from":8,"next":11,"length":20}'
     assert read(log.messages_document())["first_id"] == 8 and len(messages(log)) == 12
     assert log.lookup("k3") == dropped and dropped in log.snapshot().keys
     assert log.snapshot().start == log.start()
     assert shell.append("next") == range(20, 21)
 
 
-def appended_with_retention(shell: Shell, appends, **bounds) -> list[tuple[int, int]]:
-    """Append one entry at a time, moving the start where retention_start says,
-    as a primary's node-io does; the (start index, commit length) after each."""
-    starts = []
-    for batch in appends:
-        shell.append(*batch)
-        bounds_now = {"messages": 0, "size": 0, "seconds": 0, "now": 0.0, **bounds}
-        target = shell.log.retention_start(shell.node.commit_length, **bounds_now)
-        if target is not None:
-            shell.compact(target)
-        starts.append((shell.log.start().index, shell.node.commit_length))
-    return starts
+def retain(shell: Shell, now: float = 0.0, messages: int = 0, size: int = 0, seconds: float = 0
+           ) -> int | None:
+    """Move the start where retention_start says, as a primary's node-io does;
+    the new start, if it moved."""
+    target = shell.log.retention_start(shell.node.commit_length, now, messages, size, seconds)
+    if target is not None:
+        shell.compact(target)
+    return target
 
 
 def test_retention_by_messages_keeps_the_bound_and_at_most_a_tenth_more(open_node_log):
     shell = Shell(open_node_log())
-    log, kept = shell.log, []
+    log, moves = shell.log, 0
     for n in range(120):
-        appended_with_retention(shell, [[f"{n}.{i}" for i in range(1 + n % 3)]], messages=20)
-        kept.append(log.shown() - log.first_id())
-        if log.first_id():
-            # The start is the last entry boundary that keeps 20: one entry later would not.
-            assert log.shown() - log.first_id_at(log.start().index + 1) < 20
-    assert min(kept[20:]) >= 20 and max(kept) <= 22
-    assert log.first_id() > 150  # it did move, often
+        shell.append(*[f"{n}.{i}" for i in range(1 + n % 3)])
+        moved = retain(shell, messages=20)
+        assert min(log.shown(), 20) <= log.shown() - log.first_id() <= 22
+        if moved is not None:
+            # To the last entry boundary that keeps 20: one entry later would not.
+            assert log.shown() - log.first_id_at(moved + 1) < 20
+            moves += 1
+    assert moves > 10
 
 
 def test_retention_by_size_keeps_the_bound_and_at_most_a_tenth_more(open_node_log):
     shell = Shell(open_node_log())
-    sizes = {}  # bytes of messages of each entry, by index
+    sizes, moves = {}, 0  # bytes of messages of each entry, by index
     for n in range(150):
         batch = ["x" * (n % 7)] * (1 + n % 2)
         shell.append(*batch)
         sizes[shell.log.length() - 1] = len(entry_of(batch).body)
-        target = shell.log.retention_start(shell.node.commit_length, 0.0, 0, 200, 0)
-        if target is not None:
-            shell.compact(target)
+        moved = retain(shell, size=200)
         kept = sum(size for index, size in sizes.items() if index >= shell.log.start().index)
         assert min(200, sum(sizes.values())) <= kept <= 220
-    assert shell.log.start().index > 50
+        if moved is not None:
+            assert sum(size for index, size in sizes.items() if index > moved) < 200
+            moves += 1
+    assert moves > 10
 
 
-def test_retention_by_age_keeps_the_last_seconds_and_never_passes_the_commit_length(open_node_log, monkeypatch):
+def test_retention_by_age_keeps_the_last_seconds_and_never_passes_the_commit_length(open_node_log,
+                                                                                    monkeypatch):
     clock = SimpleNamespace(now=0.0)
-    monkeypatch.setattr(node_log_module, "time", SimpleNamespace(time=lambda: clock.now, monotonic=time.monotonic))
+    monkeypatch.setattr(node_log_module, "time", SimpleNamespace(time=lambda: clock.now,
+                                                                 monotonic=time.monotonic))
     shell = Shell(open_node_log())
     stored_at = {0: 0.0}  # the no-op's
     for second in range(1, 101):
         clock.now = float(second)
         shell.append(f"at {second}")
         stored_at[shell.log.length() - 1] = clock.now
-        target = shell.log.retention_start(shell.node.commit_length, clock.now, 0, 0, 20)
-        if target is not None:
-            shell.compact(target)
+        retain(shell, clock.now, seconds=20)
         start = shell.log.start().index
         assert clock.now - stored_at[start] <= 22  # at most a tenth more than asked
         assert start == 0 or clock.now - stored_at[start - 1] >= 20  # nothing younger dropped
@@ -490,6 +517,16 @@ def test_retention_does_nothing_within_a_tenth_of_a_bound(open_node_log):
 # -- across a reopen --------------------------------------------------------------------
 
 
+def observed(log: NodeLog, keys: list[str]) -> dict:
+    """What a reopen must give back."""
+    return {"hard state": log.hard_state, "start": log.start(), "length": log.length(),
+            "shown": log.shown(), "first id": log.first_id(), "incarnation": log.incarnation,
+            "document": sent(log.messages_document()), "snapshot": log.snapshot(),
+            "keys": [log.lookup(key) for key in keys],
+            "terms and checksums": [(log.term_at(n), log.digest_at(n))
+                                    for n in range(log.start().index, log.length() + 1)]}
+
+
 @on_disk
 def test_everything_comes_back_after_a_reopen(open_node_log):
     shell = Shell(open_node_log(fsync=True, key_capacity=5))
@@ -498,21 +535,14 @@ def test_everything_comes_back_after_a_reopen(open_node_log):
     shell = Shell(shell.log)  # a second term
     shell.append("last", key="k-last")
     shell.compact(shell.log.lookup("k3").index + 1)
-    before = shell.log
-    state = (before.hard_state, before.start(), before.length(), before.shown(), before.first_id(),
-             before.incarnation, read(before.messages_document()), before.snapshot(),
-             [before.lookup(k) for k in ("k0", "k3", "k6", "k9", "k-last")],
-             [(before.term_at(n), before.digest_at(n)) for n in range(before.start().index, before.length() + 1)])
-    before.close()
-    after = open_node_log(fsync=True, key_capacity=5)
-    assert (after.hard_state, after.start(), after.length(), after.shown(), after.first_id(),
-            after.incarnation, read(after.messages_document()), after.snapshot(),
-            [after.lookup(k) for k in ("k0", "k3", "k6", "k9", "k-last")],
-            [(after.term_at(n), after.digest_at(n)) for n in range(after.start().index, after.length() + 1)]
-            ) == state
-    assert after.shown(committed=True) == after.first_id()  # a restarted node learns the commit again
-    assert not after.fresh and after.lookup("k3") is not None
-    assert Shell(after).append("again") == range(state[3], state[3] + 1)
+    keys = ["k0", "k3", "k6", "k9", "k-last"]
+    before = observed(shell.log, keys)
+    assert before["keys"][1] in before["snapshot"].keys  # a key of a dropped entry, still in force
+    shell.log.close()
+    again = open_node_log(fsync=True, key_capacity=5)
+    assert observed(again, keys) == before and not again.fresh
+    assert again.shown(committed=True) == again.first_id()  # a restarted node learns the commit again
+    assert Shell(again).append("again") == range(before["shown"], before["shown"] + 1)
 
 
 @on_disk
@@ -522,7 +552,8 @@ def test_what_was_staged_but_not_persisted_is_not_back_after_a_reopen(open_node_
     follow(log, [message("lost", key="lost")], term=2, persist=False)
     log.close()
     again = open_node_log(role="secondary", fsync=True)
-    assert (again.hard_state.term, again.length(), messages(again), again.lookup("lost")) == (1, 2, ["kept"], None)
+    assert (again.hard_state.term, again.length(), messages(again)) == (1, 2, ["kept"])
+    assert again.lookup("lost") is None
 
 
 @on_disk
@@ -531,24 +562,26 @@ def test_readies_staged_together_are_written_as_one_with_the_last_hard_state(ope
     follow(log, [Entry(1), message("x")], term=1, persist=False)
     follow(log, [message("y")], truncate_from=1, persist=False)
     follow(log, [Entry(2), message("z", 2)], term=2, persist=False)
-    with sqlite3.connect(log.path) as other:  # nothing is written before persist
+    with closing(sqlite3.connect(log.path)) as other:  # nothing is written before persist
         assert other.execute("SELECT count(*) FROM entries").fetchone() == (0,)
-    other.close()
     log.persist()
     log.close()
     again = open_node_log(role="secondary", fsync=True)
     assert (again.hard_state.term, again.length(), messages(again)) == (2, 4, ["y", "z"])
 
 
-@pytest.mark.parametrize("data_dir, fsync, kept", [(False, True, False), (True, False, False), (True, True, True)])
-def test_the_incarnation_is_kept_only_where_what_was_acknowledged_surely_survived(tmp_path, data_dir, fsync, kept):
+@pytest.mark.parametrize("data_dir, fsync, kept", [(False, True, False), (True, False, False),
+                                                    (True, True, True)])
+def test_the_incarnation_is_kept_only_where_all_that_was_acknowledged_survived(tmp_path, data_dir, fsync,
+                                                                                kept):
     directory = str(tmp_path) if data_dir else ""
     first = open_log(directory, "primary", fsync, 10)
-    Shell(first).append("a")
+    Shell(first).append("a", key="k")
     first.close()
     second = open_log(directory, "primary", fsync, 10)
     assert (second.incarnation == first.incarnation) == kept
-    assert second.fresh != data_dir
+    # Without DATA_DIR nothing outlives the process, not even a key.
+    assert second.fresh != data_dir and (second.lookup("k") is not None) == data_dir
     second.close()
 
 
@@ -624,21 +657,28 @@ class Meter:
         self._connections.append(self._connect(*args, factory=CountingConnection, **kwargs))
         return self._connections[-1]
 
-    def work(self) -> Counter:
-        return sum((connection.counted() for connection in self._connections), Counter())
-
-    def statements(self) -> list[tuple[str, tuple]]:
-        return [statement for connection in self._connections for statement in connection.statements]
+    def measure(self, action):
+        """``action()``'s result, the work it did, and the statements it ran."""
+        work, statements = self._work(), len(self._statements())
+        result = action()
+        return result, self._work() - work, self._statements()[statements:]
 
     def whole_scans_of_entries(self, path: str, statements: list[tuple[str, tuple]]) -> list[str]:
-        """Those of ``statements`` that SQLite runs by reading all of the entries."""
+        """Those of ``statements`` that SQLite runs by reading every entry."""
         explainer = self._connect(path)
         try:
-            return [sql for sql, parameters in statements if sql.lstrip().upper().startswith(("SELECT", "DELETE"))
+            return [sql for sql, parameters in statements
+                    if sql.lstrip().upper().startswith(("SELECT", "DELETE"))
                     and any(step[3] == "SCAN entries"
                             for step in explainer.execute("EXPLAIN QUERY PLAN " + sql, parameters))]
         finally:
             explainer.close()
+
+    def _work(self) -> Counter:
+        return sum((connection.counted() for connection in self._connections), Counter())
+
+    def _statements(self) -> list[tuple[str, tuple]]:
+        return [statement for connection in self._connections for statement in connection.statements]
 
 
 @pytest.fixture(scope="module")
@@ -670,14 +710,13 @@ def test_an_append_costs_the_same_on_a_log_of_50_or_50000_messages(stores, tmp_p
     costs = {}
     for size, store in stores.items():
         shell = Shell(open_log(copy_of(store, tmp_path, str(size)), "primary", True, 100))
-        shell.append("warming up", key="first")  # the run's first append (its first commit) is done
-        before, statements_before = meter.work(), len(meter.statements())
-        shell.append("measured", "append", key="measured")
-        costs[size] = meter.work() - before
-        assert meter.whole_scans_of_entries(shell.log.path, meter.statements()[statements_before:]) == []
+        shell.append("warming up", key="first")  # past the run's first commit (its incarnation)
+        ids, costs[size], statements = meter.measure(lambda: shell.append("measured", "append", key="k"))
+        assert ids == range(size + 301, size + 303)
+        assert meter.whole_scans_of_entries(shell.log.path, statements) == []
         shell.log.close()
     assert costs[50] == costs[50_000]
-    assert costs[50]["rows returned"] <= 2 and costs[50]["rows changed"] <= 3
+    assert costs[50]["rows returned"] == 0 and costs[50]["rows changed"] == 2  # its entry, its key
 
 
 def test_a_restart_reads_its_window_keys_and_term_runs_not_the_log(stores, tmp_path, monkeypatch):
@@ -685,10 +724,9 @@ def test_a_restart_reads_its_window_keys_and_term_runs_not_the_log(stores, tmp_p
     meter = Meter(monkeypatch)
     costs = {}
     for size, store in stores.items():
-        before, statements_before = meter.work(), len(meter.statements())
-        log = open_log(copy_of(store, tmp_path, str(size)), "primary", True, 100)
-        costs[size] = meter.work() - before
-        assert meter.whole_scans_of_entries(log.path, meter.statements()[statements_before:]) == []
+        directory = copy_of(store, tmp_path, str(size))
+        log, costs[size], statements = meter.measure(lambda: open_log(directory, "primary", True, 100))
+        assert meter.whole_scans_of_entries(log.path, statements) == []
         assert log.shown() == size + 300 and log.lookup("k2.99") is not None
         log.close()
     assert costs[50] == costs[50_000]

@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import threading
+from contextlib import closing
 
 import pytest
 
@@ -57,10 +58,10 @@ def keyed(rows: list[tuple]) -> list[KeyRecord]:
     return [KeyRecord(row[7], row[0], row[2], row[3], body_digest(row[8])) for row in rows if row[7]]
 
 
-def written(store: SqliteLog, entries: list[Entry], **changes) -> list[tuple]:
-    """Commit ``entries`` (one term run each time the term changes) with ``changes``."""
-    loaded_length = store.load(0, 0).length
-    rows = rows_of(entries, LogStart(loaded_length, first_id=loaded_length))
+def written(store: SqliteLog, entries: list[Entry], at: int = 0, **changes) -> list[tuple]:
+    """Commit ``entries`` at index ``at`` (after as many messages: one an entry),
+    one term run each time the term changes, with ``changes``."""
+    rows = rows_of(entries, LogStart(at, first_id=at))
     runs = [(row[0], row[1]) for i, row in enumerate(rows) if i == 0 or rows[i - 1][1] != row[1]]
     store.commit(Changes(rows=rows, runs=runs, keyed=keyed(rows), **changes))
     return rows
@@ -68,7 +69,7 @@ def written(store: SqliteLog, entries: list[Entry], **changes) -> list[tuple]:
 
 def entry_count(store: SqliteLog) -> tuple[int, int | None]:
     """Rows in the entries table and the first one's index, from a connection of its own."""
-    with sqlite3.connect(store.path) as other:
+    with closing(sqlite3.connect(store.path)) as other:
         return other.execute("SELECT count(*), min(idx) FROM entries").fetchone()
 
 
@@ -98,7 +99,7 @@ def test_a_commit_that_fails_writes_nothing_of_itself(open_store):
         store.commit(Changes(rows=[good, bad[:8] + (None,)], hard_state=HardState(9, "p")))
     loaded = store.load(100, BIG)
     assert (loaded.length, loaded.hard_state.term) == (2, 1)
-    written(store, [message("c")])  # the connection is usable again
+    written(store, [message("c")], at=2)  # the connection is usable again
     assert store.load(100, BIG).length == 3
 
 
@@ -106,7 +107,7 @@ def test_a_crash_in_the_middle_of_a_commit_leaves_the_state_before_it(open_store
     (tmp_path / "live").mkdir()
     store = open_store(tmp_path / "live")
     first = written(store, [message(f"m{i}") for i in range(5)], hard_state=HardState(1, "p"))
-    written(store, [message("x" * 5000)] * 3, hard_state=HardState(2, "p"))
+    written(store, [message("x" * 5000)] * 3, at=5, hard_state=HardState(2, "p"))
     # The files as a crash leaves them: the journal's last frame, which marks
     # the second commit done, only half written.
     crashed = tmp_path / "crashed"
@@ -126,9 +127,8 @@ def test_a_store_of_another_role_is_refused(open_store):
 
 def test_a_store_of_an_earlier_layout_is_refused(open_store):
     path = open_store().path
-    with sqlite3.connect(path) as raw:
+    with closing(sqlite3.connect(path)) as raw, raw:
         raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
-    raw.close()
     with pytest.raises(StoreError, match="earlier version of this program"):
         open_store()
 
@@ -170,9 +170,8 @@ def test_load_refuses_a_log_with_a_hole_in_its_tail(open_store):
     store = open_store()
     written(store, [message(str(i)) for i in range(10)])
     store.close()
-    with sqlite3.connect(store.path) as raw:
+    with closing(sqlite3.connect(store.path)) as raw, raw:
         raw.execute("DELETE FROM entries WHERE idx = 6")
-    raw.close()
     with pytest.raises(StoreError, match="gap before index 10"):
         open_store().load(100, BIG)
 
@@ -214,7 +213,7 @@ def test_a_reader_sees_one_committed_state_until_its_transaction_ends(open_store
     written(store, [message("a"), message("b")])
     with store.reader() as reader:
         before = list(reader.bodies(0, 10))
-        written(store, [message("c")])  # the I/O thread commits meanwhile
+        written(store, [message("c")], at=2)  # the I/O thread commits meanwhile
         assert list(reader.bodies(0, 10)) == before == [(0, 1, b'"a"'), (1, 1, b'"b"')]
         with pytest.raises(StoreError):
             reader.value("first_id", 2)
