@@ -39,7 +39,7 @@ def make_app(config: PrimaryConfig, node: NodeIo, appends: Appends) -> bottle.Bo
     app = protect(new_app(spec(config.cluster_size, bearer=token is not None)), token)
     metrics = PrimaryMetrics(config, node, appends)
     settings = config.replication
-    reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots,
+    reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots, config.node_name,
                   confirmer(node, settings.unhealthy_after * settings.heartbeat_interval),
                   metrics.record_read)
 

@@ -47,7 +47,7 @@ from shared.consensus.raft_log import (
     Compacted, Entry, HardState, KeyRecord, LogStart, Snapshot, Unsaved, body_digest, cut_to_size,
 )
 from shared.log.documents import Page, page_document, whole_document
-from shared.log.sqlite_log import Changes, Loaded, Row, SqliteLog, StoreError, search
+from shared.log.sqlite_log import Changes, Loaded, Row, SqliteLog, StoreError, search, too_many_keyed
 from shared.log.window import Window
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,9 @@ class NodeLog:
         self._keys: OrderedDict[str, KeyRecord] = OrderedDict()
         for record in loaded.keys:
             self._remember(record)
+        #: Without DATA_DIR, what the store's ``keyed`` table holds: the newest
+        #: keyed appends, from which a truncation finds the keys in force again.
+        self._keyed: list[KeyRecord] = []
         # What readers may see: the entries written, and those known committed
         # (never lowered), each with the id after its last message, worked out
         # on the I/O thread so that readers never touch its connection.
@@ -298,6 +301,8 @@ class NodeLog:
                 record = KeyRecord(entry.key, index, first_id, entry.count, body_digest(entry.body))
                 self._remember(record)
                 pending.keyed.append(record)
+                if self._store is None:
+                    self._keep_keyed(record)
         if changes.compact is not None:
             self._compact(changes.compact)
 
@@ -309,8 +314,13 @@ class NodeLog:
         self._keys = OrderedDict()
         for record in snapshot.keys:
             self._remember(record)
+        self._keyed = [] if self._store is not None else list(snapshot.keys)
+        # Nothing staged before the install survives it but the hard state and
+        # the incarnation; the start's term begins a run (entries of that term
+        # that follow add none, and a restart must still know it).
         self._pending = Changes(install=start, install_keys=list(snapshot.keys), start=start,
-                                hard_state=self._pending.hard_state)
+                                runs=list(self._runs), hard_state=self._pending.hard_state,
+                                incarnation=self._pending.incarnation)
         self._durable, self._durable_id = start.index, start.first_id
         self._committed, self._committed_id = start.index, start.first_id
         self._changed.notify_all()
@@ -354,10 +364,17 @@ class NodeLog:
         if self._store is not None:
             records = self._store.keys_before(below) + self._pending.keyed
         else:
-            records = [k for k in self._keys.values() if k.index < below]
+            self._keyed = [record for record in self._keyed if record.index < below]
+            records = self._keyed[-self._key_capacity:]
         self._keys = OrderedDict()
         for record in records:
             self._remember(record)
+
+    def _keep_keyed(self, record: KeyRecord) -> None:
+        """In memory, as the store's table does: the newest keyed appends."""
+        self._keyed.append(record)
+        if too_many_keyed(len(self._keyed), self._key_capacity):
+            del self._keyed[:-self._key_capacity]
 
     def _remember(self, record: KeyRecord) -> None:
         self._keys.pop(record.key, None)
@@ -433,9 +450,14 @@ class NodeLog:
     def _parts_on_disk(self, lo: int, end_index: int, from_id: int, stop_id: int
                        ) -> Iterator[tuple[int, int, bytes]]:
         """The entries from the one holding ``from_id`` up to ``stop_id``, read in one
-        read transaction (one committed state), a few at a time."""
+        read transaction (one committed state), a few at a time. Retention may
+        have moved the start since the caller looked: Gone if it passed ``from_id``
+        (a page read at once is then a 410; a streamed one is cut short)."""
         with self._store.reader() as reader:
-            index = search(lambda i: reader.value("first_id", i), lo, end_index, from_id)
+            kept = reader.start()
+            if from_id < kept.first_id:
+                raise Gone(kept.first_id)
+            index = search(lambda i: reader.value("first_id", i), max(lo, kept.index), end_index, from_id)
             while index < end_index:
                 batch = list(reader.bodies(index, min(index + DISK_READ_BATCH, end_index)))
                 if not batch:
@@ -457,6 +479,6 @@ def open_log(data_dir: str, role: str, fsync: bool, key_capacity: int) -> NodeLo
         return NodeLog(None, key_capacity)
     started = time.monotonic()
     node_log = NodeLog(SqliteLog(data_dir, role, fsync, key_capacity), key_capacity, keep_incarnation=fsync)
-    log.info("loaded %d messages (0 more past a gap) from %s in %.2fs",
+    log.info("loaded %d messages from %s in %.2fs",
              node_log.shown() - node_log.first_id(), node_log.path, time.monotonic() - started)
     return node_log

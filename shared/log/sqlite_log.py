@@ -37,6 +37,7 @@ state from start to end.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -46,13 +47,17 @@ from typing import Iterator
 
 from shared.consensus.raft_log import Entry, HardState, KeyRecord, LogStart
 
+log = logging.getLogger(__name__)
+
 #: The database's file name inside DATA_DIR.
 FILE_NAME = "replicated-log.sqlite3"
 #: This layout's number; an older store is refused with a clear error.
 SCHEMA = 2
-#: Rows below the start deleted per commit at most, and pages vacuumed after.
-DROP_PER_COMMIT = 20_000
-VACUUM_PAGES = 2_000
+#: Rows below the start deleted per commit at most, and free pages given back
+#: per commit at most: each about 5 ms of the I/O thread's pass (rows of 500
+#: bytes), so that retention never stalls appends.
+DROP_PER_COMMIT = 4_000
+VACUUM_PAGES = 500
 #: The WAL journal's size at most between bursts.
 JOURNAL_BYTES = 4 << 20
 
@@ -246,7 +251,7 @@ class SqliteLog:
         if meta:
             self._write_meta(meta)
         self._drop_rows_before(changes.start.index if changes.start is not None else None)
-        if self._keyed_rows > self._key_capacity * 1.1 + 100:
+        if too_many_keyed(self._keyed_rows, self._key_capacity):
             self._prune_keys()
 
     def _drop_rows_before(self, start: int | None) -> None:
@@ -265,18 +270,24 @@ class SqliteLog:
         self._vacuum_due = True
 
     def _vacuum_if_dropped(self) -> None:
-        if self._vacuum_due:
-            self._vacuum_due = False
-            try:
-                self._db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
-            except sqlite3.Error:
-                pass  # space is given back at the next one
+        """Give back up to VACUUM_PAGES of the pages deleted rows freed; the
+        next commits go on while free pages remain."""
+        if not self._vacuum_due:
+            return
+        try:
+            # executescript steps the pragma to its end: execute() would step it
+            # once, and each step frees one page.
+            self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            self._vacuum_due = self._db.execute("PRAGMA freelist_count").fetchone()[0] > 0
+        except sqlite3.Error as exc:
+            self._vacuum_due = False  # tried again after the next drop
+            log.warning("cannot give the space of dropped entries back to the file system: %s", exc)
 
     @property
     def dropping(self) -> bool:
-        """Whether rows before the start remain to be deleted (the I/O thread calls
-        ``commit`` with no changes to go on)."""
-        return self._dropped_below < self._target_start
+        """Whether rows before the start remain to be deleted, or their space to
+        be given back (the I/O thread calls ``commit`` with no changes to go on)."""
+        return self._dropped_below < self._target_start or self._vacuum_due
 
     def _replace_keys(self, keys: list[KeyRecord]) -> None:
         self._db.execute("DELETE FROM keyed WHERE idx >= 0")
@@ -362,10 +373,21 @@ class Reader:
     def value(self, column: str, index: int):
         return _value(self._db, column, index)
 
+    def start(self) -> LogStart:
+        """The log's start as this read transaction sees it: rows from there on are all here."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'start'").fetchone()
+        return LogStart(*json.loads(row[0])) if row else LogStart()
+
     def bodies(self, start: int, stop: int) -> Iterator[tuple[int, int, bytes]]:
         """(first id, count, body) of entries [start, stop), in order."""
         yield from self._db.execute("SELECT first_id, count, body FROM entries WHERE idx >= ? AND "
                                     "idx < ? ORDER BY idx", (start, stop))
+
+
+def too_many_keyed(rows: int, capacity: int) -> bool:
+    """Whether the keyed appends kept are due to be pruned back to ``capacity``:
+    once a tenth (and 100) over it, so that pruning is rare."""
+    return rows > capacity * 1.1 + 100
 
 
 def search(value_at, lo: int, hi: int, value: float) -> int:

@@ -53,7 +53,7 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
     read = Counter(PREFIX + "reads", "GET /messages on this node, by consistency level",
                    ["consistency"], registry=registry)
     read_counters = {level: read.labels(level) for level in LEVELS}
-    reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots,
+    reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots, config.node_name,
                   confirmer(node, 2 * config.election_timeout), lambda level: read_counters[level].inc())
 
     @app.post("/messages")

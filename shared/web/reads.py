@@ -25,7 +25,7 @@ passes while it waits. A page is found by index, so it costs the same at
 any offset. Reads without ``limit`` are whole-log reads, under
 ``LogReads``' cap; waiting readers hold one of ``max_waiting`` slots or get
 a 503 at once, so tails never take the threads that appends, plain reads
-and /health need.
+and /health need. Every answer names the node that gave it in ``Served-By``.
 
 Thread: any Waitress worker.
 """
@@ -82,9 +82,10 @@ class Reads:
     it blocks until this node holds, committed, every append committed before
     it was called, and returns True; False if that cannot be had in time."""
 
-    def __init__(self, log: NodeLog, log_reads: LogReads, max_waiting: int,
+    def __init__(self, log: NodeLog, log_reads: LogReads, max_waiting: int, served_by: str,
                  confirm: Callable[[], bool], counted: Callable[[str], None] = lambda _level: None) -> None:
         self._log = log
+        self._served_by = served_by
         self._confirm = confirm
         self._counted = counted
         self._log_reads = log_reads
@@ -92,6 +93,12 @@ class Reads:
         self._waiting = threading.BoundedSemaphore(max_waiting)
 
     def serve(self, query: Mapping[str, str]) -> bottle.HTTPResponse:
+        """The answer, naming this node in ``Served-By`` (which node a balancer chose)."""
+        answer = self._answer(query)
+        answer.set_header("Served-By", self._served_by)
+        return answer
+
+    def _answer(self, query: Mapping[str, str]) -> bottle.HTTPResponse:
         try:
             read = parse_read(query)
         except BadRead as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import sqlite3
@@ -242,7 +243,7 @@ def test_readers_in_other_threads_always_see_a_gap_free_prefix(open_node_log):
 
     def reader():
         try:
-            while not done.is_set():
+            while not done.wait(0.001):  # a read a millisecond, leaving the writer the GIL
                 whole = messages(shell.log)
                 assert whole == appended[:len(whole)]
                 page = read(shell.log.page_document(len(whole) // 2, 7))
@@ -406,7 +407,6 @@ def test_a_truncation_below_the_window_is_refused_with_a_store_error(open_node_l
         follow(log, [Entry(2)], truncate_from=2, term=2)
 
 
-@on_disk
 def test_a_truncation_brings_back_the_older_keys_the_capacity_had_pushed_out(open_node_log):
     log = open_node_log(role="secondary", key_capacity=2)
     follow(log, [Entry(1)] + [message(str(n), key=f"k{n}") for n in range(4)], term=1)
@@ -418,6 +418,43 @@ def test_a_truncation_brings_back_the_older_keys_the_capacity_had_pushed_out(ope
 
 
 # -- retention -------------------------------------------------------------------------
+
+
+@on_disk
+def test_a_page_read_while_retention_drops_its_rows_is_gone_not_an_error(open_node_log, monkeypatch):
+    """The page decides to read from disk under the lock and reads outside it:
+    the I/O thread may move the start and drop the rows in between."""
+    monkeypatch.setattr(node_log_module, "WINDOW_ENTRIES", 8)
+    shell = Shell(open_node_log())
+    for n in range(100):
+        shell.append(f"m{n}")
+    store = shell.log._store
+    reader = store.reader
+
+    def reader_after_retention():
+        shell.compact(90)  # what the I/O thread may do meanwhile
+        return reader()
+
+    monkeypatch.setattr(store, "reader", reader_after_retention)
+    with pytest.raises(Gone) as gone:
+        shell.log.page_document(10, 3)
+    assert gone.value.first_id == shell.log.first_id()
+
+
+@on_disk
+def test_a_compaction_gives_the_dropped_pages_back_to_the_file_system(open_node_log):
+    shell = Shell(open_node_log())
+    for _ in range(20):
+        shell.append_all([["x" * 500]] * 1000)
+    path = shell.log.path
+    shell.log.close()
+    full = os.path.getsize(path)  # closing checkpoints the journal into the file
+    shell = Shell(open_node_log())
+    shell.compact(shell.log.length() - 200)
+    while shell.log._store.dropping:  # spread over commits, a bounded amount each
+        shell.log.persist()
+    shell.log.close()
+    assert os.path.getsize(path) < full / 10, (full, os.path.getsize(path))
 
 
 def test_after_compaction_reads_below_the_start_are_gone_and_ids_and_keys_go_on(open_node_log):
@@ -525,6 +562,23 @@ def observed(log: NodeLog, keys: list[str]) -> dict:
             "keys": [log.lookup(key) for key in keys],
             "terms and checksums": [(log.term_at(n), log.digest_at(n))
                                     for n in range(log.start().index, log.length() + 1)]}
+
+
+@on_disk
+def test_an_installed_start_and_the_entries_of_its_term_keep_their_terms_after_a_reopen(open_node_log):
+    """The entries after a snapshot are usually of the snapshot's own term, so
+    they begin no run: the install itself must leave that run on disk."""
+    log = open_node_log(role="secondary", fsync=True)
+    incarnation = log.incarnation
+    follow(log, install=Snapshot(LogStart(10, 3, 1234, 20, 400)), term=3)  # before any other persist
+    follow(log, [message("after", 3), message("more", 3)])
+    assert [log.term_at(n) for n in (10, 11, 12)] == [3, 3, 3]
+    log.close()
+    again = open_node_log(role="secondary", fsync=True)
+    assert [again.term_at(n) for n in (10, 11, 12)] == [3, 3, 3]
+    assert again.run_start(11) == 10
+    # Nothing it held was lost, so it is the same node's state.
+    assert again.incarnation == incarnation
 
 
 @on_disk

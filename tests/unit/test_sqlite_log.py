@@ -309,3 +309,13 @@ def test_a_term_or_a_vote_is_synced_to_disk_even_when_fsync_is_off(open_store, m
     full, begin, commit, off = (statements.index(s) for s in (
         "PRAGMA synchronous=FULL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous=OFF"))
     assert full < begin < commit < off
+
+
+def test_the_journal_is_cut_back_after_a_burst_of_writes(open_store):
+    store = open_store(fsync=False)
+    written(store, [message("x" * 500)] * 12_000)  # about 6 MB in one commit
+    journal = store.path + "-wal"
+    assert os.path.getsize(journal) > sqlite_log.JOURNAL_BYTES
+    for n in range(2):  # the burst is checkpointed, then the journal starts over, cut back
+        written(store, [message("small")], at=12_000 + n)
+    assert os.path.getsize(journal) <= sqlite_log.JOURNAL_BYTES
