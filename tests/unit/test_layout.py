@@ -15,8 +15,8 @@ PACKAGES = ("primary", "secondary", "shared")
 #: Lowest first: a module may import its own layer and the ones before it.
 LAYERS = (
     ("shared.runtime",),
-    ("shared.log",),
     ("shared.consensus",),
+    ("shared.log",),
     ("shared.wire",),
     ("shared.web",),
     ("shared.service", "shared.keys", "shared.node"),
@@ -68,7 +68,7 @@ def test_shared_has_one_subpackage_per_concern_and_only_the_wiring_at_its_top():
     top = sorted(p.name for p in (ROOT / "shared").glob("*.py"))
     assert top == ["__init__.py", "keys.py", "service.py"]
     packages = sorted(p.parent.name for p in (ROOT / "shared").glob("*/__init__.py"))
-    assert packages == ["consensus", "failover", "log", "runtime", "web", "wire"]
+    assert packages == ["consensus", "log", "node", "runtime", "web", "wire"]
 
 
 def test_every_module_imports_only_its_own_layer_and_those_below():
@@ -122,10 +122,10 @@ def test_the_consensus_core_imports_only_the_standard_library_and_itself(module)
 
 def test_the_layer_check_would_see_an_upward_import():
     """The checks above read real imports: a planted one is found."""
-    planted = ast.parse("from shared.wire import protocol\nimport zmq\n")
+    planted = ast.parse("from shared.wire import frames\nimport zmq\n")
     targets = {i for i in imported(planted) if i in SOURCES}
-    assert "shared.wire.protocol" in targets
-    assert layer_of("shared.wire.protocol") > layer_of("shared.consensus.follower")
+    assert "shared.wire.frames" in targets
+    assert layer_of("shared.wire.frames") > layer_of("shared.consensus.raft")
     assert {i.split(".")[0] for i in imported(planted)} & NOT_IN_THE_CORE == {"zmq"}
 
 
