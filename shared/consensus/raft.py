@@ -310,7 +310,7 @@ class RaftNode:
         self._check_term(message)
         self._heard = self._refusal = None
         self._check_no_committed_conflict(message)
-        if self._keeps_another_cluster(message):
+        if self._keeps_another_cluster(message) and not self._joins_another_cluster(message):
             self._refuse_other_cluster(message)
         elif isinstance(message, (StateRequest, FetchRequest)):
             self._answer_recovery(message)  # a question that changes nothing, whatever its term
@@ -611,6 +611,18 @@ class RaftNode:
     def _keeps_another_cluster(self, message: Message) -> bool:
         cluster = getattr(message, "cluster", None)
         return cluster is not None and self._cluster not in (None, cluster)
+
+    def _joins_another_cluster(self, message: Message) -> bool:
+        """A fixed secondary that never held an entry has no log to keep: it
+        joins the cluster of the primary that writes to it, in that primary's
+        term (a new in-memory primary that did not hear it while recovering
+        named a new cluster). Safe: it never votes, so the term it leaves
+        promised nothing, and it holds nothing that could conflict."""
+        if self.mode is not Mode.FIXED_SECONDARY or len(self._log) or not isinstance(
+                message, (AppendEntries, Heartbeat, InstallSnapshot)):
+            return False
+        self._cluster, self._term, self._primary = None, message.term, None
+        return True
 
     def _refuse_other_cluster(self, message: AppendEntries | Heartbeat | InstallSnapshot) -> None:
         """A fixed secondary keeps one cluster's log: a primary of another is told

@@ -638,6 +638,9 @@ class Counts:
     snapshots_installed: int = 0
     transfers: int = 0
     recoveries: int = 0  # a fixed primary took its log over from its secondaries
+    #: fixed secondaries left keeping another cluster's log after the faults (an
+    #: in-memory primary that recovered without them: the documented limit)
+    diverged: int = 0
     unsent: int = 0  # frames whose term the wire cannot carry
 
 
@@ -935,15 +938,27 @@ class SimCluster:
     # -- Liveness, and the clients' view ------------------------------------------------
 
     def has_settled_primary(self) -> bool:
-        """One primary, and every node up, in its term and following it."""
+        """One primary, and every node up (but the diverged), in its term and following it."""
         primary = self.primary()
         return primary is not None and all(
             node is not None and node.term == primary.term and node.primary == primary.name
-            for node in self.nodes.values())
+            for node in self.nodes.values() if node not in self.diverged(primary))
+
+    def diverged(self, primary: RaftNode) -> list[RaftNode]:
+        """Fixed secondaries that keep the log of a cluster other than ``primary``'s:
+        an in-memory primary that recovered without hearing them named a new
+        one. They refuse it, and rightly: what they hold was never committed
+        (the checker's committed log and the clients' history say so)."""
+        if not self.primary_in_memory:
+            return []
+        return [node for node in self.up_nodes() if node is not primary and node.log_length
+                and node.cluster not in (None, primary.cluster)]
 
     def has_converged(self, messages: list[str]) -> bool:
-        """Every node holds the same log, all of it committed, ``messages`` included."""
-        nodes = self.up_nodes()
+        """Every node (but the diverged) holds the same log, all of it committed,
+        ``messages`` included."""
+        primary = self.primary()
+        nodes = [node for node in self.up_nodes() if primary is None or node not in self.diverged(primary)]
         length = nodes[0].log_length
         last = self.checker.hash_at(nodes[0].name, length)
         if not all(node.log_length == length and node.commit_length == length
@@ -960,6 +975,7 @@ class SimCluster:
         # Settled for a while, so the primary's check quorum counts only replies
         # sent since the faults stopped: it will not step down under the writes.
         primary = self.run_until_settled(within, settled_for=2 * ELECTION_TIMEOUT)
+        self.counts.diverged = len(self.diverged(primary))
         messages = self.propose(primary, 3)
         self.run_until(lambda: self.has_converged(messages), within, "converged")
         for name, node in self.nodes.items():

@@ -721,6 +721,20 @@ def test_a_fixed_secondary_of_another_cluster_answers_diverged_and_changes_nothi
         2, "x", "k1", (Entry(2),), None)
 
 
+def test_a_fixed_secondary_that_never_held_an_entry_joins_another_cluster_in_its_term():
+    """It heard a primary of cluster k1 in term 5 but took no entry: an
+    in-memory primary that restarts without hearing it names a new cluster,
+    whose term may be lower. It has no log to keep, so it follows that one."""
+    secondary = fixed_secondary()
+    secondary.step(Heartbeat("x", 5, 1, 0, cluster="k1"), 0.0)
+    assert (secondary.term, secondary.cluster) == (5, "k1")
+    ready = secondary.step(append("x", 2, entries=(Entry(2),), cluster="k2"), 0.0)
+    assert sent(ready, AppendReply)[0][1].success and ready.refusal is None
+    assert (secondary.term, secondary.primary, secondary.cluster, secondary.entries) == (
+        2, "x", "k2", (Entry(2),))
+    assert ready.hard_state == HardState(2, None, True, 0, "k2")
+
+
 # -- Compaction and InstallSnapshot (Raft §7) ------------------------------------------------
 
 KEYED = tuple(message(1, f"m{i}", key=f"k{i}") for i in range(5))
