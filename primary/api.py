@@ -4,8 +4,9 @@ Routes validate the request (shared.web.append_request), then hand it to
 the append path every node shares (shared.node.appends); every answered
 append is counted (primary.metrics). /health reports what ``node-io``
 published last (shared.node.node_io.NodeState): this role's view of its
-secondaries, their health, lag and the quorum. The dashboard is the page
-every node serves.
+secondaries, their health, lag and the quorum. ``GET /`` is the dashboard
+(shared.web.dashboard), the page a failover node serves too; it reads this
+node's /health only.
 
 Thread: Waitress workers.
 """
@@ -13,7 +14,6 @@ Thread: Waitress workers.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import bottle
 
@@ -27,11 +27,10 @@ from shared.web.api_token import protect
 from shared.web.append_request import (
     BadRequest, check_content_type, parse_append, parse_idempotency_key, read_body,
 )
-from shared.web.http import LogReads, html_response, json_error, json_response, new_app
+from shared.web.dashboard import dashboard_response
+from shared.web.http import LogReads, json_error, json_response, new_app
 from shared.web.metrics import exposition
 from shared.web.reads import Reads
-
-DASHBOARD = Path(__file__).with_name("dashboard.html").read_bytes()
 
 
 def make_app(config: PrimaryConfig, node: NodeIo, appends: Appends) -> bottle.Bottle:
@@ -75,7 +74,7 @@ def make_app(config: PrimaryConfig, node: NodeIo, appends: Appends) -> bottle.Bo
 
     @app.get("/")
     def dashboard():
-        return html_response(DASHBOARD)
+        return dashboard_response(polls_every_node=False)
 
     return app
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from primary.config import PrimaryConfig
 from shared.web.append_openapi import APPEND_RESULT, append_operation, append_request_schema
-from shared.web.openapi import DOCUMENTED_BEARER, HISTORY_PROPERTIES, document, print_document
+from shared.web.openapi import DOCUMENTED_BEARER, LOG_PROPERTIES, document, print_document
 
 #: The cluster ``docs/openapi/primary.json`` describes: the primary and two secondaries.
 DOCUMENTED_CLUSTER_SIZE = 3
@@ -25,10 +25,9 @@ _HEALTH = {
         "status": {"type": "string"},
         "role": {"type": "string", "enum": ["primary"]},
         "node": {"type": "string"},
-        **HISTORY_PROPERTIES,
+        **LOG_PROPERTIES,
         "recovering": {"type": "boolean",
                        "description": "taking over its log from the secondaries; appends wait"},
-        "length": {"type": "integer", "minimum": 0},
         "quorum": {"type": "integer", "minimum": 1},
         "available_nodes": {"type": "integer", "minimum": 1},
         "read_only": {"type": "boolean"},

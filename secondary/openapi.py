@@ -6,7 +6,7 @@ Pure; thread: any.
 
 from __future__ import annotations
 
-from shared.web.openapi import DOCUMENTED_BEARER, HISTORY_PROPERTIES, document, print_document
+from shared.web.openapi import DOCUMENTED_BEARER, LOG_PROPERTIES, document, print_document
 
 _HEALTH = {
     "type": "object",
@@ -16,11 +16,12 @@ _HEALTH = {
         "role": {"type": "string", "enum": ["secondary"]},
         "node": {"type": "string"},
         "incarnation": {"type": "string"},
-        **HISTORY_PROPERTIES,
-        "held_past_gap": {"type": "integer", "minimum": 0},
+        **LOG_PROPERTIES,
+        "primary": {"type": "string", "nullable": True, "description": "the primary it follows"},
+        "held_past_gap": {"type": "integer", "minimum": 0,
+                          "description": "always 0: a secondary holds nothing past a gap (kept for clients)"},
         "replication_endpoint": {"type": "string", "nullable": True},
-        "length": {"type": "integer", "minimum": 0},
-        "waiting": {"type": "integer", "minimum": 0},
+        "waiting": {"type": "integer", "minimum": 0, "description": "entries held back by REPLICATION_DELAY"},
     },
 }
 

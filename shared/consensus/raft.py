@@ -1005,10 +1005,12 @@ class RaftNode:
         """A reply from a life of the secondary this primary has not heard from yet.
         If it cannot vouch for what it holds (it is not caught up: a new disk,
         a log in memory, FSYNC=off), what it acknowledged before no longer
-        counts, and no reply sent before this one does either."""
+        counts, and no reply sent before this one does either. A diverged one is
+        written to again: if it still keeps another cluster, it says so again."""
         if progress.incarnation is not None:
             progress.retired_incarnations.add(progress.incarnation)
         progress.incarnation = reply.incarnation
+        progress.diverged = None  # it may have started afresh, as the ERROR advised: probe it again
         if not reply.caught_up:
             progress.forget_acknowledgements(min(_length_claimed(reply), len(self._log)), self._seq + 1)
 

@@ -16,5 +16,5 @@ import re
 
 #: The longest key accepted: room for a UUID, a hash, a client's own scheme.
 KEY_MAX_LENGTH = 200
-#: Visible ASCII (no spaces), 1 to KEY_MAX_LENGTH characters (\Z: not even a final newline).
-KEY_PATTERN = re.compile(rf"^[\x21-\x7e]{{1,{KEY_MAX_LENGTH}}}\Z")
+#: Visible ASCII (no spaces), 1 to KEY_MAX_LENGTH characters; use fullmatch (not even a final newline).
+KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{KEY_MAX_LENGTH}}}")

@@ -1,12 +1,13 @@
 """A failover node's HTTP API: append (here or forwarded), read, health, metrics.
 
 Every node serves the same routes whatever its role. ``GET /`` is the
-cluster's dashboard (dashboard.html beside this file, read once): a static
-page that learns every node's URL from the /health answers and polls each
-node's /health from the browser, so it follows the primary through
-failovers and outlives the node that served it; its Content-Security-Policy
-lets it connect to any http(s) origin for that (it still loads nothing from
-one, and sends the API token only to its own node). ``POST /messages``
+cluster's dashboard (shared.web.dashboard, the page a fixed primary serves
+too): a static page that learns every node's URL from the /health answers
+and polls each node's /health from the browser, so it follows the primary
+through failovers and outlives the node that served it; its
+Content-Security-Policy lets it connect to any http(s) origin for that (it
+still loads nothing from one, and sends the API token only to its own
+node). ``POST /messages``
 goes through shared.node.appends, and every answer to it carries
 ``Served-By``: the node that served it (the primary's name, forwarded or
 not). ``GET /health`` answers 200 in every role and state. Reads are the
@@ -19,7 +20,6 @@ Thread: Waitress workers; they read ``node-io``'s published state only.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Iterator
 
 import bottle
@@ -36,11 +36,10 @@ from shared.web.append_request import (
     BadRequest, check_content_type, parse_append, parse_idempotency_key, read_body,
 )
 from shared.web.api_token import protect
-from shared.web.http import JSON, LogReads, html_response, json_response, new_app
+from shared.web.dashboard import dashboard_response
+from shared.web.http import JSON, LogReads, json_response, new_app
 from shared.web.metrics import PREFIX, exposition, gauge, new_registry
 from shared.web.reads import LEVELS, Reads
-
-DASHBOARD = Path(__file__).with_name("dashboard.html").read_bytes()
 
 
 def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.Bottle:
@@ -105,7 +104,7 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
 
     @app.get("/")
     def dashboard():
-        return html_response(DASHBOARD, connect_anywhere=True)
+        return dashboard_response(polls_every_node=True)
 
     return app
 

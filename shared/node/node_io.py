@@ -615,20 +615,23 @@ class NodeIo(IoThread):
     def _flush(self, now: float) -> None:
         """Write what the Readies taken since the last flush changed, then send."""
         outbox, self._outbox = self._outbox, []
-        if self._persist():
-            for to, message, route in outbox:
-                self._send(to, message, route)
+        persisted = self._persist()
         self._log.set_committed(self._node.commit_length)
-        self._settle()
-        self._release_reads_committed()
         self._watch_peers(now)
         self._note_election(self._node.term, self._node.primary)
         self._announce_run()
         if self._hand_over.is_set() and self._node.role is not Role.PRIMARY:
             self._handed_over.set()
-        if self._node.role is not Role.RECOVERING:
-            self.recovered.set()
+        if self._settings.mode is not Mode.FIXED_PRIMARY or self._node.role is Role.PRIMARY:
+            self.recovered.set()  # a fixed primary is primary once it has a log (maybe recovered)
+        # Published before anything is answered: a client told that a node holds
+        # a message finds it in that node's /health too.
         self.state = self._snapshot(now)
+        if persisted:
+            for to, message, route in outbox:
+                self._send(to, message, route)
+        self._settle()
+        self._release_reads_committed()
 
     def _persist(self) -> bool:
         """Write the log; False while writes fail (see the module's docstring)."""
@@ -653,7 +656,7 @@ class NodeIo(IoThread):
         return True
 
     def _send(self, to: str, message: Message, route: bytes | None) -> None:
-        if (self._settings.drop_reply_fraction and isinstance(message, (AppendReply, HeartbeatReply))
+        if (self._settings.drop_reply_fraction and isinstance(message, AppendReply)
                 and self._rng.random() < self._settings.drop_reply_fraction):
             log.debug("fault injection: dropped an answer to %s", to)
             return

@@ -1,5 +1,4 @@
-"""A failover node's OpenAPI document: appends (here or forwarded), reads with
-``committed``, health.
+"""A failover node's OpenAPI document: appends (here or forwarded), reads, health.
 
 The append's description is shared.web.append_openapi's, with this mode's
 answers: 503 "no primary", and the 502 and 504 of a forward whose fate is
@@ -16,7 +15,7 @@ import copy
 from shared.consensus.raft import Role
 from shared.node.config import FailoverConfig
 from shared.web.append_openapi import APPEND_RESULT, append_operation, append_request_schema
-from shared.web.openapi import DOCUMENTED_BEARER, document, error_response_object, print_document
+from shared.web.openapi import DOCUMENTED_BEARER, LOG_PROPERTIES, document, error_response_object, print_document
 
 #: The cluster ``docs/openapi/failover.json`` describes.
 DOCUMENTED_CLUSTER_SIZE = 3
@@ -29,6 +28,9 @@ _PEER = {
         "last_heard_s_ago": {"type": "number", "nullable": True},
         "match_length": {"type": "integer", "nullable": True,
                          "description": "on the primary: the Raft entries this peer is known to hold"},
+        "state": {"type": "string", "nullable": True,
+                  "enum": ["unknown", "healthy", "suspected", "unhealthy", "diverged", None],
+                  "description": "on the primary: how this peer answers"},
     },
 }
 _HEALTH = {
@@ -44,12 +46,13 @@ _HEALTH = {
         "primary": {"type": "string", "nullable": True,
                     "description": "the primary this node follows, its own name on the primary, "
                                    "null during an election"},
-        "committed": {"type": "integer", "minimum": 0, "description": "committed messages"},
-        "length": {"type": "integer", "minimum": 0, "description": "messages held"},
+        **{name: LOG_PROPERTIES[name] for name in ("committed", "length", "first_id", "bad_frames")},
         "caught_up": {"type": "boolean",
-                      "description": "false for a node started empty until a primary caught it up: "
-                                     "until then it votes only for an empty log"},
-        "bad_frames": {"type": "integer", "minimum": 0},
+                      "description": "false for a node started with an empty DATA_DIR until a primary "
+                                     "caught it up and it heard enough peers: until then it does not "
+                                     "stand, and votes only as docs/architecture.md says"},
+        "unheard": {"type": "array", "items": {"type": "string"},
+                    "description": "while not caught up: the peers it has still to hear from"},
         "replication_endpoint": {"type": "string", "nullable": True},
         "peers": {"type": "object", "additionalProperties": _PEER},
         "elections": {
@@ -58,13 +61,6 @@ _HEALTH = {
                 "term": {"type": "integer"}, "primary": {"type": "string"}, "at": {"type": "string"}}},
         },
     },
-}
-_COMMITTED = {
-    "name": "committed",
-    "in": "query",
-    "required": False,
-    "description": "true: only the committed prefix, which no failover rolls back",
-    "schema": {"type": "string", "enum": ["true", "false"]},
 }
 _FORWARD_FAILED = {
     "502": error_response_object("forwarded to the primary, which did not answer: the append's "
@@ -90,8 +86,6 @@ def spec(cluster_size: int = DOCUMENTED_CLUSTER_SIZE, bearer: bool = DOCUMENTED_
         bearer=bearer,
     ))
     del assembled["paths"]["/health"]["get"]["responses"]["503"]  # 200 in every role and state
-    reads = assembled["paths"]["/messages"]["get"]
-    reads["parameters"] = [*reads.get("parameters", []), _COMMITTED]
     return assembled
 
 

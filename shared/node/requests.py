@@ -13,6 +13,7 @@ Thread: the request thread calls ``wait``; ``node-io`` everything else.
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 # Why an append ended without its write concern met.
 NOT_PRIMARY = "not primary"  # nothing was appended
@@ -43,11 +44,13 @@ class _Gate:
     def abandoned(self) -> bool:
         return self._abandoned
 
-    def _release(self) -> bool:
-        """Open the gate once; False if it was open already."""
+    def _release(self, outcome: Callable[[], None]) -> bool:
+        """Set the outcome and open the gate, once; False (the outcome left as
+        it was) if it was open already."""
         with self._lock:
             if self._released:
                 return False
+            outcome()
             self._released = True
         self._gate.release()
         return True
@@ -86,8 +89,9 @@ class Proposal(_Gate):
             return True
 
     def release(self, acked_by: list[str], ended: str | None = None) -> None:
-        self.acked_by, self.ended = acked_by, ended
-        self._release()
+        def outcome() -> None:
+            self.acked_by, self.ended = acked_by, ended
+        self._release(outcome)
 
 
 class ReadIndexWait(_Gate):
@@ -101,5 +105,6 @@ class ReadIndexWait(_Gate):
         self.committed_id: int | None = None  # the id that commit length ends at
 
     def release(self, index: int | None, committed_id: int | None = None) -> None:
-        self.index, self.committed_id = index, committed_id
-        self._release()
+        def outcome() -> None:
+            self.index, self.committed_id = index, committed_id
+        self._release(outcome)

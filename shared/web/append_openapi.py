@@ -73,7 +73,7 @@ def append_operation(keys_remembered: int, unavailable: str, extra: dict | None 
                 "required": False,
                 "description": "a retry with the same key appends nothing and answers with the "
                 f"original id (the last {keys_remembered:,} keys are remembered by default)",
-                "schema": {"type": "string", "pattern": KEY_PATTERN.pattern},
+                "schema": {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$"},
             }
         ],
         "requestBody": {

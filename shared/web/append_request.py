@@ -105,7 +105,7 @@ def check_content_type(content_type: str) -> str:
 def parse_idempotency_key(header: str | None) -> str | None:
     if header is None:
         return None
-    if not KEY_PATTERN.match(header):
+    if not KEY_PATTERN.fullmatch(header):
         raise BadRequest(
             400, f"Idempotency-Key must be 1 to {KEY_MAX_LENGTH} visible ASCII characters"
         )

@@ -23,7 +23,7 @@ import copy
 import json
 
 from shared.web.api_token import OPEN_PATHS
-from shared.web.reads import MAX_WAIT_S
+from shared.web.reads import LEVELS, LOCAL, MAX_WAIT_S
 from shared.wire.frames import MAX_SEQ
 
 _ERROR = {
@@ -49,17 +49,26 @@ def error_response_object(description: str, headers: dict | None = None) -> dict
     return json_response_object(ERROR_REF, description, headers)
 
 
-#: The history and run a node follows (its own run, on the primary).
-HISTORY_PROPERTIES = {
+#: What every node's /health says about the log and the term it follows.
+LOG_PROPERTIES = {
     "history": {"type": "string", "nullable": True,
-                "description": "the cluster's history id; null until its first append"},
-    "run": {"type": "array", "nullable": True, "items": {}, "minItems": 2, "maxItems": 2,
-            "description": "the primary run, as [number, token]"},
+                "description": "the cluster's name: fixed roles only, null until its first run"},
+    "run": {"type": "integer", "minimum": 0,
+            "description": "the primary's run: fixed roles only, the same number as term"},
+    "term": {"type": "integer", "minimum": 0, "description": "the term (a fixed primary's run) it follows"},
+    "length": {"type": "integer", "minimum": 0, "description": "the id after the last message it holds"},
+    "committed": {"type": "integer", "minimum": 0,
+                  "description": "the id after the last message it knows committed (held by a majority)"},
+    "first_id": {"type": "integer", "minimum": 0,
+                 "description": "the first message retention kept (0 when it dropped none)"},
     "bad_frames": {"type": "integer", "minimum": 0,
                    "description": "replication frames dropped as malformed or foreign since start"},
 }
 RETRY_AFTER = {
     "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
+}
+SERVED_BY = {
+    "Served-By": {"description": "the node that served the request", "schema": {"type": "string"}}
 }
 
 def _query(name: str, schema: dict, description: str) -> dict:
@@ -68,7 +77,13 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 
 _LIST_OPERATION = {
-    "summary": "Read the messages this node holds, in order, without gaps: all, a page, or a tail",
+    "summary": "Read the messages, in order, without gaps: all that are kept, a page, or a tail",
+    "description": "The level says what the answer reflects. local: what this node holds (on a "
+    "secondary it may lag; it may include a dead primary's tail that the next one overwrites). "
+    "committed: only what a majority holds, which no failover rolls back; it may lag. "
+    "linearizable: every append acknowledged before the read began, on whichever node answers, "
+    "never going back (Raft's read index: the primary confirms with a majority that it still "
+    "is primary; a secondary asks it).",
     "operationId": "listMessages",
     "parameters": [
         _query("from", {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
@@ -76,6 +91,10 @@ _LIST_OPERATION = {
         _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}, "at most this many messages"),
         _query("wait", {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_WAIT_S},
                "seconds to wait for a message at from or beyond, if none is there yet"),
+        _query("consistency", {"type": "string", "enum": list(LEVELS), "default": LOCAL},
+               "what the answer reflects (see the description)"),
+        _query("committed", {"type": "string", "enum": ["true", "false"]},
+               "true: as consistency=committed (an alias; not with consistency); false: as if absent"),
     ],
     "responses": {
         "200": json_response_object(
@@ -84,18 +103,29 @@ _LIST_OPERATION = {
                 "required": ["messages"],
                 "properties": {
                     "messages": {"type": "array", "items": {"type": "string"}},
+                    "first_id": {"type": "integer", "minimum": 0,
+                                 "description": "without from: the id of the first message kept"},
                     "from": {"type": "integer", "minimum": 0},
                     "next": {"type": "integer", "minimum": 0, "description": "the from of the next page"},
                     "length": {"type": "integer", "minimum": 0,
-                               "description": "messages this node shows, at the same moment"},
+                               "description": "the id after the last message shown at this level, "
+                                              "at the same moment"},
                 },
             },
-            "the contiguous prefix of the log held by this node, or the page of it asked for",
+            "every message kept, or the page asked for",
+            SERVED_BY,
         ),
-        "400": error_response_object("a query parameter is invalid or unknown"),
+        "400": error_response_object("a query parameter is invalid or unknown", SERVED_BY),
+        "410": json_response_object(
+            {"type": "object", "required": ["error", "first_id"],
+             "properties": {"error": {"type": "string"},
+                            "first_id": {"type": "integer", "minimum": 0,
+                                         "description": "the first message retention kept: read from there"}}},
+            "from is below what retention kept (or fell below it while the read waited)", SERVED_BY),
         "503": error_response_object(
-            "busy: MAX_LOG_READS whole-log reads are being sent, or MAX_WAITING_READS readers wait",
-            RETRY_AFTER),
+            "busy: MAX_LOG_READS whole-log reads are being sent, or MAX_WAITING_READS readers wait; "
+            "or a linearizable read that could not be confirmed in time (no primary, no majority, "
+            "an election)", {**RETRY_AFTER, **SERVED_BY}),
     },
 }
 

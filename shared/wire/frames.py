@@ -405,7 +405,7 @@ class _Header:
         records = []
         for item in value:
             if not isinstance(item, list) or len(item) != 5 or not isinstance(item[0], str) \
-                    or not KEY_PATTERN.match(item[0]):
+                    or not KEY_PATTERN.fullmatch(item[0]):
                 raise ProtocolError("a key must be [key, index, first_id, count, digest]")
             checked = _Header(dict(zip(("index", "first_id", "count", "digest"), item[1:])))
             records.append(KeyRecord(item[0], checked.count("index"), checked.count("first_id"),
@@ -447,7 +447,7 @@ def _entry(term: int, line: bytes) -> Entry:
     key, count = None, 1
     if line.startswith(b"@"):
         raw_key, _, line = line[1:].partition(b" ")
-        if not KEY_PATTERN.match(raw_key.decode("latin-1")):
+        if not KEY_PATTERN.fullmatch(raw_key.decode("latin-1")):
             raise ProtocolError("a keyed entry must start with @<key> and a space")
         key = raw_key.decode("ascii")
     if line.startswith(b"#"):

@@ -59,7 +59,8 @@ def test_the_right_token_appends_and_reads(guarded):
     response = cluster.post({"message": "m", "w": 3}, headers=RIGHT)
     assert response.status_int == 201, response.text
     assert cluster.app.get("/messages", headers=RIGHT).json == {"messages": ["m"], "first_id": 0}
-    assert secondary.get("/messages", headers={"Authorization": f"bearer {TOKEN}"}).json == {"messages": ["m"], "first_id": 0}
+    lower_case = {"Authorization": f"bearer {TOKEN}"}
+    assert secondary.get("/messages", headers=lower_case).json == {"messages": ["m"], "first_id": 0}
 
 
 def test_a_secondary_s_reads_need_the_token_too(guarded):

@@ -1,4 +1,5 @@
-"""Batch appends, paged reads and tailing reads, through the apps in-process."""
+"""Batch appends, paged reads, tailing reads, consistency levels and retention, through
+the apps in-process."""
 
 from __future__ import annotations
 
@@ -151,3 +152,50 @@ def test_shutdown_answers_waiting_readers_at_once(cluster):
     cluster.stop()
     reader.join(5)
     assert result["page"]["messages"] == [] and time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("query", ["", "?consistency=local", "?consistency=committed",
+                                   "?committed=true", "?consistency=linearizable"])
+def test_every_consistency_level_reads_on_either_role(cluster, query):
+    assert cluster.post({"message": "m", "w": 3}).status_int == 201
+    for app in (cluster.app, cluster.secondaries["s1"].app):
+        # A secondary learns the commit from the primary's next frame; a
+        # linearizable read waits for it by itself.
+        wait_until(lambda: app.get(f"/messages{query}").json == {"messages": ["m"], "first_id": 0},
+                   what=f"{query or 'a plain read'} to show the message")
+
+
+def test_only_a_local_read_shows_what_is_not_committed(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(running=(), quorum=1)  # no majority: nothing commits
+    assert cluster.post({"message": "alone", "w": 1}).status_int == 201
+    assert cluster.app.get("/messages").json["messages"] == ["alone"]
+    assert cluster.app.get("/messages?consistency=committed").json["messages"] == []
+    assert cluster.app.get("/messages?from=0&committed=true").json["messages"] == []
+    unconfirmed = cluster.app.get("/messages?consistency=linearizable", expect_errors=True)
+    assert unconfirmed.status_int == 503 and unconfirmed.headers["Retry-After"] == "1"
+    assert "cannot confirm a linearizable read" in unconfirmed.json["error"]
+
+
+@pytest.mark.parametrize("query, error", [
+    ("consistency=strong", "'consistency' must be one of local, committed, linearizable"),
+    ("consistency=local&committed=true", "not both"),
+    ("committed=yes", "'committed' must be true or false"),
+])
+def test_a_bad_consistency_is_a_400(cluster, query, error):
+    for app in (cluster.app, cluster.secondaries["s1"].app):
+        resp = app.get(f"/messages?{query}", expect_errors=True)
+        assert resp.status_int == 400 and error in resp.json["error"]
+
+
+def test_a_read_below_what_retention_kept_is_410_with_the_first_id_kept(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(retention_messages=2)
+    for n in range(6):
+        assert cluster.post({"message": f"m{n}", "w": 3}).status_int == 201
+    for app in (cluster.app, cluster.secondaries["s1"].app):
+        kept = wait_until(lambda: app.get("/messages").json["first_id"] > 0 and app.get("/messages").json,
+                          what="the start to move")
+        first = kept["first_id"]
+        assert kept["messages"] == [f"m{n}" for n in range(first, 6)]
+        gone = app.get("/messages?from=0", expect_errors=True)
+        assert gone.status_int == 410 and gone.json["first_id"] == first
+        assert app.get(f"/messages?from={first}").json["messages"] == kept["messages"]

@@ -1,12 +1,14 @@
 """``node-io`` against raw sockets: what each role sends, answers and keeps, read off the wire.
 
 - A fixed primary dials RawSecondary ROUTERs that answer by hand: its
-  recovery, its runs, flow control, resends, restarts, stalls, frame limits.
+  recovery, its runs, flow control, resends, its secondaries' restarts and
+  health as it logs them, its own stalls, frame limits, links libzmq ended;
+  and a late secondary of an in-process cluster catching up.
 - A fixed secondary is written to by a HandMadePrimary (tests.support.raw_peer):
   what it stores and answers, REPLICATION_DELAY, recovery's questions, reads.
 - A failover node listens on tcp://127.0.0.1:0 and dials RawSecondary
   ROUTERs in its peers' places: what it believes of a frame, proposals
-  across a step-down.
+  across a step-down, the hand-over when it stops.
 - A failed write: a fixed primary answers 503 and goes on; a failover node stops.
 
 Thread: the test's; each node runs its own ``node-io`` thread.
@@ -15,6 +17,7 @@ Thread: the test's; each node runs its own ``node-io`` thread.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -24,11 +27,13 @@ import zmq
 
 from primary.config import PrimaryConfig, ReplicationSettings, SecondarySpec
 from secondary.config import SecondaryConfig, node_settings
+from shared.consensus.health import Health
 from shared.consensus.raft import WINDOW, Ready
 from shared.consensus.raft_log import HardState, LogStart, Unsaved
 from shared.consensus.raft_messages import (
     AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply, Message,
-    PreVoteRequest, ReadIndexReply, ReadIndexRequest, StateReply, StateRequest, VoteReply, VoteRequest,
+    PreVoteRequest, ReadIndexReply, ReadIndexRequest, StateReply, StateRequest, TimeoutNow, VoteReply,
+    VoteRequest,
 )
 from shared.log.node_log import NodeLog, open_log
 from shared.log.sqlite_log import StoreError
@@ -41,7 +46,7 @@ from shared.runtime.logging_setup import RateLimitFilter
 from shared.wire import frames
 from shared.wire.curve import PLAIN
 from shared.wire.frames import encode_entry, frame_limit
-from tests.support.documents import messages_of
+from tests.support.documents import document_bytes, messages_of
 from tests.support.raw_peer import ENVELOPE, HandMadePrimary
 from tests.support.waiting import wait_until
 
@@ -65,12 +70,13 @@ class RawSecondary:
         else:
             self.endpoint = f"inproc://{name}-{uuid.uuid4().hex}"
             self.router.bind(self.endpoint)
-        self._identity: bytes | None = None
+        #: The connection the last frame came on (its ROUTER identity): answers go there.
+        self.connection: bytes | None = None
 
     def receive(self, timeout: float = 5.0) -> Message:
         """The next frame, from whichever connection."""
         assert self.router.poll(max(0.0, timeout) * 1000), f"nothing reached {self.name} in {timeout}s"
-        self._identity, frame = self.router.recv_multipart()
+        self.connection, frame = self.router.recv_multipart()
         message, _ = frames.decode([frame])
         return message
 
@@ -82,12 +88,12 @@ class RawSecondary:
             if isinstance(message, kind) and where(message):
                 return message
 
-    def silent_for(self, seconds: float, kind: type = AppendEntries, where=lambda message: True) -> bool:
-        """Whether no frame of ``kind`` that ``where`` accepts arrives within ``seconds``."""
+    def silent_for(self, seconds: float, where=lambda message: True) -> bool:
+        """Whether no AppendEntries that ``where`` accepts arrives within ``seconds``."""
         deadline = time.monotonic() + seconds
         while self.router.poll(max(0.0, deadline - time.monotonic()) * 1000):
             message = self.receive()
-            if isinstance(message, kind) and where(message):
+            if isinstance(message, AppendEntries) and where(message):
                 return False
         return True
 
@@ -98,13 +104,13 @@ class RawSecondary:
     def answer(self, reply: Message | bytes) -> None:
         """Send ``reply`` on the connection the last frame came on."""
         frame = reply if isinstance(reply, bytes) else frames.encode(reply, self.envelope)
-        self.router.send_multipart([self._identity, frame])
+        self.router.send_multipart([self.connection, frame])
 
     # -- answers a secondary would give -----------------------------------------------
 
-    def state(self, held: int = 0, term: int = 0) -> StateReply:
-        """What it holds, to a recovering primary: ``held`` entries, none kept before."""
-        return StateReply(self.name, term, term if held else 0, held, LogStart(), None)
+    def state(self) -> StateReply:
+        """What it holds, to a recovering primary: nothing, of no cluster."""
+        return StateReply(self.name, 0, 0, 0, LogStart(), None)
 
     def accept(self, request: AppendEntries, term: int | None = None) -> AppendReply:
         return AppendReply(self.name, request.term if term is None else term, request.seq, True,
@@ -160,8 +166,8 @@ def carries_entries(message: AppendEntries) -> bool:
     return bool(message.entries)
 
 
-def proposed(node: NodeIo, message: str, w: int = 1, key: str | None = None) -> Proposal:
-    proposal = Proposal([encode_entry(message)], key, w)
+def proposed(node: NodeIo, message: str, w: int = 1) -> Proposal:
+    proposal = Proposal([encode_entry(message)], None, w)
     node.propose(proposal)
     return proposal
 
@@ -174,8 +180,11 @@ def bodies(message: AppendEntries) -> list[bytes]:
 
 
 @pytest.fixture
-def raw_secondaries(ctx):
-    made = [RawSecondary(ctx, "s1"), RawSecondary(ctx, "s2")]
+def raw_secondaries(ctx, request):
+    """ROUTERs in s1's and s2's places: over inproc, or over tcp when parametrized
+    (indirectly) with "tcp": only tcp enforces a socket's MAXMSGSIZE."""
+    tcp = getattr(request, "param", "inproc") == "tcp"
+    made = [RawSecondary(ctx, "s1", tcp), RawSecondary(ctx, "s2", tcp)]
     yield made
     for secondary in made:
         secondary.close()
@@ -183,11 +192,12 @@ def raw_secondaries(ctx):
 
 @pytest.fixture
 def start_primary(ctx, raw_secondaries):
-    """Start a fixed primary that dials ``raw_secondaries``; its log in memory, or in ``data_dir``."""
+    """Start a fixed primary that dials ``raw_secondaries``; its log in memory, or in ``data_dir``;
+    its heartbeats and health as ``settings`` say."""
     started: list[NodeIo] = []
 
-    def start(data_dir: str = "") -> NodeIo:
-        config = replace(PrimaryConfig(), replication=SETTINGS, data_dir=data_dir,
+    def start(data_dir: str = "", settings: ReplicationSettings = SETTINGS) -> NodeIo:
+        config = replace(PrimaryConfig(), replication=settings, data_dir=data_dir,
                          secondaries=tuple(SecondarySpec(s.name, s.endpoint) for s in raw_secondaries))
         node = NodeIo(ctx, config.node_settings(frame_limit(config.max_body_bytes)),
                       open_log(data_dir, "primary", True, config.idempotency_keys), PLAIN)
@@ -212,7 +222,8 @@ def begin_run(secondaries: list[RawSecondary]) -> None:
 
 
 def test_a_primary_without_a_log_asks_each_secondary_what_it_holds_before_its_first_run(
-        start_primary, raw_secondaries):
+        start_primary, raw_secondaries, caplog):
+    caplog.set_level(logging.INFO, logger="shared.node.node_io")
     node = start_primary()
     for secondary in raw_secondaries:
         asked = secondary.receive()
@@ -226,6 +237,7 @@ def test_a_primary_without_a_log_asks_each_secondary_what_it_holds_before_its_fi
     cluster = probes[0].cluster
     assert cluster is not None and probes[1].cluster == cluster, "named as its first run begins"
     wait_until(lambda: node.state.is_primary and node.state.cluster == cluster, what="run 1 to begin")
+    assert f"leading history {cluster} as run 1 from id 0" in caplog.text
 
 
 def test_a_primary_that_kept_its_log_begins_a_new_term_at_once(start_primary, raw_secondaries, tmp_path):
@@ -263,16 +275,16 @@ def test_at_most_a_window_of_frames_is_in_flight_to_a_silent_secondary(start_pri
     assert [body for f in sent for body in bodies(f)] == [encode_entry(f"m{n}") for n in range(WINDOW)]
     probe = frame
     assert probe.prev_length == 1, "probed from what it is known to hold"
-    # Unanswered, the probe is all: heartbeats go on, without entries.
+    # Unanswered, the probe is all that is in flight: only heartbeats come, which carry no entries.
     assert s1.silent_for(3 * SETTINGS.heartbeat_interval)
-    assert isinstance(s1.next(Heartbeat), Heartbeat)
     s1.answer(s1.accept(probe))
     resent = s1.next(AppendEntries, carries_entries)
     assert resent.prev_length == 1
     assert bodies(resent) == [encode_entry(f"m{n}") for n in range(WINDOW + 3)]
 
 
-def test_a_late_answer_to_the_first_attempt_still_counts(start_primary, raw_secondaries):
+def test_a_late_answer_to_the_first_attempt_still_counts(start_primary, raw_secondaries, caplog):
+    caplog.set_level(logging.INFO, logger="shared.node.node_io")
     node = start_primary()
     begin_run(raw_secondaries)
     s1 = raw_secondaries[0]
@@ -281,6 +293,7 @@ def test_a_late_answer_to_the_first_attempt_still_counts(start_primary, raw_seco
     probe = s1.next(AppendEntries, lambda m: not m.entries)  # no answer in time: given up
     assert probe.seq > first.seq
     wait_until(lambda: node.state.peers["s1"].resends >= 1, what="the resend counted")
+    assert "resending to s1 from message 0: no answer within" in caplog.text
     assert not waiting.acked_by, "not released: nothing answered yet"
     s1.answer(s1.accept(first))
     assert waiting.wait(5) and waiting.acked_by == ["primary", "s1"]
@@ -292,8 +305,10 @@ def test_an_answer_to_a_frame_never_sent_moves_nothing(start_primary, raw_second
     s1 = raw_secondaries[0]
     waiting = proposed(node, "m", w=2)
     sent = s1.next(AppendEntries, carries_entries)
-    s1.answer(AppendReply("s1", sent.term, sent.seq + 1000, True, match_length=2, incarnation=s1.incarnation))
-    s1.answer(AppendReply("s1", sent.term, sent.seq, True, match_length=99, incarnation=s1.incarnation))
+    never_sent = AppendReply("s1", sent.term, sent.seq + 1000, True, match_length=2,
+                             incarnation=s1.incarnation)
+    s1.answer(never_sent)
+    s1.answer(replace(never_sent, seq=sent.seq, match_length=99))  # more entries than were ever sent
     wait_until(lambda: node.state.bad_frames == 2, what="both claims to be dropped")
     assert not waiting.acked_by and node.state.peers["s1"].match_length == 0
     refused = [r for r in caplog.records if "dropped a bad frame from s1" in r.getMessage()]
@@ -320,6 +335,7 @@ def test_junk_from_a_secondary_is_dropped_with_one_warning_and_replication_goes_
 
 
 def test_a_secondary_back_without_its_log_is_sent_everything_again(start_primary, raw_secondaries, caplog):
+    caplog.set_level(logging.INFO, logger="shared.node.node_io")
     node = start_primary()
     begin_run(raw_secondaries)
     s1 = raw_secondaries[0]
@@ -338,6 +354,8 @@ def test_a_secondary_back_without_its_log_is_sent_everything_again(start_primary
     s1.answer(s1.accept(probe))
     again = s1.next(AppendEntries, carries_entries)
     assert again.prev_length == 0 and bodies(again) == [b""] + [encode_entry(f"m{n}") for n in range(3)]
+    s1.answer(s1.accept(again))
+    wait_until(lambda: "s1 caught up: 3 messages in" in caplog.text, what="the primary to say so")
 
 
 def test_stop_releases_the_appends_still_waiting(start_primary, raw_secondaries):
@@ -349,11 +367,47 @@ def test_stop_releases_the_appends_still_waiting(start_primary, raw_secondaries)
     assert waiting.wait(5) and waiting.ended == STOPPING and waiting.acked_by == ["primary"]
 
 
+def test_a_secondary_s_health_follows_its_silence_and_each_change_is_logged_once(
+        start_primary, raw_secondaries, caplog):
+    caplog.set_level(logging.INFO, logger="shared.node.node_io")
+    node = start_primary(settings=replace(SETTINGS, suspect_after=4, unhealthy_after=8))
+    state = wait_until(lambda: node.state.recovering and node.state, what="the recovery to begin")
+    assert state.peers["s1"].health is Health.UNKNOWN, "not heard yet, not yet given up on"
+    begin_run(raw_secondaries)
+    s1 = raw_secondaries[0]
+
+    def health() -> Health:
+        return node.state.peers["s1"].health
+
+    wait_until(lambda: health() is Health.UNHEALTHY, what="s1's silence to tell")
+    s1.answer(s1.beaten(s1.next(Heartbeat), length=1))
+    wait_until(lambda: health() is Health.HEALTHY, what="s1's answer to tell")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("s1 is")]
+    assert lines[:3] == ["s1 is suspected: missed heartbeats", "s1 is unhealthy: missed heartbeats",
+                         "s1 is healthy"]
+
+
+def test_a_diverged_secondary_is_neither_written_to_nor_counted(start_primary, raw_secondaries, caplog):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    s1 = raw_secondaries[0]
+    waiting = proposed(node, "m", w=2)
+    sent = s1.next(AppendEntries, carries_entries)
+    why = "it keeps the log of cluster another (5 entries), not ours"
+    s1.answer(AppendReply("s1", sent.term, sent.seq, False, diverged=why, incarnation=s1.incarnation))
+    wait_until(lambda: node.state.peers["s1"].health is Health.DIVERGED, what="s1 to be diverged")
+    assert node.state.peers["s1"].diverged == why and node.state.available_nodes() == 2
+    assert f"s1 is diverged: {why}" in caplog.text and "empty its DATA_DIR" in caplog.text
+    assert proposed(node, "more").wait(5)
+    assert s1.silent_for(0.3, where=carries_entries), "nothing is written to it"
+    assert not waiting.acked_by, "its refusal counts for nothing"
+
+
 def test_a_stall_of_the_primary_itself_makes_no_secondary_unhealthy(start_primary, raw_secondaries,
                                                                     monkeypatch):
     node = start_primary()
     begin_run(raw_secondaries)
-    wait_until(lambda: {p.health.value for p in node.state.peers.values()} == {"healthy"},
+    wait_until(lambda: {p.health for p in node.state.peers.values()} == {Health.HEALTHY},
                what="both secondaries healthy")
     real = time.monotonic
     # The process is paused for 100 s (a stopped container, a starved CPU):
@@ -361,12 +415,12 @@ def test_a_stall_of_the_primary_itself_makes_no_secondary_unhealthy(start_primar
     monkeypatch.setattr(time, "monotonic", lambda: real() + 100.0)
     node.wake()
     state = wait_until(lambda: node.state.at > real() + 50 and node.state, what="a pass after the pause")
-    assert {p.health.value for p in state.peers.values()} == {"healthy"}
+    assert {p.health for p in state.peers.values()} == {Health.HEALTHY}
     assert state.available_nodes() == 3
 
 
-def test_a_frame_over_the_limit_a_secondary_announced_is_not_sent(start_primary, raw_secondaries,
-                                                                   monkeypatch, caplog):
+def test_a_frame_over_the_limit_a_secondary_announced_waits_until_it_announces_more(
+        start_primary, raw_secondaries, monkeypatch, caplog):
     # A filter of its own: another test's line must not hold this one back.
     monkeypatch.setattr(node_io.oversized_log, "filters", [RateLimitFilter(10.0)])
     node = start_primary()
@@ -379,9 +433,69 @@ def test_a_frame_over_the_limit_a_secondary_announced_is_not_sent(start_primary,
     assert proposed(node, "y" * 3000).wait(5)
     wait_until(lambda: "cannot send s1 a frame of" in caplog.text, what="the ERROR")
     assert "it accepts 2000; set the same MAX_MESSAGE_BYTES on every node" in caplog.text
-    assert s1.silent_for(0.3, where=carries_entries)
     to_s2 = raw_secondaries[1].next(AppendEntries, lambda m: m.prev_length == 2)
     assert bodies(to_s2) == [encode_entry("y" * 3000)], "s2 takes it"
+    # s1 is probed again once the frame is given up; restarted with a larger
+    # MAX_MESSAGE_BYTES, it answers the probe saying so, and is sent the message.
+    probe = s1.next(AppendEntries, lambda m: m.prev_length == 2)
+    assert not probe.entries, "nothing over its limit went to s1"
+    s1.envelope = frames.Envelope("http://s1:8000", 10_000, "http://s1:8000")
+    s1.answer(s1.accept(probe))
+    assert bodies(s1.next(AppendEntries, carries_entries)) == [encode_entry("y" * 3000)]
+
+
+@pytest.mark.parametrize("raw_secondaries", ["tcp"], indirect=True)
+def test_a_link_libzmq_ends_for_an_oversized_frame_is_reopened_with_one_warning(
+        start_primary, raw_secondaries, caplog):
+    node = start_primary()
+    s1 = raw_secondaries[0]
+    s1.envelope = frames.Envelope("http://s1:8000", 7_000_000, "http://s1:8000")
+    begin_run(raw_secondaries)
+    before = s1.connection
+    limit = frame_limit(PrimaryConfig().max_body_bytes)
+    # Over the primary's MAXMSGSIZE: libzmq ends that connection, and the
+    # DEALER alone would never dial again.
+    s1.answer(b"x" * (limit + 1))
+    s1.next(Heartbeat, lambda _: s1.connection != before, timeout=10)
+    waiting = proposed(node, "after", w=2)
+    while not waiting.acked_by:  # it is probed again, then sent the entry
+        frame = s1.receive()
+        if isinstance(frame, AppendEntries):
+            s1.answer(s1.accept(frame))
+    assert waiting.wait(5) and waiting.acked_by == ["primary", "s1"]
+    lines = [r.getMessage() for r in caplog.records if "reopening the link to s1" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"this node {limit} bytes, s1 7000000 bytes" in lines[0] and "MAX_MESSAGE_BYTES" in lines[0]
+
+
+def test_an_append_whose_request_gave_up_before_node_io_took_it_appends_nothing(start_primary,
+                                                                              raw_secondaries):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    gave_up = Proposal([encode_entry("late")], None, 1)
+    assert not gave_up.wait(0)  # its request timed out before node-io got to it
+    node.propose(gave_up)
+    assert proposed(node, "next").wait(5)
+    assert messages_of(node.log) == ["next"] and gave_up.first_id is None
+
+
+#: Messages a secondary that comes up late has to catch up on.
+BACKLOG = 100_000
+
+
+def test_a_late_secondary_receives_a_100k_backlog_in_order_in_seconds(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(names=("s1",), running=(), quorum=1)
+    cluster.wait_recovered()
+    backlog = [Proposal([encode_entry(f"message {n:06d} " + "x" * 80)], None, 1) for n in range(BACKLOG)]
+    for proposal in backlog:
+        cluster.node.propose(proposal)
+    assert all(proposal.wait(30) for proposal in backlog)
+    started = time.monotonic()
+    s1 = cluster.start_secondary("s1")
+    wait_until(lambda: s1.log.shown() == BACKLOG, 60, interval=0.05, what="the catch-up")
+    elapsed = time.monotonic() - started
+    assert document_bytes(s1.log) == document_bytes(cluster.log)
+    assert elapsed < 30, f"catching up {BACKLOG} messages took {elapsed:.1f}s"
 
 
 # -- a fixed secondary, written to by a HandMadePrimary -------------------------------
@@ -436,7 +550,7 @@ def test_a_resent_entry_is_answered_again_and_stored_once(start_secondary):
     assert (node.received, node.duplicates) == (2, 1)
 
 
-def test_entries_past_the_end_of_the_log_are_refused_with_where_it_ends_and_nothing_is_held(start_secondary):
+def test_entries_past_the_end_of_the_log_are_refused_and_nothing_is_held(start_secondary):
     node, primary = start_secondary()
     primary.append(0, "a")
     past = primary.append(3, "d")
@@ -582,6 +696,7 @@ def start_failover(ctx):
         peers = {name: RawSecondary(ctx, name, tcp=True) for name in ("n2", "n3")}
         config = replace(
             FailoverConfig(), node_name="n1", replication_bind="tcp://127.0.0.1:0",
+            # n1's own endpoint is where the others would dial it: never dialled here.
             peers=(Peer("n1", "tcp://127.0.0.1:1"), *(Peer(name, p.endpoint) for name, p in peers.items())),
             election_timeout=5.0, heartbeat_interval=0.05, advertised_url="http://n1:8000",
             public_url="http://n1:8000")
@@ -607,19 +722,18 @@ def caught_up_log(data_dir: str) -> NodeLog:
     return open_log(data_dir, "failover", True, 100)
 
 
-def elect(peers: dict[str, RawSecondary]) -> None:
-    """Grant the node's pre-vote and vote, as n2 and n3."""
-    for peer in peers.values():
-        asked = peer.next(PreVoteRequest)
-        peer.answer(VoteReply(peer.name, asked.term, True, pre_vote=True))
-    for peer in peers.values():
-        asked = peer.next(VoteRequest)
-        peer.answer(VoteReply(peer.name, asked.term, True, pre_vote=False))
+def elect(n2: RawSecondary) -> None:
+    """Grant the node's pre-vote and vote as n2: with its own, a majority of the three."""
+    asked = n2.next(PreVoteRequest)
+    n2.answer(VoteReply(n2.name, asked.term, True, pre_vote=True))
+    asked = n2.next(VoteRequest)
+    n2.answer(VoteReply(n2.name, asked.term, True, pre_vote=False))
 
 
 def test_what_a_frame_says_of_its_sender_is_believed_only_once_the_core_accepted_the_frame(
         start_failover, ctx):
     node, peers = start_failover()
+    peers["n2"].next(StateRequest)  # n1 asks what n2 holds: its link to n2 is up
     n2 = Dealer(ctx, node.endpoint)
     try:
         real = frames.Envelope("http://n2:8000", 64 << 20, "http://n2.example:8000")
@@ -628,8 +742,9 @@ def test_what_a_frame_says_of_its_sender_is_believed_only_once_the_core_accepted
                    what="n1 to follow n2")
         forged = frames.Envelope("http://forger.example:1", 100, "http://forger.example:1")
         stale = n2.request(Heartbeat("n2", 4, 2, 0), forged)  # a term that is over
+        answered_at = time.monotonic()
         assert isinstance(stale, HeartbeatReply) and stale.term == 5
-        wait_until(lambda: node.state.at > time.monotonic() - 0.01, what="a pass after the stale frame")
+        wait_until(lambda: node.state.at > answered_at, what="a pass after the stale frame")
         assert node.state.primary_url == "http://n2:8000", "appends are still forwarded to n2"
         assert node.state.peers["n2"].url == "http://n2.example:8000"
         # Nor the frame limit: a read index request to n2 (well over 100 bytes) still goes.
@@ -644,8 +759,8 @@ def test_what_a_frame_says_of_its_sender_is_believed_only_once_the_core_accepted
 
 def test_proposals_are_settled_by_match_lengths_and_released_as_stepped_down(start_failover, tmp_path):
     node, peers = start_failover(caught_up_log(str(tmp_path)), stands_at_once=True)
-    elect(peers)
     n2 = peers["n2"]
+    elect(n2)
     n2.answer(n2.accept(n2.next(AppendEntries)))  # the probe
     n2.answer(n2.accept(n2.next(AppendEntries, carries_entries)))  # the term's no-op
     majority = proposed(node, "m1", w=2)
@@ -658,6 +773,24 @@ def test_proposals_are_settled_by_match_lengths_and_released_as_stepped_down(sta
     n2.answer(n2.accept(sent, term=sent.term + 1))  # n2 has moved on to a later term
     assert everyone.wait(5) and everyone.ended == STEPPED_DOWN and everyone.acked_by == ["n1", "n2"]
     wait_until(lambda: not node.state.is_primary and node.state.term == 2, what="n1 to step down")
+
+
+def test_a_primary_that_stops_first_hands_its_role_to_an_up_to_date_secondary(start_failover, tmp_path):
+    node, peers = start_failover(caught_up_log(str(tmp_path)), stands_at_once=True)
+    n2 = peers["n2"]
+    elect(n2)
+    n2.answer(n2.accept(n2.next(AppendEntries)))  # the probe
+    n2.answer(n2.accept(n2.next(AppendEntries, carries_entries)))  # the no-op: n2 holds it all
+    started = time.monotonic()
+    stopping = threading.Thread(target=node.stop, name="test-stop")
+    stopping.start()
+    told = n2.next(TimeoutNow)
+    assert told.term == 1
+    n2.answer(VoteRequest("n2", 2, 1, 1, transfer=True))  # n2 stands at once, as told
+    vote = n2.next(VoteReply)
+    assert vote.granted and vote.term == 2
+    stopping.join(5)
+    assert not stopping.is_alive() and time.monotonic() - started < 2, "stopped once it handed over"
 
 
 # -- a failed write ----------------------------------------------------------------------
@@ -698,3 +831,48 @@ def test_a_failover_node_that_cannot_write_stops_without_answering(start_failove
                    for r in caplog.records)
     finally:
         n2.close()
+
+
+# -- found by review ----------------------------------------------------------------------
+
+
+def test_recovered_is_not_set_while_a_fixed_primary_still_recovers(make_inprocess_cluster):
+    """Appends wait on ``recovered``; set before the recovery began, they would spin."""
+    cluster = make_inprocess_cluster(running=())  # nobody answers: recovery lasts RECOVERY_TIMEOUT
+    assert cluster.node.state.recovering
+    assert not cluster.node.recovered.is_set()
+
+
+def test_an_append_waiting_for_recovery_does_not_burn_a_cpu(make_inprocess_cluster):
+    cluster = make_inprocess_cluster(running=(), quorum=1)
+    assert cluster.node.state.recovering
+    cpu, wall = time.process_time(), time.monotonic()
+    cluster.post({"message": "m", "w": 1})  # waits about 0.5 s for the recovery to end
+    used, waited = time.process_time() - cpu, time.monotonic() - wall
+    assert waited > 0.3 and used < 0.5 * waited, f"{used:.2f}s of CPU in {waited:.2f}s"
+
+
+def test_a_diverged_secondary_that_restarts_empty_is_written_to_again(start_primary, raw_secondaries):
+    """The ERROR about a diverged secondary says to empty its DATA_DIR and restart
+    it: its new life must be probed again, not left alone for good."""
+    node = start_primary()
+    begin_run(raw_secondaries)
+    s1 = raw_secondaries[0]
+    proposed(node, "m", w=1).wait(5)
+    sent = s1.next(AppendEntries, carries_entries)
+    s1.answer(AppendReply("s1", sent.term, sent.seq, False, diverged="it keeps the log of cluster x",
+                          incarnation=s1.incarnation))
+    wait_until(lambda: node.state.peers["s1"].health is Health.DIVERGED)
+    s1.incarnation = uuid.uuid4().hex  # emptied its DATA_DIR, as the ERROR advised, and restarted
+    s1.answer(s1.beaten(s1.next(Heartbeat), length=0, caught_up=False))
+    probe = s1.next(AppendEntries, timeout=2)
+    assert probe.prev_length == 0
+
+
+def test_fault_drop_acks_still_answers_heartbeats(start_secondary):
+    """FAULT_DROP_ACKS drops ACKs (AppendReply) only: the secondary looks slow to
+    acknowledge, not dead."""
+    node, primary = start_secondary(drop_ack_fraction=1.0)
+    answer = primary.peer.request(Heartbeat("primary", 1, 1, 0), timeout=1.0)
+    assert isinstance(answer, HeartbeatReply)
+

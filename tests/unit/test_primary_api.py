@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.support.waiting import wait_until
+
 
 @pytest.fixture
 def lonely(make_inprocess_cluster):
@@ -179,6 +181,18 @@ def test_health_lists_each_secondary(cluster):
     for secondary in health["secondaries"]:
         assert secondary["acked_length"] == 1 and secondary["lag"] == 0
         assert secondary["state"] == "healthy"
+
+
+def test_health_names_the_history_and_the_run_on_both_roles(cluster):
+    cluster.post({"message": "m", "w": 3})
+    primary = cluster.app.get("/health").json
+    assert primary["history"] is not None and primary["run"] == primary["term"] == 1
+    assert (primary["committed"], primary["first_id"], primary["recovering"]) == (1, 0, False)
+    s1_app = cluster.secondaries["s1"].app
+    s1 = wait_until(lambda: (health := s1_app.get("/health").json)["committed"] == 1 and health,
+                    what="s1 to learn the commit")
+    assert (s1["history"], s1["run"], s1["term"], s1["primary"]) == (primary["history"], 1, 1, "primary")
+    assert (s1["first_id"], s1["held_past_gap"], s1["waiting"]) == (0, 0, 0)
 
 
 def test_secondary_api_reads_and_refuses_writes(cluster):
