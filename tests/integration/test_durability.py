@@ -340,6 +340,23 @@ def test_with_every_secondary_up_recovery_keeps_what_only_one_held(make_cluster)
     assert all("truncated" not in node.log() for node in cluster.secondaries.values())
 
 
+def test_an_in_memory_primary_recovers_its_idempotency_keys_from_the_secondaries(make_cluster):
+    """The keys travel with their entries, so the log a primary takes over
+    from its secondaries brings them back."""
+    cluster = make_cluster({"s1": {}, "s2": {}}, primary_env=FAST_HEARTBEAT_ENV)
+    url = cluster.primary.url
+    first = post_message(url, "pay", w=3, headers={"Idempotency-Key": "order-42"})
+    batch = post_batch(url, ["x", "y"], w=3, headers={"Idempotency-Key": "order-43"})
+    assert (first.json["id"], batch.json["first_id"]) == (0, 1)
+    cluster.primary.kill()
+    cluster.primary.restart()
+    replay = post_message(url, "pay", w=3, headers={"Idempotency-Key": "order-42"})
+    assert replay.status == 200 and replay.json["id"] == 0 and replay.json["duplicate"] is True
+    replayed_batch = post_batch(url, ["x", "y"], w=3, headers={"Idempotency-Key": "order-43"})
+    assert replayed_batch.status == 200 and replayed_batch.json["first_id"] == 1
+    assert post_message(url, "new", w=3).json["id"] == 3
+
+
 def test_a_primary_killed_and_restarted_with_its_data_dir_still_knows_its_idempotency_keys(make_cluster, tmp_path):
     cluster = durable_cluster(make_cluster, tmp_path)
     url = cluster.primary.url
