@@ -48,6 +48,7 @@ from shared.consensus.raft_log import (
 )
 from shared.log.documents import Page, page_document, whole_document
 from shared.log.sqlite_log import Changes, Loaded, Row, SqliteLog, StoreError, search, too_many_keyed
+from shared.log.upgrade import upgrade_store
 from shared.log.window import Window
 
 log = logging.getLogger(__name__)
@@ -477,6 +478,7 @@ def open_log(data_dir: str, role: str, fsync: bool, key_capacity: int) -> NodeLo
     Raises StoreError (an OSError) when the store is unusable. Main thread."""
     if not data_dir:
         return NodeLog(None, key_capacity)
+    upgrade_store(data_dir, role, key_capacity)  # a previous release's store becomes schema 2 first
     started = time.monotonic()
     node_log = NodeLog(SqliteLog(data_dir, role, fsync, key_capacity), key_capacity, keep_incarnation=fsync)
     log.info("loaded %d messages from %s in %.2fs",

@@ -41,6 +41,7 @@ import logging
 import os
 import sqlite3
 import threading
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -139,9 +140,9 @@ class SqliteLog:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path} is not a usable store: {exc}") from None
         if not new and meta.get("schema") != SCHEMA:
-            raise StoreError(f"{self.path} was written by an earlier version of this program "
-                             f"(its layout is not schema {SCHEMA}): start with an empty DATA_DIR; "
-                             "the node is then resent the log (README: Upgrading)")
+            raise StoreError(f"{self.path} is not a store this program knows (its layout is not "
+                             f"schema {SCHEMA}, nor one shared.log.upgrade converts): give the node "
+                             "its own DATA_DIR (README: Upgrading)")
         if not new and meta.get("role") != role:
             raise StoreError(f"{self.path} belongs to a {meta.get('role')}, not a {role}: "
                              "give each node a DATA_DIR of its own")
@@ -331,8 +332,8 @@ class SqliteLog:
         """A read transaction on this thread's own connection: one committed state."""
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                         check_same_thread=False)
+            connection = sqlite3.connect(f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True,
+                                         isolation_level=None, check_same_thread=False)
             self._local.connection = connection
             with self._readers_lock:
                 self._readers.append(connection)

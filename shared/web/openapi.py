@@ -94,7 +94,8 @@ _LIST_OPERATION = {
         _query("consistency", {"type": "string", "enum": list(LEVELS), "default": LOCAL},
                "what the answer reflects (see the description)"),
         _query("committed", {"type": "string", "enum": ["true", "false"]},
-               "true: as consistency=committed (an alias; not with consistency); false: as if absent"),
+               "true: at least consistency=committed (the older spelling; with consistency, the stronger "
+               "of the two); false: as if absent"),
     ],
     "responses": {
         "200": json_response_object(

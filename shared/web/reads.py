@@ -11,8 +11,8 @@
 - ``consistency`` says what the answer reflects:
   ``local`` (the default): what this node holds, which on a secondary may
   lag, and may include a dead primary's tail that the next one overwrites;
-  ``committed`` (or ``committed=true``, kept as an alias): only what a
-  majority holds, which no failover rolls back, though it may lag;
+  ``committed`` (or ``committed=true``, kept as an alias, which asks for at
+  least ``committed``): only what a majority holds, which no failover rolls back, though it may lag;
   ``linearizable``: every append committed before the read began, on
   whichever node answers, never going back (Raft's read index, thesis
   §6.4: the primary confirms with a majority that it still is primary; a
@@ -133,16 +133,16 @@ class Reads:
 
 
 def _level(query: Mapping[str, str]) -> str:
+    """The level asked for. ``committed=true`` (the older spelling) asks for
+    at least ``committed``: with ``consistency`` too, the stronger of the two."""
+    level = LOCAL
     if "consistency" in query:
-        raw = query["consistency"]
-        if raw not in LEVELS:
-            raise BadRead(f"'consistency' must be one of {', '.join(LEVELS)}, got {raw[:40]!r}")
-        if "committed" in query:
-            raise BadRead("give 'consistency' or its alias 'committed', not both")
-        return raw
-    if "committed" in query:
-        return COMMITTED if _flag(query, "committed") else LOCAL
-    return LOCAL
+        level = query["consistency"]
+        if level not in LEVELS:
+            raise BadRead(f"'consistency' must be one of {', '.join(LEVELS)}, got {level[:40]!r}")
+    if "committed" in query and _flag(query, "committed") and level == LOCAL:
+        level = COMMITTED
+    return level
 
 
 def _whole_number(query: Mapping[str, str], name: str, minimum: int) -> int:

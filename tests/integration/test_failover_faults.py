@@ -77,13 +77,17 @@ def test_a_replaced_disk_never_helps_elect_a_primary_that_lacks_committed_entrie
     wait_until(lambda: 0 < get_health(cluster[e].url)["length"] < len(acknowledged), 20,
                what=f"{e} to hold part of the log")
     cluster.kill(a)
-    # Neither b (behind) nor e (partial, not caught up) may become primary.
+    # Neither b (behind) nor e while partial may become primary. (On a loaded
+    # machine e may yet store the frames it already held back, and be caught
+    # up by then: holding every acknowledged message, it may be elected.)
     deadline = time.monotonic() + 6 * ELECTION_TIMEOUT_S
     while time.monotonic() < deadline:
         for name in (b, e):
             health = health_or_none(cluster[name].url)
-            assert health is None or health["role"] != "primary", f"{name} was elected: {health}"
-    assert get_health(cluster[e].url)["caught_up"] is False
+            assert health is None or health["role"] != "primary" or health["length"] >= len(acknowledged), (
+                f"{name} was elected without every acknowledged message: {health}")
+    health = get_health(cluster[e].url)
+    assert health["caught_up"] is False or health["length"] >= len(acknowledged), health
     cluster.kill(b)
     del cluster[b].env["REPLICATION_DELAY"]
     cluster.restart(b)

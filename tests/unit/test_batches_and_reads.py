@@ -174,11 +174,15 @@ def test_only_a_local_read_shows_what_is_not_committed(make_inprocess_cluster):
     unconfirmed = cluster.app.get("/messages?consistency=linearizable", expect_errors=True)
     assert unconfirmed.status_int == 503 and unconfirmed.headers["Retry-After"] == "1"
     assert "cannot confirm a linearizable read" in unconfirmed.json["error"]
+    # committed=true asks for at least committed: with a level, the stronger of the two.
+    assert cluster.app.get("/messages?consistency=local&committed=true").json["messages"] == []
+    assert cluster.app.get("/messages?consistency=local&committed=false").json["messages"] == ["alone"]
+    assert cluster.app.get("/messages?consistency=linearizable&committed=true",
+                           expect_errors=True).status_int == 503
 
 
 @pytest.mark.parametrize("query, error", [
     ("consistency=strong", "'consistency' must be one of local, committed, linearizable"),
-    ("consistency=local&committed=true", "not both"),
     ("committed=yes", "'committed' must be true or false"),
 ])
 def test_a_bad_consistency_is_a_400(cluster, query, error):

@@ -129,7 +129,7 @@ def test_a_store_of_an_earlier_layout_is_refused(open_store):
     path = open_store().path
     with closing(sqlite3.connect(path)) as raw, raw:
         raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
-    with pytest.raises(StoreError, match="earlier version of this program"):
+    with pytest.raises(StoreError, match="not a store this program knows"):
         open_store()
 
 
@@ -239,6 +239,16 @@ def test_each_reading_thread_has_its_own_connection(open_store):
     for thread in threads:
         thread.join(10)
     assert errors == [] and seen == [[(0, 1, b'"a"')]] * 4
+
+
+def test_readers_open_a_data_dir_whose_name_uri_syntax_would_cut_short(open_store, tmp_path):
+    """Readers open the file by URI (read-only): '#', '?' and '%' in DATA_DIR are quoted."""
+    directory = tmp_path / "data #1?%20"
+    directory.mkdir()
+    store = open_store(directory)
+    written(store, [message("a")])
+    with store.reader() as reader:
+        assert list(reader.bodies(0, 1)) == [(0, 1, b'"a"')]
 
 
 def test_a_truncation_deletes_the_entries_runs_and_keys_from_its_index(open_store):
