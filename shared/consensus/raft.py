@@ -1012,7 +1012,13 @@ class RaftNode:
         progress.incarnation = reply.incarnation
         progress.diverged = None  # it may have started afresh, as the ERROR advised: probe it again
         if not reply.caught_up:
-            progress.forget_acknowledgements(min(_length_claimed(reply), len(self._log)), self._seq + 1)
+            holds = min(_length_claimed(reply), len(self._log))
+            before = progress.sent_after(reply.seq) if isinstance(reply, AppendReply) and reply.success else None
+            if before is not None:
+                # It answers a frame sent before it restarted: it held what came
+                # before that frame's entries (those are counted as acknowledged next).
+                holds = min(holds, before)
+            progress.forget_acknowledgements(holds, self._seq + 1)
 
     def _advance_commit(self, now: float) -> None:
         length = self._commit_point()

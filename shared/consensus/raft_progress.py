@@ -227,6 +227,11 @@ class Progress:
         self._flight_bytes = 0
         self.floor_seq = next_seq
 
+    def sent_after(self, seq: int) -> int | None:
+        """Where the entries of frame ``seq`` went (its prev_length), while it is in flight."""
+        flight = self._flight(seq)
+        return flight.prev_length if flight is not None else None
+
     def _flight(self, seq: int) -> Flight | None:
         return next((flight for flight in self.flights if flight.seq == seq), None)
 

@@ -168,7 +168,7 @@ class _Watch:
     timeouts: int = 0
     diverged: str | None = None
     #: A catch-up being watched: (the id it holds from, since when, the id to reach);
-    #: (why, since) until its first answer says what it holds.
+    #: ("first answer", since) until its first answer in a term says what it holds.
     catch_up: tuple | None = None
     match: int = -1  # its match length in entries, and as the id after its last message
     match_id: int = 0
@@ -714,7 +714,9 @@ class NodeIo(IoThread):
         elif was is not Health.UNKNOWN or health is not Health.HEALTHY:
             log.info("%s is %s", peer, health.value)
         if was is Health.UNHEALTHY and health is Health.HEALTHY:
-            watch.catch_up = ("answers again", now)  # counted once it says what it holds
+            # From what it was known to hold while silent (this pass's answers,
+            # which may already carry some of what it missed, are not counted yet).
+            watch.catch_up = (watch.match_id, now, self._log.next_id)
 
     def _watch_life(self, peer: str, watch: _Watch, progress, length_id: int, now: float) -> None:
         if progress.diverged != watch.diverged:
@@ -746,7 +748,7 @@ class NodeIo(IoThread):
         if catch_up is None or progress.state is not State.REPLICATE and not progress.match:
             return
         match_id = self._match_id(progress.match, watch)
-        if isinstance(catch_up[0], str):  # its first answer since: it holds what it matched
+        if isinstance(catch_up[0], str):  # its first answer: it holds what it matched
             catch_up = watch.catch_up = (match_id, catch_up[1], length_id)
         held, since, target = catch_up
         if match_id < target:
