@@ -19,12 +19,12 @@ from shared.runtime.config import (
     ConfigError,
     check_between,
     integer,
+    named_endpoints,
     number,
     optional,
     parse_node_name,
     setting,
     settings_group,
-    tcp_endpoint,
     whole_number,
 )
 
@@ -37,17 +37,8 @@ class SecondarySpec:
 
 def parse_secondaries(variable: str, raw: str) -> tuple[SecondarySpec, ...]:
     """Parse ``[NAME=]tcp://HOST:PORT,...``; an unnamed one is called HOST:PORT."""
-    specs = []
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, endpoint = item.rpartition("=")
-        endpoint = tcp_endpoint(variable, endpoint)
-        name = parse_node_name(variable, name) if sep else endpoint.removeprefix("tcp://")
-        specs.append(SecondarySpec(name, endpoint))
-    names = [spec.name for spec in specs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"{variable}: names must be unique, repeated: {', '.join(duplicates)}")
-    return tuple(specs)
+    return tuple(SecondarySpec(name, endpoint)
+                 for name, endpoint in named_endpoints(variable, raw, name_optional=True))
 
 
 @dataclass(frozen=True)

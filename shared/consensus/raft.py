@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from shared.consensus.raft_log import (
-    Compacted, Entry, HardState, KeyRecord, LogStart, LogStorage, RaftLog, SafetyViolation, Snapshot,
+    Entry, HardState, KeyRecord, LogStart, LogStorage, RaftLog, SafetyViolation, Snapshot,
     Unsaved, digest_after,
 )
 from shared.consensus.raft_messages import (

@@ -47,7 +47,7 @@ from shared.consensus.raft_log import (
     Compacted, Entry, HardState, KeyRecord, LogStart, Snapshot, Unsaved, body_digest, cut_to_size,
 )
 from shared.log.documents import Page, page_document, whole_document
-from shared.log.sqlite_log import Changes, Loaded, Row, SqliteLog, StoreError, search, too_many_keyed
+from shared.log.sqlite_log import Changes, Loaded, SqliteLog, StoreError, search, too_many_keyed
 from shared.log.upgrade import upgrade_store
 from shared.log.window import Window
 

@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from shared.consensus.raft_log import Entry, HardState, KeyRecord, LogStart
+from shared.consensus.raft_log import HardState, KeyRecord, LogStart
 
 log = logging.getLogger(__name__)
 

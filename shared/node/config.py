@@ -16,8 +16,8 @@ from shared.consensus.quorum import majority
 from shared.consensus.raft import Mode
 from shared.node.settings import NodeSettings, Retention
 from shared.runtime.config import (
-    AppendingNodeConfig, ConfigError, DelayRange, delay, http_url, number, parse_node_name, setting,
-    tcp_endpoint,
+    AppendingNodeConfig, ConfigError, DelayRange, delay, http_url, named_endpoints, number, parse_node_name,
+    setting, tcp_endpoint,
 )
 
 #: How many heartbeats an election timeout must span at least: fewer, and one
@@ -35,17 +35,7 @@ class Peer:
 
 def parse_peers(variable: str, raw: str) -> tuple[Peer, ...]:
     """``NAME=tcp://HOST:PORT,...``; empty means the fixed-role mode."""
-    peers = []
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, endpoint = item.partition("=")
-        if not sep:
-            raise ConfigError(f"{variable}: {item!r} must be NAME=tcp://HOST:PORT")
-        peers.append(Peer(parse_node_name(variable, name), tcp_endpoint(variable, endpoint)))
-    names = [peer.name for peer in peers]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"{variable}: names must be unique, repeated: {', '.join(repeated)}")
-    return tuple(peers)
+    return tuple(Peer(name, endpoint) for name, endpoint in named_endpoints(variable, raw, name_optional=False))
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ from shared.consensus.raft import (
     AppendEntries, AppendReply, Mode, NotPrimary, RaftNode, Ready, Refused, Role,
 )
 from shared.consensus.raft_log import Entry, HardState, body_digest
-from shared.consensus.raft_messages import HeartbeatReply, Message
+from shared.consensus.raft_messages import Message
 from shared.consensus.raft_progress import State
 from shared.log.node_log import NodeLog
 from shared.log.sqlite_log import StoreError

@@ -211,6 +211,23 @@ def http_url(variable: str, url: str) -> str:
     return url.rstrip("/")
 
 
+def named_endpoints(variable: str, raw: str, name_optional: bool) -> list[tuple[str, str]]:
+    """``NAME=tcp://HOST:PORT,...`` as (name, endpoint) pairs, names unique; with
+    ``name_optional``, an item without ``NAME=`` is called HOST:PORT."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, endpoint = item.rpartition("=")
+        if not sep and not name_optional:
+            raise ConfigError(f"{variable}: {item!r} must be NAME=tcp://HOST:PORT")
+        endpoint = tcp_endpoint(variable, endpoint)
+        pairs.append((parse_node_name(variable, name) if sep else endpoint.removeprefix("tcp://"), endpoint))
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{variable}: names must be unique, repeated: {', '.join(repeated)}")
+    return pairs
+
+
 def tcp_endpoint(variable: str, endpoint: str) -> str:
     """Accept ``tcp://HOST:PORT`` (HOST may be ``*`` for a bind) and return it."""
     match = _TCP_ENDPOINT.match(endpoint)

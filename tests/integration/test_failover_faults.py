@@ -12,16 +12,14 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from shared.consensus.raft import MAX_TERM
 from shared.consensus.raft_messages import AppendEntries, Heartbeat, HeartbeatReply
 from shared.wire import frames
-from tests.support.checker import OK, History, Snapshotter, check_failover
+from tests.support.checker import History, Snapshotter, check_failover
 from tests.support.failover import (
     ELECTION_TIMEOUT_S, FailoverWriters, get_committed, health_or_none, wait_for_majority_acks,
-    wait_role,
 )
 from tests.support.http import get_health, get_messages, post_batch, post_message, request
 from tests.support.raw_peer import RawPeer

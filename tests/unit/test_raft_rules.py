@@ -341,7 +341,7 @@ def test_a_stale_rejection_moves_nothing_and_a_late_success_still_counts():
     primary.step(AppendReply("b", 1, first, False, retry_length=0), now)  # decided: probe it again
     stale = primary.step(AppendReply("b", 1, first, False, retry_length=0), now)
     assert frames_to(stale, "b") == []  # the same rejection again, now stale: no second probe
-    late = success(primary, "b", 3, now, seq=last)  # sent before the probe, answered after it
+    success(primary, "b", 3, now, seq=last)  # sent before the probe, answered after it
     assert primary.match_lengths()["b"] == 3
 
 
