@@ -170,7 +170,7 @@ def test_the_five_node_override_makes_a_cluster_of_five_and_api_token_guards_eve
         url = f"{project.url(node)}/messages"
         assert request("GET", url).status == 401, node
         wait_until(lambda: request("GET", url, headers=AUTHORIZATION).json
-                   == {"messages": ["to all five", "to three"]}, 10, what=node)
+                   == {"messages": ["to all five", "to three"], "first_id": 0}, 10, what=node)
         assert API_TOKEN not in project.logs(node), node
 
 
