@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from tests.bench import nodes
 from tests.bench.consistency import Consistency, wait_for_convergence
-from tests.bench.durability import message
+from tests.bench.stores import message
 from tests.support.http import post_batch
-from tests.support.processes import Cluster
+from tests.support.processes import Cluster, Node
 from tests.support.waiting import wait_until
 
 #: Messages per POST while the log grows (MAX_BATCH_MESSAGES is 10,000 and
@@ -73,7 +73,7 @@ def run(cluster: Cluster, lengths: tuple[int, ...], message_bytes: int,
     """One restart per length of ``lengths`` (ascending), on ``cluster``, fresh."""
     found = []
     for length in lengths:
-        _grow(cluster, length, message_bytes)
+        grow(cluster.primary, length, "catch-up", message_bytes)
         point = _restart_empty(cluster, length, convergence_timeout_s)
         found.append(point)
         if not point.ok:
@@ -81,16 +81,18 @@ def run(cluster: Cluster, lengths: tuple[int, ...], message_bytes: int,
     return found
 
 
-def _grow(cluster: Cluster, length: int, message_bytes: int) -> None:
-    """Append at w=3 until the primary's log holds ``length`` messages."""
-    url = cluster.primary.url
-    start = nodes.log_length(cluster.primary)
-    for first in range(start, length, LOAD_BATCH):
-        seqs = range(first, min(first + LOAD_BATCH, length))
-        response = post_batch(url, [message("catch-up", seq, message_bytes) for seq in seqs],
-                              http_timeout=60, w=3)
+def grow(primary: Node, length: int, tag: str, message_bytes: int, w: int = 3,
+         batch_bytes: int = LOAD_BATCH * 100) -> None:
+    """Append ``message(tag, id, message_bytes)`` at ``w`` in batches (of at most
+    LOAD_BATCH messages and about ``batch_bytes``) until ``primary`` holds
+    ``length`` messages; each batch must get the ids that follow."""
+    batch = max(1, min(LOAD_BATCH, batch_bytes // message_bytes))
+    for first in range(nodes.log_length(primary), length, batch):
+        seqs = range(first, min(first + batch, length))
+        response = post_batch(primary.url, [message(tag, seq, message_bytes) for seq in seqs],
+                              http_timeout=60, w=w)
         if response.status != 201 or response.json["first_id"] != first:
-            raise RuntimeError(f"catch-up: appending from id {first:,}: "
+            raise RuntimeError(f"{tag}: appending from id {first:,}: "
                                f"{response.status} {response.body[:200]!r}")
 
 

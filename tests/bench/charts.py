@@ -10,6 +10,9 @@
 - ``failover``: per kill -9 of a failover cluster's primary, the time to
   the next primary's first ``201``, with the goals marked.
 
+A chart whose scenarios did not run (``--only``, ``--code``) is not drawn;
+one whose bars are partly missing draws the rest.
+
 matplotlib draws them through its object interface, without pyplot: a
 ``Figure`` saved to a PNG file is rendered by the Agg backend, and no
 display or global figure state is involved. Each file is
@@ -27,12 +30,15 @@ from matplotlib.ticker import StrMethodFormatter
 
 from tests.bench import catch_up, tailing
 from tests.bench.report import FAILOVER_MAX_GOAL_S, FAILOVER_MEDIAN_GOAL_S, THROUGHPUT_GOAL_PERCENT
-from tests.bench.scenarios import CONNECTIONS, DURABLE_LABEL, DURABLE_WS, MESSAGE_BYTES, Plan, Results
+from tests.bench.loads import CONNECTIONS, MESSAGE_BYTES
+from tests.bench.scenarios import DURABLE_LABEL, DURABLE_WS, Plan, Results
 
 SIZE_IN = (9, 5)
 DPI = 110
 #: Where a latency bar at or below zero is drawn on the logarithmic axis (its label says the truth).
 LOG_FLOOR_MS = 0.01
+#: Inches per row of the latency chart, once its rows outgrow SIZE_IN.
+ROW_IN = 0.3
 
 
 def write(results: Results, plan: Plan, machine: dict, folder: Path, prefix: str) -> dict[str, Path]:
@@ -41,9 +47,13 @@ def write(results: Results, plan: Plan, machine: dict, folder: Path, prefix: str
                 f"load average {machine['load_average_1m']} before the run"
                 + (" (smoke: indicative only)" if plan.mode == "smoke" else ""))
     written = {}
-    for name, draw in (("throughput", _throughput), ("latency", _latency), ("catch-up", _catch_up),
-                       ("failover", _failover)):
-        figure = Figure(figsize=SIZE_IN, dpi=DPI)
+    for name, draw, drawn in (("throughput", _throughput, bool(results.runs_of("throughput"))),
+                              ("latency", _latency, True), ("catch-up", _catch_up, bool(results.catch_up)),
+                              ("failover", _failover, bool(results.failover and results.failover.kills))):
+        if not drawn:
+            continue
+        rows = len(_latency_rows(results)) if name == "latency" else 0
+        figure = Figure(figsize=(SIZE_IN[0], max(SIZE_IN[1], ROW_IN * rows)), dpi=DPI)
         draw(figure.subplots(), results)
         figure.text(0.99, 0.01, subtitle, ha="right", va="bottom", fontsize=8, color="dimgray")
         figure.tight_layout(rect=(0, 0.03, 1, 1))
@@ -62,6 +72,9 @@ def _throughput(axes, results: Results) -> None:
                                    for w in DURABLE_WS},
         "CurveZMQ": {"w=3": _rps(results, "curve", "w=3, CurveZMQ")},
     }
+    series = {name: {group: rps for group, rps in values.items() if rps is not None}
+              for name, values in series.items()}
+    series = {name: values for name, values in series.items() if values}
     width = 0.8 / len(series)
     # Each group centred on the bars it has.
     present = {group: [name for name, values in series.items() if group in values] for group in groups}
@@ -91,16 +104,21 @@ def _throughput(axes, results: Results) -> None:
     axes.grid(axis="y", alpha=0.3)
 
 
-def _rps(results: Results, scenario: str, label: str) -> float:
-    return results.run(scenario, label).load.requests_per_s
+def _rps(results: Results, scenario: str, label: str) -> float | None:
+    run = results.run(scenario, label)
+    return None if run is None else run.load.requests_per_s
+
+
+def _latency_rows(results: Results) -> list[tuple[str, dict]]:
+    rows = [(f"{run.scenario}: {run.label}", run.load.latency_ms)
+            for run in [*results.runs, *([results.large_log.load] if results.large_log else [])]]
+    if results.tailing and results.tailing.latency_ms:
+        rows.append((f"tailing: append answered → read on {tailing.TAILED}", results.tailing.latency_ms))
+    return rows[::-1]  # the first run on top
 
 
 def _latency(axes, results: Results) -> None:
-    rows = [(f"{run.scenario}: {run.label}", run.load.latency_ms)
-            for run in [*results.runs, results.large_log.load]]
-    if results.tailing.latency_ms:
-        rows.append((f"tailing: append answered → read on {tailing.TAILED}", results.tailing.latency_ms))
-    rows.reverse()  # the first run on top
+    rows = _latency_rows(results)
     height = 0.4
     for offset, (percentile, color) in enumerate((("p50", "tab:blue"), ("p99", "tab:orange"))):
         values = [latency[percentile] for _, latency in rows]

@@ -2,10 +2,11 @@
 and how fast an in-memory primary recovers a log from a secondary.
 
 Both need a node that already holds a large log. Loading one through HTTP
-would take minutes, so ``build_store`` writes the node's DATA_DIR directly,
-with the store's own ``SqliteStore`` and ``Changes``, in big transactions,
-and the identity a node would have written: the history id, the segments of
-the one run that appended everything and, on a secondary, its incarnation.
+would take minutes, so tests.bench.stores writes the node's DATA_DIR
+directly, in this engine's format: a fixed primary's store for
+ready-time, a fixed secondary's for recovery, each holding the first run
+of one cluster (term 1, the cluster's name). They cannot run against
+another checkout's nodes (``--code``): the scenarios say so (``NEEDS``).
 
 - **ready-time**: a primary alone (no secondaries, so nothing but its own
   log counts) starts on a DATA_DIR of ``ready_messages``; the figure is the
@@ -34,16 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from shared.consensus import history as hist
-from shared.log.sqlite_store import Changes, SqliteStore
-from shared.wire import protocol
-from tests.bench import nodes, paging
+from tests.bench import nodes, paging, stores
 from tests.bench.consistency import Consistency, wait_for_convergence
+from tests.bench.stores import message
 from tests.support.http import get_health, post_message, request
-from tests.support.processes import Cluster, Node
+from tests.support.processes import Node
 
-#: Entries per transaction while a store is built.
-BUILD_BATCH = 100_000
+#: What both scenarios need of the checkout the nodes run from (tests.bench.checkout).
+NEEDS = ("store",)
 #: Entries per GET /messages page while a node's log is compared with the store.
 COMPARE_PAGE = 50_000
 #: Time between two looks at /health while the primary recovers.
@@ -52,20 +51,6 @@ POLL_S = 0.02
 RECOVERY_DEADLINE_S = 60.0
 #: The secondary that holds the log the primary recovers, and the empty one.
 SOURCE, EMPTY = nodes.SECONDARIES
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How many messages each scenario's prebuilt store holds."""
-
-    ready_messages: int
-    recovery_messages: int
-
-
-SIZES = {
-    "full": Sizes(ready_messages=1_000_000, recovery_messages=100_000),
-    "smoke": Sizes(ready_messages=20_000, recovery_messages=10_000),
-}
 
 
 @dataclass
@@ -125,57 +110,22 @@ class RecoveryTime(StartUp):
         }
 
 
-@dataclass
-class Durability:
-    ready: ReadyTime
-    recovery: RecoveryTime
-
-    def to_json(self) -> dict:
-        return {"ready_time": self.ready.to_json(), "recovery": self.recovery.to_json()}
-
-
-def message(tag: str, seq: int, size: int) -> str:
-    """The message stored at ``seq``: unique, ``size`` ASCII bytes, like post.lua's."""
-    head = f"{tag} n{seq} "
-    return head + "x" * (size - len(head))
-
-
-def build_store(data_dir: Path, role: str, count: int, tag: str, size: int, meta: dict) -> None:
-    """Write a ``role``'s store in ``data_dir``: ``count`` messages at ids
-    0..count-1, and ``meta`` as its identity. Without fsync: only the node
-    started on it afterwards is measured, and the file is in the page cache."""
-    store = SqliteStore(str(data_dir), role, fsync=False)
-    try:
-        for start in range(0, count, BUILD_BATCH):
-            seqs = range(start, min(start + BUILD_BATCH, count))
-            store.commit(Changes([(seq, protocol.encode_entry(message(tag, seq, size))) for seq in seqs]))
-        store.commit(Changes([], meta=meta))
-    finally:
-        store.close()
-
-
-def one_run_identity() -> dict:
-    """A history whose first run appended everything from id 0, as a primary writes it."""
-    segments = hist.start_run((), hist.next_run(0), 0)
-    return {"history": hist.new_history_id(), "segments": hist.to_wire(segments)}
-
-
 def ready_time(log_dir: Path, *, messages: int, message_bytes: int,
                say: Callable[[str], None]) -> ReadyTime:
     log_dir.mkdir(parents=True, exist_ok=True)
     store_env = nodes.durable_env(log_dir, "primary")
     say(f"ready-time: writing a primary's DATA_DIR with {messages:,} messages")
     started = time.monotonic()
-    build_store(Path(store_env["DATA_DIR"]), "primary", messages, "ready", message_bytes,
-                one_run_identity())
+    stores.build_store(Path(store_env["DATA_DIR"]), stores.fixed_primary(stores.new_cluster_name()),
+                       messages, "ready", message_bytes)
     build_s = time.monotonic() - started
     say(f"ready-time: starting the primary on it (written in {build_s:.1f} s)")
-    primary = Node("primary", "primary", log_dir, {**store_env, "HTTP_THREADS": str(nodes.HTTP_THREADS)})
+    primary = nodes.node("primary", "primary", log_dir, {**store_env, "HTTP_THREADS": str(nodes.HTTP_THREADS)})
     try:
         with nodes.serving(primary):
             ready_s = time.monotonic() - primary.started_at
             length = nodes.log_length(primary)
-            problem = _differences(primary, messages, "ready", message_bytes)
+            problem = differences(primary, messages, "ready", message_bytes)
             # Before the next append: every page read is then of the stored log.
             pages = paging.time_pages(primary, messages, lambda seq: message("ready", seq, message_bytes))
             problem = problem or _next_id_problem(primary, messages)
@@ -191,12 +141,12 @@ def recovery(log_dir: Path, *, messages: int, message_bytes: int, convergence_ti
     source_env = nodes.durable_env(log_dir, SOURCE)
     say(f"recovery: writing {SOURCE}'s DATA_DIR with {messages:,} messages")
     started = time.monotonic()
-    build_store(Path(source_env["DATA_DIR"]), "secondary", messages, "recovery", message_bytes,
-                {**one_run_identity(), "incarnation": protocol.new_corr_id()})
+    stores.build_store(Path(source_env["DATA_DIR"]), stores.fixed_secondary(stores.new_cluster_name()),
+                       messages, "recovery", message_bytes)
     build_s = time.monotonic() - started
     say(f"recovery: an in-memory primary recovers them from {SOURCE} ({EMPTY} starts empty)")
-    cluster = Cluster(log_dir, {SOURCE: source_env, EMPTY: {}},
-                      primary_env={"HTTP_THREADS": str(nodes.HTTP_THREADS)})
+    cluster = nodes.fixed_cluster(log_dir, {SOURCE: source_env, EMPTY: {}},
+                                  primary_env={"HTTP_THREADS": str(nodes.HTTP_THREADS)})
     try:
         with nodes.started(cluster):
             primary = cluster.primary
@@ -206,7 +156,7 @@ def recovery(log_dir: Path, *, messages: int, message_bytes: int, convergence_ti
                 problem = f"not recovered {RECOVERY_DEADLINE_S:g} s after the launch: /health says {health}"
                 return RecoveryTime(messages, build_s, ready_s, problem, recovered_s=recovered_s,
                                     recovered=False, consistency=None)
-            problem = _differences(primary, messages, "recovery", message_bytes)
+            problem = differences(primary, messages, "recovery", message_bytes)
             consistency = wait_for_convergence(cluster, convergence_timeout_s)
             return RecoveryTime(messages, build_s, ready_s, problem, recovered_s=recovered_s,
                                 recovered=True, consistency=consistency)
@@ -227,10 +177,13 @@ def _wait_recovered(primary: Node, messages: int) -> tuple[bool, float, str]:
         time.sleep(POLL_S)
 
 
-def _differences(node: Node, count: int, tag: str, size: int) -> str:
-    """Where ``node``'s log departs from the ``count`` messages stored; empty if nowhere."""
-    for start in range(0, count + 1, COMPARE_PAGE):
-        response = request("GET", f"{node.url}/messages?from={start}&limit={COMPARE_PAGE}", timeout=60)
+def differences(node: Node, count: int, tag: str, size: int, more: bool = False) -> str:
+    """Where ``node``'s log departs from the ``count`` messages stored
+    (``message(tag, seq, size)`` at each id); empty if nowhere. ``more``:
+    messages appended since may follow them (else there must be none)."""
+    for start in range(0, count + (0 if more else 1), COMPARE_PAGE):
+        limit = min(COMPARE_PAGE, count - start) if more else COMPARE_PAGE
+        response = request("GET", f"{node.url}/messages?from={start}&limit={limit}", timeout=60)
         if response.status != 200:
             return f"GET /messages page from {start} on {node.name}: {response.status}"
         page = response.json["messages"]

@@ -1,21 +1,24 @@
-"""The failover scenario: how long writes stop when the primary is killed, and what survives.
+"""The failover cluster, and how long writes stop when its primary is killed or stopped.
 
 A three-node failover cluster (PEERS, each node with a DATA_DIR, FSYNC=always,
 the default ELECTION_TIMEOUT and HEARTBEAT_INTERVAL) under a steady load of
 ``w=majority`` appends from a few writer threads, sent round-robin to the
 nodes that are up (a secondary forwards to the primary). The primary is
-killed with SIGKILL ``kills`` times, restarted each time once a new primary
-took writes; per kill, the time from the kill to the first ``201`` served by
-the new primary. At the end every acknowledged append must sit, once, at
-the id it was given, on every node (a lost one, a moved one or a duplicate
-is a failure, reported with the figures).
+killed with SIGKILL (failover-kills), or stopped with SIGTERM, which hands
+its role over first (failover-stops), ``times`` times, restarted each time
+once a new primary took writes; per stop, the time from the signal to the
+first ``201`` served by the new primary. At the end every acknowledged
+append must sit, once, at the id it was given, on every node (a lost one, a
+moved one or a duplicate is a failure, reported with the figures).
 
-The nodes need each other's replication endpoints before they start, so
-their ports are found by binding port 0 and letting go; a start that loses
-such a port to another process is retried.
+``failover_cluster`` is every failover scenario's cluster: the nodes need
+each other's replication endpoints before they start, so their ports are
+found by binding port 0 and letting go; a start that loses such a port to
+another process is retried. It takes stores written beforehand
+(``data_dirs``) and settings of its own (``env``).
 
-``python -m tests.bench.failover`` runs it alone. Thread: the caller's, plus
-the writer threads it starts and joins.
+``python -m tests.bench.failover [LOG_DIR [TIMES [kill|term]]]`` runs it
+alone. Thread: the caller's, plus the writer threads it starts and joins.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ from typing import Iterator
 
 from tests.bench import nodes
 from tests.support.http import get_health, post_message, request
-from tests.support.processes import Node, stop_all
+from tests.support.processes import Node
+
+#: How the primary is stopped: the signal's name, and what is sent.
+SIGNALS = {"kill": "SIGKILL", "term": "SIGTERM"}
 
 NAMES = ("primary", "s1", "s2")
 WRITERS = 4
@@ -64,6 +70,7 @@ class Failover:
     kills: list[Kill]
     acknowledged: int  # appends answered 201
     problems: list[str] = field(default_factory=list)  # lost, moved, duplicated, not converged
+    signal: str = "SIGKILL"  # how the primary was stopped
 
     @property
     def median_s(self) -> float:
@@ -74,7 +81,8 @@ class Failover:
         return max(k.recovery_s for k in self.kills)
 
     def to_json(self) -> dict:
-        return {"kills": [k.to_json() for k in self.kills], "acknowledged": self.acknowledged,
+        return {"signal": self.signal, "kills": [k.to_json() for k in self.kills],
+                "acknowledged": self.acknowledged,
                 "median_s": round(self.median_s, 3), "max_s": round(self.max_s, 3),
                 "problems": self.problems}
 
@@ -84,6 +92,8 @@ class FailoverNodes:
     """The cluster's processes, by name; ``nodes`` as tests.bench.consistency reads them."""
 
     nodes: list[Node]
+    #: Each node's first start: from its launch to /health 200, in seconds.
+    ready_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def primary(self) -> Node:
@@ -157,75 +167,100 @@ class _Writers:
                 self._stop.wait(0.01)  # no primary yet: do not spin on a node that says so
 
 
-def run(log_dir: Path, kills: int = 10) -> Failover:
+def run(log_dir: Path, kills: int = 10, how: str = "kill") -> Failover:
+    """``kills`` stops of the primary, by SIGKILL (``how`` "kill") or SIGTERM ("term")."""
     with failover_cluster(log_dir) as cluster:
         primary = wait_for_primary(cluster)
         # Every node caught up once: before that, a node started empty votes only
         # for an empty log (README: replacing a node), and a kill could stall the
         # cluster until the first primary returns.
-        _wait(lambda: _caught_up(cluster), CONVERGENCE_TIMEOUT_S, "every node to follow the primary")
+        wait_caught_up(cluster, "every node to follow the primary")
         done: list[Kill] = []
         with _Writers(cluster) as writers:
             for _ in range(kills):
                 term_before = get_health(cluster[primary].url)["term"]
                 killed_at = time.monotonic()
-                cluster[primary].kill()
-                answer = _wait(lambda: writers.first_201_after(killed_at, primary), RECOVERY_DEADLINE_S,
-                               f"a 201 from a new primary after killing {primary}")
+                if how == "kill":
+                    cluster[primary].kill()
+                else:  # returns once it exited: the writers noted every answer meanwhile
+                    cluster[primary].stop(timeout=RECOVERY_DEADLINE_S)
+                answer = wait(lambda: writers.first_201_after(killed_at, primary), RECOVERY_DEADLINE_S,
+                              f"a 201 from a new primary after {SIGNALS[how]} to {primary}")
                 new_primary = answer.served_by
                 done.append(Kill(primary, term_before, new_primary,
                                  get_health(cluster[new_primary].url)["term"], answer.at - killed_at))
                 cluster[primary].restart()
-                _wait(lambda: _caught_up(cluster), CONVERGENCE_TIMEOUT_S, "the restarted node to catch up")
+                wait_caught_up(cluster, "the restarted node to catch up")
                 primary = new_primary
         final = _converged(cluster)
         ok = [a for a in writers.answers if a.status == 201]
-        return Failover(done, len(ok), _check(ok, final))
+        return Failover(done, len(ok), _check(ok, final), SIGNALS[how])
 
 
 @contextmanager
-def failover_cluster(log_dir: Path) -> Iterator[FailoverNodes]:
-    """Three failover nodes, ``primary`` first to stand; stopped when the block ends."""
+def failover_cluster(log_dir: Path, data_dirs: dict[str, Path] | None = None,
+                     env: dict[str, str] | None = None) -> Iterator[FailoverNodes]:
+    """Three failover nodes, ``primary`` first to stand on a fresh cluster;
+    stopped when the block ends. Each node's DATA_DIR is fresh, or the one
+    ``data_dirs`` names (left as it is); ``env``: settings of every node.
+    Each node's ready time (launch to /health 200) is in ``ready_s``."""
     log_dir.mkdir(parents=True, exist_ok=True)
     for attempt in itertools.count(1):
         replication = dict(zip(NAMES, _free_ports(len(NAMES))))
         peers = ",".join(f"{name}=tcp://127.0.0.1:{port}" for name, port in replication.items())
         cluster = FailoverNodes([
-            Node("primary" if name == "primary" else "secondary", name, log_dir, {
+            nodes.node("primary" if name == "primary" else "secondary", name, log_dir, {
                 "PEERS": peers, "REPLICATION_BIND": f"tcp://127.0.0.1:{replication[name]}",
                 "ADVERTISED_URL": "http://127.0.0.1:0", "HTTP_THREADS": str(nodes.HTTP_THREADS),
-                **nodes.durable_env(log_dir, f"{name}-{attempt}"),
+                **(nodes.durable_env(log_dir, f"{name}-{attempt}") if data_dirs is None else
+                   {"DATA_DIR": str(data_dirs[name]), "FSYNC": "always"}),
+                **(env or {}),
             })
             for name in NAMES
         ])
         try:
             for node in cluster.values():
                 node.start()
-            for node in cluster.values():
-                node.wait_ready()
+            cluster.ready_s.update(nodes.ready_times(cluster.values()))
             break
         except AssertionError:  # a node exited: most likely, a port was taken meanwhile
-            stop_all(cluster.values())
+            nodes.kill_all(cluster.values())
             if attempt == 3:
                 raise
     try:
         yield cluster
     finally:
-        stop_all(cluster.values())
+        # Nothing is measured at the end: SIGKILL spares each primary's hand-over (up to
+        # an election timeout each) on the way out.
+        nodes.kill_all(cluster.values())
 
 
 def wait_for_primary(cluster: FailoverNodes) -> str:
+    """The name of the node that says it is primary, once one does."""
     def primary() -> str | None:
         roles = {name: _health(node) for name, node in cluster.items() if node.running}
         return next((name for name, h in roles.items() if h and h["role"] == "primary"), None)
 
-    return _wait(primary, RECOVERY_DEADLINE_S, "a primary")
+    return wait(primary, RECOVERY_DEADLINE_S, "a primary")
 
 
-def _caught_up(cluster: FailoverNodes) -> bool:
+def wait_caught_up(cluster: FailoverNodes, what: str) -> None:
+    """Wait until every node follows the same primary in the same term, says it
+    is caught up (where /health says: this engine's), and has committed at
+    least what the most advanced node had committed when the wait began:
+    a condition that holds for good once met, however fast writers append
+    meanwhile (equal commit lengths on every node at one instant would not)."""
+    target = max((h["committed"] for h in map(_health, cluster.values()) if h), default=0)
+    wait(lambda: caught_up(cluster, target), CONVERGENCE_TIMEOUT_S, what)
+
+
+def caught_up(cluster: FailoverNodes, committed: int = 0) -> bool:
+    """Every node follows the same primary in the same term, is caught up (if
+    its /health says), and has committed at least ``committed`` messages."""
     healths = [_health(node) for node in cluster.values()]
-    return all(healths) and len({(h["term"], h["primary"], h["committed"]) for h in healths}) == 1 \
-        and all(h["primary"] for h in healths)
+    return (all(healths) and len({(h["term"], h["primary"]) for h in healths}) == 1
+            and all(h["primary"] and h.get("caught_up", True) and h["committed"] >= committed
+                    for h in healths))
 
 
 def _converged(cluster: FailoverNodes) -> dict[str, list[str]]:
@@ -281,7 +316,8 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _wait(condition, timeout: float, what: str):
+def wait(condition, timeout: float, what: str):
+    """Poll ``condition`` every 10 ms until it returns something truthy; RuntimeError past ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -293,5 +329,6 @@ def _wait(condition, timeout: float, what: str):
 
 if __name__ == "__main__":
     result = run(Path(sys.argv[1] if len(sys.argv) > 1 else "bench-results/failover-logs"),
-                 kills=int(sys.argv[2]) if len(sys.argv) > 2 else 10)
+                 kills=int(sys.argv[2]) if len(sys.argv) > 2 else 10,
+                 how=sys.argv[3] if len(sys.argv) > 3 else "kill")
     print(json.dumps(result.to_json(), indent=2))

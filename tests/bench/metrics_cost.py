@@ -5,7 +5,10 @@ told apart, so the cost is not taken from two throughput runs, but from
 CPU time, which the primary's throughput tracks (it runs GIL-bound):
 
 - recording: every append calls ``PrimaryMetrics.record_append`` once;
-  timed here, in this process, with timeit, in µs per call;
+  timed with timeit, in µs per call, in a Python process of its own
+  started from the checkout the nodes run from (tests.bench.checkout), so
+  that ``--code`` times that checkout's metrics (``RECORD_TIMER`` speaks
+  the fixed primary's metrics API of this engine and of the one before);
 - scraping: the primary's CPU time (tests.bench.nodes.cpu_seconds) over
   ``SCRAPES`` GET /metrics back to back, per scrape. Whatever else the
   idle primary does meanwhile (heartbeats) is counted too: it can only
@@ -18,16 +21,13 @@ Thread: the benchmark's main thread.
 
 from __future__ import annotations
 
-import dataclasses
-import statistics
-import time
-import timeit
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
-from primary.appender import Outcome
-from primary.config import PrimaryConfig, SecondarySpec
-from primary.metrics import PrimaryMetrics
-from tests.bench import nodes
+from tests.bench import checkout, nodes
 from tests.support.http import request
 from tests.support.processes import Node
 
@@ -61,21 +61,40 @@ class MetricsCost:
                 "scrape_bytes": self.scrape_bytes, "scrapes_per_s": SCRAPES_PER_S}
 
 
+#: Run by ``record_us`` in the nodes' checkout: prints the median µs per call.
+#: Only the cluster's size matters to recording: whatever else PrimaryMetrics
+#: takes (the node, the log, the appender) is read by a scrape only.
+RECORD_TIMER = """
+import dataclasses, inspect, json, statistics, sys, time, timeit
+from primary.config import PrimaryConfig, SecondarySpec
+from primary.metrics import PrimaryMetrics
+try:
+    from shared.node.appends import Outcome
+except ImportError:
+    from primary.appender import Outcome
+names, w, calls, timings = json.loads(sys.argv[1])
+config = dataclasses.replace(PrimaryConfig(), secondaries=tuple(
+    SecondarySpec(name, "tcp://127.0.0.1:0") for name in names))
+others = len(inspect.signature(PrimaryMetrics).parameters) - 1
+metrics = PrimaryMetrics(config, *[None] * others)
+# ``started`` anew for each timing: durations stay in the low buckets, as an append's do.
+timer = timeit.Timer("record(w, ok, started)", setup="started = monotonic()",
+                     globals={"record": metrics.record_append, "w": w, "ok": Outcome.OK,
+                              "monotonic": time.monotonic})
+print(statistics.median(timer.repeat(repeat=timings, number=calls)) / calls * 1e6)
+"""
+
+
 def record_us() -> float:
-    """µs per ``record_append``, timed in this process on a PrimaryMetrics of a 3-node cluster."""
-    # Only the cluster's size matters to recording: the secondaries are never
-    # reached, and the store, replicator and appender are read by a scrape only.
-    config = dataclasses.replace(PrimaryConfig(), secondaries=tuple(
-        SecondarySpec(name, "tcp://127.0.0.1:0") for name in nodes.SECONDARIES))
-    metrics = PrimaryMetrics(config, store=None, replicator=None, appender=None)
-    # ``started`` anew for each timing: durations stay in the low buckets, as an append's do.
-    timer = timeit.Timer(
-        "record(w, ok, started)", setup="started = monotonic()",
-        globals={"record": metrics.record_append, "w": RECORDED_W, "ok": Outcome.OK,
-                 "monotonic": time.monotonic},
-    )
-    timings = timer.repeat(repeat=RECORD_TIMINGS, number=RECORD_CALLS)
-    return statistics.median(timings) / RECORD_CALLS * 1e6
+    """µs per ``record_append`` on a PrimaryMetrics of a 3-node cluster (see RECORD_TIMER)."""
+    code = checkout.current().path
+    arguments = json.dumps([list(nodes.SECONDARIES), RECORDED_W, RECORD_CALLS, RECORD_TIMINGS])
+    done = subprocess.run([sys.executable, "-c", RECORD_TIMER, arguments], cwd=code, capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(code), "PYTHONSAFEPATH": "1"})
+    if done.returncode != 0:
+        raise RuntimeError(f"timing record_append in {code} failed:\n{done.stderr}")
+    return float(done.stdout.split()[-1])
 
 
 def scrape(primary: Node) -> tuple[float, int]:

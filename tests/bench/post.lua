@@ -6,28 +6,25 @@
 --   SIZE     message length in bytes (ASCII), the counter padded with "x"
 --   BATCH    messages per POST: 1 sends {"message": ...}, more a batch
 --            append, {"messages": [...]}
---   LIMIT    POSTs to send in all; each thread stops after its exact share
+--   LIMIT    POSTs to send in all; each thread sends its exact share, then
+--            its connections stay idle (no request is ever cut off) until
+--            wrk is interrupted; needs BENCH_LIMITED=1 in the environment
 --   THREADS  wrk's -t, needed to split LIMIT into those shares
 --
--- done() prints one line, "BENCH_RESULT {...json...}", which
--- tests/bench/wrk.py parses. wrk counts a response with a status above 399
--- in summary.errors.status, and such a response in summary.requests too.
+-- With BENCH_LIMITED=1, delay() is defined: wrk asks it before every
+-- request, and it hands out the thread's share one request at a time (a
+-- request() that wrk then calls never overshoots). Without it, wrk sends
+-- as fast as answers come, with no timer per request.
+--
+-- setup(), `sent` (POSTs here) and done(), the BENCH_RESULT line, are
+-- result.lua's, beside this file.
+
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "result.lua")
 
 wrk.method = "POST"
 wrk.path = "/messages"
 wrk.headers["Content-Type"] = "application/json"
 
--- Setup phase: one environment for all threads, also used by done().
-local threads = {}
-
-function setup(thread)
-   thread:set("thread_index", #threads)
-   table.insert(threads, thread)
-end
-
--- Running phase: every thread runs this file in its own environment.
--- `sent` (POSTs) is global so that done() can read it with thread:get().
-sent = 0
 local tag, w, size, batch, quota
 -- Before the run, wrk calls the first thread's request() once to check that
 -- it returns a well-formed request; that one is never sent, so not counted.
@@ -51,14 +48,24 @@ local function message(number)
    return head .. string.rep("x", size - #head)
 end
 
+-- Requests delay() let through: at most the thread's quota.
+local granted = 0
+-- Long enough never to come before wrk is interrupted.
+local IDLE_MS = 24 * 3600 * 1000
+
+if os.getenv("BENCH_LIMITED") == "1" then
+   function delay()
+      if quota and granted >= quota then
+         return IDLE_MS
+      end
+      granted = granted + 1
+      return 0
+   end
+end
+
 function request()
    if probe_pending then
       probe_pending = false
-      return wrk.format("GET", "/health")
-   end
-   if quota and sent >= quota then
-      -- request() must return a request: the last one is a harmless read.
-      wrk.thread:stop()
       return wrk.format("GET", "/health")
    end
    sent = sent + 1
@@ -71,20 +78,4 @@ function request()
    end
    return wrk.format(nil, nil, nil,
                      string.format('{"messages":[%s],"w":%d}', table.concat(quoted, ","), w))
-end
-
-function done(summary, latency, requests)
-   local sent_total = 0
-   for _, thread in ipairs(threads) do
-      sent_total = sent_total + thread:get("sent")
-   end
-   local errors = summary.errors
-   io.write(string.format(
-      'BENCH_RESULT {"duration_us":%d,"requests":%d,"sent":%d,'
-      .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
-      .. '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}}\n',
-      summary.duration, summary.requests, sent_total,
-      errors.connect, errors.read, errors.write, errors.status, errors.timeout,
-      latency:percentile(50), latency:percentile(90), latency:percentile(99),
-      latency.max, latency.mean))
 end

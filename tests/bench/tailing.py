@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.bench.durability import message
+from tests.bench.stores import message
 from tests.support.http import post_message, request
 from tests.support.processes import Cluster
 

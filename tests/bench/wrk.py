@@ -1,7 +1,9 @@
-"""wrk, the load generator: find or install it, run it with post.lua, parse it.
+"""wrk, the load generator: find or install it, run it with post.lua or get.lua, parse it.
 
 A Load sends one message per POST, or a batch of them (``batch``); the
-result counts both POSTs and messages.
+result counts both POSTs and messages. A ReadLoad reads pages at random
+offsets of a log (get.lua) at a consistency level. Both scripts print
+their figures through result.lua.
 
 Every throughput and latency figure comes from wrk, a C event loop that keeps
 a fixed number of keep-alive connections busy (closed loop: each connection
@@ -18,10 +20,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("post.lua")
+READ_SCRIPT = Path(__file__).with_name("get.lua")
 _RESULT = re.compile(r"^BENCH_RESULT (\{.*\})$", re.MULTILINE)
 #: Requests slower than this count as wrk timeouts instead of as latency.
 REQUEST_TIMEOUT_S = 10
@@ -64,10 +67,16 @@ class Load:
     seconds: int
     connections: int
     threads: int
-    #: POSTs to send in all, then each wrk thread stops; None: no limit.
+    #: POSTs to send in all, then each wrk thread's connections stay idle
+    #: until it is interrupted (``WrkRun.interrupt``); None: no limit.
     limit: int | None = None
     #: Messages per POST: 1 is the single-message form, more a batch append.
     batch: int = 1
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What post.lua reads of the environment: whether to count out LIMIT."""
+        return {"BENCH_LIMITED": "1"} if self.limit is not None else {}
 
     def command(self, wrk: str) -> list[str]:
         args = [self.tag, str(self.w), str(self.message_bytes), str(self.batch)]
@@ -76,6 +85,31 @@ class Load:
         return [
             wrk, f"-t{self.threads}", f"-c{self.connections}", f"-d{self.seconds}s",
             f"--timeout={REQUEST_TIMEOUT_S}s", f"--script={SCRIPT}", self.url, "--", *args,
+        ]
+
+
+@dataclass(frozen=True)
+class ReadLoad:
+    """One wrk run of GET /messages?from=N&limit=``limit``, N at random in
+    [0, ``span`` - ``limit``], at ``consistency`` (local: no parameter)."""
+
+    url: str
+    span: int
+    limit: int
+    consistency: str
+    seconds: int
+    connections: int
+    threads: int
+    #: What the result counts per request, and what the script reads of the
+    #: environment (WrkRun reads both of any load).
+    batch: int = 1
+    env: dict = field(default_factory=dict)
+
+    def command(self, wrk: str) -> list[str]:
+        return [
+            wrk, f"-t{self.threads}", f"-c{self.connections}", f"-d{self.seconds}s",
+            f"--timeout={REQUEST_TIMEOUT_S}s", f"--script={READ_SCRIPT}", self.url, "--",
+            str(self.span), str(self.limit), self.consistency,
         ]
 
 
@@ -136,15 +170,16 @@ class WrkResult:
 class WrkRun:
     """A running wrk; a context manager that never leaves it running."""
 
-    def __init__(self, wrk: str, load: Load) -> None:
+    def __init__(self, wrk: str, load: Load | ReadLoad) -> None:
         self._command = load.command(wrk)
+        self._env = {**os.environ, **load.env}
         self._seconds = load.seconds
         self._batch = load.batch
         self._process: subprocess.Popen | None = None
 
     def __enter__(self) -> "WrkRun":
         self._process = subprocess.Popen(
-            self._command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self._command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self._env
         )
         return self
 
@@ -165,7 +200,7 @@ class WrkRun:
         return parse(output, self._batch)
 
 
-def run(wrk: str, load: Load) -> WrkResult:
+def run(wrk: str, load: Load | ReadLoad) -> WrkResult:
     with WrkRun(wrk, load) as running:
         return running.wait()
 
