@@ -459,12 +459,16 @@ class NodeLog:
             if from_id < kept.first_id:
                 raise Gone(kept.first_id)
             index = search(lambda i: reader.value("first_id", i), max(lo, kept.index), end_index, from_id)
+            reached = from_id
             while index < end_index:
-                batch = list(reader.bodies(index, min(index + DISK_READ_BATCH, end_index)))
+                # Every entry but a no-op holds a message: a small page reads few rows.
+                wanted = min(DISK_READ_BATCH, stop_id - reached + 1)
+                batch = list(reader.bodies(index, min(index + wanted, end_index)))
                 if not batch:
                     return
                 yield from batch
-                if batch[-1][0] + batch[-1][1] >= stop_id:
+                reached = batch[-1][0] + batch[-1][1]
+                if reached >= stop_id:
                     return
                 index += len(batch)
 
