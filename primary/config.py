@@ -2,6 +2,8 @@
 
 Each setting is declared once, below, with ``shared.runtime.config.setting``; the
 rules that tie settings together are in ``PrimaryConfig.from_env``.
+
+Thread: the main thread, at start; the values are immutable after.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The secondary's configuration, read once from the environment at start.
 
 Each setting is declared once, below, with ``shared.runtime.config.setting``.
+
+Thread: the main thread, at start; the values are immutable after.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 ``python -m primary`` and ``python -m secondary`` both read it when PEERS is
 set (shared.node.main). Each setting is declared once, below; the rules
 that tie settings together are in ``FailoverConfig.from_env``.
+
+Thread: the main thread, at start; the values are immutable after.
 """
 
 from __future__ import annotations
