@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -130,6 +131,16 @@ class Ready:
     refusal: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A read index request a primary holds: its number, who asked (None: this
+    node's shell), and when it is failed if not confirmed by then."""
+
+    request: int
+    asked_by: str | None
+    deadline: float
+
+
 class RaftNode:
     """One member of a Raft cluster. See the module's docstring for how to drive it."""
 
@@ -138,11 +149,15 @@ class RaftNode:
                  heartbeat_interval: float, mode: Mode = Mode.ELECTED, max_batch: int = MAX_BATCH,
                  max_batch_bytes: int = MAX_BATCH_BYTES, window: int = WINDOW,
                  window_bytes: int = WINDOW_BYTES, max_rto: float = 10.0, stands_at_once: bool = False,
-                 recovery_timeout: float = 10.0, incarnation: str = "") -> None:
+                 recovery_timeout: float = 10.0, incarnation: str = "",
+                 read_timeout: float | None = None) -> None:
         """``peers`` names every node, this one included (a fixed secondary: only
         itself). ``stands_at_once``: the first tick starts a ballot instead of
         the election timer, and until a first term begins the node asks again
-        at every heartbeat interval (the node a fresh cluster should elect first)."""
+        at every heartbeat interval (the node a fresh cluster should elect first).
+        ``read_timeout``: how long a primary holds a read it cannot confirm
+        before it fails it: 2 election timeouts unless told, as long as a
+        failover node's shell waits for one (a fixed primary's waits one)."""
         if name not in peers or len(set(peers)) != len(peers):
             raise ValueError(f"peers {peers!r} must name {name!r} once, and every node once")
         if not 0 < heartbeat_interval < election_timeout:
@@ -155,6 +170,7 @@ class RaftNode:
         self._election_timeout = election_timeout
         self._heartbeat_interval = heartbeat_interval
         self._recovery_timeout = recovery_timeout
+        self._read_timeout = 2 * election_timeout if read_timeout is None else read_timeout
         self._max_batch, self._max_batch_bytes = max_batch, max_batch_bytes
         self._window, self._window_bytes, self._max_rto = window, window_bytes, max_rto
         self._stands_at_once = stands_at_once
@@ -166,6 +182,10 @@ class RaftNode:
         self._role = Role.SECONDARY
         self._primary: str | None = None
         self._heard_from_primary_at: float | None = None
+        #: A secondary: (term, length): its first ``length`` entries are known to
+        #: be those of the primary of ``term``, as a frame of that primary showed
+        #: in this life. It commits no further (``_matched_length``).
+        self._matched = (self._term, 0)
         self._election_deadline: float | None = None  # set by the first tick: the clock starts then
         self._votes: set[str] = set()  # a pre-candidate's or candidate's, its own included
         self._progress: dict[str, Progress] = {}
@@ -174,10 +194,11 @@ class RaftNode:
         self._outbox: list[tuple[str, Message]] = []
         self._reads_done: list[tuple[int, int | None]] = []
         #: On the primary: reads waiting for a majority to answer a seq sent
-        #: after them: (seq, commit length at arrival, request, asked by).
-        self._reads_confirming: list[tuple[int, int, int, str | None]] = []
-        #: Reads that came before this term's first entry was committed.
-        self._reads_waiting_commit: list[tuple[int, str | None]] = []
+        #: after them: (seq, commit length at arrival, read), in the order they
+        #: came, so by seq and by deadline: both are settled from the front.
+        self._reads_confirming: deque[tuple[int, int, _Read]] = deque()
+        #: Reads that came before this term's first entry was committed, in order.
+        self._reads_waiting_commit: deque[_Read] = deque()
         self._transferee: str | None = None
         self._transfer_deadline = 0.0
         #: A node that is not caught up: each peer's term and log (last term,
@@ -190,7 +211,10 @@ class RaftNode:
         self._enough_heard = len(self._others) - (self._majority - 2)
         self._heard_a_primary = False
         self._started_at: float | None = None  # the first tick: when its clock began
-        self._snapshot_in: tuple[LogStart, list[KeyRecord]] | None = None  # chunks received
+        #: A secondary: the snapshot whose chunks it receives: its start, key count, keys so far.
+        self._snapshot_in: tuple[LogStart, int, list[KeyRecord]] | None = None
+        #: The snapshot whose keys a recovering fixed primary pages through, and who it is.
+        self._snapshot_lent: tuple[str, Snapshot] | None = None
         self._recovery: Recovery | None = None
         self._vouched = False  # a primary said this node holds every committed entry
         self._next_term_query = 0.0  # when a node that is not caught up asks the unheard again
@@ -260,6 +284,8 @@ class RaftNode:
             return min(deadlines)
         if self._role is Role.RECOVERING:
             return self._recovery.deadline()
+        if self.mode is Mode.FIXED_SECONDARY:
+            return None  # it never stands: no timer of its own (a past deadline would spin its shell)
         if not self._caught_up and self._election_deadline is not None:
             return min(self._election_deadline, self._next_term_query)
         return self._election_deadline
@@ -310,14 +336,14 @@ class RaftNode:
         self._check_term(message)
         self._heard = self._refusal = None
         self._check_no_committed_conflict(message)
-        if self._keeps_another_cluster(message) and not self._joins_another_cluster(message):
+        if self._keeps_another_cluster(message) and self._may_join_another_cluster(message):
+            self._join_another_cluster(message)
+        if self._keeps_another_cluster(message):
             self._refuse_other_cluster(message)
         elif isinstance(message, (StateRequest, FetchRequest)):
             self._answer_recovery(message)  # a question that changes nothing, whatever its term
         elif isinstance(message, (StateReply, FetchReply)):
-            if self._role is Role.RECOVERING:
-                self._recovery.take(message, now)
-                self._step_recovery(now)
+            self._on_recovery_reply(message, now)
         elif self.mode is Mode.FIXED_PRIMARY and message.term > self._term:
             self._on_newer_term_as_fixed_primary(message)
         elif message.term > self._term and self._adopts_term_of(message, now):
@@ -360,7 +386,7 @@ class RaftNode:
         §6.4): ``Ready.reads`` gives it once a majority has confirmed this node
         (or its primary) is still primary, or None if that cannot be had here."""
         if self._role is Role.PRIMARY:
-            self._take_read(request, None, now)
+            self._take_read(self._new_read(request, None, now), now)
         elif self._primary is not None and self.mode is not Mode.FIXED_PRIMARY:
             self._send(self._primary, ReadIndexRequest(self.name, self._term, request))
         else:
@@ -376,14 +402,18 @@ class RaftNode:
 
     def peer_connected(self, peer: str, now: float) -> Ready:
         """A connection to ``peer`` came up (or back): what waits for it goes now,
-        rather than at the next heartbeat or retransmission timeout."""
+        rather than at the next heartbeat or retransmission timeout. A primary
+        probes it again at once: what was in flight may be lost with the old
+        connection, and a secondary that restarted commits only what a frame of
+        this primary matched in its new life (``_commit_matched``), so it needs
+        one even when no write comes. Not a timeout: none is counted, and the
+        retransmission timeout does not grow."""
         progress = self._progress.get(peer)
         if self._role is Role.PRIMARY and progress is not None:
             self._send(peer, Heartbeat(self.name, self._term, self._next_seq(),
                                        min(progress.match, self._log.commit_length), self._log.start.index,
                                        self._cluster, self._vouches_for(progress)))
-            if progress.flights:
-                progress.on_timeout(self._seq + 1)  # what was sent before may be lost
+            progress.reprobe(self._seq + 1)
             self._send_to(peer, progress, now)
         elif self._role is Role.RECOVERING:
             self._recovery.ask_again(peer)
@@ -457,15 +487,25 @@ class RaftNode:
             # may not be listening yet. Pre-votes change no one's state.
             self._election_deadline = now + self._heartbeat_interval
         if not self._caught_up and not self._may_vote_before_caught_up(
-                PreVoteRequest(self.name, self._term + 1, self._log.last_term, len(self._log)), now):
+                PreVoteRequest(self.name, self._term_to_stand_in(), self._log.last_term, len(self._log)), now):
             return  # it started from nothing: it stands once it would vote for itself
         if transfer or not self._campaigns_with_pre_vote():
             self._start_candidacy(now, transfer)
         else:
             self._start_ballot(Role.PRE_CANDIDATE, now)
 
+    def _term_to_stand_in(self) -> int:
+        """The term a ballot of this node asks for: the next above its own term and
+        its vote floor (it may have voted in any term up to the floor before it
+        lost its disk), and, while it is not caught up, above every term it
+        heard (it votes in none of those, for itself neither)."""
+        highest = max(self._term, self._vote_floor)
+        if not self._caught_up:
+            highest = max(highest, self._highest_term_heard)
+        return highest + 1
+
     def _start_candidacy(self, now: float, transfer: bool = False) -> None:
-        self._term += 1
+        self._term = self._term_to_stand_in()
         self._voted_for = self.name
         self._start_ballot(Role.CANDIDATE, now, transfer)
 
@@ -475,7 +515,7 @@ class RaftNode:
         last_term, length = self._log.last_term, len(self._log)
         for peer in self._others:
             if role is Role.PRE_CANDIDATE:
-                self._send(peer, PreVoteRequest(self.name, self._term + 1, last_term, length))
+                self._send(peer, PreVoteRequest(self.name, self._term_to_stand_in(), last_term, length))
             else:
                 self._send(peer, VoteRequest(self.name, self._term, last_term, length, transfer))
         self._count_votes(now)
@@ -562,10 +602,33 @@ class RaftNode:
     def _counts_for_this_ballot(self, reply: VoteReply) -> bool:
         """A late reply to an earlier ballot must not count towards this one."""
         if reply.pre_vote:
-            return self._role is Role.PRE_CANDIDATE and reply.term == self._term + 1
+            return self._role is Role.PRE_CANDIDATE and reply.term == self._term_to_stand_in()
         return self._role is Role.CANDIDATE and reply.term == self._term
 
     # -- A node that lost its disk ----------------------------------------------------
+
+    def _on_recovery_reply(self, reply: StateReply | FetchReply, now: float) -> None:
+        """A recovering fixed primary takes the answer; a node that is not caught up
+        moves to a later term a peer tells it of (``_adopts_term_told``)."""
+        if self._role is Role.RECOVERING:
+            self._recovery.take(reply, now)
+            self._step_recovery(now)
+        elif self._adopts_term_told(reply):
+            self._become_secondary(reply.term, now)
+
+    def _adopts_term_told(self, reply: StateReply | FetchReply) -> bool:
+        """A node that is not caught up takes on, as a secondary with no vote, a
+        later term a peer's StateReply names. It votes, for itself too, only in
+        terms above every term it heard, so it must stand above that one
+        (``_term_to_stand_in``); taking it on makes its term say so, to its
+        peers too. Before, a cluster whose nodes all restarted not caught up
+        (FSYNC=off) in different terms, the longest log in a lower one, elected
+        no one: the node that would win could not stand above the term it
+        heard, and the node that could stand lacked its log. Safe: a term taken
+        without a vote promises nothing, and the node still votes only above
+        the highest term it heard."""
+        return (self.mode is Mode.ELECTED and not self._caught_up and isinstance(reply, StateReply)
+                and reply.term > self._term)
 
     def _note_heard(self, message: Message) -> None:
         """A node that is not caught up keeps track of the logs its peers hold,
@@ -574,7 +637,7 @@ class RaftNode:
             self._heard_logs[message.sender] = (message.term, message.last_log_term, message.log_length)
         elif isinstance(message, (PreVoteRequest, VoteRequest)):  # the candidate's term before it stood
             self._heard_logs[message.sender] = (message.term - 1, message.last_log_term, message.log_length)
-        if not isinstance(message, PreVoteRequest):  # a pre-vote's term is only asked about
+        if not _carries_a_term_asked_about(message):  # no one spoke in such a term yet
             self._highest_term_heard = max(self._highest_term_heard, message.term)
         if isinstance(message, (AppendEntries, Heartbeat, InstallSnapshot)):
             self._heard_a_primary = True
@@ -601,8 +664,7 @@ class RaftNode:
     # -- Terms and roles ----------------------------------------------------------
 
     def _check_term(self, message: Message) -> None:
-        asked_about = isinstance(message, PreVoteRequest) or (
-            isinstance(message, VoteReply) and message.pre_vote)
+        asked_about = _carries_a_term_asked_about(message)
         if not 0 <= message.term <= MAX_TERM + asked_about:
             raise Refused(f"term {message.term} is out of range")
         if message.term > self._term + MAX_TERM_JUMP:
@@ -612,17 +674,20 @@ class RaftNode:
         cluster = getattr(message, "cluster", None)
         return cluster is not None and self._cluster not in (None, cluster)
 
-    def _joins_another_cluster(self, message: Message) -> bool:
-        """A fixed secondary that never held an entry has no log to keep: it
-        joins the cluster of the primary that writes to it, in that primary's
+    def _may_join_another_cluster(self, message: Message) -> bool:
+        """A fixed secondary that never held an entry has no log to keep: it may
+        join the cluster of the primary that writes to it, in that primary's
         term (a new in-memory primary that did not hear it while recovering
         named a new cluster). Safe: it never votes, so the term it leaves
         promised nothing, and it holds nothing that could conflict."""
-        if self.mode is not Mode.FIXED_SECONDARY or len(self._log) or not isinstance(
-                message, (AppendEntries, Heartbeat, InstallSnapshot)):
-            return False
+        return (self.mode is Mode.FIXED_SECONDARY and not len(self._log)
+                and isinstance(message, (AppendEntries, Heartbeat, InstallSnapshot)))
+
+    def _join_another_cluster(self, message: AppendEntries | Heartbeat | InstallSnapshot) -> None:
+        """Takes the frame's term and forgets the cluster it kept: the frame, taken
+        as usual next, names the new one (``_may_join_another_cluster``)."""
         self._cluster, self._term, self._primary = None, message.term, None
-        return True
+        self._matched = (message.term, 0)
 
     def _refuse_other_cluster(self, message: AppendEntries | Heartbeat | InstallSnapshot) -> None:
         """A fixed secondary keeps one cluster's log: a primary of another is told
@@ -640,10 +705,8 @@ class RaftNode:
 
     def _adopts_term_of(self, message: Message, now: float) -> bool:
         """Whether a message of a later term moves this node to that term."""
-        if isinstance(message, PreVoteRequest):
-            return False  # asks about a term no one stands in yet
-        if isinstance(message, VoteReply) and message.pre_vote and message.granted:
-            return False  # carries the term this node asked about, not the voter's
+        if _carries_a_term_asked_about(message):
+            return False  # a term no one stands in yet, not the sender's
         if isinstance(message, VoteRequest):
             # §4.2.3: refused without a term change, unless its primary asked it to stand.
             return self.mode is Mode.ELECTED and (message.transfer or not self._in_lease(now))
@@ -756,16 +819,33 @@ class RaftNode:
         if isinstance(message, StateRequest):
             self._send(message.sender, StateReply(self.name, self._term, self._log.last_term,
                                                   len(self._log), self._log.start, self._cluster))
-            return
-        start = self._log.start
-        if message.prev_length < start.index:
-            keys = self._log.snapshot().keys
-            chunk = keys[message.keys_offset:message.keys_offset + KEYS_PER_CHUNK]
-            self._send(message.sender, FetchReply(self.name, self._term, message.prev_length, (),
-                                                  start, chunk, message.keys_offset, len(keys)))
-            return
-        entries = self._log.batch(message.prev_length, self._max_batch, self._max_batch_bytes)
-        self._send(message.sender, FetchReply(self.name, self._term, message.prev_length, tuple(entries)))
+        elif message.prev_length < self._log.start.index:
+            self._send_start_page(message)
+        else:
+            entries = self._log.batch(message.prev_length, self._max_batch, self._max_batch_bytes)
+            self._send(message.sender, FetchReply(self.name, self._term, message.prev_length,
+                                                  tuple(entries)))
+
+    def _send_start_page(self, request: FetchRequest) -> None:
+        """The log's start, whole (the storage's: its message count and bytes
+        place the recovered primary's ids), and a page of the keys in force."""
+        snapshot = self._snapshot_lent_to(request.sender, request.keys_offset)
+        offset = request.keys_offset
+        page = snapshot.keys[offset:offset + KEYS_PER_CHUNK]
+        if offset + len(page) >= len(snapshot.keys):
+            self._snapshot_lent = None  # its last page: a repeated request takes a new copy
+        self._send(request.sender, FetchReply(self.name, self._term, request.prev_length, (),
+                                              snapshot.start, page, offset, len(snapshot.keys)))
+
+    def _snapshot_lent_to(self, requester: str, keys_offset: int) -> Snapshot:
+        """The snapshot ``requester`` pages through: one copy, taken at its first
+        page, so that keys new keyed appends evict meanwhile do not shift the
+        later pages (raft_recovery also starts over if the copy changes)."""
+        lent = self._snapshot_lent
+        if (keys_offset == 0 or lent is None or lent[0] != requester
+                or lent[1].start.index != self._log.start.index):
+            lent = self._snapshot_lent = (requester, self._log.snapshot())
+        return lent[1]
 
     # -- Replication: the secondary's side ---------------------------------------
 
@@ -792,7 +872,7 @@ class RaftNode:
             case AppendEntries():
                 self._on_append_entries(message)
             case Heartbeat():
-                self._log.commit_to(min(message.commit_length, len(self._log)))
+                self._commit_matched(message.commit_length)
                 self._follow_start(message.log_start)
                 self._send(message.sender, HeartbeatReply(self.name, self._term, message.seq,
                                                           len(self._log), self._caught_up, self._incarnation))
@@ -830,41 +910,61 @@ class RaftNode:
                           f"entry there (committed length {self._log.commit_length})")
 
     def _on_append_entries(self, request: AppendEntries) -> None:
+        """§5.3's check, then the entries; but as etcd does, a frame after fewer
+        entries than this node knows committed changes nothing and is answered
+        with the commit length: those entries are committed, so held here as
+        the primary holds them (leader completeness; one that contradicts them
+        was refused before, ``_check_no_committed_conflict``), and what follows
+        comes again from there. So neither a stale frame nor a forged one
+        reaches below the commit length, compacted entries included."""
         prev, entries = request.prev_length, request.entries
-        prev_term, prev_digest = request.prev_term, request.prev_digest
-        start = self._log.start
-        if prev < start.index:
-            # Entries before this node's start were committed: they match.
-            skip = start.index - prev
-            if skip > len(entries):
-                self._reply_match(request, start.index)
-                return
-            for entry in entries[:skip]:
-                prev_digest = digest_after(prev_digest, entry)
-            prev, prev_term, entries = start.index, start.term, entries[skip:]
-            prev_digest = start.digest if skip else prev_digest
-        if not self._log.holds(prev, prev_term, prev_digest):
-            hint = self._log.retry_hint(prev, prev_term)
+        if prev < self._log.commit_length:
+            self._reply_match(request, self._log.commit_length)
+            return
+        if not self._log.holds(prev, request.prev_term, request.prev_digest):
+            hint = self._log.retry_hint(prev, request.prev_term)
             self._send(request.sender, AppendReply(self.name, self._term, request.seq, False,
                                                    retry_length=hint, caught_up=self._caught_up,
                                                    incarnation=self._incarnation))
             return
-        digest, digests = prev_digest, []
+        digest, digests = request.prev_digest, []
         for entry in entries:
             digest = digest_after(digest, entry)
             digests.append(digest)
         conflict = self._log.first_conflict(prev, digests)
         if conflict is not None:
-            self._log.truncate(conflict)  # checked above: never below the commit length
+            self._log.truncate(conflict)  # at or above prev: never below the commit length
         held = len(self._log) - prev
         if held < len(entries):
             self._log.append(entries[held:])
         match_length = prev + len(entries)
-        # Only the prefix checked against this primary's log counts as committed:
-        # entries past it may be an older primary's that this one will overwrite.
-        self._log.commit_to(min(request.commit_length, match_length))
+        self._note_matched(match_length, conflict)
+        self._commit_matched(request.commit_length)
         self._follow_start(request.log_start)
         self._reply_match(request, match_length)
+
+    def _note_matched(self, length: int, truncated_from: int | None = None) -> None:
+        """A frame of this term's primary showed that this node's first ``length``
+        entries are that primary's (what was truncated, from ``truncated_from``,
+        is not). Within a term and a life they stay so: the primary never
+        contradicts its own entries."""
+        matched = self._matched_length()
+        if truncated_from is not None:
+            matched = min(matched, truncated_from)
+        self._matched = (self._term, max(matched, length))
+
+    def _matched_length(self) -> int:
+        """How many leading entries are known to be this term's primary's, in this life."""
+        term, length = self._matched
+        return length if term == self._term else 0
+
+    def _commit_matched(self, primary_commit: int) -> None:
+        """Commits what the primary says is committed, but only as far as this
+        node's log is known to be that primary's (etcd's rule, made explicit:
+        a heartbeat carries at most the primary's ``match`` for this node, which
+        may describe the node's previous life; FSYNC=off, a power cut): past
+        it may lie an older primary's entries that this one will overwrite."""
+        self._log.commit_to(min(primary_commit, self._matched_length(), len(self._log)))
 
     def _reply_match(self, request: AppendEntries, match_length: int) -> None:
         self._send(request.sender, AppendReply(self.name, self._term, request.seq, True,
@@ -878,13 +978,17 @@ class RaftNode:
             self._log.compact(length)
 
     def _on_install_snapshot(self, message: InstallSnapshot) -> None:
+        """Gathers the chunks of one snapshot, named by its start and its count
+        of keys (the keys in force at a start drop only their oldest, so the
+        count tells one copy of them from another), and installs it with the last."""
         start = message.start
         received = self._snapshot_in
-        if received is None or received[0] != start:
-            received = self._snapshot_in = (start, [])
-        if message.keys_offset == len(received[1]):
-            received[1].extend(message.keys)
-        keys_received = len(received[1])
+        if received is None or received[:2] != (start, message.keys_total):
+            received = self._snapshot_in = (start, message.keys_total, [])
+        keys = received[2]
+        if message.keys_offset == len(keys):
+            keys.extend(message.keys)
+        keys_received = len(keys)
         if keys_received >= message.keys_total and start.index > self._log.start.index:
             self._snapshot_in = None
             if self._log.holds(start.index, start.term, start.digest):
@@ -892,7 +996,8 @@ class RaftNode:
                 self._log.commit_to(start.index)
                 self._log.compact(start.index)
             else:
-                self._log.install(Snapshot(start, tuple(received[1])))
+                self._log.install(Snapshot(start, tuple(keys)))
+            self._note_matched(start.index)
         self._send(message.sender, SnapshotReply(self.name, self._term, message.seq, start.index,
                                                  keys_received, self._caught_up, self._incarnation))
 
@@ -904,6 +1009,7 @@ class RaftNode:
             return
         if self._transferee is not None and now >= self._transfer_deadline:
             self._transferee = None  # the transfer failed: carry on as primary
+        self._expire_reads(now)
         for peer, progress in self._progress.items():
             deadline = progress.retransmit_deadline()
             if deadline is not None and now >= deadline:
@@ -930,7 +1036,7 @@ class RaftNode:
 
     def _send_to(self, peer: str, progress: Progress, now: float) -> None:
         if progress.state is not State.SNAPSHOT and progress.next < self._log.start.index:
-            progress.need_snapshot(self._log.start.index, self._seq + 1)
+            progress.need_snapshot(self._log.snapshot(), self._seq + 1)
         if progress.may_send_snapshot_chunk():
             self._send_snapshot_chunk(peer, progress, now)
             return
@@ -951,9 +1057,12 @@ class RaftNode:
                 break
 
     def _send_snapshot_chunk(self, peer: str, progress: Progress, now: float) -> None:
-        snapshot = self._log.snapshot()
-        if snapshot.start.index != progress.snapshot_index:
-            progress.need_snapshot(snapshot.start.index, self._seq + 1)
+        """The next chunk of the snapshot being installed there, cut from the copy
+        taken when the install began: the keys in force now may have lost their
+        oldest to new keyed appends, which would shift every offset. Should the
+        start move on meanwhile, this install still ends at its own start, and
+        the next one sends the new start."""
+        snapshot = progress.snapshot
         offset = progress.keys_acked
         chunk = snapshot.keys[offset:offset + KEYS_PER_CHUNK]
         seq = self._next_seq()
@@ -995,8 +1104,7 @@ class RaftNode:
                 # It holds less than it acknowledged (FSYNC=off, or a lost disk).
                 progress.on_reject(reply.seq, reply.length, self._seq + 1)
             case SnapshotReply() if current:
-                progress.on_snapshot_reply(reply.seq, reply.start_index, reply.keys_received,
-                                           len(self._log.snapshot().keys), now)
+                progress.on_snapshot_reply(reply.seq, reply.start_index, reply.keys_received, now)
         self._confirm_reads()
         self._maybe_time_out_transferee()
         self._send_to(reply.sender, progress, now)
@@ -1035,55 +1143,69 @@ class RaftNode:
 
     def _on_read_index_request(self, request: ReadIndexRequest, now: float) -> None:
         if self._role is Role.PRIMARY:
-            self._take_read(request.request, request.sender, now)
+            self._take_read(self._new_read(request.request, request.sender, now), now)
         else:
             self._send(request.sender, ReadIndexReply(self.name, self._term, request.request, None))
 
-    def _take_read(self, request: int, asked_by: str | None, now: float) -> None:
+    def _new_read(self, request: int, asked_by: str | None, now: float) -> _Read:
+        """A read that came now: failed unless confirmed within the read timeout."""
+        return _Read(request, asked_by, now + self._read_timeout)
+
+    def _take_read(self, read: _Read, now: float) -> None:
         if self._log.term_at(self._log.commit_length) != self._term:
             # Its commit length may still lag the last term's: wait for this
             # term's first entry to be committed (etcd's committedEntryInCurrentTerm).
-            self._reads_waiting_commit.append((request, asked_by))
+            self._reads_waiting_commit.append(read)
             return
         if not self._others:
-            self._answer_read(request, asked_by, self._log.commit_length)
+            self._answer_read(read, self._log.commit_length)
             return
         # A majority must answer a frame sent after this read arrived.
-        self._reads_confirming.append((self._seq + 1, self._log.commit_length, request, asked_by))
+        self._reads_confirming.append((self._seq + 1, self._log.commit_length, read))
         self._broadcast_heartbeat(now)
 
     def _release_reads_waiting_commit(self, now: float) -> None:
         if self._reads_waiting_commit and self._log.term_at(self._log.commit_length) == self._term:
-            waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
-            for request, asked_by in waiting:
-                self._take_read(request, asked_by, now)
+            waiting, self._reads_waiting_commit = self._reads_waiting_commit, deque()
+            for read in waiting:
+                self._take_read(read, now)
 
     def _confirm_reads(self) -> None:
+        """Answers the reads a majority has confirmed: those sent before the seq a
+        majority echoed. They are in seq order: they go from the front."""
         if not self._reads_confirming:
             return
         acked = sorted((p.acked_seq for p in self._progress.values() if p.diverged is None),
                        reverse=True)
         confirmed_seq = acked[self._majority - 2] if len(acked) >= self._majority - 1 else 0
-        still = []
-        for seq, index, request, asked_by in self._reads_confirming:
-            if seq <= confirmed_seq:
-                self._answer_read(request, asked_by, index)
-            else:
-                still.append((seq, index, request, asked_by))
-        self._reads_confirming = still
+        reads = self._reads_confirming
+        while reads and reads[0][0] <= confirmed_seq:
+            _, index, read = reads.popleft()
+            self._answer_read(read, index)
 
-    def _answer_read(self, request: int, asked_by: str | None, index: int | None) -> None:
-        if asked_by is None:
-            self._reads_done.append((request, index))
+    def _expire_reads(self, now: float) -> None:
+        """Fails the reads held past their deadline: a primary that cannot reach a
+        majority (a fixed primary never steps down) holds none for longer than
+        the read timeout, after which no client waits for it. Both queues are
+        in the order the reads came, so by deadline: they go from the front."""
+        confirming, waiting = self._reads_confirming, self._reads_waiting_commit
+        while confirming and confirming[0][2].deadline <= now:
+            self._answer_read(confirming.popleft()[2], None)
+        while waiting and waiting[0].deadline <= now:
+            self._answer_read(waiting.popleft(), None)
+
+    def _answer_read(self, read: _Read, index: int | None) -> None:
+        if read.asked_by is None:
+            self._reads_done.append((read.request, index))
         else:
-            self._send(asked_by, ReadIndexReply(self.name, self._term, request, index))
+            self._send(read.asked_by, ReadIndexReply(self.name, self._term, read.request, index))
 
     def _fail_reads(self) -> None:
-        for _, _, request, asked_by in self._reads_confirming:
-            self._answer_read(request, asked_by, None)
-        for request, asked_by in self._reads_waiting_commit:
-            self._answer_read(request, asked_by, None)
-        self._reads_confirming, self._reads_waiting_commit = [], []
+        for _, _, read in self._reads_confirming:
+            self._answer_read(read, None)
+        for read in self._reads_waiting_commit:
+            self._answer_read(read, None)
+        self._reads_confirming, self._reads_waiting_commit = deque(), deque()
 
     # -- Output ---------------------------------------------------------------------
 
@@ -1103,6 +1225,14 @@ class RaftNode:
         reads, self._reads_done = tuple(self._reads_done), []
         return Ready(unsaved_hard_state, self._log.take_unsaved(), self._log.commit_length,
                      messages, proposed, reads, heard, refusal)
+
+
+def _carries_a_term_asked_about(message: Message) -> bool:
+    """A pre-vote request, and a granted pre-vote, carry the term the ballot
+    asks about (the candidate's plus one, or more: ``_term_to_stand_in``),
+    not a term their sender is in: no one took it yet."""
+    return isinstance(message, PreVoteRequest) or (
+        isinstance(message, VoteReply) and message.pre_vote and message.granted)
 
 
 def _length_claimed(reply: AppendReply | HeartbeatReply | SnapshotReply) -> int:

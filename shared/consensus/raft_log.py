@@ -307,6 +307,9 @@ class RaftLog:
         self._stable_length = storage.length()  # the storage holds the entries below this
         self._unsaved = Unsaved()
         self._start = storage.start()
+        #: False from a compaction until the storage has applied it: till then
+        #: ``_start`` knows the new start's index, term and checksum only.
+        self._start_settled = True
         self._commit_length = self._start.index  # everything before the start was committed
 
     def __len__(self) -> int:
@@ -316,6 +319,12 @@ class RaftLog:
 
     @property
     def start(self) -> LogStart:
+        """The log's start, whole: once the shell applied a compaction, the
+        storage's (it alone counts the messages and bytes before it)."""
+        if not self._start_settled:
+            stored = self._storage.start()
+            if stored.index == self._start.index:  # the Ready that compacted was applied
+                self._start, self._start_settled = stored, True
         return self._start
 
     @property
@@ -437,18 +446,21 @@ class RaftLog:
     def compact(self, length: int) -> None:
         """Move the start to ``length``, a committed length of this log. The
         storage works out the rest of the new LogStart (the message count and
-        bytes before it, the keys in force), which it alone knows."""
+        bytes before it, the keys in force), which it alone knows: until the
+        shell has applied this change, ``start`` has the new index, term and
+        checksum, and ``start`` reads the rest from the storage after that."""
         if not self._start.index < length <= self._commit_length:
             raise SafetyViolation(f"asked to move the start to {length}: it is at "
                                   f"{self._start.index}, and {self._commit_length} are committed")
         self._start = LogStart(length, self.term_at(length), self.digest_at(length))
+        self._start_settled = False
         self._unsaved.compact = length
 
     def install(self, snapshot: Snapshot) -> None:
         """Replace the whole log by ``snapshot``, whose start lies past this log's
         commit length; what it drops was committed on the primary that sent it."""
         self._unsaved = Unsaved(install=snapshot)
-        self._start = snapshot.start
+        self._start, self._start_settled = snapshot.start, True
         self._stable_length = snapshot.start.index
         self._commit_length = max(self._commit_length, snapshot.start.index)
 

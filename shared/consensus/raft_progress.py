@@ -13,7 +13,9 @@ As etcd's ``Progress``: a secondary is in one of three states.
   frees what it covers. So a follower far behind catches up at the speed
   of the link, and a slow one is sent no more than it can take.
 - **snapshot**: its log ends before the primary's start (retention): it is
-  sent the start and the Idempotency-Keys in force there, a chunk at a time.
+  sent the start and the Idempotency-Keys in force there, a chunk at a time,
+  from one copy of them taken when the install began (new keyed appends
+  evict the oldest keys in force, which would shift later chunks' offsets).
 
 Nothing is sent twice on a timer of the primary's heartbeat: heartbeats
 carry no entries. A frame in flight (or a probe, or a snapshot chunk) is
@@ -41,6 +43,8 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+
+from shared.consensus.raft_log import Snapshot
 
 #: The first retransmission timeout, before any round trip was measured,
 #: and the least one (seconds).
@@ -95,8 +99,10 @@ class Progress:
         self._max_rto = max_rto
         #: Frames given up for want of an answer (each resent): what /metrics counts.
         self.timeouts = 0
-        #: In snapshot state: the start being installed, and the keys acknowledged.
-        self.snapshot_index = 0
+        #: In snapshot state: the start being installed and its keys, as they
+        #: were when the install began (chunks are cut from this copy), and
+        #: how many of those keys it acknowledged.
+        self.snapshot: Snapshot | None = None
         self.keys_acked = 0
         #: Why it takes nothing from this primary (fixed roles: another cluster's log).
         self.diverged: str | None = None
@@ -139,9 +145,16 @@ class Progress:
         return self.flights[0].sent_at + self._rto() if self.flights else None
 
     def on_timeout(self, next_seq: int) -> None:
-        """No answer in time: probe again from what it is known to hold."""
+        """No answer in time: probe again from what it is known to hold, and
+        wait longer for the next answer (the timeout doubles)."""
         self._timeouts += 1
         self.timeouts += 1
+        self.reprobe(next_seq)
+
+    def reprobe(self, next_seq: int) -> None:
+        """What was sent may be lost (a new connection): probe again from what it
+        is known to hold (in snapshot state, resend the current chunk). Not a
+        timeout: nothing is counted, and the timeout does not grow."""
         self._reset(State.SNAPSHOT if self.state is State.SNAPSHOT else State.PROBE,
                     self.match if self.state is not State.SNAPSHOT else self.next, next_seq)
 
@@ -194,26 +207,27 @@ class Progress:
         self.match = 0
         self._reset(State.PROBE, holds, next_seq)
 
-    def on_snapshot_reply(self, seq: int, start_index: int, keys_received: int, keys_total: int,
-                          now: float) -> bool:
+    def on_snapshot_reply(self, seq: int, start_index: int, keys_received: int, now: float) -> bool:
         """A chunk was taken. True once the start is installed there."""
         flight = self._flight(seq)
         if flight is not None:
             self._sample(now - flight.sent_at)
             self._free(float("inf"))
-        if self.state is not State.SNAPSHOT or start_index != self.snapshot_index:
+        snapshot = self.snapshot
+        if self.state is not State.SNAPSHOT or snapshot is None or start_index != snapshot.start.index:
             return False
         self.keys_acked = keys_received  # less than before, if it restarted meanwhile
-        if keys_received < keys_total:
+        if keys_received < len(snapshot.keys):
             return False
         self.match = max(self.match, start_index)
         self._reset(State.PROBE, start_index, seq + 1)
         return True
 
-    def need_snapshot(self, start_index: int, next_seq: int) -> None:
-        """Its log ends before the primary's start: send it the start."""
-        self._reset(State.SNAPSHOT, start_index, next_seq)
-        self.snapshot_index = start_index
+    def need_snapshot(self, snapshot: Snapshot, next_seq: int) -> None:
+        """Its log ends before the primary's start: send it ``snapshot`` (the
+        primary's start and keys now), in chunks cut from this copy."""
+        self._reset(State.SNAPSHOT, snapshot.start.index, next_seq)
+        self.snapshot = snapshot
         self.keys_acked = 0
 
     def rto(self) -> float:
@@ -223,6 +237,8 @@ class Progress:
 
     def _reset(self, state: State, next_length: int, next_seq: int) -> None:
         self.state, self.next = state, next_length
+        if state is not State.SNAPSHOT:
+            self.snapshot = None  # an install ended (or was given up): its copy of the keys goes
         self.flights.clear()
         self._flight_bytes = 0
         self.floor_seq = next_seq

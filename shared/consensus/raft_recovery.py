@@ -39,7 +39,7 @@ import logging
 from collections import Counter
 from typing import Sequence
 
-from shared.consensus.raft_log import Entry, KeyRecord, Snapshot
+from shared.consensus.raft_log import Entry, KeyRecord, LogStart, Snapshot
 from shared.consensus.raft_messages import FetchReply, FetchRequest, StateReply, StateRequest
 
 #: The name its lines carried before the fixed roles ran on the Raft engine:
@@ -65,7 +65,8 @@ class Recovery:
         self._answers: dict[str, StateReply] = {}
         self._sources: list[str] = []  # best first
         self._fetch: tuple[str, int, int, float] | None = None  # source, length, keys offset, sent at
-        self._snapshot: tuple[Snapshot, list[KeyRecord]] | None = None  # a start being received
+        #: A start being received: it, its count of keys, and the keys so far.
+        self._snapshot: tuple[LogStart, int, list[KeyRecord]] | None = None
         self._recovered_snapshot: Snapshot | None = None
         self._recovered: list[Entry] = []
         self._length = 0  # the log's length once what was handed over is appended
@@ -172,7 +173,7 @@ class Recovery:
             self._finish(self.cluster, now)
             return []
         source = self._sources[0]
-        keys_offset = len(self._snapshot[1]) if self._snapshot else 0
+        keys_offset = len(self._snapshot[2]) if self._snapshot else 0
         self._fetch = (source, self._length, keys_offset, now)
         return [(source, FetchRequest(self._name, 0, self._length, keys_offset))]
 
@@ -191,9 +192,15 @@ class Recovery:
             self._finish(self.cluster, now)  # the best source has nothing more: all is taken
 
     def _take_start_chunk(self, reply: FetchReply, keys_offset: int) -> None:
-        if self._snapshot is None or self._snapshot[0].start != reply.start:
-            self._snapshot = (Snapshot(reply.start), [])
-        keys = self._snapshot[1]
+        """Gathers the pages of one copy of a start's keys, named by the start and
+        its count of keys: the keys in force at a start only lose their oldest
+        (to new keyed appends), so another count is another copy, whose offsets
+        differ: start over. (A source pages from one copy, taken at the first
+        page: RaftNode._snapshot_lent_to; this covers a source that restarted
+        or was replaced meanwhile.)"""
+        if self._snapshot is None or self._snapshot[:2] != (reply.start, reply.keys_total):
+            self._snapshot = (reply.start, reply.keys_total, [])
+        keys = self._snapshot[2]
         if reply.keys_offset == len(keys):
             keys.extend(reply.keys)
         if len(keys) >= reply.keys_total:

@@ -1103,6 +1103,9 @@ class HandNode:
     def transfer_leadership(self, now: float) -> Ready:
         return self._applied(self.node.transfer_leadership(now))
 
+    def peer_connected(self, peer: str, now: float) -> Ready:
+        return self._applied(self.node.peer_connected(peer, now))
+
     def _applied(self, ready: Ready) -> Ready:
         self.disk.apply(ready)
         return ready

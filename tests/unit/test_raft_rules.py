@@ -17,8 +17,8 @@ from shared.consensus.raft import (
 )
 from shared.consensus.raft_log import KeyRecord, LogStart, body_digest
 from shared.consensus.raft_messages import (
-    Heartbeat, HeartbeatReply, InstallSnapshot, ReadIndexReply, ReadIndexRequest, SnapshotReply,
-    StateReply, StateRequest, TimeoutNow,
+    FetchReply, Heartbeat, HeartbeatReply, InstallSnapshot, ReadIndexReply, ReadIndexRequest,
+    SnapshotReply, StateReply, StateRequest, TimeoutNow,
 )
 from tests.support.raft_sim import (
     ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, digest_of, elect, message, new_node, sent,
@@ -50,6 +50,30 @@ def success(primary, peer: str, match_length: int, now: float, seq: int | None =
     """``peer`` answers the last frame the primary sent it (or ``seq``) with a match."""
     seq = seq if seq is not None else primary.progress()[peer].flights[-1].seq
     return primary.step(AppendReply(peer, primary.term, seq, True, match_length=match_length, **fields), now)
+
+
+def deliver(nodes: dict, messages, now: float, before=lambda to, message: None) -> None:
+    """Delivers ``messages`` ((to, message) pairs) at once, and every message their
+    answers send, among ``nodes`` (name -> node); those to any other node are
+    lost. ``before`` sees each message before it is delivered."""
+    queue = list(messages)
+    while queue:
+        to, sent_message = queue.pop(0)
+        if to in nodes:
+            before(to, sent_message)
+            queue += nodes[to].step(sent_message, now).messages
+
+
+def run_together(nodes: dict, until, now: float = 0.0, within: float = 20 * ELECTION_TIMEOUT) -> float:
+    """Ticks ``nodes`` every heartbeat interval, delivering at once all they send,
+    until ``until()``; returns the time then (fails after ``within``)."""
+    deadline = now + within
+    while not until():
+        assert now < deadline, "not within the time given"
+        for node in nodes.values():
+            deliver(nodes, node.tick(now).messages, now)
+        now += HEARTBEAT_INTERVAL
+    return now
 
 
 # -- Votes -----------------------------------------------------------------------
@@ -107,6 +131,18 @@ def test_a_node_that_stands_at_once_starts_its_ballot_on_the_first_tick():
     assert new_node("b").tick(0.0).messages == ()  # the others wait for their timer
     again = node.tick(HEARTBEAT_INTERVAL)  # its peers may not have been listening
     assert {to for to, _ in sent(again, PreVoteRequest)} == {"b", "c"} and node.term == 0
+
+
+def test_a_candidate_stands_above_its_vote_floor():
+    """It may have voted in any term up to its floor before it lost its disk:
+    it asks, and stands, in the term after it, not after its own term."""
+    node = new_node("c", hard_state=HardState(3, vote_floor=7))
+    node.tick(0.0)
+    ready = node.tick(3 * ELECTION_TIMEOUT)
+    assert {m.term for _, m in sent(ready, PreVoteRequest)} == {8}
+    ready = node.step(VoteReply("a", 8, granted=True, pre_vote=True), 3 * ELECTION_TIMEOUT)
+    assert (node.role, node.term, node.voted_for) == (Role.CANDIDATE, 8, "c")
+    assert {m.term for _, m in sent(ready, VoteRequest)} == {8} and ready.hard_state.term == 8
 
 
 def test_a_single_node_elects_itself_and_commits_alone():
@@ -185,6 +221,38 @@ def test_a_secondary_commits_only_what_it_has_checked_against_the_primary():
     assert ready.committed == 1 and sent(ready, AppendReply)[0][1].match_length == 1
 
 
+def test_a_heartbeat_commits_only_what_this_primary_matched_in_this_life():
+    """The review's scenario (FSYNC=off): c held X of term 1 at [1, 3),
+    uncommitted; a, primary of term 2, wrote its own entries there and c
+    acknowledged them (a's match for c is 3), but a power cut took that write,
+    and c restarted holding X. Until c's first reply, a's heartbeat (sent at
+    once on the new connection) carries commit 3: had c committed X, a's
+    entries would have been refused for ever as contradicting them."""
+    first, x, y = Entry(1), message(1, "x1"), message(1, "x2")
+    mine = (message(2, "a1"), message(2, "a2"))
+    c = new_node("c", hard_state=HardState(2, caught_up=False), entries=(first, x, y))
+    assert c.step(Heartbeat("a", 2, 1, 3), 0.0).committed == 0
+    ready = c.step(append("a", 2, prev=(first,), entries=mine, commit=1, seq=2), 0.0)
+    assert c.entries == (first, *mine) and ready.committed == 1
+    # Matched against a in this term and life: now a heartbeat commits them.
+    assert c.step(Heartbeat("a", 2, 3, 3), 0.0).committed == 3
+
+
+def test_a_secondary_that_restarted_is_probed_on_its_new_connection_and_commits_again():
+    """It kept its log (and its life: FSYNC=always), but commits only what a
+    frame of its primary matched in this life: the primary probes it on the new
+    connection, so that it does even when no write comes."""
+    primary, secondary = new_node("a"), new_node("b")
+    ready, now = elect(primary)
+    deliver({"a": primary, "b": secondary}, ready.messages, now)
+    deliver({"a": primary, "b": secondary}, primary.tick(now + HEARTBEAT_INTERVAL).messages, now)
+    assert (primary.commit_length, secondary.commit_length) == (1, 1)
+    restarted = new_node("b", hard_state=secondary.disk.hard_state, entries=secondary.entries)
+    ready = primary.peer_connected("b", now + HEARTBEAT_INTERVAL)
+    deliver({"a": primary, "b": restarted}, ready.messages, now + HEARTBEAT_INTERVAL)
+    assert restarted.commit_length == 1
+
+
 def test_match_lengths_are_what_each_secondary_acknowledged():
     node = new_node("a")
     _, now = elect(node)
@@ -261,6 +329,43 @@ def test_a_checksum_that_differs_below_the_commit_length_is_refused():
     with pytest.raises(Refused):
         node.step(append("a", 1, entries=(message(1, "real"),), commit=1, seq=2), 0.0)
     assert node.entries == (forged,) and node.commit_length == 1
+
+
+def test_an_append_entries_below_the_commit_length_changes_nothing_and_is_answered_with_it():
+    """Changed (etcd's rule): a frame after fewer entries than the node knows
+    committed is answered with the commit length, and taken no further. One
+    whose prefix lay before the log's start (compacted) once skipped the
+    committed-entries check, truncated inside the committed range and raised
+    SafetyViolation, stopping the node: a forged frame, or a stale one."""
+    log = (Entry(1),) + KEYED
+    node = new_node("c", hard_state=HardState(1), entries=log)
+    node.step(append("a", 1, prev=log, commit=6, log_start=4), 0.0)
+    assert (node.commit_length, node.log_start.index) == (6, 4)
+    forged = tuple(message(1, f"forged{i}") for i in range(8))
+    ready = node.step(append("a", 1, entries=forged, commit=8, seq=2), 0.0)
+    assert ready.messages == (("a", AppendReply("c", 1, 2, True, match_length=6)),)
+    assert not ready.log and (node.log_length, node.commit_length, node.log_start.index) == (6, 6, 4)
+    # At or above the start, a contradiction of committed entries is still refused.
+    with pytest.raises(Refused, match="contradicts"):
+        node.step(append("a", 1, prev=log[:4], entries=forged[:3], commit=8, seq=3), 0.0)
+    assert node.entries == log[4:]
+
+
+def test_a_primary_whose_view_of_a_secondary_is_stale_still_brings_it_level():
+    """A probe from far below what the secondary committed (here from 0, below
+    its compacted start, on a new connection) is answered with its commit
+    length, and the primary streams from there."""
+    log = (Entry(1),) + KEYED
+    secondary = new_node("c", hard_state=HardState(1), entries=log)
+    secondary.step(append("b", 1, prev=log, commit=6, log_start=4), 0.0)
+    primary = new_node("a", hard_state=HardState(1), entries=log)
+    _, now = elect(primary)  # term 2: it has heard nothing from c yet
+    ready = primary.peer_connected("c", now)
+    assert [(f.prev_length, f.entries) for f in frames_to(ready, "c")] == [(0, ())]
+    deliver({"a": primary, "c": secondary}, ready.messages, now)
+    assert primary.match_lengths()["c"] == 7 and primary.commit_length == 7
+    deliver({"a": primary, "c": secondary}, primary.tick(now + HEARTBEAT_INTERVAL).messages, now)
+    assert (secondary.log_length, secondary.commit_length, secondary.entries) == (7, 7, log[4:] + (Entry(2),))
 
 
 def test_a_reply_claiming_entries_the_primary_never_sent_is_refused_and_changes_nothing():
@@ -363,6 +468,18 @@ def test_an_unanswered_frame_is_resent_from_match_after_the_retransmission_timeo
         (1, 1)]
 
 
+def test_a_new_connection_resends_at_once_without_counting_a_timeout():
+    """What was in flight may be lost with the old connection: it is probed again
+    at once. Not a timeout: none is counted (the shell logs each as "no answer
+    within"), and the retransmission timeout does not double."""
+    primary, now = replicating()
+    primary.propose([message(0, "p")], now)
+    rto = primary.progress()["b"].rto()
+    ready = primary.peer_connected("b", now)
+    assert [(f.prev_length, f.entries) for f in frames_to(ready, "b")] == [(1, ())]
+    assert (primary.progress()["b"].timeouts, primary.progress()["b"].rto()) == (0, rto)
+
+
 def test_heartbeats_carry_no_entries_and_commit_no_further_than_what_each_secondary_holds():
     primary, now = replicating()
     streams_to(primary, "c", now)
@@ -426,6 +543,32 @@ def test_a_node_that_is_not_caught_up_votes_only_once_it_has_heard_every_other_n
     assert granted(heard_all.step(vote_request("b", 3, 3, 5), 1.0)) == [False]  # a term it heard
 
 
+def test_a_granted_pre_vote_does_not_raise_the_highest_term_heard():
+    """It carries the term a ballot asked about, not a term its voter is in."""
+    node = lost_its_disk()
+    node.step(state_reply("a", 3, 3, 5), 1.0)
+    node.step(state_reply("b", 3, 3, 5), 1.0)
+    node.step(VoteReply("a", 9, granted=True, pre_vote=True), 1.0)  # a late answer to some ballot
+    assert granted(node.step(PreVoteRequest("b", 4, 3, 5), 1.0)) == [True]
+
+
+def test_nodes_that_are_not_caught_up_in_different_terms_still_elect():
+    """The review's scenario: every node restarted not caught up (FSYNC=off), a
+    in term 5 with the longest log, b in term 6 with a shorter one, c in term 5.
+    Each votes only above the highest term it heard (6), for a log at least as
+    up to date as every log it heard (a's): only a may win, and it must stand
+    above b's term, not its own. It takes b's term on (with no vote) when b
+    tells it, and stands in 7."""
+    first, x, y = Entry(1), message(5, "x"), message(5, "y")
+    nodes = {
+        "a": new_node("a", hard_state=HardState(5, caught_up=False), entries=(first, x, y)),
+        "b": new_node("b", hard_state=HardState(6, caught_up=False), entries=(first, x)),
+        "c": new_node("c", hard_state=HardState(5, caught_up=False), entries=(first, x)),
+    }
+    run_together(nodes, lambda: any(node.role is Role.PRIMARY for node in nodes.values()))
+    assert (nodes["a"].role, nodes["a"].term) == (Role.PRIMARY, 7)
+
+
 def test_a_node_that_lost_its_disk_and_holds_entries_does_not_stand_until_caught_up():
     node = new_node("c", hard_state=HardState(3, caught_up=False), entries=(Entry(3),))
     node.tick(0.0)
@@ -439,14 +582,16 @@ def test_a_node_that_lost_its_disk_and_holds_entries_does_not_stand_until_caught
 def test_vouched_for_and_having_heard_every_other_node_it_is_caught_up_above_a_vote_floor():
     """Changed: caught up once its primary vouched for it and it heard every
     other node, not as soon as it held the commit length; then it votes only
-    in terms above the highest it heard (its vote floor), persisted."""
+    in terms above the highest it heard (its vote floor), persisted. Changed
+    again: the later term b tells of is taken on too (with no vote)."""
     node = lost_its_disk()
     log = (Entry(3), message(3, "x"))
     node.step(append("a", 3, entries=log, commit=2, vouch=""), 0.0)  # for its life ("" here)
     node.step(state_reply("b", 5, 3, 2), 0.0)
     assert not node.caught_up and node.unheard == ("a",)  # a primary's frames do not say its term
+    assert (node.term, node.voted_for, node.primary) == (5, None, None)
     ready = node.step(state_reply("a", 3, 3, 2), 0.0)
-    assert node.caught_up and ready.hard_state == HardState(3, None, caught_up=True, vote_floor=5)
+    assert node.caught_up and ready.hard_state == HardState(5, None, caught_up=True, vote_floor=5)
     later = 3 * ELECTION_TIMEOUT  # out of a's lease
     assert granted(node.step(vote_request("b", 5, 3, 2), later)) == [False]  # at the floor
     assert granted(node.step(vote_request("b", 6, 3, 2), later)) == [True]
@@ -624,6 +769,29 @@ def test_a_secondary_forwards_a_read_to_its_primary_and_reports_its_answer():
     assert new_node("b").read_index(6, 0.0).reads == ((6, None),)  # no primary known
 
 
+def test_a_read_that_cannot_be_confirmed_in_time_is_failed_and_dropped():
+    """A fixed primary never steps down: a read it cannot confirm (no majority
+    answers) is failed at the read timeout, 2 election timeouts (no shell
+    waits longer), whether it waited for the term's first commit or for a
+    majority; it was held for ever before."""
+    primary = new_node("a", mode=Mode.FIXED_PRIMARY, hard_state=HardState(4, "a", cluster="k1"),
+                       entries=(message(4, "x"),))
+    primary.tick(0.0)  # term 5; its no-op is not committed yet
+    primary.read_index(1, 0.0)
+    primary.step(ReadIndexRequest("c", 5, 2), 0.0)
+    assert primary.tick(2 * ELECTION_TIMEOUT - 0.001).reads == ()
+    ready = primary.tick(2 * ELECTION_TIMEOUT)
+    assert ready.reads == ((1, None),) and sent(ready, ReadIndexReply) == [("c", ReadIndexReply("a", 5, 2, None))]
+    now = 2 * ELECTION_TIMEOUT
+    success(primary, "b", 0, now)
+    success(primary, "b", 2, now)
+    assert primary.commit_length == 2
+    primary.read_index(3, now)  # b answers nothing more: no majority confirms it
+    assert primary.tick(now + ELECTION_TIMEOUT).reads == ()
+    assert primary.tick(now + 2 * ELECTION_TIMEOUT).reads == ((3, None),)
+    assert primary.tick(now + 3 * ELECTION_TIMEOUT).reads == ()  # dropped: failed once
+
+
 def test_reads_fail_when_the_primary_steps_down():
     primary, now = replicating()
     primary.read_index(1, now)
@@ -790,3 +958,79 @@ def test_a_secondary_follows_the_primarys_start_as_far_as_it_has_committed():
     secondary = new_node("b", hard_state=HardState(1), entries=log)
     ready = secondary.step(append("a", 1, prev=log, commit=4, log_start=6), 0.0)
     assert ready.log.compact == 4 and secondary.log_start.index == 4
+
+
+def evict_oldest_key(storage) -> None:
+    """What the product's log does to the keys in force when a keyed append
+    passes IDEMPOTENCY_KEYS: the oldest goes (the start stays where it is)."""
+    storage._keys = storage._keys[1:]
+
+
+def test_snapshot_chunks_are_cut_from_one_copy_of_the_keys(monkeypatch):
+    """Chunks are addressed by offset: cut from the keys in force now, a key
+    evicted between two chunks shifted the next one past a key never sent."""
+    monkeypatch.setattr(raft, "KEYS_PER_CHUNK", 2)
+    primary, now = replicating("c")
+    primary.propose(KEYED, now)
+    success(primary, "c", 6, now)
+    primary.compact(6)
+    secondary = new_node("b")
+    chunks = []
+
+    def evict_after_the_first_chunk(to, message):
+        if isinstance(message, InstallSnapshot):
+            chunks.append((message.keys_offset, message.keys_total))
+            if len(chunks) == 1:
+                evict_oldest_key(primary.disk.storage)
+
+    ready = primary.tick(now + HEARTBEAT_INTERVAL)
+    deliver({"a": primary, "b": secondary}, ready.messages, now, before=evict_after_the_first_chunk)
+    assert chunks == [(0, 5), (2, 5), (4, 5)]
+    assert secondary.disk.storage.snapshot().keys == RECORDS
+    assert secondary.log_start == primary.log_start
+
+
+def recovering_from(source, now: float = 0.0, before=lambda to, message: None):
+    """A fixed primary that starts without a log, and recovers it from ``source``
+    (a fixed secondary named "s"), every message delivered at once."""
+    primary = new_node("p", peers=("p", "s"), mode=Mode.FIXED_PRIMARY)
+    deliver({"p": primary, "s": source}, primary.tick(now).messages, now, before=before)
+    assert primary.role is Role.PRIMARY
+    return primary
+
+
+def compacted_fixed_secondary():
+    """A fixed secondary that took KEYED (after a no-op) and compacted them away,
+    following its primary: its start counts 5 messages before it."""
+    source = new_node("s", peers=("s",), mode=Mode.FIXED_SECONDARY)
+    source.step(append("x", 1, entries=(Entry(1),) + KEYED, commit=6, log_start=6, cluster="k1"), 0.0)
+    assert source.log_start.index == 6
+    return source
+
+
+def test_a_recovering_primary_takes_the_whole_start_of_a_compacted_source():
+    """The source's start as the core had it after compacting lacked the message
+    count and bytes before it (first_id and offset 0): installed, it would
+    have shifted every message id of the recovered primary."""
+    source = compacted_fixed_secondary()
+    whole = source.disk.storage.start()
+    assert (whole.first_id, whole.offset) == (5, sum(len(entry.body) for entry in KEYED))
+    assert source.log_start == whole
+    primary = recovering_from(source)
+    assert primary.log_start == whole and primary.disk.storage.snapshot().keys == RECORDS
+
+
+def test_a_recovering_primary_pages_through_one_copy_of_the_keys(monkeypatch):
+    monkeypatch.setattr(raft, "KEYS_PER_CHUNK", 2)
+    source = compacted_fixed_secondary()
+    pages = []
+
+    def evict_after_the_first_page(to, message):
+        if isinstance(message, FetchReply) and message.start is not None:
+            pages.append((message.keys_offset, message.keys_total))
+            if len(pages) == 1:
+                evict_oldest_key(source.disk.storage)
+
+    primary = recovering_from(source, before=evict_after_the_first_page)
+    assert pages == [(0, 5), (2, 5), (4, 5)]
+    assert primary.disk.storage.snapshot().keys == RECORDS
