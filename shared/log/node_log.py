@@ -327,12 +327,15 @@ class NodeLog:
         self._changed.notify_all()
 
     def _truncate(self, index: int) -> None:
-        pending = self._pending
-        if self._store is not None and index < self._window.lo:
-            raise StoreError(f"asked to drop entries from {index}, before those kept in memory "
-                             f"({self._window.lo}): more than {WINDOW_ENTRIES} uncommitted entries")
-        removed = (self._window.first_id(index), self._window.next_id)
-        self._window.truncate(index)
+        pending, window = self._pending, self._window
+        next_id = window.next_id
+        if index < window.lo:
+            # An uncommitted tail longer than the window (a primary cut off under a
+            # flood of w=1 appends): the window starts again, empty, at the cut; the
+            # entries before it are on disk (the window lets go of written ones only).
+            window.reset(index, self._value("first_id", index), self._value("offset", index))
+        removed = (window.first_id(index), next_id)
+        window.truncate(index)
         if removed[1] > removed[0]:
             count = removed[1] - removed[0]
             ids = f"{removed[0]}..{removed[1] - 1}" if count > 1 else str(removed[0])

@@ -333,6 +333,7 @@ class NodeIo(IoThread):
             self._hand_over_now(now)
         if now >= self._next_link_check:
             self._next_link_check = now + self._settings.heartbeat_interval
+            self._drop_abandoned_reads()
             if self._links.reopen_lost(now, self._settings.heartbeat_interval):
                 self._map_dealers()
         self._flush(now)
@@ -428,6 +429,12 @@ class NodeIo(IoThread):
         if self._delayed and (message.term, message.prev_length + len(message.entries)) <= self._delayed_upto:
             again = message.entries
         self.duplicates += sum(entry.count for entry in again)
+
+    @property
+    def reads_held(self) -> int:
+        """Linearizable read requests node-io holds, answered or not by its clients.
+        An unsynchronised reading, for tests."""
+        return len(self._read_requests) + len(self._reads_committing)
 
     @property
     def waiting_count(self) -> int:
@@ -549,6 +556,25 @@ class NodeIo(IoThread):
 
     # -- node-io: linearizable reads -------------------------------------------------------
 
+    def _drop_abandoned_reads(self) -> None:
+        """Forgets the reads every client gave up on: a request whose answer never
+        comes (the primary died with it) or an index this node never commits
+        (it was cut off) would otherwise be held for ever. Requests are numbered
+        in the order they came, and every read waits as long, so the abandoned
+        ones are at the front; the heap is swept whole, as rarely as a link
+        check, at a cost of the reads pending, never of the log."""
+        requests = self._read_requests
+        while requests:
+            request, waits = next(iter(requests.items()))
+            if not all(wait.abandoned for wait in waits):
+                break
+            del requests[request]
+        committing = [held for held in self._reads_committing
+                      if not all(wait.abandoned for wait in held[2])]
+        if len(committing) < len(self._reads_committing):
+            heapq.heapify(committing)
+            self._reads_committing = committing
+
     def _take_reads(self, now: float) -> None:
         waits: list[ReadIndexWait] = []
         while not self._reads.empty():
@@ -570,7 +596,7 @@ class NodeIo(IoThread):
 
     def _release_reads_committed(self) -> None:
         """Reads whose index this node has now committed (and written) are answered."""
-        committed = min(self._node.commit_length, self._log.length())
+        committed = min(self._node.commit_length, self._log.durable_length)
         while self._reads_committing and self._reads_committing[0][0] <= committed:
             index, _, waits = heapq.heappop(self._reads_committing)
             committed_id = self._log.first_id_at(index)

@@ -682,6 +682,23 @@ def test_a_linearizable_read_waits_until_this_node_has_committed_the_read_index(
     assert wait.wait(5) and (wait.index, wait.committed_id) == (2, 2)
 
 
+def test_reads_every_client_gave_up_on_are_forgotten(start_secondary):
+    """A read index the primary never answers, and one this node never commits,
+    are held only as long as their clients wait."""
+    node, primary = start_secondary()
+    primary.append(0, "a", commit=1)
+    unanswered, uncommitted = ReadIndexWait(), ReadIndexWait()
+    node.read_index(unanswered)
+    primary.peer.receive()  # and never answered
+    node.read_index(uncommitted)
+    asked, _ = primary.peer.receive()
+    primary.peer.send(ReadIndexReply("primary", 1, asked.request, 5))  # more than it will ever hold
+    primary.peer.request(Heartbeat("primary", 1, 777, 1))  # answered once the reply was taken
+    assert node.reads_held == 2
+    assert not unanswered.wait(0.01) and not uncommitted.wait(0.01)
+    wait_until(lambda: node.reads_held == 0, what="the abandoned reads forgotten")
+
+
 # -- a failover node, dialing ROUTERs in its peers' places -----------------------------
 
 

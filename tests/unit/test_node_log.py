@@ -398,13 +398,24 @@ def test_a_truncation_survives_a_reopen(open_node_log):
 
 
 @pytest.mark.parametrize("kind", ["small window"], indirect=True)
-def test_a_truncation_below_the_window_is_refused_with_a_store_error(open_node_log):
-    """What may still be truncated must be in memory: past the window the node
-    stops with a clear error rather than cut the wrong entries."""
-    log = open_node_log(role="secondary")
-    follow(log, [Entry(1)] + [message(str(n)) for n in range(10)], term=1)
-    with pytest.raises(StoreError, match="before those kept in memory"):
-        follow(log, [Entry(2)], truncate_from=2, term=2)
+def test_a_truncation_below_the_window_cuts_on_disk_and_survives_a_reopen(open_node_log, caplog):
+    """An uncommitted tail longer than the window (a primary cut off under a
+    flood of w=1 appends, coming back as a secondary) is cut where the core
+    says, the entries before the cut read back from disk."""
+    log = open_node_log(role="secondary", fsync=True)
+    follow(log, [Entry(1)] + [message(str(n), key=f"k{n}") for n in range(10)], term=1)
+    log.set_committed(3)
+    with caplog.at_level(logging.WARNING, logger="shared.log.node_log"):
+        follow(log, [Entry(2), message("new", 2)], truncate_from=3, term=2)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["truncated 8 message(s), ids 2..9"]
+    expected = ["0", "1", "new"]
+    assert (messages(log), log.length(), log.next_id, log.term_at(3), log.term_at(5)) == (expected, 5, 3, 1, 2)
+    assert log.lookup("k1").first_id == 1 and log.lookup("k2") is None
+    follow(log, [message("more", 2)])
+    digest = log.digest_at(6)
+    log.close()
+    again = open_node_log(role="secondary", fsync=True)
+    assert messages(again) == expected + ["more"] and again.digest_at(6) == digest
 
 
 def test_a_truncation_brings_back_the_older_keys_the_capacity_had_pushed_out(open_node_log):
