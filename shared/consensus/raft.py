@@ -910,24 +910,35 @@ class RaftNode:
                           f"entry there (committed length {self._log.commit_length})")
 
     def _on_append_entries(self, request: AppendEntries) -> None:
-        """§5.3's check, then the entries; but as etcd does, a frame after fewer
-        entries than this node knows committed changes nothing and is answered
-        with the commit length: those entries are committed, so held here as
-        the primary holds them (leader completeness; one that contradicts them
-        was refused before, ``_check_no_committed_conflict``), and what follows
-        comes again from there. So neither a stale frame nor a forged one
-        reaches below the commit length, compacted entries included."""
+        """§5.3's check, then the entries. A frame that begins before the commit
+        length is taken from the commit length on: the entries before it are
+        committed, so held here as the primary holds them (leader
+        completeness; one that contradicts them was refused before,
+        ``_check_no_committed_conflict``), and are not written again; the
+        frame's checksum chain over them must still reach this node's
+        checksum there. A frame that ends at or before the commit length is
+        answered with it, as etcd answers it. So neither a stale frame nor a
+        forged one reaches below the commit length, compacted entries
+        included; and a frame queued while the secondary was down, delivered
+        after its restart, does not make the primary send its entries twice."""
         prev, entries = request.prev_length, request.entries
-        if prev < self._log.commit_length:
-            self._reply_match(request, self._log.commit_length)
-            return
-        if not self._log.holds(prev, request.prev_term, request.prev_digest):
-            hint = self._log.retry_hint(prev, request.prev_term)
+        prev_term, prev_digest = request.prev_term, request.prev_digest
+        committed = self._log.commit_length
+        if prev < committed:
+            skip = committed - prev
+            if skip >= len(entries):
+                self._reply_match(request, committed)
+                return
+            for entry in entries[:skip]:
+                prev_digest = digest_after(prev_digest, entry)
+            prev, prev_term, entries = committed, entries[skip - 1].term, entries[skip:]
+        if not self._log.holds(prev, prev_term, prev_digest):
+            hint = self._log.retry_hint(prev, prev_term)
             self._send(request.sender, AppendReply(self.name, self._term, request.seq, False,
                                                    retry_length=hint, caught_up=self._caught_up,
                                                    incarnation=self._incarnation))
             return
-        digest, digests = request.prev_digest, []
+        digest, digests = prev_digest, []
         for entry in entries:
             digest = digest_after(digest, entry)
             digests.append(digest)

@@ -407,7 +407,8 @@ def test_a_truncation_below_the_window_cuts_on_disk_and_survives_a_reopen(open_n
     log.set_committed(3)
     with caplog.at_level(logging.WARNING, logger="shared.log.node_log"):
         follow(log, [Entry(2), message("new", 2)], truncate_from=3, term=2)
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["truncated 8 message(s), ids 2..9"]
+    warnings = [r.getMessage().split(":")[0] for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["truncated 8 message(s), ids 2..9"]
     expected = ["0", "1", "new"]
     assert (messages(log), log.length(), log.next_id, log.term_at(3), log.term_at(5)) == (expected, 5, 3, 1, 2)
     assert log.lookup("k1").first_id == 1 and log.lookup("k2") is None

@@ -331,9 +331,10 @@ def test_a_checksum_that_differs_below_the_commit_length_is_refused():
     assert node.entries == (forged,) and node.commit_length == 1
 
 
-def test_an_append_entries_below_the_commit_length_changes_nothing_and_is_answered_with_it():
-    """Changed (etcd's rule): a frame after fewer entries than the node knows
-    committed is answered with the commit length, and taken no further. One
+def test_an_append_entries_below_the_commit_length_is_taken_from_the_commit_length_on():
+    """A frame that ends at or before the commit length is answered with it
+    (etcd's rule); one that begins before it is taken from it on, its entries
+    up to there checked by their checksum chain but not written again. One
     whose prefix lay before the log's start (compacted) once skipped the
     committed-entries check, truncated inside the committed range and raised
     SafetyViolation, stopping the node: a forged frame, or a stale one."""
@@ -341,14 +342,21 @@ def test_an_append_entries_below_the_commit_length_changes_nothing_and_is_answer
     node = new_node("c", hard_state=HardState(1), entries=log)
     node.step(append("a", 1, prev=log, commit=6, log_start=4), 0.0)
     assert (node.commit_length, node.log_start.index) == (6, 4)
-    forged = tuple(message(1, f"forged{i}") for i in range(8))
-    ready = node.step(append("a", 1, entries=forged, commit=8, seq=2), 0.0)
-    assert ready.messages == (("a", AppendReply("c", 1, 2, True, match_length=6)),)
-    assert not ready.log and (node.log_length, node.commit_length, node.log_start.index) == (6, 6, 4)
+    stale = node.step(append("a", 1, prev=log[:2], entries=log[2:5], commit=6, seq=2), 0.0)
+    assert stale.messages == (("a", AppendReply("c", 1, 2, True, match_length=6)),) and not stale.log
+    more = (message(1, "more"),)
+    queued = node.step(append("a", 1, prev=log[:3], entries=log[3:] + more, commit=6, seq=3), 0.0)
+    assert queued.messages == (("a", AppendReply("c", 1, 3, True, match_length=7)),)
+    assert tuple(queued.log.entries) == more and node.entries == log[4:] + more
+    forged = tuple(message(1, f"forged{i}") for i in range(9))
+    ready = node.step(append("a", 1, entries=forged, commit=9, seq=4), 0.0)
+    ((to, refusal),) = ready.messages
+    assert to == "a" and not refusal.success, "its checksum chain does not reach this node's at 6"
+    assert not ready.log and (node.log_length, node.commit_length, node.log_start.index) == (7, 6, 4)
     # At or above the start, a contradiction of committed entries is still refused.
     with pytest.raises(Refused, match="contradicts"):
-        node.step(append("a", 1, prev=log[:4], entries=forged[:3], commit=8, seq=3), 0.0)
-    assert node.entries == log[4:]
+        node.step(append("a", 1, prev=log[:4], entries=forged[:3], commit=8, seq=5), 0.0)
+    assert node.entries == log[4:] + more
 
 
 def test_a_primary_whose_view_of_a_secondary_is_stale_still_brings_it_level():
