@@ -1071,8 +1071,13 @@ class RaftNode:
         """The next chunk of the snapshot being installed there, cut from the copy
         taken when the install began: the keys in force now may have lost their
         oldest to new keyed appends, which would shift every offset. Should the
-        start move on meanwhile, this install still ends at its own start, and
-        the next one sends the new start."""
+        start move on before the secondary took a chunk (it was away), the
+        install begins again from the new start, so that it does not take an
+        old start only to be sent the next; once it took one, the install ends
+        at its own start (so that a start moving under load cannot keep it
+        from ending), and the next one sends the new start."""
+        if progress.keys_acked == 0 and progress.snapshot.start.index != self._log.start.index:
+            progress.need_snapshot(self._log.snapshot(), self._seq + 1)
         snapshot = progress.snapshot
         offset = progress.keys_acked
         chunk = snapshot.keys[offset:offset + KEYS_PER_CHUNK]

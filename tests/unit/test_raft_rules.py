@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.consensus import raft
+from shared.consensus import raft, raft_progress
 from shared.consensus.raft import (
     MAX_TERM, MAX_TERM_JUMP, AppendEntries, AppendReply, Entry, HardState, Mode, NotPrimary,
     PreVoteRequest, RaftNode, Refused, Role, VoteReply, VoteRequest,
@@ -995,6 +995,36 @@ def test_snapshot_chunks_are_cut_from_one_copy_of_the_keys(monkeypatch):
     deliver({"a": primary, "b": secondary}, ready.messages, now, before=evict_after_the_first_chunk)
     assert chunks == [(0, 5), (2, 5), (4, 5)]
     assert secondary.disk.storage.snapshot().keys == RECORDS
+    assert secondary.log_start == primary.log_start
+
+
+def test_an_install_nothing_of_which_was_taken_begins_again_from_a_start_that_moved():
+    """A secondary away while the start moved twice is sent the newest start when
+    it comes back, not the one the install began with, and then another."""
+    primary, now = replicating("c")
+    primary.propose(KEYED, now)
+    success(primary, "c", 6, now)
+
+    def next_install_to_b(since: float) -> tuple[InstallSnapshot, float]:
+        """Runs the primary, c answering its heartbeats, until it sends b a chunk."""
+        t = since
+        while t < since + 10:
+            t += HEARTBEAT_INTERVAL
+            for to, m in primary.tick(t).messages:
+                if to == "c" and isinstance(m, Heartbeat):
+                    primary.step(HeartbeatReply("c", primary.term, m.seq, 6, True, ""), t)
+                elif to == "b" and isinstance(m, InstallSnapshot):
+                    return m, t
+        raise AssertionError("no chunk sent to b")
+
+    primary.compact(3)
+    lost, now = next_install_to_b(now)  # b never answered its probe: it is sent the start
+    assert lost.start.index == 3 and lost.keys_offset == 0
+    primary.compact(6)
+    resent, now = next_install_to_b(now)
+    assert resent.start.index == 6 and resent.keys_offset == 0
+    secondary = new_node("b")
+    deliver({"a": primary, "b": secondary}, [("b", resent)], now)
     assert secondary.log_start == primary.log_start
 
 
