@@ -70,7 +70,10 @@ MAX_BATCH = 4096
 #: unless the node is told otherwise: a frame must fit its receiver's limit.
 MAX_BATCH_BYTES = 4 << 20
 #: Frames in flight to one secondary at most, and their bytes (raft_progress).
-WINDOW = 8
+#: A busy primary sends a frame per pass, as small as one append: with a
+#: round trip of 0.2 s (REPLICATION_DELAY) and 32 clients at w=3, a window
+#: of 8 frames ran dry and held appends back a round trip (etcd allows 256).
+WINDOW = 64
 WINDOW_BYTES = 8 << 20
 #: Idempotency-Keys one InstallSnapshot chunk carries at most.
 KEYS_PER_CHUNK = 10_000

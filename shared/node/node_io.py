@@ -62,7 +62,7 @@ import zmq
 
 from shared.consensus.health import Health, health_at
 from shared.consensus.raft import (
-    AppendEntries, AppendReply, Mode, NotPrimary, RaftNode, Ready, Refused, Role,
+    WINDOW, AppendEntries, AppendReply, Mode, NotPrimary, RaftNode, Ready, Refused, Role,
 )
 from shared.consensus.raft_log import Entry, HardState, body_digest
 from shared.consensus.raft_messages import Message
@@ -86,10 +86,14 @@ oversized_log.addFilter(RateLimitFilter(10.0))
 
 #: How many of the latest elections /health lists.
 ELECTIONS_KEPT = 10
-#: Frames a socket queues per peer, each way, at most: with flow control
-#: (shared.consensus.raft_progress) a primary never has more in flight to
-#: one secondary, and a peer that floods this node is held to as many.
-QUEUED_FRAMES = 16
+#: Frames a socket queues to send to one peer at most: room for a window of
+#: frames in flight (shared.consensus.raft_progress), whose bytes the window
+#: bounds, and the heartbeats and answers between them.
+SEND_QUEUE_FRAMES = 2 * WINDOW
+#: Frames a socket holds received from one peer at most: a peer that sends
+#: faster than this node reads is slowed down (TCP's back-pressure, nothing
+#: is dropped), and a peer that floods this node costs it no more memory.
+RECEIVE_QUEUE_FRAMES = 16
 #: A pass longer than this many heartbeats means the thread itself stalled
 #: (a paused process, a starved CPU): the peers' silence meanwhile proves nothing.
 STALL_BEATS = 2
@@ -292,7 +296,8 @@ class NodeIo(IoThread):
         if self._settings.bind is not None:
             self._router = self._open_router()
             poller.register(self._router, zmq.POLLIN)
-        self._links = Links(self._ctx, self._channel, self._settings.frame_limit, poller, QUEUED_FRAMES)
+        self._links = Links(self._ctx, self._channel, self._settings.frame_limit, poller,
+                            SEND_QUEUE_FRAMES, RECEIVE_QUEUE_FRAMES)
         for link in self._links_by_name.values():
             self._links.open(link)
         self._map_dealers()
@@ -302,8 +307,8 @@ class NodeIo(IoThread):
         router = self._ctx.socket(zmq.ROUTER)
         router.linger = 0
         router.setsockopt(zmq.MAXMSGSIZE, self._settings.frame_limit)
-        router.setsockopt(zmq.RCVHWM, QUEUED_FRAMES)
-        router.setsockopt(zmq.SNDHWM, QUEUED_FRAMES)
+        router.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE_FRAMES)
+        router.setsockopt(zmq.SNDHWM, SEND_QUEUE_FRAMES)
         self._channel.secure(router)
         try:
             router.bind(self._settings.bind)

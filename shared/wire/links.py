@@ -12,9 +12,10 @@ heartbeat interval and opens a new DEALER to the same endpoint. What the
 node knows of the peer is kept (shared.consensus.raft_progress): what was
 in flight is resent when its retransmission timeout comes, on the new DEALER.
 
-Each DEALER queues at most ``queued`` frames each way (SNDHWM, RCVHWM):
-flow control keeps a primary's frames in flight to one peer below that,
-and a peer that floods this node is held to as many.
+Each DEALER queues at most ``send_queue`` frames to send (SNDHWM): flow
+control keeps a primary's frames in flight to one peer below that; and at
+most ``receive_queue`` frames received (RCVHWM): a peer that floods this
+node is slowed down by TCP's back-pressure, and costs it no more memory.
 
 A link lost after a successful handshake was most likely sent a frame over
 this node's limit: one WARNING names both ends' limits and the cure. One
@@ -71,12 +72,12 @@ class _Link:
 
 class Links:
     def __init__(self, ctx: zmq.Context, channel: PlainChannel, frame_limit: int,
-                 poller: zmq.Poller, queued: int = 1000) -> None:
+                 poller: zmq.Poller, send_queue: int = 1000, receive_queue: int = 1000) -> None:
         self._ctx = ctx
         self._channel = channel
         self._frame_limit = frame_limit
         self._poller = poller
-        self._queued = queued
+        self._send_queue, self._receive_queue = send_queue, receive_queue
         #: Each peer's DEALER, for the I/O thread to poll, read and send on.
         self.dealers: dict[zmq.Socket, Peer] = {}
         self._by_monitor: dict[zmq.Socket, _Link] = {}
@@ -91,8 +92,8 @@ class Links:
         dealer.linger = 0
         dealer.setsockopt(zmq.IMMEDIATE, 1)
         dealer.setsockopt(zmq.MAXMSGSIZE, self._frame_limit)
-        dealer.setsockopt(zmq.SNDHWM, self._queued)
-        dealer.setsockopt(zmq.RCVHWM, self._queued)
+        dealer.setsockopt(zmq.SNDHWM, self._send_queue)
+        dealer.setsockopt(zmq.RCVHWM, self._receive_queue)
         self._channel.secure(dealer, peer.name, owner_monitors=True)
         self._opened += 1
         endpoint = f"{self._endpoint_prefix}-{self._opened}"

@@ -656,7 +656,9 @@ class SimCluster:
         self.names = tuple(f"n{i}" for i in range(size))
         self.fixed, self.primary_in_memory, self.connections = fixed, primary_in_memory, connections
         self.now, self.step_count = 0.0, 0
-        self._node_class, self._node_options = node_class, node_options
+        # A window of 8 frames unless told, not the product's 64: the simulation's
+        # loads are light, and a small window meets flow control's limits often.
+        self._node_class, self._node_options = node_class, {"window": 8, **node_options}
         # Disks as a new cluster's nodes find them: empty, and maybe marked as
         # not caught up (what a shell does for a DATA_DIR it has just created).
         self.disks = {name: Disk(new_disks_caught_up, f"{name}.0") for name in self.names}
