@@ -18,7 +18,7 @@ Pure functions; thread: any.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 #: Bytes per chunk of a streamed document, about: big enough to keep the
@@ -72,9 +72,21 @@ def _document(page: Page, close: bytes) -> tuple[int | None, Iterator[bytes]]:
     opening = b'{"messages":['
     if not page.size_known:
         return None, _chunks(opening, _bodies(page), close)
-    bodies = list(_bodies(page))
+    bodies = _bodies_listed(page)
     size = len(opening) + sum(map(len, bodies)) + max(len(bodies) - 1, 0) + len(close)
     return size, _chunks(opening, bodies, close)
+
+
+def _bodies_listed(page: Page) -> list[bytes]:
+    """``_bodies`` of a page whose parts are a list, in C loops but at its ends:
+    of the parts that hold messages of the page, only the first and the last
+    can be cut."""
+    from_id, stop_id = page.from_id, page.stop_id
+    inside = [part for part in page.parts if part[1] and part[0] < stop_id and part[0] + part[1] > from_id]
+    if len(inside) <= 2:
+        return list(_bodies(replace(page, parts=inside)))
+    head, tail = _bodies(replace(page, parts=inside[:1])), _bodies(replace(page, parts=inside[-1:]))
+    return [*head, *(body for _, _, body in inside[1:-1]), *tail]
 
 
 def _bodies(page: Page) -> Iterator[bytes]:
@@ -94,17 +106,13 @@ def _bodies(page: Page) -> Iterator[bytes]:
 def _chunks(opening: bytes, bodies: Iterable[bytes], close: bytes) -> Iterator[bytes]:
     yield opening
     chunk: list[bytes] = []
-    size = 0
-    first = True
+    size, comma = 0, b""
     for body in bodies:
-        if not first:
-            chunk.append(b",")
-        first = False
         chunk.append(body)
         size += len(body) + 1
         if size >= CHUNK_BYTES:
-            yield b"".join(chunk)
-            chunk, size = [], 0
+            yield comma + b",".join(chunk)
+            chunk, size, comma = [], 0, b","
     if chunk:
-        yield b"".join(chunk)
+        yield comma + b",".join(chunk)
     yield close

@@ -444,8 +444,7 @@ class NodeLog:
                 return Page(from_id, from_id, end_id, start.first_id, [])
             if self._store is None or from_id >= window.first_id(window.lo):
                 begin, stop = window.index_of_id(from_id), window.index_of_id(stop_id - 1) + 1
-                parts = [(window.first_id(i), window.count(i), window.body(i)) for i in range(begin, stop)]
-                return Page(from_id, stop_id, end_id, start.first_id, parts)
+                return Page(from_id, stop_id, end_id, start.first_id, window.parts(begin, stop))
         small = stop_id - from_id <= PAGE_READ_AT_ONCE
         parts = self._parts_on_disk(start.index, end_index, from_id, stop_id)
         return Page(from_id, stop_id, end_id, start.first_id, list(parts) if small else parts,

@@ -66,6 +66,11 @@ class Window:
     def entries(self, start: int, stop: int) -> list[Entry]:
         return [self.entry(index) for index in range(start, stop)]
 
+    def parts(self, start: int, stop: int) -> list[tuple[int, int, bytes]]:
+        """(first id, count, body) of entries [start, stop): what a page is made of."""
+        i, j = start - self.lo, stop - self.lo
+        return list(zip(self._first_ids[i:j], self._counts[i:j], self._bodies[i:j]))
+
     def term(self, index: int) -> int:
         return self._terms[index - self.lo]
 
@@ -84,9 +89,6 @@ class Window:
 
     def body(self, index: int) -> bytes:
         return self._bodies[index - self.lo]
-
-    def count(self, index: int) -> int:
-        return self._counts[index - self.lo]
 
     def key(self, index: int) -> str | None:
         return self._keys[index - self.lo]
