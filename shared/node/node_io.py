@@ -18,8 +18,8 @@ fixed primary listens), and one DEALER per peer it dials
    one commit (fsynced under FSYNC, and always for a term or a vote), and
    only then are the messages sent, which may promise what was just
    written; then the waiting appends and reads are settled, the primary's
-   view of each peer is logged when it changes, and what request threads
-   read is published (``state``).
+   view of each peer is logged when it changes (shared.node.peer_watch),
+   and what request threads read is published (``state``).
 
 **Routing.** A request goes on this node's DEALER to the addressee; an
 answer goes back on the connection its request came on (so a fixed
@@ -60,15 +60,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import zmq
 
-from shared.consensus.health import Health, health_at
+from shared.consensus.health import Health
 from shared.consensus.raft import (
     WINDOW, AppendEntries, AppendReply, Mode, NotPrimary, RaftNode, Ready, Refused, Role,
 )
 from shared.consensus.raft_log import Entry, HardState, body_digest
 from shared.consensus.raft_messages import Message
-from shared.consensus.raft_progress import State
 from shared.log.node_log import NodeLog
 from shared.log.sqlite_log import StoreError
+from shared.node.peer_watch import PeerWatch
 from shared.node.requests import (
     CONFLICT, NOT_PRIMARY, STEPPED_DOWN, STOPPING, STORAGE, Proposal, ReadIndexWait,
 )
@@ -161,23 +161,6 @@ class _Link:
     frame_limit: int | None = None  # what it announced; None until it has
 
 
-@dataclass
-class _Watch:
-    """The primary's running account of one peer, for the lines it logs."""
-
-    since: float  # when this node began to watch it (its silence counts from then)
-    health: Health = Health.UNKNOWN
-    replied: bool = False
-    restarts: int = 0
-    timeouts: int = 0
-    diverged: str | None = None
-    #: A catch-up being watched: (the id it holds from, since when, the id to reach);
-    #: ("first answer", since) until its first answer in a term says what it holds.
-    catch_up: tuple | None = None
-    match: int = -1  # its match length in entries, and as the id after its last message
-    match_id: int = 0
-
-
 class NodeIo(IoThread):
     def __init__(self, ctx: zmq.Context, settings: NodeSettings, node_log: NodeLog,
                  channel: PlainChannel, fsync: bool = True, rng: random.Random | None = None) -> None:
@@ -209,14 +192,11 @@ class NodeIo(IoThread):
         self._replying_to: tuple[str, bytes | None] | None = None  # (sender, router identity) in a step
         self._routes: dict[str, bytes] = {}  # ROUTER identities of peers the core heard
         self._envelopes: dict[str, frames.Envelope] = {}  # what each peer last said of itself
-        #: When a frame last came from each peer (the silence a primary judges
-        #: its secondaries' health by), stalls of this node excused.
-        self._heard_at: dict[str, float] = {}
         self._delayed: list[tuple[float, int, AppendEntries, bytes | None]] = []
         self._delayed_order = itertools.count()
         self._delayed_upto = (0, 0)  # the term and log length the held-back entries reach
         self._last_due = 0.0
-        self._watches: dict[str, _Watch] = {}
+        self._peers = PeerWatch(settings, node_log)
         self._elections: list[Election] = []
         self._elections_total = 0
         self._known_primary: tuple[int, str] | None = None
@@ -386,10 +366,7 @@ class NodeIo(IoThread):
         meanwhile proves nothing about them, so it does not count."""
         stalled = now - self._last_pass - self._settings.heartbeat_interval
         if stalled > STALL_BEATS * self._settings.heartbeat_interval:
-            for peer, heard_at in self._heard_at.items():
-                self._heard_at[peer] = min(now, heard_at + stalled)
-            for watch in self._watches.values():
-                watch.since = min(now, watch.since + stalled)
+            self._peers.excuse_stall(stalled, now)
         self._last_pass = now
 
     # -- node-io: receiving ---------------------------------------------------------
@@ -413,7 +390,7 @@ class NodeIo(IoThread):
             self._bad_frames.dropped(signed_by, "a frame from %s's key that claims to be from %s",
                                      signed_by, message.sender)
             return
-        self._heard_at[message.sender] = now
+        self._peers.heard(message.sender, now)
         router_identity = None if identity is None else identity.bytes
         if isinstance(message, AppendEntries) and message.entries:
             self._count_received(message)
@@ -648,7 +625,7 @@ class NodeIo(IoThread):
         outbox, self._outbox = self._outbox, []
         persisted = self._persist()
         self._log.set_committed(self._node.commit_length)
-        self._watch_peers(now)
+        self._peers.watch(self._node, now)
         self._note_election(self._node.term, self._node.primary)
         self._announce_run()
         if self._hand_over.is_set() and self._node.role is not Role.PRIMARY:
@@ -713,94 +690,6 @@ class NodeIo(IoThread):
         envelope = self._envelopes.get(to)
         return envelope.frame_limit if envelope is not None else None
 
-    # -- node-io: the primary's account of its peers ------------------------------------------
-
-    def _watch_peers(self, now: float) -> None:
-        """Log what operators need to see of each secondary: it stops answering,
-        answers again, restarted without its log, is diverged, has caught up."""
-        node = self._node
-        if node.role not in (Role.PRIMARY, Role.RECOVERING):
-            self._watches = {}
-            return
-        length_id = self._log.next_id
-        progress = node.progress()
-        for peer in self._settings.peers:
-            if peer == node.name:
-                continue
-            watch = self._watches.setdefault(peer, _Watch(now))
-            self._watch_health(peer, watch, now)
-            if peer in progress:
-                self._match_id(progress[peer].match, watch)
-                self._watch_life(peer, watch, progress[peer], length_id, now)
-
-    def _watch_health(self, peer: str, watch: _Watch, now: float) -> None:
-        health = self._health(peer, watch, now)
-        if health is watch.health:
-            return
-        was, watch.health = watch.health, health
-        if health is Health.DIVERGED:
-            return  # the reason was logged, as an ERROR
-        if health in (Health.SUSPECTED, Health.UNHEALTHY):
-            log.warning("%s is %s: missed heartbeats", peer, health.value)
-        elif was is not Health.UNKNOWN or health is not Health.HEALTHY:
-            log.info("%s is %s", peer, health.value)
-        if was is Health.UNHEALTHY and health is Health.HEALTHY:
-            # From what it was known to hold while silent (this pass's answers,
-            # which may already carry some of what it missed, are not counted yet).
-            watch.catch_up = (watch.match_id, now, self._log.next_id)
-
-    def _watch_life(self, peer: str, watch: _Watch, progress, length_id: int, now: float) -> None:
-        if progress.diverged != watch.diverged:
-            watch.diverged = progress.diverged
-            if progress.diverged is None:
-                log.info("%s follows this primary again", peer)
-            else:
-                log.error("%s is diverged: %s. It is kept as it is and not written to; to re-join "
-                          "it, empty its DATA_DIR or restart it in memory", peer, progress.diverged)
-        if progress.restarts > watch.restarts:
-            watch.restarts = progress.restarts
-            held = self._log.first_id_at(min(progress.next, self._log.length()))
-            log.warning("%s restarted (it holds %d messages): resending from there", peer, held)
-            watch.catch_up = (held, now, length_id)
-        if progress.timeouts > watch.timeouts:
-            watch.timeouts = progress.timeouts
-            log.info("resending to %s from message %d: no answer within %.2fs", peer,
-                     self._log.first_id_at(min(progress.next, self._log.length())), progress.rto())
-        elif progress.replied and not watch.replied:
-            watch.replied = True
-            watch.catch_up = ("first answer", now)
-        self._watch_catch_up(peer, watch, progress, length_id, now)
-
-    def _watch_catch_up(self, peer: str, watch: _Watch, progress, length_id: int, now: float) -> None:
-        """Log the end of a catch-up: from a secondary's first answer in this term,
-        its return from silence, or its restart, until it holds what the log
-        held then."""
-        catch_up = watch.catch_up
-        if catch_up is None or progress.state is not State.REPLICATE and not progress.match:
-            return
-        match_id = self._match_id(progress.match, watch)
-        if isinstance(catch_up[0], str):  # its first answer: it holds what it matched
-            catch_up = watch.catch_up = (match_id, catch_up[1], length_id)
-        held, since, target = catch_up
-        if match_id < target:
-            return
-        watch.catch_up = None
-        if target > held:
-            log.info("%s caught up: %d messages in %.2fs", peer, target - held, now - since)
-
-    def _match_id(self, match: int, watch: _Watch) -> int:
-        """The id after the last message a secondary is known to hold."""
-        if match != watch.match:
-            watch.match = match
-            watch.match_id = self._log.first_id_at(min(match, self._log.length()))
-        return watch.match_id
-
-    def _health(self, peer: str, watch: _Watch, now: float) -> Health:
-        progress = self._node.progress().get(peer)
-        if progress is not None and progress.diverged is not None:
-            return Health.DIVERGED
-        return health_at(now, self._heard_at.get(peer), watch.since, self._settings)
-
     # -- node-io: what request threads read ------------------------------------------------
 
     def _snapshot(self, now: float) -> NodeState:
@@ -811,15 +700,14 @@ class NodeIo(IoThread):
         progress = node.progress()
         peers = {}
         for name in (p for p in self._settings.peers if p != node.name) or self._envelopes:
-            watch = self._watches.get(name)
             envelope = self._envelopes.get(name)
-            on_primary = watch is not None
+            on_primary = self._peers.watching(name)
             peers[name] = PeerView(
                 self._links_by_name[name].endpoint if name in self._links_by_name else None,
                 envelope.public_url if envelope else None,
-                self._heard_at.get(name),
-                watch.match_id if name in progress and on_primary else None,
-                self._health(name, watch, now) if on_primary else None,
+                self._peers.heard_at(name),
+                self._peers.match_id(name) if name in progress and on_primary else None,
+                self._peers.health(node, name, now) if on_primary else None,
                 progress[name].diverged if name in progress else None,
                 progress[name].timeouts if name in progress else 0,
             )
