@@ -159,8 +159,8 @@ class RaftNode:
         the election timer, and until a first term begins the node asks again
         at every heartbeat interval (the node a fresh cluster should elect first).
         ``read_timeout``: how long a primary holds a read it cannot confirm
-        before it fails it: 2 election timeouts unless told, as long as a
-        failover node's shell waits for one (a fixed primary's waits one)."""
+        before it fails it: 2 election timeouts unless told, at least as long
+        as its own shell waits for one (shared.node.linearizable)."""
         if name not in peers or len(set(peers)) != len(peers):
             raise ValueError(f"peers {peers!r} must name {name!r} once, and every node once")
         if not 0 < heartbeat_interval < election_timeout:
