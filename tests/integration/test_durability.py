@@ -154,14 +154,16 @@ def test_a_restarted_durable_secondary_is_resent_only_its_missing_tail(make_clus
     fill(url, 2000, w=3)
     s1.kill()
     wait_until(lambda: secondary_state(url, "s1") == "unhealthy", 10, what="s1 unhealthy")
-    sent_before = relay.appended_entries  # from now on s1 gets only heartbeats
+    sent_before = relay.appended_entries
     for i in range(100):
         assert post_message(url, f"tail{i}", w=2).status == 201
     s1.restart()
     s1.wait_for_log("loaded 2000 messages")
     wait_until(lambda: length(s1.url) == 2100, 20, what="s1 to catch up")
     resent = relay.appended_entries - sent_before
-    assert 100 <= resent <= 150, f"{resent} entries were sent to catch s1 up on 100"
+    # Each of the 100 at most twice (into the window of frames in flight before
+    # the primary gave up on s1, then after its restart); the 2,000 it kept, never.
+    assert 100 <= resent <= 200, f"{resent} entries were sent to catch s1 up on 100"
     assert get_messages(s1.url) == get_messages(url)
     # Without fsync it cannot vouch for what it acknowledged: a new incarnation,
     # resent from what it holds at its first answer: the 2,000 messages it
