@@ -5,8 +5,8 @@ DATA_DIR was lost. It cannot simply begin a term: its secondaries hold
 the log, acknowledged writes included. This is Viewstamped Replication's
 recovery (Liskov & Cowling, "Viewstamped Replication Revisited", §4.3) and
 view change (§4.2), where the one primary plays the new view's primary: it
-asks every configured secondary what it holds (StateRequest, repeated each
-heartbeat until answered), then:
+asks every configured secondary what it holds (StateRequest, repeated every
+heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
 
 - **No secondary keeps a cluster's log:** the cluster is new. Once every
   secondary has answered, or two heartbeat intervals after the first one
@@ -46,13 +46,18 @@ from shared.consensus.raft_messages import FetchReply, FetchRequest, StateReply,
 #: log filters and alerts key on it, so it stays.
 log = logging.getLogger("primary.recovery")
 
+#: How often, at most, a silent secondary is asked again (a question that
+#: changes nothing): a question lost on a connection still coming up costs
+#: this long, not a heartbeat of the fixed primary (1 s unless told).
+ASK_AGAIN_S = 0.1
+
 
 class Recovery:
     def __init__(self, name: str, secondaries: Sequence[str], now: float, heartbeat_interval: float,
                  timeout: float) -> None:
         self._name = name
         self._secondaries = tuple(secondaries)
-        self._interval = heartbeat_interval
+        self._interval = min(heartbeat_interval, ASK_AGAIN_S)
         self._fresh_grace = 2 * heartbeat_interval
         #: A source silent this long on a fetch is passed over.
         self._fetch_timeout = max(1.0, 2 * heartbeat_interval)

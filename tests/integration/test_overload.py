@@ -6,7 +6,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from tests.support.http import get_messages, post_message, request
+from tests.support.http import get_health, get_messages, post_message, request
 from tests.support.waiting import wait_until
 
 
@@ -16,6 +16,8 @@ def test_excess_waiting_appends_get_503_while_reads_and_w1_stay_fast(make_cluste
         primary_env={"HTTP_THREADS": "16", "MAX_WAITING_APPENDS": "8"},
     )
     url = cluster.primary.url
+    # Overload, not recovery: while it recovers, every append waits (w=1 too).
+    wait_until(lambda: not get_health(url)["recovering"], 10, what="the primary's recovery to end")
     with ThreadPoolExecutor(20) as pool:
         futures = [pool.submit(post_message, url, f"slow-{i}", w=3) for i in range(20)]
         wait_until(lambda: sum(f.done() for f in futures) >= 12, 10, what="the excess to be refused")
