@@ -152,15 +152,11 @@ class RaftNode:
                  heartbeat_interval: float, mode: Mode = Mode.ELECTED, max_batch: int = MAX_BATCH,
                  max_batch_bytes: int = MAX_BATCH_BYTES, window: int = WINDOW,
                  window_bytes: int = WINDOW_BYTES, max_rto: float = 10.0, stands_at_once: bool = False,
-                 recovery_timeout: float = 10.0, incarnation: str = "",
-                 read_timeout: float | None = None) -> None:
+                 recovery_timeout: float = 10.0, incarnation: str = "") -> None:
         """``peers`` names every node, this one included (a fixed secondary: only
         itself). ``stands_at_once``: the first tick starts a ballot instead of
         the election timer, and until a first term begins the node asks again
-        at every heartbeat interval (the node a fresh cluster should elect first).
-        ``read_timeout``: how long a primary holds a read it cannot confirm
-        before it fails it: 2 election timeouts unless told, at least as long
-        as its own shell waits for one (shared.node.linearizable)."""
+        at every heartbeat interval (the node a fresh cluster should elect first)."""
         if name not in peers or len(set(peers)) != len(peers):
             raise ValueError(f"peers {peers!r} must name {name!r} once, and every node once")
         if not 0 < heartbeat_interval < election_timeout:
@@ -173,7 +169,9 @@ class RaftNode:
         self._election_timeout = election_timeout
         self._heartbeat_interval = heartbeat_interval
         self._recovery_timeout = recovery_timeout
-        self._read_timeout = 2 * election_timeout if read_timeout is None else read_timeout
+        # How long a primary holds a read it cannot confirm before it fails it: at
+        # least as long as its own shell waits for one (shared.node.linearizable).
+        self._read_timeout = 2 * election_timeout
         self._max_batch, self._max_batch_bytes = max_batch, max_batch_bytes
         self._window, self._window_bytes, self._max_rto = window, window_bytes, max_rto
         self._stands_at_once = stands_at_once

@@ -26,25 +26,30 @@ class RawPeer:
         self._sock = ctx.socket(zmq.DEALER)
         self._sock.linger = 0
         self._sock.connect(endpoint)
-        self.received: list[Message] = []
 
-    def send(self, message: Message | bytes) -> None:
-        self._sock.send(message if isinstance(message, bytes) else frames.encode(message, ENVELOPE))
+    def send(self, message: Message | bytes, envelope: frames.Envelope = ENVELOPE) -> None:
+        self._sock.send(message if isinstance(message, bytes) else frames.encode(message, envelope))
 
-    def request(self, message: Message, timeout: float = 10.0) -> Message:
-        """Send ``message`` and wait for the answer that echoes its seq (or, for
-        a message without one, the next answer); earlier ones are kept in ``received``."""
-        self.send(message)
+    def send_parts(self, *parts: bytes) -> None:
+        """A frame in several zmq parts, as no node sends one."""
+        self._sock.send_multipart(list(parts))
+
+    def receive(self, timeout: float = 10.0) -> tuple[Message, frames.Envelope]:
+        """The next message to arrive, and what its frame said of its sender."""
+        assert self._sock.poll(max(0.0, timeout) * 1000), f"no answer within {timeout}s"
+        return frames.decode(self._sock.recv_multipart())
+
+    def request(self, message: Message, envelope: frames.Envelope = ENVELOPE,
+                timeout: float = 10.0) -> Message:
+        """Send ``message``; its answer: the next that echoes its seq, or the next
+        at all for a message without one. Those before it are passed over."""
+        self.send(message, envelope)
         seq = getattr(message, "seq", None)
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no answer to {type(message).__name__} within {timeout}s"
-            if self._sock.poll(remaining * 1000):
-                answer, _ = frames.decode(self._sock.recv_multipart())
-                self.received.append(answer)
-                if seq is None or getattr(answer, "seq", None) == seq:
-                    return answer
+            answer, _ = self.receive(deadline - time.monotonic())
+            if seq is None or getattr(answer, "seq", None) == seq:
+                return answer
 
     def silent_for(self, seconds: float) -> bool:
         """Whether nothing at all arrives within ``seconds``."""

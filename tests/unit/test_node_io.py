@@ -47,7 +47,7 @@ from shared.wire import frames
 from shared.wire.curve import PLAIN
 from shared.wire.frames import encode_entry, frame_limit
 from tests.support.documents import document_bytes, messages_of
-from tests.support.raw_peer import ENVELOPE, HandMadePrimary
+from tests.support.raw_peer import ENVELOPE, HandMadePrimary, RawPeer
 from tests.support.waiting import wait_until
 
 #: Heartbeats every 50 ms; a secondary silent for 1 s is suspected, for 2 s unhealthy.
@@ -122,44 +122,6 @@ class RawSecondary:
 
     def close(self) -> None:
         self.router.close(linger=0)
-
-
-class Dealer:
-    """tests.support.raw_peer.RawPeer, copied with what these tests add: the
-    next answer with its envelope, frames in several parts, an envelope per send."""
-
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
-        self._sock = ctx.socket(zmq.DEALER)
-        self._sock.linger = 0
-        self._sock.connect(endpoint)
-
-    def send(self, message: Message | bytes, envelope: frames.Envelope = ENVELOPE) -> None:
-        self._sock.send(message if isinstance(message, bytes) else frames.encode(message, envelope))
-
-    def send_parts(self, *parts: bytes) -> None:
-        self._sock.send_multipart(list(parts))
-
-    def receive(self, timeout: float = 5.0) -> tuple[Message, frames.Envelope]:
-        assert self._sock.poll(max(0.0, timeout) * 1000), f"no answer within {timeout}s"
-        return frames.decode(self._sock.recv_multipart())
-
-    def request(self, message: Message, envelope: frames.Envelope = ENVELOPE,
-                timeout: float = 5.0) -> Message:
-        """Send ``message``; its answer: the next that echoes its seq, or the next
-        at all for a message without one. Those before it are passed over."""
-        self.send(message, envelope)
-        seq = getattr(message, "seq", None)
-        deadline = time.monotonic() + timeout
-        while True:
-            answer, _ = self.receive(deadline - time.monotonic())
-            if seq is None or getattr(answer, "seq", None) == seq:
-                return answer
-
-    def silent_for(self, seconds: float) -> bool:
-        return not self._sock.poll(seconds * 1000)
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 def carries_entries(message: AppendEntries) -> bool:
@@ -505,7 +467,7 @@ def test_a_late_secondary_receives_a_100k_backlog_in_order_in_seconds(make_inpro
 def start_secondary(ctx):
     """Start a fixed secondary ``s1`` (SecondaryConfig settings as keywords);
     returns it, and a HandMadePrimary of term 1 on a connection of its own."""
-    started: list[tuple[NodeIo, Dealer]] = []
+    started: list[tuple[NodeIo, RawPeer]] = []
 
     def start(**config) -> tuple[NodeIo, HandMadePrimary]:
         secondary = SecondaryConfig(node_name="s1", replication_bind=f"inproc://s1-{uuid.uuid4().hex}",
@@ -513,7 +475,7 @@ def start_secondary(ctx):
         node = NodeIo(ctx, node_settings(secondary, frame_limit(secondary.max_body_bytes)),
                       open_log("", "secondary", True, 1000), PLAIN)
         node.start()
-        dealer = Dealer(ctx, node.endpoint)
+        dealer = RawPeer(ctx, node.endpoint)
         started.append((node, dealer))
         return node, HandMadePrimary(dealer)
 
@@ -656,7 +618,7 @@ def test_every_answer_says_where_the_secondary_is_and_the_largest_frame_it_takes
 def test_an_answer_goes_back_on_the_connection_its_request_came_on(start_secondary, ctx):
     node, primary = start_secondary()
     primary.append(0, "a")
-    forger = Dealer(ctx, node.endpoint)
+    forger = RawPeer(ctx, node.endpoint)
     try:
         for term in (0, 1):  # in the primary's name: a term that is over, then its own
             answer = forger.request(Heartbeat("primary", term, 4242 + term, 0))
@@ -751,7 +713,7 @@ def test_what_a_frame_says_of_its_sender_is_believed_only_once_the_core_accepted
         start_failover, ctx):
     node, peers = start_failover()
     peers["n2"].next(StateRequest)  # n1 asks what n2 holds: its link to n2 is up
-    n2 = Dealer(ctx, node.endpoint)
+    n2 = RawPeer(ctx, node.endpoint)
     try:
         real = frames.Envelope("http://n2:8000", 64 << 20, "http://n2.example:8000")
         assert isinstance(n2.request(Heartbeat("n2", 5, 1, 0), real), HeartbeatReply)
@@ -839,7 +801,7 @@ def test_a_fixed_primary_that_cannot_write_answers_503_and_resumes_once_writes_s
 def test_a_failover_node_that_cannot_write_stops_without_answering(start_failover, ctx, monkeypatch, caplog):
     node, _ = start_failover()
     monkeypatch.setattr(node.log, "persist", full_disk)
-    n2 = Dealer(ctx, node.endpoint)
+    n2 = RawPeer(ctx, node.endpoint)
     try:
         n2.send(Heartbeat("n2", 3, 1, 0))  # a new term: written before anything is answered
         wait_until(lambda: not node.running, what="n1 to stop")
