@@ -40,7 +40,7 @@ def make_app(config: PrimaryConfig, node: NodeIo, appends: Appends) -> bottle.Bo
     settings = config.replication
     reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots, config.node_name,
                   confirmer(node, settings.unhealthy_after * settings.heartbeat_interval),
-                  metrics.record_read)
+                  node.showing_answers, metrics.record_read)
 
     @app.post("/messages")
     def append_message():
@@ -81,7 +81,7 @@ def make_app(config: PrimaryConfig, node: NodeIo, appends: Appends) -> bottle.Bo
 
 def health_of(config: PrimaryConfig, node: NodeIo) -> dict:
     """What /health says: the node, its log, and each secondary as ``node-io`` judged it last."""
-    state = node.state
+    state = node.showing_answers()
     secondaries = [
         {
             "name": name,

@@ -83,7 +83,7 @@ class ReplicationCollector:
         self._appends = appends
 
     def collect(self) -> Iterator[Metric]:
-        state = self._node.state
+        state = self._node.showing_answers()
         yield gauge("log_length", "the id after the last message in the log that readers see", state.length)
         yield gauge("first_id", "the first message id retention kept", state.first_id)
         yield gauge("committed_length", "the id after the last committed message", state.committed)

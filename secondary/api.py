@@ -34,7 +34,7 @@ def make_app(node: NodeIo, config: SecondaryConfig) -> bottle.Bottle:
     app = protect(new_app(spec(bearer=token is not None)), token)
     registry, count_read = secondary_registry(node)
     reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots, config.node_name,
-                  confirmer(node, READ_TIMEOUT_S), count_read)
+                  confirmer(node, READ_TIMEOUT_S), node.showing_answers, count_read)
     home = home_page(config.primary_url)
 
     @app.get("/messages")

@@ -53,7 +53,8 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
                    ["consistency"], registry=registry)
     read_counters = {level: read.labels(level) for level in LEVELS}
     reads = Reads(node.log, LogReads(config.log_read_slots), config.waiting_read_slots, config.node_name,
-                  confirmer(node, 2 * config.election_timeout), lambda level: read_counters[level].inc())
+                  confirmer(node, 2 * config.election_timeout), node.showing_answers,
+                  lambda level: read_counters[level].inc())
 
     @app.post("/messages")
     def append_message():

@@ -20,7 +20,9 @@ order is the contract: nothing is appended for a request that gets an error):
    (a full disk), or fewer than QUORUM nodes up: 503, nothing appended.
 5. **The append**, proposed to ``node-io`` (shared.node.node_io), which
    answers a known Idempotency-Key from the log, and releases it once `w`
-   nodes hold it (with w >= majority, once it is committed too).
+   nodes hold it (with w >= majority, once it is committed too). A w=1
+   append without a key on a fixed primary in memory is numbered as it is
+   queued and answered at once (shared.node.proposals).
 
 A 503 with an ``id`` (the primary stepped down, stopped, or could not
 write, while the append waited), a 502 and a 504 mean the append's fate is
@@ -150,8 +152,9 @@ class Appends:
             if refusal is not None:
                 return refusal
             proposal = Proposal([encode_entry(m) for m in request.messages], key, request.w)
-            self._node.propose(proposal)
-            released = proposal.wait(_remaining(request.timeout, started))
+            at_once = request.w == 1 and key is None
+            released = (self._node.propose(proposal, at_once)
+                        or proposal.wait(_remaining(request.timeout, started)))
         finally:
             if will_wait:
                 self.waiting.give_back()
@@ -232,7 +235,10 @@ class Appends:
         if proposal.ended == CONFLICT:
             return Answer(409, {"error": "this Idempotency-Key was used for a different message",
                                 **ids}, outcome=Outcome.BAD_REQUEST)
-        acked_by = proposal.acked_by if released else proposal.holders
+        if proposal.numbered:
+            acked_by = [self._policy.node_name]
+        else:
+            acked_by = proposal.acked_by if released else proposal.holders
         body = {**ids, "w": request.w, "acks": len(acked_by), "acked_by": acked_by}
         if proposal.duplicate:
             body["duplicate"] = True

@@ -9,7 +9,8 @@ fixed primary listens), and one DEALER per peer it dials
    with the entries REPLICATION_DELAY held back that are now due, then
    ticks it (heartbeats, resends, check quorum, elections, a fixed
    primary's start and recovery);
-2. takes the appends request threads proposed (``propose``): a known
+2. takes the appends request threads proposed (``propose``, through
+   shared.node.proposals, which numbers some as they are queued): a known
    Idempotency-Key is answered from the log, the others are proposed to
    the core in one call, one entry per append; and the linearizable reads
    (``read_index``), one read index for all that came meanwhile;
@@ -42,8 +43,9 @@ A rule of Raft's about to break in this node's own state (SafetyViolation)
 ends the thread, and the node stops: it must not answer. A frame that
 claims what cannot be true is logged at ERROR and dropped (``Refused``).
 
-Thread: ``propose``, ``read_index``, ``state``, ``set_bound_port``,
-``hand_over`` and ``stop`` from any thread; everything else on ``node-io`` only.
+Thread: ``propose``, ``read_index``, ``state``, ``showing_answers``,
+``set_bound_port``, ``hand_over`` and ``stop`` from any thread; everything
+else on ``node-io`` only.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from shared.consensus.raft_messages import Message
 from shared.log.node_log import NodeLog
 from shared.log.sqlite_log import StoreError
 from shared.node.peer_watch import PeerWatch
+from shared.node.proposals import ProposalQueue
 from shared.node.requests import (
     CONFLICT, NOT_PRIMARY, STEPPED_DOWN, STOPPING, STORAGE, Proposal, ReadIndexWait,
 )
@@ -97,6 +100,11 @@ RECEIVE_QUEUE_FRAMES = 16
 #: A pass longer than this many heartbeats means the thread itself stalled
 #: (a paused process, a starved CPU): the peers' silence meanwhile proves nothing.
 STALL_BEATS = 2
+
+
+class NumberingBroken(RuntimeError):
+    """An append answered at once is not appended where its answer said: a bug,
+    and the node stops (shared.node.proposals)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,9 @@ class NodeIo(IoThread):
             stands_at_once=settings.stands_at_once and node_log.hard_state.term == 0 and not node_log.length(),
         )
         self._links_by_name = {name: _Link(name, endpoint) for name, endpoint in settings.dials}
-        self._proposals: queue.SimpleQueue[Proposal] = queue.SimpleQueue()
+        self._proposals = ProposalQueue()
+        #: Notified whenever ``state`` is published: what ``showing_answers`` waits on.
+        self._published = threading.Condition()
         self._waiting: list[Proposal] = []
         self._reads: queue.SimpleQueue[ReadIndexWait] = queue.SimpleQueue()
         self._read_requests: dict[int, list[ReadIndexWait]] = {}
@@ -241,10 +251,25 @@ class NodeIo(IoThread):
     def public_url(self) -> str:
         return self._envelope.public_url
 
-    def propose(self, proposal: Proposal) -> None:
-        """Hand an append to ``node-io``; the caller then waits on ``proposal``."""
-        self._proposals.put(proposal)
+    def propose(self, proposal: Proposal, at_once: bool = False) -> bool:
+        """Hand an append to ``node-io``. True if it was numbered as it was queued
+        (``at_once`` asks for that; see shared.node.proposals): it is answered
+        now. Otherwise the caller waits on ``proposal``."""
+        numbered = self._proposals.put(proposal, at_once)
         self.wake()
+        return numbered
+
+    def showing_answers(self, timeout: float = 1.0) -> NodeState:
+        """The published state, once it (and the log) shows every append this
+        node answered at once: what a local read, /health and /metrics wait
+        for, so that a client finds the append it was just answered. Waits at
+        most ``timeout``: a stalled ``node-io`` delays a read, never holds it."""
+        answered = self._proposals.answered_id
+        if self.state.length < answered:
+            with self._published:
+                self._published.wait_for(lambda: self.state.length >= answered or not self.running,
+                                         timeout)
+        return self.state
 
     def read_index(self, wait: ReadIndexWait) -> None:
         """Ask for a linearizable read's commit length; the caller then waits on ``wait``."""
@@ -343,8 +368,9 @@ class NodeIo(IoThread):
     def _close(self) -> None:
         for proposal in self._waiting:
             proposal.release(proposal.holders, STOPPING)
-        while not self._proposals.empty():
-            self._proposals.get().release([], NOT_PRIMARY)
+        self._proposals.withdraw()
+        for proposal in self._proposals.take():
+            proposal.release([], NOT_PRIMARY)
         for waits in self._read_requests.values():
             for wait in waits:
                 wait.release(None)
@@ -354,6 +380,8 @@ class NodeIo(IoThread):
         while not self._reads.empty():
             self._reads.get().release(None)
         self._handed_over.set()
+        with self._published:
+            self._published.notify_all()
         if self._links is not None:
             self._links.close_all()
         if self._router is not None:
@@ -457,9 +485,7 @@ class NodeIo(IoThread):
     # -- node-io: appends ---------------------------------------------------------------
 
     def _take_proposals(self, now: float) -> None:
-        proposals: list[Proposal] = []
-        while not self._proposals.empty():
-            proposals.append(self._proposals.get())
+        proposals = self._proposals.take()
         node = self._node
         if node.role is not Role.PRIMARY or node.transferring_to is not None:
             for proposal in proposals:
@@ -470,12 +496,17 @@ class NodeIo(IoThread):
         keyed_now: dict[str, Proposal] = {}  # keys proposed in this pass, not yet in the log
         first_id, index = self._log.next_id, self._log.length()
         for proposal in proposals:
-            if proposal.key is not None and self._replays(proposal, keyed_now):
+            if proposal.numbered:
+                if (proposal.first_id, proposal.index) != (first_id, index):
+                    raise NumberingBroken(f"an append answered with id {proposal.first_id} (entry "
+                                          f"{proposal.index}) is appended at id {first_id} (entry {index})")
+            elif proposal.key is not None and self._replays(proposal, keyed_now):
                 continue
-            if not proposal.assign(first_id, index):
+            elif not proposal.assign(first_id, index):
                 continue  # its request timed out before this pass: nothing is appended
+            else:
+                fresh.append(proposal)
             entries.append(Entry(0, proposal.body, len(proposal.literals), proposal.key))
-            fresh.append(proposal)
             first_id += len(proposal.literals)
             index += 1
             if proposal.key is not None:
@@ -635,11 +666,22 @@ class NodeIo(IoThread):
         # Published before anything is answered: a client told that a node holds
         # a message finds it in that node's /health too.
         self.state = self._snapshot(now)
+        with self._published:
+            self._published.notify_all()
+        self._offer_numbering()
         if persisted:
             for to, message, route in outbox:
                 self._send(to, message, route)
         self._settle()
         self._release_reads_committed()
+
+    def _offer_numbering(self) -> None:
+        """A fixed primary with its log in memory lets request threads number
+        w=1 appends (shared.node.proposals): it never steps down, and its writes
+        never fail."""
+        if (self._settings.mode is Mode.FIXED_PRIMARY and self._node.role is Role.PRIMARY
+                and not self._log.durable and self._storage_error is None):
+            self._proposals.offer(self._log.next_id, self._log.length())
 
     def _persist(self) -> bool:
         """Write the log; False while writes fail (see the module's docstring)."""

@@ -7,7 +7,8 @@ acquiring it. A lock rather than an Event, because an Event is a condition
 variable over a lock, and its wait and set cost two more hand-offs of the
 GIL per request.
 
-Thread: the request thread calls ``wait``; ``node-io`` everything else.
+Thread: the request thread calls ``wait`` (and, queueing it, ``number``:
+see shared.node.proposals); ``node-io`` everything else.
 """
 
 from __future__ import annotations
@@ -74,11 +75,16 @@ class Proposal(_Gate):
         #: what a 504 reports. Replaced, never changed in place.
         self.holders: list[str] = []
         self.ended: str | None = None  # one of the reasons above, if it was not met
+        self.numbered = False  # given its ids as it was queued, and answered without waiting
 
     @property
     def body(self) -> bytes:
         """Its messages as an entry holds them."""
         return b",".join(self.literals)
+
+    def number(self, first_id: int, index: int) -> None:
+        """Its ids, given as it was queued (shared.node.proposals): nobody waits on it."""
+        self.first_id, self.index, self.numbered = first_id, index, True
 
     def assign(self, first_id: int, index: int, duplicate: bool = False) -> bool:
         """Give it its ids; False if its request already gave up (then nothing is appended)."""

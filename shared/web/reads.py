@@ -80,11 +80,15 @@ def parse_read(query: Mapping[str, str]) -> ReadRequest:
 class Reads:
     """Serves GET /messages for one app. ``confirm`` makes a read linearizable:
     it blocks until this node holds, committed, every append committed before
-    it was called, and returns True; False if that cannot be had in time."""
+    it was called, and returns True; False if that cannot be had in time.
+    ``settled`` is called before every read, and returns once the log shows
+    every append the node already answered (shared.node.proposals)."""
 
     def __init__(self, log: NodeLog, log_reads: LogReads, max_waiting: int, served_by: str,
-                 confirm: Callable[[], bool], counted: Callable[[str], None] = lambda _level: None) -> None:
+                 confirm: Callable[[], bool], settled: Callable[[], object],
+                 counted: Callable[[str], None] = lambda _level: None) -> None:
         self._log = log
+        self._settled = settled
         self._served_by = served_by
         self._confirm = confirm
         self._counted = counted
@@ -108,6 +112,7 @@ class Reads:
             return json_error(503, "cannot confirm a linearizable read now: no primary, or it cannot "
                                    "reach a majority; retry later", {"Retry-After": "1"})
         committed = read.consistency != LOCAL
+        self._settled()
         try:
             return self._serve(read, committed)
         except Gone as gone:

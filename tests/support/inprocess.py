@@ -54,7 +54,8 @@ class InProcessCluster:
     in the primary but never come up, unless a test starts them."""
 
     def __init__(self, ctx: zmq.Context, names=("s1", "s2"), running=None,
-                 delays: dict[str, DelayRange] | None = None, **config) -> None:
+                 delays: dict[str, DelayRange] | None = None, data_dir: str = "", **config) -> None:
+        """``data_dir``: the primary keeps its log there (in memory when empty)."""
         running = names if running is None else running
         self._ctx = ctx
         self.secondaries: dict[str, InProcessSecondary] = {}
@@ -64,7 +65,7 @@ class InProcessCluster:
         for name in running:
             self.start_secondary(name, (delays or {}).get(name, DelayRange()))
         self.node = NodeIo(ctx, self.config.node_settings(frame_limit(self.config.max_body_bytes)),
-                           open_log("", "primary", True, self.config.idempotency_keys), PLAIN)
+                           open_log(data_dir, "primary", True, self.config.idempotency_keys), PLAIN)
         self.node.start()
         # Until its first pass, a fixed primary publishes the core's initial
         # role (secondary), and an append would be told there is no primary.

@@ -441,6 +441,63 @@ def test_an_append_whose_request_gave_up_before_node_io_took_it_appends_nothing(
     assert messages_of(node.log) == ["next"] and gave_up.first_id is None
 
 
+def test_w1_appends_numbered_as_they_are_queued_get_the_ids_the_log_gives_them(make_inprocess_cluster):
+    """Numbered appends among keyed ones (which node-io numbers) from eight threads:
+    every answer's id is where the log holds that message, and a local read and
+    /health right after an answer show it."""
+    cluster = make_inprocess_cluster()
+    answers: list[tuple[list[str], dict]] = []
+
+    def client(n: int) -> None:
+        for i in range(60):
+            messages = [f"c{n}-{i}"] if i % 3 else [f"c{n}-{i}a", f"c{n}-{i}b"]
+            body = {"messages": messages, "w": 1}
+            headers = {"Idempotency-Key": f"k{n}-{i}"} if i % 5 == 0 else {}
+            answer = cluster.app.post_json("/messages", body, headers=headers)
+            assert answer.status_int == 201
+            assert cluster.app.get("/messages", {"from": answer.json["first_id"], "limit": 1}).json[
+                "messages"] == messages[:1], "a local read right after the answer missed it"
+            assert cluster.app.get("/health").json["length"] > answer.json["last_id"]
+            answers.append((messages, answer.json))
+
+    threads = [threading.Thread(target=client, args=(n,), name=f"client-{n}") for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    held = cluster.app.get("/messages").json["messages"]
+    assert len(answers) == 480 and len(held) == sum(len(messages) for messages, _ in answers)
+    for messages, answer in answers:
+        assert held[answer["first_id"]:answer["last_id"] + 1] == messages
+        assert answer["acked_by"] == ["primary"]
+
+
+def test_an_append_answered_at_once_but_appended_elsewhere_stops_the_node(start_primary, raw_secondaries,
+                                                                           caplog):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    misnumbered = Proposal([encode_entry("m")], None, 1)
+    misnumbered.number(99, 99)  # not what the queue would have given it
+    node.propose(misnumbered)
+    wait_until(lambda: not node.running, what="the node to stop")
+    assert any(r.levelno == logging.CRITICAL and "answered with id 99" in (r.exc_text or "")
+               for r in caplog.records)
+    assert messages_of(node.log) == []
+
+
+def test_neither_a_durable_primary_nor_a_failover_one_answers_before_node_io_took_the_append(
+        start_primary, raw_secondaries, start_failover, tmp_path):
+    (tmp_path / "fixed").mkdir()
+    (tmp_path / "failover").mkdir()
+    durable = start_primary(str(tmp_path / "fixed"))
+    begin_run(raw_secondaries)
+    assert not durable.propose(Proposal([encode_entry("a")], None, 1), at_once=True)
+    node, peers = start_failover(caught_up_log(str(tmp_path / "failover")), stands_at_once=True)
+    elect(peers["n2"])
+    wait_until(lambda: node.state.is_primary, what="n1 to be elected")
+    assert not node.propose(Proposal([encode_entry("b")], None, 1), at_once=True)
+
+
 #: Messages a secondary that comes up late has to catch up on.
 BACKLOG = 100_000
 
@@ -780,8 +837,8 @@ def full_disk() -> None:
 
 
 def test_a_fixed_primary_that_cannot_write_answers_503_and_resumes_once_writes_succeed(
-        make_inprocess_cluster, monkeypatch):
-    cluster = make_inprocess_cluster()
+        make_inprocess_cluster, monkeypatch, tmp_path):
+    cluster = make_inprocess_cluster(data_dir=str(tmp_path))  # a disk, which can fill up
     assert cluster.post({"message": "before", "w": 1}).status_int == 201
     monkeypatch.setattr(cluster.log, "persist", full_disk)
     unwritten = cluster.post({"messages": ["a", "b"], "w": 1, "timeout": 5})

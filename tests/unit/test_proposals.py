@@ -1,0 +1,64 @@
+"""shared.node.proposals: which appends the queue numbers as they are queued, and when it must not."""
+
+from __future__ import annotations
+
+from shared.node import proposals
+from shared.node.proposals import ProposalQueue
+from shared.node.requests import Proposal
+from shared.wire.frames import encode_entry
+
+
+def append(*messages: str, key: str | None = None) -> Proposal:
+    return Proposal([encode_entry(m) for m in messages], key, 1)
+
+
+def test_nothing_is_numbered_before_node_io_offers_where_the_log_ends():
+    queue = ProposalQueue()
+    first = append("a")
+    assert not queue.put(first, at_once=True) and not first.numbered
+    assert queue.take() == [first]
+    queue.offer(5, 3)
+    one, batch, after = append("b"), append("c", "d", "e"), append("f")
+    assert queue.put(one, at_once=True) and queue.put(batch, at_once=True) and queue.put(after, at_once=True)
+    assert [(p.first_id, p.index) for p in (one, batch, after)] == [(5, 3), (6, 4), (9, 5)]
+    assert queue.answered_id == 10 and queue.take() == [one, batch, after]
+
+
+def test_an_append_node_io_numbers_stops_the_numbering_of_those_behind_it():
+    """It may take no ids (a known key, a request that gave up), so the count past it is not known."""
+    queue = ProposalQueue()
+    queue.offer(0, 0)
+    keyed, behind = append("k", key="key-1"), append("x")
+    assert not queue.put(keyed) and not queue.put(behind, at_once=True)
+    queue.offer(0, 0)  # not while an append to number is queued
+    assert not queue.put(append("y"), at_once=True)
+    assert len(queue.take()) == 3
+    assert not queue.put(append("z"), at_once=True), "numbered before node-io numbered what it took"
+    queue.take()
+    queue.offer(7, 4)  # node-io numbered them: the log ends here
+    numbered = append("w")
+    assert queue.put(numbered, at_once=True) and (numbered.first_id, numbered.index) == (7, 4)
+
+
+def test_an_offer_does_not_move_a_numbering_already_ahead_of_the_log():
+    queue = ProposalQueue()
+    queue.offer(0, 0)
+    assert queue.put(append("a"), at_once=True)
+    queue.offer(0, 0)  # node-io's flush before it took "a"
+    later = append("b")
+    assert queue.put(later, at_once=True) and later.first_id == 1
+
+
+def test_at_most_max_ahead_appends_are_answered_ahead_of_node_io(monkeypatch):
+    monkeypatch.setattr(proposals, "MAX_AHEAD", 2)
+    queue = ProposalQueue()
+    queue.offer(0, 0)
+    assert queue.put(append("a"), at_once=True) and queue.put(append("b"), at_once=True)
+    assert not queue.put(append("c"), at_once=True), "a third answered ahead of node-io"
+
+
+def test_nothing_is_numbered_once_withdrawn():
+    queue = ProposalQueue()
+    queue.offer(0, 0)
+    queue.withdraw()
+    assert not queue.put(append("a"), at_once=True)
