@@ -49,7 +49,7 @@ from typing import Sequence
 
 from shared.consensus.raft_log import (
     Entry, HardState, KeyRecord, LogStart, LogStorage, RaftLog, SafetyViolation, Snapshot,
-    Unsaved, digest_after,
+    Unsaved, digests_after,
 )
 from shared.consensus.raft_messages import (
     AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply, InstallSnapshot,
@@ -901,10 +901,7 @@ class RaftNode:
         if start >= self._log.commit_length or not self._log.holds(
                 request.prev_length, request.prev_term, request.prev_digest):
             return
-        digest, digests = request.prev_digest, []
-        for entry in request.entries:
-            digest = digest_after(digest, entry)
-            digests.append(digest)
+        digests = digests_after(request.prev_digest, request.entries)
         conflict = self._log.first_conflict(request.prev_length, digests)
         if conflict is not None and conflict < self._log.commit_length:
             raise Refused(f"{request.sender}'s entry {conflict} contradicts this node's committed "
@@ -930,8 +927,7 @@ class RaftNode:
             if skip >= len(entries):
                 self._reply_match(request, committed)
                 return
-            for entry in entries[:skip]:
-                prev_digest = digest_after(prev_digest, entry)
+            prev_digest = digests_after(prev_digest, entries[:skip])[-1]
             prev, prev_term, entries = committed, entries[skip - 1].term, entries[skip:]
         if not self._log.holds(prev, prev_term, prev_digest):
             hint = self._log.retry_hint(prev, prev_term)
@@ -939,16 +935,13 @@ class RaftNode:
                                                    retry_length=hint, caught_up=self._caught_up,
                                                    incarnation=self._incarnation))
             return
-        digest, digests = prev_digest, []
-        for entry in entries:
-            digest = digest_after(digest, entry)
-            digests.append(digest)
+        digests = digests_after(prev_digest, entries)
         conflict = self._log.first_conflict(prev, digests)
         if conflict is not None:
             self._log.truncate(conflict)  # at or above prev: never below the commit length
         held = len(self._log) - prev
         if held < len(entries):
-            self._log.append(entries[held:])
+            self._log.append(entries[held:], digests[held:])
         match_length = prev + len(entries)
         self._note_matched(match_length, conflict)
         self._commit_matched(request.commit_length)

@@ -30,6 +30,7 @@ is the caller's to guard.
 from __future__ import annotations
 
 import bisect
+import itertools
 import zlib
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
@@ -123,8 +124,28 @@ def digest_after(digest: int, entry: Entry) -> int:
     It catches accidents (a bit flip, a bug that wrote another entry), about
     all but one in 2**32; CRC-32 is linear, so a forger can build a collision
     at will: CURVE, not this, is what stops forgeries."""
-    head = b"%d:%d:%s:" % (entry.term, entry.count, (entry.key or "").encode())
-    return zlib.crc32(entry.body, zlib.crc32(head, digest))
+    return zlib.crc32(entry.body, zlib.crc32(_digest_head(entry), digest))
+
+
+def digests_after(digest: int, entries: Iterable[Entry]) -> list[int]:
+    """The checksum after each of ``entries`` in turn, the first following a
+    prefix whose checksum is ``digest``: ``digest_after`` along a run, each
+    head written once for the entries that share it (a term's plain appends)."""
+    heads: dict[tuple[int, int, str | None], bytes] = {}
+    digests = []
+    crc32 = zlib.crc32
+    for entry in entries:
+        shape = (entry.term, entry.count, entry.key)
+        head = heads.get(shape)
+        if head is None:
+            head = heads[shape] = _digest_head(entry)
+        digest = crc32(entry.body, crc32(head, digest))
+        digests.append(digest)
+    return digests
+
+
+def _digest_head(entry: Entry) -> bytes:
+    return b"%d:%d:%s:" % (entry.term, entry.count, (entry.key or "").encode())
 
 
 def body_digest(body: bytes) -> int:
@@ -235,9 +256,9 @@ class MemoryStorage:
         are their checksums (computed here otherwise)."""
         if start != self.length():
             raise ValueError(f"entries at {start} would leave a gap after {self.length()}")
-        digest = self.digest_at(start)
-        for offset, entry in enumerate(entries):
-            digest = digests[offset] if digests is not None else digest_after(digest, entry)
+        if digests is None:
+            digests = digests_after(self.digest_at(start), entries)
+        for offset, (entry, digest) in enumerate(zip(entries, digests)):
             self._digests.append(digest)
             if not self._runs or self._runs[-1][1] != entry.term:
                 self._runs.append((start + offset, entry.term))
@@ -273,12 +294,8 @@ class MemoryStorage:
 
 def cut_to_size(entries: list[Entry], max_bytes: int) -> list[Entry]:
     """The leading entries of ``entries`` within ``max_bytes`` (always the first)."""
-    size = 0
-    for count, entry in enumerate(entries):
-        size += entry.size
-        if count and size > max_bytes:
-            return entries[:count]
-    return entries
+    kept = bisect.bisect_right(list(itertools.accumulate(entry.size for entry in entries)), max_bytes)
+    return entries if kept >= len(entries) else entries[:max(1, kept)]
 
 
 @dataclass
@@ -395,13 +412,13 @@ class RaftLog:
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, entries: Sequence[Entry]) -> None:
+    def append(self, entries: Sequence[Entry], digests: Sequence[int] | None = None) -> None:
+        """Add ``entries`` at the end; ``digests``, if given, are their checksums
+        (computed here otherwise)."""
         unsaved = self._unsaved
-        digest = self.digest_at(len(self))
-        for entry in entries:
-            digest = digest_after(digest, entry)
-            unsaved.digests.append(digest)
-            unsaved.entries.append(entry)
+        unsaved.digests.extend(digests_after(self.digest_at(len(self)), entries) if digests is None
+                               else digests)
+        unsaved.entries.extend(entries)
 
     def first_conflict(self, start: int, digests: Sequence[int]) -> int | None:
         """The index of the first entry from ``start`` on that this log holds

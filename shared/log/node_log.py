@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from itertools import repeat
 from typing import Iterator
 
 from shared.consensus.raft import Ready
@@ -90,8 +91,8 @@ class NodeLog:
         first = loaded.tail[0] if loaded.tail else None
         self._window = Window(*(first[0], first[2], first[4]) if first else
                               (loaded.start.index, loaded.start.first_id, loaded.start.offset))
-        for row in loaded.tail:
-            self._window.append(Entry(row[1], row[8], row[3], row[7]), row[5], row[6])
+        self._window.extend([Entry(row[1], row[8], row[3], row[7]) for row in loaded.tail],
+                            [row[5] for row in loaded.tail], [row[6] for row in loaded.tail])
         if self._window.hi != loaded.length:
             raise StoreError(f"the log's tail does not reach its end ({self._window.hi} of {loaded.length})")
         self._keys: OrderedDict[str, KeyRecord] = OrderedDict()
@@ -288,24 +289,33 @@ class NodeLog:
             self._install(changes.install)
         if changes.truncate_from is not None:
             self._truncate(changes.truncate_from)
-        now = time.time()
-        for entry, digest in zip(changes.entries, changes.digests):
-            index = window.hi
-            if not self._runs or self._runs[-1][1] != entry.term:
-                self._runs.append((index, entry.term))
-                pending.runs.append((index, entry.term))
-            first_id, offset = window.next_id, window.next_offset
-            window.append(entry, digest, now)
-            pending.rows.append((index, entry.term, first_id, entry.count, offset, digest, now,
-                                 entry.key, entry.body))
-            if entry.key is not None:
-                record = KeyRecord(entry.key, index, first_id, entry.count, body_digest(entry.body))
+        entries = changes.entries
+        if entries:
+            start = window.hi
+            window.extend(entries, changes.digests, repeat(time.time(), len(entries)))
+            self._stage_runs(start, entries)
+            if self._store is not None:
+                pending.rows.extend(window.rows(start, window.hi))
+            for offset in [offset for offset, entry in enumerate(entries) if entry.key is not None]:
+                entry, index = entries[offset], start + offset
+                record = KeyRecord(entry.key, index, window.first_id(index), entry.count,
+                                   body_digest(entry.body))
                 self._remember(record)
                 pending.keyed.append(record)
                 if self._store is None:
                     self._keep_keyed(record)
         if changes.compact is not None:
             self._compact(changes.compact)
+
+    def _stage_runs(self, start: int, entries: list[Entry]) -> None:
+        """Note where a term's run begins among ``entries``, staged from ``start``.
+        Terms never fall along a log: if the last is the current run's, so are all."""
+        if self._runs and self._runs[-1][1] == entries[-1].term:
+            return
+        for offset, entry in enumerate(entries):
+            if not self._runs or self._runs[-1][1] != entry.term:
+                self._runs.append((start + offset, entry.term))
+                self._pending.runs.append((start + offset, entry.term))
 
     def _install(self, snapshot: Snapshot) -> None:
         start = snapshot.start

@@ -53,9 +53,11 @@ answers on the connection a request came on (shared.node.node_io).
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
+from operator import add, sub
 
 from shared.consensus.raft import MAX_TERM
 from shared.consensus.raft_log import Entry, KeyRecord, LogStart
@@ -436,9 +438,15 @@ def _entries(terms: list[int], raw: bytes | None) -> tuple[Entry, ...]:
         lines = raw.split(b"\n")
     if len(lines) != len(terms):
         raise ProtocolError(f"'terms' counts {len(terms)} entries, the frame holds {len(lines)}")
-    entries = [_entry(term, line) for term, line in zip(terms, lines)]
+    # A line that is neither keyed (@) nor counted (#) nor empty (the no-op) is
+    # one message: the common case, built without a call.
+    entries = [Entry(term, line, 1) if line and line[0] not in _MARKS else _entry(term, line)
+               for term, line in zip(terms, lines)]
     check_bodies(entries)
     return tuple(entries)
+
+
+_MARKS = b"@#"
 
 
 def _entry(term: int, line: bytes) -> Entry:
@@ -464,24 +472,31 @@ def _entry(term: int, line: bytes) -> Entry:
 
 def check_bodies(entries: list[Entry]) -> None:
     """Each entry's messages must be exactly its count of JSON strings, each as
-    ``encode_entry`` writes it. Parsed as one array, in one C call for the
-    frame; then each value, encoded again, must give back its bytes: the
+    ``encode_entry`` writes it. The frame's bodies are parsed as one array and
+    encoded again, each in one C loop, and must give back the same bytes; the
     values' count and types alone do not settle it (``"a`` and ``b","c"``
-    join into two strings)."""
-    bodies = [entry.body for entry in entries if entry.count]
-    if not bodies:
+    join into two strings). Then each entry must end where its last message
+    ends (``"a","`` and ``","b"`` join into three canonical strings, yet
+    neither is one)."""
+    counted = [entry for entry in entries if entry.count]
+    if not counted:
         return
+    bodies = [entry.body for entry in counted]
+    joined = b",".join(bodies)
     try:
-        values = json.loads(b"[" + b",".join(bodies) + b"]")
+        values = json.loads(b"[" + joined + b"]")
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProtocolError("an entry's messages are not JSON") from None
-    if len(values) != sum(entry.count for entry in entries) or not all(type(v) is str for v in values):
+    counts = [entry.count for entry in counted]
+    if len(values) != sum(counts) or set(map(type, values)) != {str}:
         raise ProtocolError("an entry's messages are not as many JSON strings as it says")
-    position = 0
-    for entry in entries:
-        if not entry.count:
-            continue
-        own = values[position:position + entry.count]
-        position += entry.count
-        if b",".join(map(encode_entry, own)) != entry.body:
-            raise ProtocolError("an entry's messages are not JSON strings as a primary encodes them")
+    literals = list(map(encode_basestring_ascii, values))
+    if ",".join(literals).encode("ascii") != joined:
+        raise ProtocolError("an entry's messages are not JSON strings as a primary encodes them")
+    # Where each message, and each entry, ends in ``joined``: its length and
+    # those before it, plus a comma after each one before it.
+    message_ends = list(map(add, itertools.accumulate(map(len, literals)), itertools.count()))
+    entry_ends = list(map(add, itertools.accumulate(map(len, bodies)), itertools.count()))
+    last_messages = map(sub, itertools.accumulate(counts), itertools.repeat(1))
+    if list(map(message_ends.__getitem__, last_messages)) != entry_ends:
+        raise ProtocolError("an entry's messages are not JSON strings as a primary encodes them")

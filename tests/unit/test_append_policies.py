@@ -131,6 +131,8 @@ def test_quorum_1_turns_read_only_mode_off(make_inprocess_cluster):
 def test_a_dead_replication_thread_fails_stop(make_inprocess_cluster, monkeypatch):
     cluster = make_inprocess_cluster(quorum=1)
     assert cluster.post({"message": "before", "w": 1}).status_int == 201
+    # Answered as it was queued: read once, so that node-io has taken it before it crashes.
+    assert cluster.app.get("/messages").json["messages"] == ["before"]
     crashed = threading.Event()
     cluster.node.on_crash = crashed.set
 

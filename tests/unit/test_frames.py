@@ -377,6 +377,9 @@ def test_two_lines_that_parse_as_two_strings_when_joined_are_refused():
     # '"a' and 'b","c"' join into ["a,b", "c"]: two strings for two entries of one each.
     refused(with_lines(TWO, b'"a', b'b","c"'), "as a primary encodes them")
     refused(with_lines(TWO, b'#2 "a', b'b","c","d"', terms=[[4, 2]]))
+    # '"a","' and '","b"' join into ["a", ",", "b"], every one as encode_entry writes it,
+    # and as many as the entries say (2 + 1): yet the first line ends inside a string.
+    refused(with_lines(TWO, b'#2 "a","', b'","b"', terms=[[4, 2]]), "as a primary encodes them")
 
 
 @pytest.mark.parametrize("line", [
