@@ -823,9 +823,15 @@ class RaftNode:
         elif message.prev_length < self._log.start.index:
             self._send_start_page(message)
         else:
-            entries = self._log.batch(message.prev_length, self._max_batch, self._max_batch_bytes)
-            self._send(message.sender, FetchReply(self.name, self._term, message.prev_length,
-                                                  tuple(entries)))
+            # The pages asked for, back to back: the next is on its way while the
+            # primary takes the one before. An empty page says the log ends there.
+            start = message.prev_length
+            for _ in range(message.pages):
+                entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
+                self._send(message.sender, FetchReply(self.name, self._term, start, tuple(entries)))
+                if not entries:
+                    break
+                start += len(entries)
 
     def _send_start_page(self, request: FetchRequest) -> None:
         """The log's start, whole (the storage's: its message count and bytes

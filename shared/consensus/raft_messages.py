@@ -208,12 +208,18 @@ class StateReply:
 class FetchRequest:
     """A recovering fixed primary asks for the entries from ``prev_length`` on
     (and, when that lies before the log's start, for the start and its keys
-    from ``keys_offset`` on)."""
+    from ``keys_offset`` on), in up to ``pages`` FetchReplies sent one after
+    the other, each beginning where the one before ended."""
 
     sender: str
     term: int
     prev_length: int
     keys_offset: int = 0
+    pages: int = 1
+
+
+#: The most pages one FetchRequest may ask for.
+MAX_FETCH_PAGES = 16
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,10 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   its members, the most up-to-date log by Raft's order (last term, then
   length): every entry acknowledged by any answering member is in it, since
   one primary wrote every term and log matching holds. It fetches that log
-  (FetchRequest/FetchReply round trips, a start and its keys first when the
-  source's log was compacted). A fetch left unanswered is sent again; a
+  (a FetchRequest answered by FETCH_PAGES FetchReplies, back to back, so
+  that the source reads and sends a page while this node takes the one
+  before; a start and its keys first, a page per fetch, when the source's
+  log was compacted). A fetch left unanswered is sent again; a
   source silent for ``timeout`` is replaced by another member whose log
   ends in the same term (their logs agree as far as the shorter goes),
   and with none left, recovery ends with what it has.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
 from shared.consensus.raft_log import Entry, KeyRecord, LogStart, Snapshot
@@ -50,6 +53,21 @@ log = logging.getLogger("primary.recovery")
 #: changes nothing): a question lost on a connection still coming up costs
 #: this long, not a heartbeat of the fixed primary (1 s unless told).
 ASK_AGAIN_S = 0.1
+#: Pages a fetch asks for: the source sends them back to back.
+FETCH_PAGES = 4
+
+
+@dataclass
+class _Fetch:
+    """The fetch in flight: its source, where its next page must begin, the
+    keys offset it asked for, when it was sent or last brought a page, and
+    how many of its pages are still to come."""
+
+    source: str
+    length: int
+    keys_offset: int
+    heard_at: float
+    pages_left: int
 
 
 class Recovery:
@@ -69,7 +87,7 @@ class Recovery:
         self._first_answer: float | None = None
         self._answers: dict[str, StateReply] = {}
         self._sources: list[str] = []  # best first
-        self._fetch: tuple[str, int, int, float] | None = None  # source, length, keys offset, sent at
+        self._fetch: _Fetch | None = None
         #: A start being received: it, its count of keys, and the keys so far.
         self._snapshot: tuple[LogStart, int, list[KeyRecord]] | None = None
         self._recovered_snapshot: Snapshot | None = None
@@ -93,7 +111,7 @@ class Recovery:
     def deadline(self) -> float:
         """When ``requests`` may next have something to do."""
         if self.fetching:
-            return self._fetch[3] + self._fetch_timeout if self._fetch else self._next_ask
+            return self._fetch.heard_at + self._fetch_timeout if self._fetch else self._next_ask
         deadlines = [self._deadline, self._next_ask]
         if self._first_answer is not None and not self._holders():
             deadlines.append(self._first_answer + self._fresh_grace)
@@ -114,7 +132,7 @@ class Recovery:
 
     def ask_again(self, peer: str) -> None:
         """``peer`` just became reachable: ask it now, or fetch from it now."""
-        if self._fetch is not None and self._fetch[0] == peer:
+        if self._fetch is not None and self._fetch.source == peer:
             self._fetch = None  # it may have gone before the connection was up: fetch again
         if peer not in self._answers:
             self._next_ask = self._started  # ask every silent one again, now
@@ -125,7 +143,7 @@ class Recovery:
                 self._first_answer = now
             self._answers[reply.sender] = reply
             self.highest_term = max(self.highest_term, reply.term)
-        elif self._fetch is not None and reply.sender == self._fetch[0]:
+        elif self._fetch is not None and reply.sender == self._fetch.source:
             self._source_deadline = now + self._timeout
             self._take_fetched(reply, now)
 
@@ -166,8 +184,8 @@ class Recovery:
 
     def _next_fetch(self, now: float) -> list[tuple[str, FetchRequest]]:
         if self._fetch is not None:
-            source, _, _, sent_at = self._fetch
-            if now < sent_at + self._fetch_timeout:
+            source = self._fetch.source
+            if now < self._fetch.heard_at + self._fetch_timeout:
                 return []
             self._fetch = None
             if now >= self._source_deadline:  # until then, a fetch or its answer may just be lost
@@ -179,21 +197,27 @@ class Recovery:
             return []
         source = self._sources[0]
         keys_offset = len(self._snapshot[2]) if self._snapshot else 0
-        self._fetch = (source, self._length, keys_offset, now)
-        return [(source, FetchRequest(self._name, 0, self._length, keys_offset))]
+        self._fetch = _Fetch(source, self._length, keys_offset, now, FETCH_PAGES)
+        return [(source, FetchRequest(self._name, 0, self._length, keys_offset, FETCH_PAGES))]
 
     def _take_fetched(self, reply: FetchReply, now: float) -> None:
-        source, length, keys_offset, _ = self._fetch
-        if reply.prev_length != length:
+        fetch = self._fetch
+        if reply.prev_length != fetch.length:
             return  # an answer to an earlier fetch
-        self._fetch = None
+        fetch.heard_at = now
+        fetch.pages_left -= 1
         if reply.start is not None:
-            self._take_start_chunk(reply, keys_offset)
+            self._fetch = None  # a start's keys come a page per fetch
+            self._take_start_chunk(reply, fetch.keys_offset)
         elif reply.entries:
             self._recovered.extend(reply.entries)
             self._length += len(reply.entries)
             self._messages += sum(entry.count for entry in reply.entries)
+            fetch.length = self._length
+            if not fetch.pages_left:
+                self._fetch = None
         else:
+            self._fetch = None
             self._finish(self.cluster, now)  # the best source has nothing more: all is taken
 
     def _take_start_chunk(self, reply: FetchReply, keys_offset: int) -> None:

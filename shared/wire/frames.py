@@ -28,7 +28,7 @@ sent to it stays within). Beside them, by kind:
     READINDEXED    request, index
     STATE          (nothing more)                               a recovering fixed
     STATED         last_log_term, log_length, start, cluster    primary's questions
-    FETCH          prev_length, keys_offset
+    FETCH          prev_length, keys_offset, pages
     FETCHED        prev_length, start, keys, keys_offset,       entries one per line
                    keys_total, terms
 
@@ -62,8 +62,8 @@ from operator import add, sub
 from shared.consensus.raft import MAX_TERM
 from shared.consensus.raft_log import Entry, KeyRecord, LogStart
 from shared.consensus.raft_messages import (
-    AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply, InstallSnapshot,
-    Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply, StateRequest,
+    MAX_FETCH_PAGES, AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply,
+    InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply, StateRequest,
     TimeoutNow, VoteReply, VoteRequest,
 )
 from shared.log.idempotency import KEY_PATTERN
@@ -100,7 +100,7 @@ _FIELDS = {
     b"READINDEXED": ("request", "index"),
     b"STATE": (),
     b"STATED": ("last_log_term", "log_length", "start", "cluster"),
-    b"FETCH": ("prev_length", "keys_offset"),
+    b"FETCH": ("prev_length", "keys_offset", "pages"),
     b"FETCHED": ("prev_length", "start", "keys", "keys_offset", "keys_total", "terms"),
 }
 _WITH_ENTRIES = (b"REPLICATE", b"FETCHED")
@@ -198,7 +198,8 @@ def _parts(message: Message) -> tuple[bytes, dict, tuple[Entry, ...] | None]:
             return b"STATED", {"last_log_term": message.last_log_term, "log_length": message.log_length,
                                "start": _start(message.start), "cluster": message.cluster}, None
         case FetchRequest():
-            return b"FETCH", {"prev_length": message.prev_length, "keys_offset": message.keys_offset}, None
+            return b"FETCH", {"prev_length": message.prev_length, "keys_offset": message.keys_offset,
+                              "pages": message.pages}, None
         case FetchReply():
             return b"FETCHED", {
                 "prev_length": message.prev_length,
@@ -307,7 +308,8 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
             message = StateReply(sender, term, h.count("last_log_term"), h.count("log_length"),
                                  h.start("start"), h.cluster())
         case b"FETCH":
-            message = FetchRequest(sender, term, h.count("prev_length"), h.count("keys_offset"))
+            message = FetchRequest(sender, term, h.count("prev_length"), h.count("keys_offset"),
+                                   h.count("pages", minimum=1, maximum=MAX_FETCH_PAGES))
         case _:  # FETCHED
             entries = _entries(h.terms(), raw_entries if newline else None)
             start = None if h.raw["start"] is None else h.start("start")

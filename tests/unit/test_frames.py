@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from shared.consensus.raft import KEYS_PER_CHUNK, MAX_BATCH, MAX_TERM
 from shared.consensus.raft_log import Entry, KeyRecord, LogStart, MemoryStorage, RaftLog
 from shared.consensus.raft_messages import (
-    AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply, InstallSnapshot,
-    Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply, StateRequest,
+    MAX_FETCH_PAGES, AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply,
+    InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply, StateRequest,
     TimeoutNow, VoteReply, VoteRequest,
 )
 from shared.log.idempotency import KEY_MAX_LENGTH
@@ -78,6 +78,7 @@ MESSAGES = [
     StateReply("s1", 0, 0, 0, LogStart(), None),
     FetchRequest("p", 4, 40),
     FetchRequest("p", 4, 0, 10_000),
+    FetchRequest("p", 4, 40, 0, MAX_FETCH_PAGES),
     FetchReply("s1", 4, 40, ENTRIES),
     FetchReply("s1", 4, 0, (), START, KEYS, 0, 2),  # before the start: the start and keys
     FetchReply("s1", 4, 40, ()),
@@ -240,11 +241,16 @@ APPEND = AppendEntries("n1", 4, 9, 3, 2, 7, (Entry(4, body("x"), 1),) * 2, 3, 1,
     (APPEND, "prev_length", MAX_SEQ - 2),  # its two entries end at the largest index
     (ReadIndexReply("n1", 4, 77, 31), "index", MAX_SEQ),
     (FetchRequest("p", 4, 40), "keys_offset", MAX_SEQ),
+    (FetchRequest("p", 4, 40), "pages", MAX_FETCH_PAGES),
 ], ids=["pre-vote-term", "term", "seq", "commit", "limit", "prev_digest", "prev_length", "index",
-        "keys_offset"])
+        "keys_offset", "pages"])
 def test_numbers_are_taken_up_to_their_bound_and_no_further(message, field, largest):
     decode(with_header(message, **{field: largest}))
     refused(with_header(message, **{field: largest + 1}), "must be an integer|largest index")
+
+
+def test_a_fetch_asks_for_at_least_one_page():
+    refused(with_header(FetchRequest("p", 4, 40), pages=0), "pages")
 
 
 def test_a_frame_limit_is_at_least_one_byte():

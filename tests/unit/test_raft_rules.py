@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.consensus import raft, raft_progress
+from shared.consensus import raft, raft_progress, raft_recovery
 from shared.consensus.raft import (
     MAX_TERM, MAX_TERM_JUMP, AppendEntries, AppendReply, Entry, HardState, Mode, NotPrimary,
     PreVoteRequest, RaftNode, Refused, Role, VoteReply, VoteRequest,
 )
 from shared.consensus.raft_log import KeyRecord, LogStart, body_digest
 from shared.consensus.raft_messages import (
-    FetchReply, Heartbeat, HeartbeatReply, InstallSnapshot, ReadIndexReply, ReadIndexRequest,
+    FetchReply, FetchRequest, Heartbeat, HeartbeatReply, InstallSnapshot, ReadIndexReply, ReadIndexRequest,
     SnapshotReply, StateReply, StateRequest, TimeoutNow,
 )
 from tests.support.raft_sim import (
@@ -866,8 +866,8 @@ def test_a_fixed_primary_never_steps_down():
     assert "newer primary" in primary.progress()["b"].diverged
 
 
-def fixed_secondary() -> object:
-    return new_node("s", peers=("s",), mode=Mode.FIXED_SECONDARY)
+def fixed_secondary(**options) -> object:
+    return new_node("s", peers=("s",), mode=Mode.FIXED_SECONDARY, **options)
 
 
 def test_a_fixed_secondary_never_stands_nor_votes():
@@ -1035,6 +1035,29 @@ def recovering_from(source, now: float = 0.0, before=lambda to, message: None):
     deliver({"p": primary, "s": source}, primary.tick(now).messages, now, before=before)
     assert primary.role is Role.PRIMARY
     return primary
+
+
+def test_a_source_answers_a_fetch_with_the_pages_asked_for_back_to_back():
+    """Each page begins where the one before ended; an empty one says the log ends."""
+    source = fixed_secondary(max_batch=2)  # pages of two entries
+    held = tuple(message(1, f"m{n}") for n in range(5))
+    source.step(append("x", 1, entries=held, commit=5, cluster="k1"), 0.0)
+    pages = sent(source.step(FetchRequest("p", 0, 0, 0, 3), 0.0), FetchReply)
+    assert [(reply.prev_length, len(reply.entries)) for _, reply in pages] == [(0, 2), (2, 2), (4, 1)]
+    ending = sent(source.step(FetchRequest("p", 0, 4, 0, 3), 0.0), FetchReply)
+    assert [(reply.prev_length, len(reply.entries)) for _, reply in ending] == [(4, 1), (5, 0)]
+
+
+def test_a_recovering_primary_asks_again_once_the_pages_it_asked_for_came(monkeypatch):
+    monkeypatch.setattr(raft_recovery, "FETCH_PAGES", 2)
+    source = fixed_secondary(max_batch=2)
+    source.step(append("x", 1, entries=tuple(message(1, f"m{n}") for n in range(7)), commit=7,
+                       cluster="k1"), 0.0)
+    fetches = []
+    primary = recovering_from(source, before=lambda to, message: isinstance(message, FetchRequest)
+                              and fetches.append(message.prev_length))
+    assert fetches == [0, 4, 7] and primary.disk.storage.length() == 8  # and its run's no-op
+    assert [entry.body for entry in primary.entries[:7]] == [message(1, f"m{n}").body for n in range(7)]
 
 
 def compacted_fixed_secondary():
