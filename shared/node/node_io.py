@@ -14,13 +14,13 @@ fixed primary listens), and one DEALER per peer it dials
    Idempotency-Key is answered from the log, the others are proposed to
    the core in one call, one entry per append; and the linearizable reads
    (``read_index``), one read index for all that came meanwhile;
-3. after each of these, acts on the Readies in the order the core
-   requires: the log stages each at once; then ``persist`` writes them in
-   one commit (fsynced under FSYNC, and always for a term or a vote), and
-   only then are the messages sent, which may promise what was just
-   written; then the waiting appends and reads are settled, the primary's
-   view of each peer is logged when it changes (shared.node.peer_watch),
-   and what request threads read is published (``state``).
+3. acts on the pass's Readies in the order the core requires: the log
+   stages each the moment the core returns it; then ``persist`` writes
+   them all in one commit (fsynced under FSYNC, and always for a term or a
+   vote), the primary's view of each peer is logged when it changes
+   (shared.node.peer_watch), what request threads read is published
+   (``state``), and only then are the messages sent, which may promise
+   what was just written; then the waiting appends and reads are settled.
 
 **Routing.** A request goes on this node's DEALER to the addressee; an
 answer goes back on the connection its request came on (so a fixed
@@ -346,13 +346,11 @@ class NodeIo(IoThread):
             self._drop_abandoned_reads()
             if self._links.reopen_lost(now, self._settings.heartbeat_interval):
                 self._map_dealers()
-        self._flush(now)
         if not self._proposals.empty() and self._node.role is not Role.RECOVERING:
             self._take_proposals(now)
-            self._flush(now)
         if not self._reads.empty():
             self._take_reads(now)
-            self._flush(now)
+        self._flush(now)
         self._retain(now)
 
     def _next_deadline(self) -> float | None:
@@ -550,14 +548,18 @@ class NodeIo(IoThread):
             self._waiting = []
             return
         matched = node.match_lengths()
+        reach = max(matched.values(), default=0)  # no peer holds an entry at or past it
         majority = self._settings.majority
         still = []
         for proposal in self._waiting:
             if proposal.abandoned:
                 continue
-            now_holding = [peer for peer, length in matched.items() if length > proposal.index]
-            holders = [self._settings.name] + [p for p in proposal.holders[1:] if p in now_holding]
-            holders += [p for p in now_holding if p not in holders]
+            if proposal.index >= reach:
+                holders = [self._settings.name]
+            else:
+                now_holding = [peer for peer, length in matched.items() if length > proposal.index]
+                holders = [self._settings.name] + [p for p in proposal.holders[1:] if p in now_holding]
+                holders += [p for p in now_holding if p not in holders]
             proposal.holders = holders
             # w >= majority promises survival: that is the commit (Raft §5.4.2),
             # which for a replayed entry of an older term may come later.
