@@ -284,11 +284,11 @@ class NodeLog:
     # -- its own: staging (I/O thread, under the lock) -------------------------------------------
 
     def _stage_log(self, changes: Unsaved) -> None:
-        pending, window = self._pending, self._window
         if changes.install is not None:
-            self._install(changes.install)
+            self._install(changes.install)  # a new Changes: the old staged nothing that survives it
         if changes.truncate_from is not None:
             self._truncate(changes.truncate_from)
+        pending, window = self._pending, self._window
         entries = changes.entries
         if entries:
             start = window.hi

@@ -51,6 +51,7 @@ class ProposalQueue:
         self._next: tuple[int, int] | None = None
         self._to_number = 0  # queued appends that node-io numbers
         self._ahead = 0  # queued appends numbered here
+        self._withdrawn = False
         #: The id after the last message of an append answered at once.
         self.answered_id = 0
 
@@ -89,10 +90,10 @@ class ProposalQueue:
         numbered: appends may be numbered from there, unless they already are, or
         one still to be numbered is queued."""
         with self._lock:
-            if self._next is None and not self._to_number:
+            if self._next is None and not self._to_number and not self._withdrawn:
                 self._next = (next_id, next_index)
 
     def withdraw(self) -> None:
-        """No append is numbered here from now on."""
+        """No append is numbered here from now on (the node stops)."""
         with self._lock:
-            self._next = None
+            self._next, self._withdrawn = None, True

@@ -594,6 +594,18 @@ def test_an_installed_start_and_the_entries_of_its_term_keep_their_terms_after_a
 
 
 @on_disk
+def test_a_start_and_the_entries_after_it_staged_in_one_ready_are_written_together(open_node_log):
+    """A recovering primary may install a start and append what follows it in one step."""
+    log = open_node_log(role="primary", fsync=True)
+    follow(log, [message("after", 3), message("more", 3)], install=Snapshot(LogStart(10, 3, 1234, 20, 400)),
+           term=3)
+    assert messages(log) == ["after", "more"]
+    log.close()
+    again = open_node_log(role="primary", fsync=True)
+    assert (again.length(), messages(again)) == (12, ["after", "more"])
+
+
+@on_disk
 def test_everything_comes_back_after_a_reopen(open_node_log):
     shell = Shell(open_node_log(fsync=True, key_capacity=5))
     for n in range(12):

@@ -62,3 +62,6 @@ def test_nothing_is_numbered_once_withdrawn():
     queue.offer(0, 0)
     queue.withdraw()
     assert not queue.put(append("a"), at_once=True)
+    queue.take()
+    queue.offer(1, 1)  # a flush after the node began to stop
+    assert not queue.put(append("b"), at_once=True)
