@@ -63,8 +63,8 @@ from shared.consensus.raft import MAX_TERM
 from shared.consensus.raft_log import Entry, KeyRecord, LogStart
 from shared.consensus.raft_messages import (
     MAX_FETCH_PAGES, AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply,
-    InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply, StateRequest,
-    TimeoutNow, VoteReply, VoteRequest,
+    InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply,
+    StateRequest, TimeoutNow, VoteReply, VoteRequest,
 )
 from shared.log.idempotency import KEY_PATTERN
 from shared.runtime.config import MAX_URL_LENGTH
@@ -430,6 +430,10 @@ class _Header:
         return terms
 
 
+#: The first byte of a line that is not a plain message: a key, or a count.
+_MARKS = b"@#"
+
+
 def _entries(terms: list[int], raw: bytes | None) -> tuple[Entry, ...]:
     """The entries of a frame: one line each, their terms from the header."""
     if raw is None:
@@ -446,9 +450,6 @@ def _entries(terms: list[int], raw: bytes | None) -> tuple[Entry, ...]:
                for term, line in zip(terms, lines)]
     check_bodies(entries)
     return tuple(entries)
-
-
-_MARKS = b"@#"
 
 
 def _entry(term: int, line: bytes) -> Entry:

@@ -20,8 +20,8 @@ from shared.consensus.raft import KEYS_PER_CHUNK, MAX_BATCH, MAX_TERM
 from shared.consensus.raft_log import Entry, KeyRecord, LogStart, MemoryStorage, RaftLog
 from shared.consensus.raft_messages import (
     MAX_FETCH_PAGES, AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply,
-    InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply, StateRequest,
-    TimeoutNow, VoteReply, VoteRequest,
+    InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply,
+    StateRequest, TimeoutNow, VoteReply, VoteRequest,
 )
 from shared.log.idempotency import KEY_MAX_LENGTH
 from shared.runtime.config import AppendingNodeConfig, ConfigError
