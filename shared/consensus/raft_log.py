@@ -33,7 +33,7 @@ import bisect
 import itertools
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, NamedTuple, Protocol, Sequence
 
 
 class SafetyViolation(Exception):
@@ -44,8 +44,7 @@ class Compacted(LookupError):
     """The entries asked for lie before the log's start: retention dropped them."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One log entry: the term of the primary that appended it, and the append
     it holds: ``count`` messages, their JSON string literals joined by commas
     (``body``), made under ``key`` (an Idempotency-Key) if any. The no-op a
@@ -53,7 +52,11 @@ class Entry:
 
     A batch append is one entry, so it is replicated, committed and
     truncated whole: its messages land at consecutive ids on every node, or
-    on none."""
+    on none.
+
+    A named tuple rather than a frozen dataclass: every append, page and
+    recovered log makes one per entry, and a tuple is made in a quarter of
+    the time (a frozen dataclass sets each field through object.__setattr__)."""
 
     term: int
     body: bytes = b""

@@ -104,6 +104,8 @@ _FIELDS = {
     b"FETCHED": ("prev_length", "start", "keys", "keys_offset", "keys_total", "terms"),
 }
 _WITH_ENTRIES = (b"REPLICATE", b"FETCHED")
+#: The header fields of each kind of message, as a set (what a header is checked against).
+_HEADER_FIELDS = {kind: frozenset(_COMMON + fields) for kind, fields in _FIELDS.items()}
 
 
 class ProtocolError(ValueError):
@@ -145,7 +147,7 @@ def encode(message: Message, envelope: Envelope) -> bytes:
               "public": envelope.public_url, "limit": envelope.frame_limit}
     kind, fields, entries = _parts(message)
     header |= fields
-    head = kind + b" " + json.dumps(header, separators=(",", ":")).encode()
+    head = kind + b" " + _HEADER_ENCODER.encode(header).encode()
     if entries is None:
         return head
     return b"\n".join([head, *map(_entry_line, entries)])
@@ -258,7 +260,7 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
         raise ProtocolError("unknown message kind")
     if newline and kind not in _WITH_ENTRIES:
         raise ProtocolError(f"{kind.decode()} carries no entries")
-    h = _Header(_header(raw_header, _COMMON + _FIELDS[kind]))
+    h = _Header(_header(raw_header, kind))
     sender = h.name("from")
     term = h.count("term", maximum=MAX_TERM + 1)
     envelope = Envelope(h.url("url"), h.count("limit", minimum=1), h.url("public"))
@@ -318,14 +320,14 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
     return message, envelope
 
 
-def _header(raw: bytes, fields: tuple[str, ...]) -> dict:
+def _header(raw: bytes, kind: bytes) -> dict:
     try:
         # ASCII, as encode writes it (json.loads alone would guess UTF-16 or -32).
-        header = json.loads(raw.decode("ascii"), object_pairs_hook=_no_repeated_field)
+        header = _HEADER_DECODER.decode(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProtocolError("the header is not JSON") from None
-    if not isinstance(header, dict) or sorted(header) != sorted(fields):
-        raise ProtocolError(f"the header must hold exactly {', '.join(fields)}")
+    if not isinstance(header, dict) or header.keys() != _HEADER_FIELDS[kind]:
+        raise ProtocolError(f"the header must hold exactly {', '.join(_COMMON + _FIELDS[kind])}")
     return header
 
 
@@ -335,6 +337,11 @@ def _no_repeated_field(pairs: list[tuple[str, object]]) -> dict:
     if len(fields) != len(pairs):
         raise ProtocolError("a field is repeated")
     return fields
+
+
+# Made once: json.dumps and json.loads build a new coder at every call given options.
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_HEADER_DECODER = json.JSONDecoder(object_pairs_hook=_no_repeated_field)
 
 
 class _Header:
