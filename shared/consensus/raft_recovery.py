@@ -17,10 +17,14 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   its members, the most up-to-date log by Raft's order (last term, then
   length): every entry acknowledged by any answering member is in it, since
   one primary wrote every term and log matching holds. It fetches that log
-  (a FetchRequest answered by FETCH_PAGES FetchReplies, back to back, so
-  that the source reads and sends a page while this node takes the one
-  before; a start and its keys first, a page per fetch, when the source's
-  log was compacted). A fetch left unanswered is sent again; a
+  (a FetchRequest answered by several FetchReplies, back to back, so that
+  the source sends a page while this node takes the one before; a start
+  and its keys first, a page per fetch, when the source's log was
+  compacted). The first fetch asks for FETCH_PAGES pages, each later one
+  for about FETCH_BYTES of pages the size of those that came (at most
+  MAX_FETCH_PAGES): a round trip costs a fetch's last page's time on both
+  sides, so a log of small messages comes in few fetches, while one of
+  large messages never has more than about FETCH_BYTES on its way. A fetch left unanswered is sent again; a
   source silent for ``timeout`` is replaced by another member whose log
   ends in the same term (their logs agree as far as the shorter goes),
   and with none left, recovery ends with what it has.
@@ -40,10 +44,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Sequence
 
 from shared.consensus.raft_log import Entry, KeyRecord, LogStart, Snapshot
-from shared.consensus.raft_messages import FetchReply, FetchRequest, StateReply, StateRequest
+from shared.consensus.raft_messages import (
+    MAX_FETCH_PAGES, FetchReply, FetchRequest, StateReply, StateRequest,
+)
 
 #: The name its lines carried before the fixed roles ran on the Raft engine:
 #: log filters and alerts key on it, so it stays.
@@ -53,21 +60,28 @@ log = logging.getLogger("primary.recovery")
 #: changes nothing): a question lost on a connection still coming up costs
 #: this long, not a heartbeat of the fixed primary (1 s unless told).
 ASK_AGAIN_S = 0.1
-#: Pages a fetch asks for: the source sends them back to back.
+#: Pages the first fetch asks for: the source sends them back to back.
 FETCH_PAGES = 4
+#: Bytes of entries a later fetch asks for, about: as many pages as that
+#: takes, judged by the pages that came before.
+FETCH_BYTES = 16 << 20
+
+_COUNT = attrgetter("count")
+_BODY = attrgetter("body")
 
 
 @dataclass
 class _Fetch:
     """The fetch in flight: its source, where its next page must begin, the
-    keys offset it asked for, when it was sent or last brought a page, and
-    how many of its pages are still to come."""
+    keys offset it asked for, when it was sent or last brought a page, how
+    many of its pages are still to come, and the bytes of those that came."""
 
     source: str
     length: int
     keys_offset: int
     heard_at: float
     pages_left: int
+    received_bytes: int = 0
 
 
 class Recovery:
@@ -88,6 +102,7 @@ class Recovery:
         self._answers: dict[str, StateReply] = {}
         self._sources: list[str] = []  # best first
         self._fetch: _Fetch | None = None
+        self._pages = FETCH_PAGES  # what the next fetch asks for
         #: A start being received: it, its count of keys, and the keys so far.
         self._snapshot: tuple[LogStart, int, list[KeyRecord]] | None = None
         self._recovered_snapshot: Snapshot | None = None
@@ -197,8 +212,8 @@ class Recovery:
             return []
         source = self._sources[0]
         keys_offset = len(self._snapshot[2]) if self._snapshot else 0
-        self._fetch = _Fetch(source, self._length, keys_offset, now, FETCH_PAGES)
-        return [(source, FetchRequest(self._name, 0, self._length, keys_offset, FETCH_PAGES))]
+        self._fetch = _Fetch(source, self._length, keys_offset, now, self._pages)
+        return [(source, FetchRequest(self._name, 0, self._length, keys_offset, self._pages))]
 
     def _take_fetched(self, reply: FetchReply, now: float) -> None:
         fetch = self._fetch
@@ -212,13 +227,20 @@ class Recovery:
         elif reply.entries:
             self._recovered.extend(reply.entries)
             self._length += len(reply.entries)
-            self._messages += sum(entry.count for entry in reply.entries)
+            self._messages += sum(map(_COUNT, reply.entries))
             fetch.length = self._length
+            fetch.received_bytes += sum(map(len, map(_BODY, reply.entries)))
             if not fetch.pages_left:
                 self._fetch = None
+                self._size_next_fetch(fetch)
         else:
             self._fetch = None
             self._finish(self.cluster, now)  # the best source has nothing more: all is taken
+
+    def _size_next_fetch(self, fetch: _Fetch) -> None:
+        """Ask next for about FETCH_BYTES of pages like those ``fetch`` brought."""
+        page_bytes = max(1, fetch.received_bytes // self._pages)
+        self._pages = max(1, min(MAX_FETCH_PAGES, FETCH_BYTES // page_bytes))
 
     def _take_start_chunk(self, reply: FetchReply, keys_offset: int) -> None:
         """Gathers the pages of one copy of a start's keys, named by the start and

@@ -17,8 +17,8 @@ from shared.consensus.raft import (
 )
 from shared.consensus.raft_log import KeyRecord, LogStart, body_digest
 from shared.consensus.raft_messages import (
-    FetchReply, FetchRequest, Heartbeat, HeartbeatReply, InstallSnapshot, ReadIndexReply, ReadIndexRequest,
-    SnapshotReply, StateReply, StateRequest, TimeoutNow,
+    MAX_FETCH_PAGES, FetchReply, FetchRequest, Heartbeat, HeartbeatReply, InstallSnapshot, ReadIndexReply,
+    ReadIndexRequest, SnapshotReply, StateReply, StateRequest, TimeoutNow,
 )
 from tests.support.raft_sim import (
     ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, digest_of, elect, message, new_node, sent,
@@ -1050,6 +1050,7 @@ def test_a_source_answers_a_fetch_with_the_pages_asked_for_back_to_back():
 
 def test_a_recovering_primary_asks_again_once_the_pages_it_asked_for_came(monkeypatch):
     monkeypatch.setattr(raft_recovery, "FETCH_PAGES", 2)
+    monkeypatch.setattr(raft_recovery, "FETCH_BYTES", 16)  # two pages of two 4-byte literals
     source = fixed_secondary(max_batch=2)
     source.step(append("x", 1, entries=tuple(message(1, f"m{n}") for n in range(7)), commit=7,
                        cluster="k1"), 0.0)
@@ -1058,6 +1059,24 @@ def test_a_recovering_primary_asks_again_once_the_pages_it_asked_for_came(monkey
                               and fetches.append(message.prev_length))
     assert fetches == [0, 4, 7] and primary.disk.storage.length() == 8  # and its run's no-op
     assert [entry.body for entry in primary.entries[:7]] == [message(1, f"m{n}").body for n in range(7)]
+
+
+@pytest.mark.parametrize("fetch_bytes, later_pages", [
+    (1 << 20, MAX_FETCH_PAGES),  # small pages: as many as a fetch may ask for
+    (12, 1),  # pages larger than a fetch's budget: one at a time
+])
+def test_a_recovering_primary_sizes_each_later_fetch_by_the_pages_that_came(monkeypatch, fetch_bytes,
+                                                                           later_pages):
+    monkeypatch.setattr(raft_recovery, "FETCH_PAGES", 2)
+    monkeypatch.setattr(raft_recovery, "FETCH_BYTES", fetch_bytes)
+    source = fixed_secondary(max_batch=4)  # pages of four 4-byte literals: 16 bytes
+    source.step(append("x", 1, entries=tuple(message(1, f"m{n}") for n in range(20)), commit=20,
+                       cluster="k1"), 0.0)
+    asked = []
+    primary = recovering_from(source, before=lambda to, message: isinstance(message, FetchRequest)
+                              and asked.append((message.prev_length, message.pages)))
+    assert asked[0] == (0, 2) and asked[1] == (8, later_pages)
+    assert primary.disk.storage.length() == 21  # and its run's no-op
 
 
 def compacted_fixed_secondary():
