@@ -10,7 +10,9 @@ fixed primary listens), and one DEALER per peer it dials
    ticks it (heartbeats, resends, check quorum, elections, a fixed
    primary's start and recovery);
 2. takes the appends request threads proposed (``propose``, through
-   shared.node.proposals, which numbers some as they are queued): a known
+   shared.node.proposals, which numbers some as they are queued, and lets
+   those gather for a few milliseconds: a pass woken by them alone, with
+   nothing else due, is skipped until then): a known
    Idempotency-Key is answered from the log, the others are proposed to
    the core in one call, one entry per append; and the linearizable reads
    (``read_index``), one read index for all that came meanwhile;
@@ -190,7 +192,7 @@ class NodeIo(IoThread):
             stands_at_once=settings.stands_at_once and node_log.hard_state.term == 0 and not node_log.length(),
         )
         self._links_by_name = {name: _Link(name, endpoint) for name, endpoint in settings.dials}
-        self._proposals = ProposalQueue()
+        self._proposals = ProposalQueue(self.wake)
         #: Notified whenever ``state`` is published: what ``showing_answers`` waits on.
         self._published = threading.Condition()
         self._waiting: list[Proposal] = []
@@ -255,9 +257,7 @@ class NodeIo(IoThread):
         """Hand an append to ``node-io``. True if it was numbered as it was queued
         (``at_once`` asks for that; see shared.node.proposals): it is answered
         now. Otherwise the caller waits on ``proposal``."""
-        numbered = self._proposals.put(proposal, at_once)
-        self.wake()
-        return numbered
+        return self._proposals.put(proposal, at_once)
 
     def showing_answers(self, timeout: float = 1.0) -> NodeState:
         """The published state, once it (and the log) shows every append this
@@ -266,6 +266,7 @@ class NodeIo(IoThread):
         most ``timeout``: a stalled ``node-io`` delays a read, never holds it."""
         answered = self._proposals.answered_id
         if self.state.length < answered:
+            self._proposals.hurry()
             with self._published:
                 self._published.wait_for(lambda: self.state.length >= answered or not self.running,
                                          timeout)
@@ -325,6 +326,8 @@ class NodeIo(IoThread):
 
     def _pass(self, events: dict) -> None:
         now = time.monotonic()
+        if self._gathers(events, now):
+            return
         self._excuse_own_stall(now)
         if self._router is not None and self._router in events:
             # As frames, not bytes: a CURVE frame names the node whose key sent it.
@@ -353,7 +356,20 @@ class NodeIo(IoThread):
         self._flush(now)
         self._retain(now)
 
+    def _gathers(self, events: dict, now: float) -> bool:
+        """Whether this pass is skipped, so that appends answered at once gather
+        (shared.node.proposals): it was woken by them alone, and nothing else
+        is due."""
+        gathering = self._proposals.gathering_until()
+        return (gathering is not None and now < gathering and self._only_woken(events)
+                and now < self._timers_deadline() and self._reads.empty() and not self._hand_over.is_set())
+
     def _next_deadline(self) -> float | None:
+        gathering = self._proposals.gathering_until()
+        timers = self._timers_deadline()
+        return timers if gathering is None else min(timers, gathering)
+
+    def _timers_deadline(self) -> float:
         deadlines = [self._next_link_check]
         if self._node.next_timer() is not None:
             deadlines.append(self._node.next_timer())

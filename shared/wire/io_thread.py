@@ -146,6 +146,11 @@ class IoThread:
 
     # -- for subclasses -----------------------------------------------------------
 
+    def _only_woken(self, events: dict) -> bool:
+        """Whether nothing but ``wake`` (or the poll's timeout) began this pass."""
+        wake_fd = self._wake_r.fileno()
+        return all(key == wake_fd for key in events)
+
     def _open(self, poller: zmq.Poller) -> None:
         raise NotImplementedError
 

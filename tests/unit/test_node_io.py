@@ -37,7 +37,7 @@ from shared.consensus.raft_messages import (
 )
 from shared.log.node_log import NodeLog, open_log
 from shared.log.sqlite_log import StoreError
-from shared.node import node_io
+from shared.node import node_io, proposals
 from shared.node.config import FailoverConfig, Peer
 from shared.node.node_io import NodeIo
 from shared.node.requests import STEPPED_DOWN, STOPPING, Proposal, ReadIndexWait
@@ -483,6 +483,52 @@ def test_an_append_answered_at_once_but_appended_elsewhere_stops_the_node(start_
     assert any(r.levelno == logging.CRITICAL and "answered with id 99" in (r.exc_text or "")
                for r in caplog.records)
     assert messages_of(node.log) == []
+
+
+#: Heartbeats too rare to drive a pass.
+RARE_BEATS = replace(SETTINGS, heartbeat_interval=30.0, suspect_after=2, unhealthy_after=4)
+
+
+def answer_until_quiet(node: NodeIo, secondaries: list[RawSecondary], quiet: float = 0.3) -> None:
+    """Answer every frame until none comes for ``quiet`` seconds: then the primary
+    has nothing in flight, and no timer of its core is due before a heartbeat."""
+    while True:
+        for secondary in secondaries:
+            if secondary.router.poll(quiet * 1000):
+                break
+        else:
+            return
+        message = secondary.receive()
+        if isinstance(message, AppendEntries):
+            secondary.answer(secondary.accept(message))
+        elif isinstance(message, Heartbeat):
+            secondary.answer(secondary.beaten(message, node.log.length()))
+
+
+def test_appends_answered_at_once_gather_and_go_to_the_secondaries_in_one_frame(
+        start_primary, raw_secondaries, monkeypatch):
+    """The first wakes node-io, which waits LINGER_S for more, then sends them
+    all, though no heartbeat or answer is due to wake it again."""
+    monkeypatch.setattr(proposals, "LINGER_S", 0.5)
+    node = start_primary(settings=RARE_BEATS)
+    begin_run(raw_secondaries)
+    answer_until_quiet(node, raw_secondaries)
+    answered = [Proposal([encode_entry(m)], None, 1) for m in ("a", "b", "c")]
+    assert all(node.propose(proposal, at_once=True) for proposal in answered)
+    for secondary in raw_secondaries:
+        assert bodies(secondary.next(AppendEntries, carries_entries)) == [b'"a"', b'"b"', b'"c"']
+
+
+def test_a_reader_does_not_wait_for_appends_answered_at_once_to_gather(
+        start_primary, raw_secondaries, monkeypatch):
+    monkeypatch.setattr(proposals, "LINGER_S", 60.0)
+    node = start_primary(settings=RARE_BEATS)
+    begin_run(raw_secondaries)
+    answer_until_quiet(node, raw_secondaries)
+    for message in ("a", "b"):
+        assert node.propose(Proposal([encode_entry(message)], None, 1), at_once=True)
+    assert node.showing_answers(timeout=10).length == 2, "the read waited out its timeout"
+    assert messages_of(node.log) == ["a", "b"]
 
 
 def test_neither_a_durable_primary_nor_a_failover_one_answers_before_node_io_took_the_append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from shared.node import proposals
 from shared.node.proposals import ProposalQueue
 from shared.node.requests import Proposal
@@ -65,3 +67,51 @@ def test_nothing_is_numbered_once_withdrawn():
     queue.take()
     queue.offer(1, 1)  # a flush after the node began to stop
     assert not queue.put(append("b"), at_once=True)
+
+
+class Wakes:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def test_only_the_first_of_the_appends_answered_at_once_wakes_node_io_but_every_one_that_waits_does():
+    wakes = Wakes()
+    queue = ProposalQueue(wakes)
+    queue.offer(0, 0)
+    for message in "abc":
+        assert queue.put(append(message), at_once=True)
+    assert wakes.count == 1
+    assert not queue.put(append("w3")) and wakes.count == 2
+    assert not queue.put(append("d"), at_once=True) and wakes.count == 3  # behind one that waits
+    queue.take()
+    queue.offer(5, 5)
+    assert queue.put(append("e"), at_once=True) and wakes.count == 4
+
+
+def test_appends_answered_at_once_gather_until_linger_s_unless_enough_came_or_a_reader_hurries(monkeypatch):
+    monkeypatch.setattr(proposals, "LINGER_MAX", 3)
+    wakes = Wakes()
+    queue = ProposalQueue(wakes)
+    assert queue.gathering_until() is None, "nothing queued"
+    queue.offer(0, 0)
+    before = time.monotonic()
+    queue.put(append("a"), at_once=True)
+    until = queue.gathering_until()
+    assert until is not None and before + proposals.LINGER_S <= until <= time.monotonic() + proposals.LINGER_S
+    queue.put(append("b"), at_once=True)
+    assert queue.gathering_until() == until and wakes.count == 1
+    queue.put(append("c"), at_once=True)
+    assert queue.gathering_until() is None and wakes.count == 2, "LINGER_MAX gathered: take them now"
+    queue.take()
+    queue.offer(3, 3)
+    queue.put(append("d"), at_once=True)
+    assert queue.gathering_until() is not None
+    queue.hurry()
+    assert queue.gathering_until() is None and wakes.count == 4
+    queue.take()
+    queue.offer(4, 4)
+    queue.put(append("e"), at_once=True)
+    assert queue.gathering_until() is not None, "a hurry lasts until node-io takes the queue"
