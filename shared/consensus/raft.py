@@ -326,7 +326,7 @@ class RaftNode:
         if self._election_deadline is None and self._stands_at_once:
             self._campaign(now)
         elif self._election_deadline is None:
-            self._reset_election_timer(now)
+            self._start_first_timer(now)
         elif now >= self._election_deadline:
             self._campaign(now)
 
@@ -480,6 +480,16 @@ class RaftNode:
         # Random in [T, 2T], so that one node usually times out well before the others.
         self._election_deadline = now + self._rng.uniform(self._election_timeout,
                                                           2 * self._election_timeout)
+
+    def _start_first_timer(self, now: float) -> None:
+        """A node just started stands after a random time in [T/5, 2T/5], not
+        [T, 2T] (a departure: docs/architecture.md, "A node's first timeout").
+        PreVote and the sticky primary keep it from disturbing a primary that
+        is alive: whoever hears that primary grants no pre-vote, so the early
+        ballot changes no one's term. Where no primary is alive (the whole
+        cluster restarted), the first election begins that much sooner."""
+        self._election_deadline = now + self._rng.uniform(self._election_timeout / 5,
+                                                          2 * self._election_timeout / 5)
 
     def _campaign(self, now: float, transfer: bool = False) -> None:
         self._reset_election_timer(now)  # if this ballot fails, the next one starts then
