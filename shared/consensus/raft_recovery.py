@@ -22,12 +22,13 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   and its keys first, a page per fetch, when the source's log was
   compacted). The first fetch asks for FETCH_PAGES pages, each later one
   for about FETCH_BYTES of pages the size of those that came (at most
-  MAX_FETCH_PAGES): a round trip costs a fetch's last page's time on both
-  sides, so a log of small messages comes in few fetches, while one of
-  large messages never has more than about FETCH_BYTES on its way. A fetch left unanswered is sent again; a
-  source silent for ``timeout`` is replaced by another member whose log
-  ends in the same term (their logs agree as far as the shorter goes),
-  and with none left, recovery ends with what it has.
+  MAX_FETCH_PAGES): each round trip leaves one side idle for a page's
+  time, so a log of small messages comes in few fetches, while one of
+  large messages never has much more than FETCH_BYTES on its way. A fetch
+  left unanswered is sent again; a source silent for ``timeout`` is
+  replaced by another member whose log ends in the same term (their logs
+  agree as far as the shorter goes), and with none left, recovery ends
+  with what it has.
 
 Then the primary begins a term above every term it heard, and replicates as
 usual: a secondary's entries past the recovered log are truncated by log
