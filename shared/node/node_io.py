@@ -356,13 +356,26 @@ class NodeIo(IoThread):
         self._flush(now)
         self._retain(now)
 
-    def _gathers(self, events: dict, now: float) -> bool:
-        """Whether this pass is skipped, so that appends answered at once gather
-        (shared.node.proposals): it was woken by them alone, and nothing else
-        is due."""
+    def _gathering_until(self) -> float | None:
+        """Until when appends answered at once may gather (shared.node.proposals),
+        unless a timer, a read or a hand-over comes first; None: not now."""
         gathering = self._proposals.gathering_until()
-        return (gathering is not None and now < gathering and self._only_woken(events)
-                and now < self._timers_deadline() and self._reads.empty() and not self._hand_over.is_set())
+        if gathering is None or not self._reads.empty() or self._hand_over.is_set():
+            return None
+        return min(gathering, self._timers_deadline())
+
+    def _gathers(self, events: dict, now: float) -> bool:
+        """Whether this pass is skipped while appends gather: it was woken by them alone."""
+        until = self._gathering_until()
+        return until is not None and now < until and self._only_woken(events)
+
+    def _quiet_until(self) -> float | None:
+        """While appends gather and nothing waits on the peers (no append, no
+        read), their answers wait in the sockets too: the pass that takes the
+        appends reads them all, where each would have had a pass of its own."""
+        if self._waiting or self._read_requests or self._reads_committing:
+            return None
+        return self._gathering_until()
 
     def _next_deadline(self) -> float | None:
         gathering = self._proposals.gathering_until()

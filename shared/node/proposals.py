@@ -37,7 +37,8 @@ pass. Nobody waits on them, and a pass costs ``node-io`` about as much for
 one append as for ten: at w=1 that was most of its CPU. The gathering ends
 at once when an append that waits comes, when LINGER_MAX have gathered, or
 when a reader must see them (``hurry``). The secondaries get such appends
-up to LINGER_S later; nothing a client was told depends on when.
+up to LINGER_S later; nothing a client was told depends on when. (Meanwhile
+``node-io`` may leave the secondaries' answers unread too: NodeIo._quiet_until.)
 
 Thread: ``put``, ``hurry`` and ``answered_id`` from request threads;
 ``take``, ``offer``, ``withdraw``, ``gathering_until`` and ``empty`` on

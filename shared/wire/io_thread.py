@@ -21,6 +21,7 @@ A subclass implements, all run on the I/O thread:
 - ``_open(poller)``: create its sockets and register them;
 - ``_pass(events)``: one turn of the loop, given the poll events;
 - ``_next_deadline()``: the monotonic time of its next timer, or None;
+- ``_quiet_until()``, optional: a time until which its sockets may wait;
 - ``_close()``: close its sockets and release whoever waits on it.
 
 Thread: ``start``, ``stop``, ``wake`` and ``running`` from any thread;
@@ -120,10 +121,17 @@ class IoThread:
             return
         wake_fd = self._wake_r.fileno()
         poller.register(wake_fd, zmq.POLLIN)
+        wake_only = zmq.Poller()
+        wake_only.register(wake_fd, zmq.POLLIN)
         self._ready.set()
         try:
             while not self._stopping.is_set():
-                events = dict(poller.poll(_ms_until(self._next_deadline())))
+                quiet = self._quiet_until()
+                if quiet is not None and wake_only.poll(_ms_until(quiet)):
+                    self._drain_wake()
+                    continue  # what woke it may end the quiet, or not: ask again
+                # After a quiet: whatever came meanwhile, at once.
+                events = dict(poller.poll(0 if quiet is not None else _ms_until(self._next_deadline())))
                 if wake_fd in events:
                     self._drain_wake()
                 self._pass(events)
@@ -158,6 +166,13 @@ class IoThread:
         raise NotImplementedError
 
     def _next_deadline(self) -> float | None:
+        return None
+
+    def _quiet_until(self) -> float | None:
+        """Until when the loop may watch only ``wake``, leaving what arrives on
+        its sockets for the pass after; None: it watches everything. A wake
+        meanwhile runs no pass: the loop asks again (so whatever calls
+        ``wake`` with work that cannot wait must also end the quiet)."""
         return None
 
     def _close(self) -> None:

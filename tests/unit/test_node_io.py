@@ -28,6 +28,7 @@ import zmq
 from primary.config import PrimaryConfig, ReplicationSettings, SecondarySpec
 from secondary.config import SecondaryConfig, node_settings
 from shared.consensus.health import Health
+from shared.consensus import raft_progress
 from shared.consensus.raft import WINDOW, Ready
 from shared.consensus.raft_log import HardState, LogStart, Unsaved
 from shared.consensus.raft_messages import (
@@ -529,6 +530,27 @@ def test_a_reader_does_not_wait_for_appends_answered_at_once_to_gather(
         assert node.propose(Proposal([encode_entry(message)], None, 1), at_once=True)
     assert node.showing_answers(timeout=10).length == 2, "the read waited out its timeout"
     assert messages_of(node.log) == ["a", "b"]
+
+
+def test_while_appends_gather_the_answers_of_the_secondaries_wait_for_the_pass_that_takes_them(
+        start_primary, raw_secondaries, monkeypatch):
+    monkeypatch.setattr(proposals, "LINGER_S", 60.0)
+    # No resend of "a" falls due meanwhile: that would end the gathering.
+    monkeypatch.setattr(raft_progress, "MIN_RTO_S", 60.0)
+    node = start_primary(settings=RARE_BEATS)
+    begin_run(raw_secondaries)
+    answer_until_quiet(node, raw_secondaries)
+    assert node.propose(Proposal([encode_entry("a")], None, 1), at_once=True)
+    assert node.showing_answers(timeout=10).length == 1  # a reader: "a" went out at once
+    requests = [secondary.next(AppendEntries, carries_entries) for secondary in raw_secondaries]
+    assert node.propose(Proposal([encode_entry("b")], None, 1), at_once=True)  # gathers for a minute
+    for secondary, request in zip(raw_secondaries, requests):
+        secondary.answer(secondary.accept(request))
+    assert raw_secondaries[0].silent_for(0.3)  # a while for the answers to be read, were they
+    assert [node.state.peers[s.name].match_length for s in raw_secondaries] == [0, 0]
+    assert node.showing_answers(timeout=10).length == 2  # a reader ends the gathering
+    wait_until(lambda: [node.state.peers[s.name].match_length for s in raw_secondaries] == [1, 1],
+               what="the answers read with the pass that took b")
 
 
 def test_neither_a_durable_primary_nor_a_failover_one_answers_before_node_io_took_the_append(
