@@ -378,9 +378,8 @@ class NodeIo(IoThread):
         return self._gathering_until()
 
     def _next_deadline(self) -> float | None:
-        gathering = self._proposals.gathering_until()
-        timers = self._timers_deadline()
-        return timers if gathering is None else min(timers, gathering)
+        gathering = self._gathering_until()
+        return self._timers_deadline() if gathering is None else gathering
 
     def _timers_deadline(self) -> float:
         deadlines = [self._next_link_check]

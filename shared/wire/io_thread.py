@@ -124,14 +124,18 @@ class IoThread:
         wake_only = zmq.Poller()
         wake_only.register(wake_fd, zmq.POLLIN)
         self._ready.set()
+        woken = False  # a wake the quiet drained, whose pass is still to run
         try:
             while not self._stopping.is_set():
                 quiet = self._quiet_until()
                 if quiet is not None and wake_only.poll(_ms_until(quiet)):
                     self._drain_wake()
+                    woken = True
                     continue  # what woke it may end the quiet, or not: ask again
-                # After a quiet: whatever came meanwhile, at once.
-                events = dict(poller.poll(0 if quiet is not None else _ms_until(self._next_deadline())))
+                # After a quiet, or a wake in one: whatever came meanwhile, at once.
+                at_once = quiet is not None or woken
+                events = dict(poller.poll(0 if at_once else _ms_until(self._next_deadline())))
+                woken = False
                 if wake_fd in events:
                     self._drain_wake()
                 self._pass(events)
@@ -171,7 +175,8 @@ class IoThread:
     def _quiet_until(self) -> float | None:
         """Until when the loop may watch only ``wake``, leaving what arrives on
         its sockets for the pass after; None: it watches everything. A wake
-        meanwhile runs no pass: the loop asks again (so whatever calls
+        meanwhile runs no pass while the quiet lasts: the loop asks again, and
+        runs the pass at once when the answer is None (so whatever calls
         ``wake`` with work that cannot wait must also end the quiet)."""
         return None
 

@@ -528,6 +528,8 @@ def test_a_reader_does_not_wait_for_appends_answered_at_once_to_gather(
     answer_until_quiet(node, raw_secondaries)
     for message in ("a", "b"):
         assert node.propose(Proposal([encode_entry(message)], None, 1), at_once=True)
+    # Gathering, node-io watches only its wake-up socket: the reader's wake must end that.
+    assert raw_secondaries[0].silent_for(0.2), "sent before the gathering ended"
     assert node.showing_answers(timeout=10).length == 2, "the read waited out its timeout"
     assert messages_of(node.log) == ["a", "b"]
 
