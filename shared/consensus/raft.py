@@ -499,7 +499,12 @@ class RaftNode:
             self._election_deadline = now + self._heartbeat_interval
         if not self._caught_up and not self._may_vote_before_caught_up(
                 PreVoteRequest(self.name, self._term_to_stand_in(), self._log.last_term, len(self._log)), now):
-            return  # it started from nothing: it stands once it would vote for itself
+            # It started from nothing: it stands once it would vote for itself.
+            # Its primary was silent for an election timeout all the same: it
+            # names none, as a ballot would, so nothing is forwarded to a dead one.
+            if not transfer:
+                self._primary, self._heard_from_primary_at = None, None
+            return
         if transfer or not self._campaigns_with_pre_vote():
             self._start_candidacy(now, transfer)
         else:

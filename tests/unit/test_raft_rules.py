@@ -535,6 +535,15 @@ def test_a_node_that_lost_its_disk_asks_the_peers_it_has_not_heard_what_they_hol
     assert {to for to, _ in sent(node.tick(HEARTBEAT_INTERVAL), StateRequest)} == {"b"}
 
 
+def test_a_node_that_is_not_caught_up_names_no_primary_once_its_primary_is_silent_for_an_election_timeout():
+    """It may not stand yet, but it must not go on naming (and forwarding to) a dead primary."""
+    node = lost_its_disk()
+    node.step(append("a", 1), 0.0)
+    assert node.primary == "a"
+    node.tick(3 * ELECTION_TIMEOUT)  # a's heartbeats stopped; b was never heard
+    assert node.primary is None and node.role is Role.SECONDARY and node.term == 1
+
+
 def test_a_node_that_is_not_caught_up_votes_only_once_it_has_heard_every_other_node():
     """Changed: it no longer votes for an empty log only. It may have voted in
     any term its peers reached, and acknowledged entries it lost: it votes once
