@@ -41,11 +41,12 @@ import time
 import uuid
 from collections import OrderedDict
 from itertools import repeat
+from operator import itemgetter
 from typing import Iterator
 
 from shared.consensus.raft import Ready
 from shared.consensus.raft_log import (
-    Compacted, Entry, HardState, KeyRecord, LogStart, Snapshot, Unsaved, body_digest, cut_to_size,
+    Compacted, Entry, HardState, KeyRecord, LogStart, Snapshot, Unsaved, body_digest, cut_to_size, make_entry,
 )
 from shared.log.documents import Page, page_document, whole_document
 from shared.log.sqlite_log import Changes, Loaded, SqliteLog, StoreError, search, too_many_keyed
@@ -53,6 +54,9 @@ from shared.log.upgrade import upgrade_store
 from shared.log.window import Window
 
 log = logging.getLogger(__name__)
+
+#: A store row's (term, body, count, key): an Entry's fields (sqlite_log's row order).
+_ENTRY_FIELDS = itemgetter(1, 8, 3, 7)
 
 #: The window's size with DATA_DIR: entries, and bytes of messages.
 WINDOW_ENTRIES = 50_000
@@ -91,7 +95,7 @@ class NodeLog:
         first = loaded.tail[0] if loaded.tail else None
         self._window = Window(*(first[0], first[2], first[4]) if first else
                               (loaded.start.index, loaded.start.first_id, loaded.start.offset))
-        self._window.extend([Entry(row[1], row[8], row[3], row[7]) for row in loaded.tail],
+        self._window.extend(_entries_of(loaded.tail),
                             [row[5] for row in loaded.tail], [row[6] for row in loaded.tail])
         if self._window.hi != loaded.length:
             raise StoreError(f"the log's tail does not reach its end ({self._window.hi} of {loaded.length})")
@@ -163,8 +167,7 @@ class NodeLog:
         window = self._window
         if start >= window.lo:
             return cut_to_size(window.entries(start, stop), max_bytes)
-        found = [Entry(row[1], row[8], row[3], row[7])
-                 for row in self._store.rows(start, min(stop, window.lo), max_bytes)]
+        found = _entries_of(self._store.rows(start, min(stop, window.lo), max_bytes))
         if start + len(found) == window.lo and stop > window.lo:
             found += window.entries(window.lo, min(stop, window.lo + 64))
         return cut_to_size(found, max_bytes)
@@ -500,3 +503,8 @@ def open_log(data_dir: str, role: str, fsync: bool, key_capacity: int) -> NodeLo
     log.info("loaded %d messages from %s in %.2fs",
              node_log.shown() - node_log.first_id(), node_log.path, time.monotonic() - started)
     return node_log
+
+
+def _entries_of(rows: list[tuple]) -> list[Entry]:
+    """The entries of store rows (each made in C: a restart loads thousands)."""
+    return list(map(make_entry, map(_ENTRY_FIELDS, rows)))

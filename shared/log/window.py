@@ -21,7 +21,7 @@ from array import array
 from itertools import accumulate
 from typing import Iterable, Sequence
 
-from shared.consensus.raft_log import Entry
+from shared.consensus.raft_log import Entry, make_entry
 
 
 class Window:
@@ -67,7 +67,7 @@ class Window:
 
     def entries(self, start: int, stop: int) -> list[Entry]:
         i, j = start - self.lo, stop - self.lo
-        return list(map(Entry, self._terms[i:j], self._bodies[i:j], self._counts[i:j], self._keys[i:j]))
+        return list(map(make_entry, zip(self._terms[i:j], self._bodies[i:j], self._counts[i:j], self._keys[i:j])))
 
     def rows(self, start: int, stop: int) -> list[tuple]:
         """Entries [start, stop) as the store's rows: (index, term, first id,

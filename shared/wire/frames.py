@@ -57,10 +57,10 @@ import itertools
 import json
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
-from operator import add, sub
+from operator import add, attrgetter, sub
 
 from shared.consensus.raft import MAX_TERM
-from shared.consensus.raft_log import Entry, KeyRecord, LogStart
+from shared.consensus.raft_log import Entry, KeyRecord, LogStart, make_entry
 from shared.consensus.raft_messages import (
     MAX_FETCH_PAGES, AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply,
     InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply,
@@ -142,6 +142,12 @@ def encode_entry(message: str) -> bytes:
 
 # -- encoding ------------------------------------------------------------------------------
 
+_TERM = attrgetter("term")
+_BODY = attrgetter("body")
+_COUNT = attrgetter("count")
+_KEY = attrgetter("key")
+
+
 def encode(message: Message, envelope: Envelope) -> bytes:
     header = {"from": message.sender, "term": message.term, "url": envelope.url,
               "public": envelope.public_url, "limit": envelope.frame_limit}
@@ -150,6 +156,8 @@ def encode(message: Message, envelope: Envelope) -> bytes:
     head = kind + b" " + _HEADER_ENCODER.encode(header).encode()
     if entries is None:
         return head
+    if set(map(_COUNT, entries)) == {1} and not any(map(_KEY, entries)):
+        return b"\n".join([head, *map(_BODY, entries)])  # one plain message each: the common case
     return b"\n".join([head, *map(_entry_line, entries)])
 
 
@@ -221,13 +229,7 @@ def _entry_line(entry: Entry) -> bytes:
 
 
 def _term_runs(entries: tuple[Entry, ...]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for entry in entries:
-        if runs and runs[-1][0] == entry.term:
-            runs[-1][1] += 1
-        else:
-            runs.append([entry.term, 1])
-    return runs
+    return [[term, len(list(run))] for term, run in itertools.groupby(map(_TERM, entries))]
 
 
 def _start(start: LogStart) -> list[int]:
@@ -437,6 +439,7 @@ class _Header:
         return terms
 
 
+
 #: The first byte of a line that is not a plain message: a key, or a count.
 _MARKS = b"@#"
 
@@ -451,10 +454,14 @@ def _entries(terms: list[int], raw: bytes | None) -> tuple[Entry, ...]:
         lines = raw.split(b"\n")
     if len(lines) != len(terms):
         raise ProtocolError(f"'terms' counts {len(terms)} entries, the frame holds {len(lines)}")
-    # A line that is neither keyed (@) nor counted (#) nor empty (the no-op) is
-    # one message: the common case, built without a call.
-    entries = [Entry(term, line, 1) if line and line[0] not in _MARKS else _entry(term, line)
-               for term, line in zip(terms, lines)]
+    if raw is not None and b"@" not in raw and b"#" not in raw and b"" not in lines:
+        # Surely one plain message a line (no mark anywhere, no no-op): the
+        # common case, found by scans in C and each entry made in C. A
+        # message that holds a mark only takes the frame line by line.
+        entries = list(map(make_entry, zip(terms, lines, itertools.repeat(1), itertools.repeat(None))))
+    else:
+        entries = [Entry(term, line, 1) if line and line[0] not in _MARKS else _entry(term, line)
+                   for term, line in zip(terms, lines)]
     check_bodies(entries)
     return tuple(entries)
 
@@ -487,26 +494,34 @@ def check_bodies(entries: list[Entry]) -> None:
     values' count and types alone do not settle it (``"a`` and ``b","c"``
     join into two strings). Then each entry must end where its last message
     ends (``"a","`` and ``","b"`` join into three canonical strings, yet
-    neither is one)."""
-    counted = [entry for entry in entries if entry.count]
-    if not counted:
+    neither is one). Every step is a C loop over the frame: a secondary runs
+    this on every frame, a recovering primary on every page."""
+    counts = list(map(_COUNT, entries))
+    bodies = list(map(_BODY, entries))
+    if 0 in counts:  # the no-ops hold no message, and no text
+        bodies = list(itertools.compress(bodies, counts))
+        counts = list(filter(None, counts))
+    if not counts:
         return
-    bodies = [entry.body for entry in counted]
     joined = b",".join(bodies)
     try:
         values = json.loads(b"[" + joined + b"]")
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProtocolError("an entry's messages are not JSON") from None
-    counts = [entry.count for entry in counted]
     if len(values) != sum(counts) or set(map(type, values)) != {str}:
         raise ProtocolError("an entry's messages are not as many JSON strings as it says")
     literals = list(map(encode_basestring_ascii, values))
     if ",".join(literals).encode("ascii") != joined:
         raise ProtocolError("an entry's messages are not JSON strings as a primary encodes them")
-    # Where each message, and each entry, ends in ``joined``: its length and
-    # those before it, plus a comma after each one before it.
-    message_ends = list(map(add, itertools.accumulate(map(len, literals)), itertools.count()))
-    entry_ends = list(map(add, itertools.accumulate(map(len, bodies)), itertools.count()))
-    last_messages = map(sub, itertools.accumulate(counts), itertools.repeat(1))
-    if list(map(message_ends.__getitem__, last_messages)) != entry_ends:
+    literal_sizes = list(map(len, literals))
+    if len(literals) == len(bodies):  # one message each (the common case): the same sizes
+        ends_agree = literal_sizes == list(map(len, bodies))
+    else:
+        # Where each message, and each entry, ends in ``joined``: its length and
+        # those before it, plus a comma after each one before it.
+        message_ends = list(map(add, itertools.accumulate(literal_sizes), itertools.count()))
+        entry_ends = list(map(add, itertools.accumulate(map(len, bodies)), itertools.count()))
+        last_messages = map(sub, itertools.accumulate(counts), itertools.repeat(1))
+        ends_agree = list(map(message_ends.__getitem__, last_messages)) == entry_ends
+    if not ends_agree:
         raise ProtocolError("an entry's messages are not JSON strings as a primary encodes them")

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.consensus.raft import KEYS_PER_CHUNK, MAX_BATCH, MAX_TERM
-from shared.consensus.raft_log import Entry, KeyRecord, LogStart, MemoryStorage, RaftLog
+from shared.consensus.raft_log import Entry, KeyRecord, LogStart, MemoryStorage, RaftLog, cut_to_size
 from shared.consensus.raft_messages import (
     MAX_FETCH_PAGES, AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply,
     InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply,
@@ -379,6 +379,19 @@ def test_a_literal_must_be_exactly_as_encode_entry_writes_it(line):
     refused(with_lines(ONE, line), "JSON")
 
 
+def test_plain_messages_that_hold_marks_or_the_no_op_take_the_line_by_line_way_and_decode_alike():
+    # Plain lines are made in one step only when no byte is a mark and no line is
+    # empty: each of these frames must take the other way, and decode the same.
+    plain = (Entry(4, body("a"), 1), Entry(4, body("b"), 1))
+    for entries in [plain, (Entry(4, body("user@host"), 1), Entry(4, body("#2 is not a count"), 1)),
+                    (Entry(4, body("a"), 1), Entry(4), Entry(4, body("b"), 1)),
+                    (Entry(4, body("a"), 1), Entry(4, body("b", "c"), 2)),
+                    (Entry(4, body("a"), 1, "k"), Entry(4, body("b"), 1))]:
+        message = AppendEntries("n1", 4, 9, 3, 2, 7, entries, 3)
+        assert decode([encode(message, ENVELOPE)])[0] == message
+    refused(with_lines(TWO, b'"a"', b'"b","c"'), "as many JSON strings")  # no mark, yet two in one
+
+
 def test_two_lines_that_parse_as_two_strings_when_joined_are_refused():
     # '"a' and 'b","c"' join into ["a,b", "c"]: two strings for two entries of one each.
     refused(with_lines(TWO, b'"a', b'b","c"'), "as a primary encodes them")
@@ -593,6 +606,14 @@ def assert_taken_only_as_encode_writes_it(frame: bytes) -> None:
     except ProtocolError:
         return
     assert canonical(encode(message, envelope)) == canonical(frame)
+
+
+@FAST
+@given(st.lists(entries(), min_size=1, max_size=12), st.integers(0, 400))
+def test_a_batch_is_cut_where_its_entries_sizes_add_up_past_the_bytes_asked_for(batch, max_bytes):
+    kept = cut_to_size(batch, max_bytes)
+    within = [n for n in range(1, len(batch) + 1) if sum(e.size for e in batch[:n]) <= max_bytes]
+    assert kept == batch[:max(within, default=1)]
 
 
 @FAST
