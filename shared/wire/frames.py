@@ -487,6 +487,21 @@ def _entry(term: int, line: bytes) -> Entry:
     return Entry(term, line, count, key)
 
 
+#: The bytes a JSON string literal holds as themselves: printable ASCII.
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+
+
+def _each_a_plain_literal(joined: bytes, bodies: list[bytes]) -> bool:
+    """Whether each body is surely one JSON string as ``encode_entry`` writes
+    it, with nothing escaped: printable ASCII without a backslash, a quote at
+    each end and none between. Five scans in C, where parsing and encoding
+    again cost three times as long; most messages are such."""
+    quote = itertools.repeat(b'"')
+    return (not joined.translate(None, _PRINTABLE_ASCII) and b"\\" not in joined
+            and set(map(bytes.count, bodies, quote)) == {2}
+            and all(map(bytes.startswith, bodies, quote)) and all(map(bytes.endswith, bodies, quote)))
+
+
 def check_bodies(entries: list[Entry]) -> None:
     """Each entry's messages must be exactly its count of JSON strings, each as
     ``encode_entry`` writes it. The frame's bodies are parsed as one array and
@@ -495,7 +510,8 @@ def check_bodies(entries: list[Entry]) -> None:
     join into two strings). Then each entry must end where its last message
     ends (``"a","`` and ``","b"`` join into three canonical strings, yet
     neither is one). Every step is a C loop over the frame: a secondary runs
-    this on every frame, a recovering primary on every page."""
+    this on every frame, a recovering primary on every page; bodies of one
+    message with nothing escaped are settled by scans alone."""
     counts = list(map(_COUNT, entries))
     bodies = list(map(_BODY, entries))
     if 0 in counts:  # the no-ops hold no message, and no text
@@ -504,6 +520,8 @@ def check_bodies(entries: list[Entry]) -> None:
     if not counts:
         return
     joined = b",".join(bodies)
+    if len(counts) == sum(counts) and _each_a_plain_literal(joined, bodies):
+        return  # one message each, with nothing to escape: the common case, settled by scans
     try:
         values = json.loads(b"[" + joined + b"]")
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -28,7 +28,7 @@ from shared.runtime.config import AppendingNodeConfig, ConfigError
 from shared.web.append_request import parse_append
 from shared.wire.frames import (
     MAX_BATCH_BYTES, MAX_ENTRY_MESSAGES, MAX_FRAME_ENTRIES, MAX_FRAME_KEYS, MAX_SEQ, Envelope,
-    ProtocolError, decode, encode, encode_entry, frame_limit,
+    ProtocolError, _each_a_plain_literal, decode, encode, encode_entry, frame_limit,
 )
 
 ENVELOPE = Envelope("http://n1:8000", frame_limit(1 << 20), "https://log.example/n1")
@@ -614,6 +614,24 @@ def test_a_batch_is_cut_where_its_entries_sizes_add_up_past_the_bytes_asked_for(
     kept = cut_to_size(batch, max_bytes)
     within = [n for n in range(1, len(batch) + 1) if sum(e.size for e in batch[:n]) <= max_bytes]
     assert kept == batch[:max(within, default=1)]
+
+
+@FAST
+@given(st.lists(st.lists(st.sampled_from([b"a", b"~", b" ", b'"', b"\\", b",", b"\x01", b"\xc3\xa9", b"u"]),
+                         max_size=6).map(b"".join), min_size=1, max_size=4))
+def test_the_scans_take_a_body_only_if_it_is_one_literal_as_encode_entry_writes_it(bodies):
+    if _each_a_plain_literal(b",".join(bodies), bodies):
+        for line in bodies:
+            assert encode_entry(json.loads(line)) == line
+
+
+def test_plain_messages_are_settled_by_the_scans_and_escaped_ones_are_not():
+    plain = [encode_entry(text) for text in ("a", "", "it's ~ {x: [1]} @home #1", " ")]
+    assert _each_a_plain_literal(b",".join(plain), plain)
+    for text in ("a\nb", 'say "hi"', "back\\slash", "café", "\x7f", "\x00"):
+        line = encode_entry(text)
+        assert not _each_a_plain_literal(line, [line])
+        assert decode(with_lines(ONE, line))[0].entries[0].body == line  # taken the other way
 
 
 @FAST
