@@ -216,6 +216,8 @@ class RaftNode:
         self._snapshot_in: tuple[LogStart, int, list[KeyRecord]] | None = None
         #: The snapshot whose keys a recovering fixed primary pages through, and who it is.
         self._snapshot_lent: tuple[str, Snapshot] | None = None
+        #: The pages of a fetch still to send: to whom, where the next begins, how many.
+        self._pages_lent: tuple[str, int, int] | None = None
         self._recovery: Recovery | None = None
         self._vouched = False  # a primary said this node holds every committed entry
         self._next_term_query = 0.0  # when a node that is not caught up asks the unheard again
@@ -279,6 +281,8 @@ class RaftNode:
 
     def next_timer(self) -> float | None:
         """When a tick next has work; None before the first tick."""
+        if self._pages_lent is not None:
+            return 0.0  # the next page of a fetch: at once
         if self._role is Role.PRIMARY:
             deadlines = [self._heartbeat_due]
             deadlines += [d for p in self._progress.values() if (d := p.retransmit_deadline()) is not None]
@@ -305,9 +309,12 @@ class RaftNode:
 
     def tick(self, now: float) -> Ready:
         """Lets the timers run: heartbeats, resends and check quorum on a primary,
-        the election timeout elsewhere, a fixed primary's start."""
+        the election timeout elsewhere, a fixed primary's start; and sends the
+        next page of a fetch a recovering primary asked this node for."""
         if self._started_at is None:
             self._started_at = now
+        if self._pages_lent is not None:
+            self._lend_next_page()
         if self._role is Role.PRIMARY:
             self._tick_as_primary(now)
         elif self._role is Role.RECOVERING:
@@ -836,17 +843,28 @@ class RaftNode:
             self._send(message.sender, StateReply(self.name, self._term, self._log.last_term,
                                                   len(self._log), self._log.start, self._cluster))
         elif message.prev_length < self._log.start.index:
+            self._pages_lent = None  # it asks afresh
             self._send_start_page(message)
         else:
-            # The pages asked for, back to back: the next is on its way while the
-            # primary takes the one before. An empty page says the log ends there.
-            start = message.prev_length
-            for _ in range(message.pages):
-                entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
-                self._send(message.sender, FetchReply(self.name, self._term, start, tuple(entries)))
-                if not entries:
-                    break
-                start += len(entries)
+            # The pages asked for, back to back, one a tick (``next_timer`` asks
+            # for the ticks at once): each goes as soon as it is cut, while the
+            # primary takes the one before, where cutting them all first kept
+            # the primary waiting for the last. A new fetch replaces an old one.
+            self._pages_lent = (message.sender, message.prev_length, message.pages)
+            self._lend_next_page()
+
+    def _lend_next_page(self) -> None:
+        """The next page of the fetch being answered. An empty one says the log ends
+        there; should the start pass the page (it cannot while the primary
+        recovers), the fetch ends, and the primary asks again."""
+        requester, start, pages = self._pages_lent
+        if start < self._log.start.index:
+            self._pages_lent = None
+            return
+        entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
+        self._send(requester, FetchReply(self.name, self._term, start, tuple(entries)))
+        more = entries and pages > 1
+        self._pages_lent = (requester, start + len(entries), pages - 1) if more else None
 
     def _send_start_page(self, request: FetchRequest) -> None:
         """The log's start, whole (the storage's: its message count and bytes

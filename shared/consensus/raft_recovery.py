@@ -17,8 +17,9 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   its members, the most up-to-date log by Raft's order (last term, then
   length): every entry acknowledged by any answering member is in it, since
   one primary wrote every term and log matching holds. It fetches that log
-  (a FetchRequest answered by several FetchReplies, back to back, so that
-  the source sends a page while this node takes the one before; a start
+  (a FetchRequest answered by several FetchReplies, back to back, one a
+  tick of the source's core, so that the source cuts and sends a page while
+  this node takes the one before; a start
   and its keys first, a page per fetch, when the source's log was
   compacted). The first fetch asks for FETCH_PAGES pages, each later one
   for about FETCH_BYTES of pages the size of those that came (at most

@@ -69,7 +69,7 @@ from shared.consensus.raft import (
     WINDOW, AppendEntries, AppendReply, Mode, NotPrimary, RaftNode, Ready, Refused, Role,
 )
 from shared.consensus.raft_log import Entry, HardState, body_digest
-from shared.consensus.raft_messages import Message
+from shared.consensus.raft_messages import FetchReply, FetchRequest, Message
 from shared.log.node_log import NodeLog
 from shared.log.sqlite_log import StoreError
 from shared.node.peer_watch import PeerWatch
@@ -203,6 +203,9 @@ class NodeIo(IoThread):
         self._outbox: list[tuple[str, Message, bytes | None]] = []  # (to, message, route)
         self._replying_to: tuple[str, bytes | None] | None = None  # (sender, router identity) in a step
         self._routes: dict[str, bytes] = {}  # ROUTER identities of peers the core heard
+        #: Who last fetched pages of this node's log, and its ROUTER identity: the
+        #: pages after the first go at later ticks, where the first went.
+        self._fetch_route: tuple[str, bytes | None] | None = None
         self._envelopes: dict[str, frames.Envelope] = {}  # what each peer last said of itself
         self._delayed: list[tuple[float, int, AppendEntries, bytes | None]] = []
         self._delayed_order = itertools.count()
@@ -490,6 +493,8 @@ class NodeIo(IoThread):
               envelope: frames.Envelope | None = None) -> bool:
         """Step the core; True if it heard the sender as a current member."""
         self._replying_to = (message.sender, identity)
+        if isinstance(message, FetchRequest):
+            self._fetch_route = (message.sender, identity)
         try:
             ready = self._node.step(message, now)
         except Refused as exc:
@@ -677,6 +682,8 @@ class NodeIo(IoThread):
         self._log.stage(ready)
         for to, message in ready.messages:
             route = identity if to == replying_to else None
+            if route is None and isinstance(message, FetchReply) and self._fetch_route and self._fetch_route[0] == to:
+                route = self._fetch_route[1]
             self._outbox.append((to, message, route))
         if ready.reads:
             self._settle_reads(ready.reads)

@@ -698,6 +698,24 @@ def test_a_recovering_primary_is_told_what_the_secondary_holds(start_secondary):
     assert node.state.term == 1, "a question changes nothing"
 
 
+def test_every_page_of_a_fetch_goes_back_on_the_connection_the_fetch_came_on(start_secondary, monkeypatch,
+                                                                            ctx):
+    # Pages after the first are cut at later ticks, with no request to answer:
+    # they must find the restarted primary on its new connection, not on the
+    # one its previous life's frames came on.
+    monkeypatch.setattr(frames, "MAX_BATCH_BYTES", 1)  # a page an entry
+    node, primary = start_secondary()
+    HandMadePrimary(primary.peer, cluster="c1").append(0, "a", "b", "c", commit=3)
+    restarted = RawPeer(ctx, node.endpoint)
+    try:
+        restarted.send(FetchRequest("primary", 0, 0, 0, 4))
+        pages = [restarted.receive()[0] for _ in range(4)]
+    finally:
+        restarted.close()
+    assert [(page.prev_length, bodies(page)) for page in pages] == [
+        (0, [encode_entry("a")]), (1, [encode_entry("b")]), (2, [encode_entry("c")]), (3, [])]
+
+
 def test_junk_is_dropped_with_one_warning_and_the_next_frame_is_taken(start_secondary, caplog):
     node, primary = start_secondary()
     beat = frames.encode(Heartbeat("primary", 1, 5, 0), ENVELOPE)

@@ -1039,22 +1039,45 @@ def test_an_install_nothing_of_which_was_taken_begins_again_from_a_start_that_mo
 
 def recovering_from(source, now: float = 0.0, before=lambda to, message: None):
     """A fixed primary that starts without a log, and recovers it from ``source``
-    (a fixed secondary named "s"), every message delivered at once."""
+    (a fixed secondary named "s"), every message delivered at once, and the
+    source ticked whenever its timer is due (the rest of a fetch's pages), as
+    its shell would."""
     primary = new_node("p", peers=("p", "s"), mode=Mode.FIXED_PRIMARY)
-    deliver({"p": primary, "s": source}, primary.tick(now).messages, now, before=before)
+    nodes = {"p": primary, "s": source}
+    deliver(nodes, primary.tick(now).messages, now, before=before)
+    while source.next_timer() is not None and source.next_timer() <= now:
+        deliver(nodes, source.tick(now).messages, now, before=before)
     assert primary.role is Role.PRIMARY
     return primary
 
 
-def test_a_source_answers_a_fetch_with_the_pages_asked_for_back_to_back():
+def lent_pages(source, request: FetchRequest) -> list[tuple[int, int]]:
+    """The pages ``source`` answers ``request`` with, the first at once, each
+    later one at a tick its timer asks for at once: (where it begins, entries)."""
+    pages = sent(source.step(request, 0.0), FetchReply)
+    while source.next_timer() is not None:
+        assert source.next_timer() <= 0.0
+        pages += sent(source.tick(0.0), FetchReply)
+    return [(reply.prev_length, len(reply.entries)) for _, reply in pages]
+
+
+def test_a_source_answers_a_fetch_with_the_pages_asked_for_back_to_back_one_a_tick():
     """Each page begins where the one before ended; an empty one says the log ends."""
     source = fixed_secondary(max_batch=2)  # pages of two entries
     held = tuple(message(1, f"m{n}") for n in range(5))
     source.step(append("x", 1, entries=held, commit=5, cluster="k1"), 0.0)
-    pages = sent(source.step(FetchRequest("p", 0, 0, 0, 3), 0.0), FetchReply)
-    assert [(reply.prev_length, len(reply.entries)) for _, reply in pages] == [(0, 2), (2, 2), (4, 1)]
-    ending = sent(source.step(FetchRequest("p", 0, 4, 0, 3), 0.0), FetchReply)
-    assert [(reply.prev_length, len(reply.entries)) for _, reply in ending] == [(4, 1), (5, 0)]
+    assert len(sent(source.step(FetchRequest("p", 0, 0, 0, 3), 0.0), FetchReply)) == 1  # the rest at ticks
+    assert lent_pages(source, FetchRequest("p", 0, 0, 0, 3)) == [(0, 2), (2, 2), (4, 1)]
+    assert lent_pages(source, FetchRequest("p", 0, 4, 0, 3)) == [(4, 1), (5, 0)]
+    assert source.next_timer() is None  # a fixed secondary has no timer of its own
+
+
+def test_a_new_fetch_replaces_what_is_left_of_the_one_before():
+    source = fixed_secondary(max_batch=2)
+    source.step(append("x", 1, entries=tuple(message(1, f"m{n}") for n in range(9)), commit=9,
+                       cluster="k1"), 0.0)
+    source.step(FetchRequest("p", 0, 0, 0, 4), 0.0)  # its first page only: the primary restarted
+    assert lent_pages(source, FetchRequest("p", 0, 0, 0, 2)) == [(0, 2), (2, 2)]
 
 
 def test_a_recovering_primary_asks_again_once_the_pages_it_asked_for_came(monkeypatch):
