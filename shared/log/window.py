@@ -67,7 +67,8 @@ class Window:
 
     def entries(self, start: int, stop: int) -> list[Entry]:
         i, j = start - self.lo, stop - self.lo
-        return list(map(make_entry, zip(self._terms[i:j], self._bodies[i:j], self._counts[i:j], self._keys[i:j])))
+        columns = zip(self._terms[i:j], self._bodies[i:j], self._counts[i:j], self._keys[i:j])
+        return list(map(make_entry, columns))
 
     def rows(self, start: int, stop: int) -> list[tuple]:
         """Entries [start, stop) as the store's rows: (index, term, first id,

@@ -682,8 +682,9 @@ class NodeIo(IoThread):
         self._log.stage(ready)
         for to, message in ready.messages:
             route = identity if to == replying_to else None
-            if route is None and isinstance(message, FetchReply) and self._fetch_route and self._fetch_route[0] == to:
-                route = self._fetch_route[1]
+            if isinstance(message, FetchReply) and route is None and self._fetch_route is not None:
+                fetcher, fetch_identity = self._fetch_route
+                route = fetch_identity if to == fetcher else None
             self._outbox.append((to, message, route))
         if ready.reads:
             self._settle_reads(ready.reads)

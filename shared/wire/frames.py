@@ -439,7 +439,6 @@ class _Header:
         return terms
 
 
-
 #: The first byte of a line that is not a plain message: a key, or a count.
 _MARKS = b"@#"
 
