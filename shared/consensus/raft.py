@@ -189,6 +189,8 @@ class RaftNode:
         self._matched = (self._term, 0)
         self._election_deadline: float | None = None  # set by the first tick: the clock starts then
         self._votes: set[str] = set()  # a pre-candidate's or candidate's, its own included
+        #: What the ballot under way asks every peer (a pre-candidate's or candidate's).
+        self._ballot_request: PreVoteRequest | VoteRequest | None = None
         self._progress: dict[str, Progress] = {}
         self._seq = 0  # the last seq this primary sent in its term
         self._heartbeat_due = 0.0
@@ -415,7 +417,7 @@ class RaftNode:
         connection, and a secondary that restarted commits only what a frame of
         this primary matched in its new life (``_commit_matched``), so it needs
         one even when no write comes. Not a timeout: none is counted, and the
-        retransmission timeout does not grow."""
+        retransmission timeout does not grow. A ballot under way asks it too."""
         progress = self._progress.get(peer)
         if self._role is Role.PRIMARY and progress is not None:
             self._send(peer, Heartbeat(self.name, self._term, self._next_seq(),
@@ -426,8 +428,14 @@ class RaftNode:
         elif self._role is Role.RECOVERING:
             self._recovery.ask_again(peer)
             self._step_recovery(now)
-        elif not self._caught_up and peer in self.unheard:
-            self._send(peer, StateRequest(self.name, self._term))
+        else:
+            if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and peer not in self._votes:
+                # Its ballot's request was refused while the link was down: a node
+                # that stood before its peers listened (a fresh cluster's first)
+                # asks at once, not at its next try.
+                self._send(peer, self._ballot_request)
+            if not self._caught_up and peer in self.unheard:
+                self._send(peer, StateRequest(self.name, self._term))
         return self._ready()
 
     def transfer_leadership(self, now: float) -> Ready:
@@ -536,11 +544,12 @@ class RaftNode:
         self._role, self._primary, self._heard_from_primary_at = role, None, None
         self._votes = {self.name}
         last_term, length = self._log.last_term, len(self._log)
+        if role is Role.PRE_CANDIDATE:
+            self._ballot_request = PreVoteRequest(self.name, self._term_to_stand_in(), last_term, length)
+        else:
+            self._ballot_request = VoteRequest(self.name, self._term, last_term, length, transfer)
         for peer in self._others:
-            if role is Role.PRE_CANDIDATE:
-                self._send(peer, PreVoteRequest(self.name, self._term_to_stand_in(), last_term, length))
-            else:
-                self._send(peer, VoteRequest(self.name, self._term, last_term, length, transfer))
+            self._send(peer, self._ballot_request)
         self._count_votes(now)
 
     def _count_votes(self, now: float) -> None:

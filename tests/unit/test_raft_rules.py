@@ -133,6 +133,21 @@ def test_a_node_that_stands_at_once_starts_its_ballot_on_the_first_tick():
     assert {to for to, _ in sent(again, PreVoteRequest)} == {"b", "c"} and node.term == 0
 
 
+def test_a_ballot_asks_a_peer_again_as_soon_as_its_connection_comes_up():
+    """A fresh cluster's first node stands before its peers listen: its request
+    goes to a peer as its link comes up, not at its next try a heartbeat later,
+    where another node's own first ballot could come first."""
+    node = new_node("a", stands_at_once=True)
+    ballot = dict(sent(node.tick(0.0), PreVoteRequest))["b"]
+    assert sent(node.peer_connected("b", 0.01), PreVoteRequest) == [("b", ballot)]
+    node.step(VoteReply("b", 1, granted=True, pre_vote=True), 0.02)
+    assert node.role is Role.CANDIDATE
+    vote = dict(sent(node.peer_connected("c", 0.03), VoteRequest))["c"]
+    assert vote.term == node.term == 1
+    node.step(VoteReply("b", 1, granted=True, pre_vote=False), 0.04)
+    assert node.role is Role.PRIMARY and sent(node.peer_connected("c", 0.05), VoteRequest) == []
+
+
 def test_a_candidate_stands_above_its_vote_floor():
     """It may have voted in any term up to its floor before it lost its disk:
     it asks, and stands, in the term after it, not after its own term."""
