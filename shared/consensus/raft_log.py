@@ -75,8 +75,11 @@ class Entry(NamedTuple):
 #: constructor is a Python function, and pages, frames and recovered logs make
 #: entries by the thousand (``list(map(make_entry, zip(...)))``).
 make_entry = functools.partial(tuple.__new__, Entry)
-_BODY = attrgetter("body")
-_KEY = attrgetter("key")
+#: An Entry's fields, each as a function: for ``map`` over a page, in C.
+ENTRY_TERM = attrgetter("term")
+ENTRY_BODY = attrgetter("body")
+ENTRY_COUNT = attrgetter("count")
+ENTRY_KEY = attrgetter("key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,10 +312,10 @@ def cut_to_size(entries: list[Entry], max_bytes: int) -> list[Entry]:
     """The leading entries of ``entries`` within ``max_bytes`` (always the first),
     each costing ``Entry.size``: summed in C loops unless an entry is keyed
     (a page is thousands of entries, and keyed appends are few)."""
-    if any(map(_KEY, entries)):
+    if any(map(ENTRY_KEY, entries)):
         sizes = list(itertools.accumulate(entry.size for entry in entries))
     else:  # each costs its body and 16
-        sizes = list(map(add, itertools.accumulate(map(len, map(_BODY, entries))),
+        sizes = list(map(add, itertools.accumulate(map(len, map(ENTRY_BODY, entries))),
                          range(16, 16 * len(entries) + 1, 16)))
     kept = bisect.bisect_right(sizes, max_bytes)
     return entries if kept >= len(entries) else entries[:max(1, kept)]

@@ -19,17 +19,16 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   one primary wrote every term and log matching holds. It fetches that log
   (a FetchRequest answered by several FetchReplies, back to back, one a
   tick of the source's core, so that the source cuts and sends a page while
-  this node takes the one before; a start
-  and its keys first, a page per fetch, when the source's log was
-  compacted). The first fetch asks for FETCH_PAGES pages, each later one
-  for about FETCH_BYTES of pages the size of those that came (at most
-  MAX_FETCH_PAGES): each round trip leaves one side idle for a page's
-  time, so a log of small messages comes in few fetches, while one of
-  large messages never has much more than FETCH_BYTES on its way. A fetch
-  left unanswered is sent again; a source silent for ``timeout`` is
-  replaced by another member whose log ends in the same term (their logs
-  agree as far as the shorter goes), and with none left, recovery ends
-  with what it has.
+  this node takes the one before; a start and its keys first, a page per
+  fetch, when the source's log was compacted). The first fetch asks for
+  FETCH_PAGES pages, each later one for about FETCH_BYTES of pages the size
+  of those that came (at most MAX_FETCH_PAGES): each round trip leaves one
+  side idle for a page's time, so a log of small messages comes in few
+  fetches, while one of large messages never has much more than FETCH_BYTES
+  on its way. A fetch left unanswered is sent again; a source silent for
+  ``timeout`` is replaced by another member whose log ends in the same term
+  (their logs agree as far as the shorter goes), and with none left, recovery
+  ends with what it has.
 
 Then the primary begins a term above every term it heard, and replicates as
 usual: a secondary's entries past the recovered log are truncated by log
@@ -46,10 +45,9 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Sequence
 
-from shared.consensus.raft_log import Entry, KeyRecord, LogStart, Snapshot
+from shared.consensus.raft_log import ENTRY_BODY, ENTRY_COUNT, Entry, KeyRecord, LogStart, Snapshot
 from shared.consensus.raft_messages import (
     MAX_FETCH_PAGES, FetchReply, FetchRequest, StateReply, StateRequest,
 )
@@ -67,9 +65,6 @@ FETCH_PAGES = 4
 #: Bytes of entries a later fetch asks for, about: as many pages as that
 #: takes, judged by the pages that came before.
 FETCH_BYTES = 16 << 20
-
-_COUNT = attrgetter("count")
-_BODY = attrgetter("body")
 
 
 @dataclass
@@ -229,9 +224,9 @@ class Recovery:
         elif reply.entries:
             self._recovered.extend(reply.entries)
             self._length += len(reply.entries)
-            self._messages += sum(map(_COUNT, reply.entries))
+            self._messages += sum(map(ENTRY_COUNT, reply.entries))
             fetch.length = self._length
-            fetch.received_bytes += sum(map(len, map(_BODY, reply.entries)))
+            fetch.received_bytes += sum(map(len, map(ENTRY_BODY, reply.entries)))
             if not fetch.pages_left:
                 self._fetch = None
                 self._size_next_fetch(fetch)

@@ -204,7 +204,9 @@ class NodeIo(IoThread):
         self._replying_to: tuple[str, bytes | None] | None = None  # (sender, router identity) in a step
         self._routes: dict[str, bytes] = {}  # ROUTER identities of peers the core heard
         #: Who last fetched pages of this node's log, and its ROUTER identity: the
-        #: pages after the first go at later ticks, where the first went.
+        #: pages after the first go at later ticks, where the first went. Not in
+        #: ``_routes``: a recovering primary's question is answered whatever its
+        #: term, so it may not redirect what goes to a peer the core heard.
         self._fetch_route: tuple[str, bytes | None] | None = None
         self._envelopes: dict[str, frames.Envelope] = {}  # what each peer last said of itself
         self._delayed: list[tuple[float, int, AppendEntries, bytes | None]] = []
@@ -682,7 +684,7 @@ class NodeIo(IoThread):
         self._log.stage(ready)
         for to, message in ready.messages:
             route = identity if to == replying_to else None
-            if isinstance(message, FetchReply) and route is None and self._fetch_route is not None:
+            if route is None and self._fetch_route is not None and isinstance(message, FetchReply):
                 fetcher, fetch_identity = self._fetch_route
                 route = fetch_identity if to == fetcher else None
             self._outbox.append((to, message, route))

@@ -57,10 +57,12 @@ import itertools
 import json
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
-from operator import add, attrgetter, sub
+from operator import add, sub
 
 from shared.consensus.raft import MAX_TERM
-from shared.consensus.raft_log import Entry, KeyRecord, LogStart, make_entry
+from shared.consensus.raft_log import (
+    ENTRY_BODY, ENTRY_COUNT, ENTRY_KEY, ENTRY_TERM, Entry, KeyRecord, LogStart, make_entry,
+)
 from shared.consensus.raft_messages import (
     MAX_FETCH_PAGES, AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply,
     InstallSnapshot, Message, PreVoteRequest, ReadIndexReply, ReadIndexRequest, SnapshotReply, StateReply,
@@ -142,12 +144,6 @@ def encode_entry(message: str) -> bytes:
 
 # -- encoding ------------------------------------------------------------------------------
 
-_TERM = attrgetter("term")
-_BODY = attrgetter("body")
-_COUNT = attrgetter("count")
-_KEY = attrgetter("key")
-
-
 def encode(message: Message, envelope: Envelope) -> bytes:
     header = {"from": message.sender, "term": message.term, "url": envelope.url,
               "public": envelope.public_url, "limit": envelope.frame_limit}
@@ -156,8 +152,8 @@ def encode(message: Message, envelope: Envelope) -> bytes:
     head = kind + b" " + _HEADER_ENCODER.encode(header).encode()
     if entries is None:
         return head
-    if set(map(_COUNT, entries)) == {1} and not any(map(_KEY, entries)):
-        return b"\n".join([head, *map(_BODY, entries)])  # one plain message each: the common case
+    if set(map(ENTRY_COUNT, entries)) == {1} and not any(map(ENTRY_KEY, entries)):
+        return b"\n".join([head, *map(ENTRY_BODY, entries)])  # one plain message each: the common case
     return b"\n".join([head, *map(_entry_line, entries)])
 
 
@@ -229,7 +225,7 @@ def _entry_line(entry: Entry) -> bytes:
 
 
 def _term_runs(entries: tuple[Entry, ...]) -> list[list[int]]:
-    return [[term, len(list(run))] for term, run in itertools.groupby(map(_TERM, entries))]
+    return [[term, len(list(run))] for term, run in itertools.groupby(map(ENTRY_TERM, entries))]
 
 
 def _start(start: LogStart) -> list[int]:
@@ -511,8 +507,8 @@ def check_bodies(entries: list[Entry]) -> None:
     neither is one). Every step is a C loop over the frame: a secondary runs
     this on every frame, a recovering primary on every page; bodies of one
     message with nothing escaped are settled by scans alone."""
-    counts = list(map(_COUNT, entries))
-    bodies = list(map(_BODY, entries))
+    counts = list(map(ENTRY_COUNT, entries))
+    bodies = list(map(ENTRY_BODY, entries))
     if 0 in counts:  # the no-ops hold no message, and no text
         bodies = list(itertools.compress(bodies, counts))
         counts = list(filter(None, counts))
