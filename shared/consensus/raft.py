@@ -497,14 +497,20 @@ class RaftNode:
                                                           2 * self._election_timeout)
 
     def _start_first_timer(self, now: float) -> None:
-        """A node just started stands after a random time in [T/5, 2T/5], not
-        [T, 2T] (a departure: docs/architecture.md, "A node's first timeout").
-        PreVote and the sticky primary keep it from disturbing a primary that
-        is alive: whoever hears that primary grants no pre-vote, so the early
-        ballot changes no one's term. Where no primary is alive (the whole
-        cluster restarted), the first election begins that much sooner."""
-        self._election_deadline = now + self._rng.uniform(self._election_timeout / 5,
-                                                          2 * self._election_timeout / 5)
+        """A node just started that was in a cluster before (a term above 0)
+        stands after a random time in [T/5, 2T/5], not [T, 2T] (a departure:
+        docs/architecture.md, "A node's first timeout"). PreVote and the sticky
+        primary keep it from disturbing a primary that is alive: whoever hears
+        that primary grants no pre-vote, so the early ballot changes no one's
+        term. Where no primary is alive (the whole cluster restarted), the
+        first election begins that much sooner. A node of a new cluster waits
+        [T, 2T]: the node that stands at once is to be its first primary, and
+        its ballot succeeds only once its peers have heard one another."""
+        if self._term == 0:
+            self._reset_election_timer(now)
+        else:
+            self._election_deadline = now + self._rng.uniform(self._election_timeout / 5,
+                                                              2 * self._election_timeout / 5)
 
     def _campaign(self, now: float, transfer: bool = False) -> None:
         self._reset_election_timer(now)  # if this ballot fails, the next one starts then

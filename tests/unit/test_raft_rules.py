@@ -133,6 +133,18 @@ def test_a_node_that_stands_at_once_starts_its_ballot_on_the_first_tick():
     assert {to for to, _ in sent(again, PreVoteRequest)} == {"b", "c"} and node.term == 0
 
 
+def test_a_node_back_in_a_cluster_stands_within_two_fifths_of_a_timeout_and_a_new_clusters_waits_one():
+    """A whole cluster restarted elects soon; on a new cluster the node that
+    stands at once must win, so the others wait a whole timeout, as Raft's do."""
+    back = new_node("b", hard_state=HardState(3))
+    back.tick(0.0)
+    assert sent(back.tick(2 * ELECTION_TIMEOUT / 5), PreVoteRequest)
+    new = new_node("b")
+    new.tick(0.0)
+    assert not sent(new.tick(0.99 * ELECTION_TIMEOUT), PreVoteRequest)
+    assert sent(new.tick(2 * ELECTION_TIMEOUT), PreVoteRequest)
+
+
 def test_a_ballot_asks_a_peer_again_as_soon_as_its_connection_comes_up():
     """A fresh cluster's first node stands before its peers listen: its request
     goes to a peer as its link comes up, not at its next try a heartbeat later,
