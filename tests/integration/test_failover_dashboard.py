@@ -35,8 +35,10 @@ TOKEN = "a-long-random-token-for-the-failover-browser-test"
 #: a machine that other test runs share. Counted from when the cluster
 #: shows the change itself (a new primary elected, say).
 SHOWN_WITHIN_MS = 10_000
-#: What Chromium logs, as a console error, of a fetch to a node that is down.
-NODE_DOWN = re.compile(r"Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)")
+#: What Chromium logs, as a console error, of a fetch to a node that is down
+#: (which one depends on when the node died: before the connection, during it,
+#: or with a keep-alive socket to it still pooled).
+NODE_DOWN = re.compile(r"Failed to load resource: net::ERR_(CONNECTION_(REFUSED|RESET)|SOCKET_NOT_CONNECTED)")
 
 
 @pytest.fixture(scope="module")
