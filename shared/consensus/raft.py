@@ -45,7 +45,7 @@ import enum
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from shared.consensus.raft_log import (
     Entry, HardState, KeyRecord, LogStart, LogStorage, RaftLog, SafetyViolation, Snapshot,
@@ -114,9 +114,9 @@ class Refused(ValueError):
     node's broken state); nothing was changed. str(error) says what."""
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
-    """What the shell must do after a call, in this order."""
+class Ready(NamedTuple):
+    """What the shell must do after a call, in this order. A named tuple: one
+    is made for every call, and a tuple is made in C."""
 
     hard_state: HardState | None  # persist first (fsync, always), when not None
     log: Unsaved  # then apply these changes to the log (fsync, under FSYNC)
@@ -178,7 +178,7 @@ class RaftNode:
         self._term, self._voted_for = hard_state.term, hard_state.voted_for
         self._caught_up, self._vote_floor = hard_state.caught_up, hard_state.vote_floor
         self._cluster = hard_state.cluster
-        self._saved_hard_state = hard_state
+        self._saved_hard_state = self._hard_state_fields()
         self._log = RaftLog(storage)
         self._role = Role.SECONDARY
         self._primary: str | None = None
@@ -487,7 +487,12 @@ class RaftNode:
 
     def _hard_state(self) -> HardState:
         """What a restart must not forget."""
-        return HardState(self._term, self._voted_for, self._caught_up, self._vote_floor, self._cluster)
+        return HardState(*self._hard_state_fields())
+
+    def _hard_state_fields(self) -> tuple:
+        """HardState's fields as a plain tuple: what every Ready compares with
+        the last one saved (cheaper than a HardState, and the state is rarely new)."""
+        return self._term, self._voted_for, self._caught_up, self._vote_floor, self._cluster
 
     # -- Elections --------------------------------------------------------------
 
@@ -1282,9 +1287,10 @@ class RaftNode:
 
     def _ready(self, proposed: range = range(0), heard: str | None = None,
                refusal: str | None = None) -> Ready:
-        hard_state = self._hard_state()
-        unsaved_hard_state = hard_state if hard_state != self._saved_hard_state else None
-        self._saved_hard_state = hard_state
+        fields = self._hard_state_fields()
+        unsaved_hard_state = None
+        if fields != self._saved_hard_state:
+            unsaved_hard_state, self._saved_hard_state = self._hard_state(), fields
         messages, self._outbox = tuple(self._outbox), []
         reads, self._reads_done = tuple(self._reads_done), []
         return Ready(unsaved_hard_state, self._log.take_unsaved(), self._log.commit_length,
