@@ -535,7 +535,7 @@ class NodeIo(IoThread):
                                           f"{proposal.index}) is appended at id {first_id} (entry {index})")
             elif proposal.key is not None and self._replays(proposal, keyed_now):
                 continue
-            elif not proposal.assign(first_id, index):
+            elif not proposal.assign(first_id, index, self._settings.name):
                 continue  # its request timed out before this pass: nothing is appended
             else:
                 fresh.append(proposal)
@@ -566,9 +566,9 @@ class NodeIo(IoThread):
             first_id, index = record.first_id, record.index
             same = record.count == len(proposal.literals) and record.digest == body_digest(proposal.body)
         if not same:
-            if proposal.assign(first_id, -1):
+            if proposal.assign(first_id, -1, self._settings.name):
                 proposal.release([], CONFLICT)
-        elif proposal.assign(first_id, index, duplicate=True):
+        elif proposal.assign(first_id, index, self._settings.name, duplicate=True):
             self._waiting.append(proposal)
         return True
 

@@ -86,12 +86,17 @@ class Proposal(_Gate):
         """Its ids, given as it was queued (shared.node.proposals): nobody waits on it."""
         self.first_id, self.index, self.numbered = first_id, index, True
 
-    def assign(self, first_id: int, index: int, duplicate: bool = False) -> bool:
-        """Give it its ids; False if its request already gave up (then nothing is appended)."""
+    def assign(self, first_id: int, index: int, primary: str, duplicate: bool = False) -> bool:
+        """Give it its ids, held by ``primary``, which appends it (or holds it
+        already); False if its request already gave up (then nothing is
+        appended). Under the lock the request's timeout takes: a request that
+        gives up after this reports the ids and the primary among the holders,
+        not an append that no node holds."""
         with self._lock:
             if self._abandoned:
                 return False
             self.first_id, self.index, self.duplicate = first_id, index, duplicate
+            self.holders = [primary]
             return True
 
     def release(self, acked_by: list[str], ended: str | None = None) -> None:

@@ -442,6 +442,28 @@ def test_an_append_whose_request_gave_up_before_node_io_took_it_appends_nothing(
     assert messages_of(node.log) == ["next"] and gave_up.first_id is None
 
 
+class _GivesUpOnceTaken(Proposal):
+    """An append whose request times out the moment node-io has given it its
+    ids, before any pass counted who holds it (a fuzzer found this with a
+    timeout of 61 µs: its 504 said that no node held it)."""
+
+    def assign(self, *args, **kwargs) -> bool:
+        taken = super().assign(*args, **kwargs)
+        self.gave_up = not self.wait(0)
+        return taken
+
+
+def test_an_append_whose_request_gave_up_once_node_io_took_it_is_held_by_the_primary(start_primary,
+                                                                                    raw_secondaries):
+    node = start_primary()
+    begin_run(raw_secondaries)
+    late = _GivesUpOnceTaken([encode_entry("late")], None, 2)
+    node.propose(late)
+    wait_until(lambda: messages_of(node.log) == ["late"], what="the append in the log")
+    assert late.gave_up and late.first_id == 0
+    assert late.holders == ["primary"]  # what its 504 reports: acks 1, the primary
+
+
 def test_w1_appends_numbered_as_they_are_queued_get_the_ids_the_log_gives_them(make_inprocess_cluster):
     """Numbered appends among keyed ones (which node-io numbers) from eight threads:
     every answer's id is where the log holds that message, and a local read and
