@@ -495,8 +495,6 @@ class NodeIo(IoThread):
               envelope: frames.Envelope | None = None) -> bool:
         """Step the core; True if it heard the sender as a current member."""
         self._replying_to = (message.sender, identity)
-        if isinstance(message, FetchRequest):
-            self._fetch_route = (message.sender, identity)
         try:
             ready = self._node.step(message, now)
         except Refused as exc:
@@ -504,6 +502,10 @@ class NodeIo(IoThread):
             return False
         finally:
             self._replying_to = None
+        if isinstance(message, FetchRequest) and ready.refusal is None:
+            # Only a fetch the core took: a refused one must not send a fetch's
+            # later pages to whoever sent it (a forger, in plain mode).
+            self._fetch_route = (message.sender, identity)
         if ready.refusal is not None:
             self._bad_frames.dropped(message.sender, "%s", ready.refusal)
         heard = ready.heard == message.sender

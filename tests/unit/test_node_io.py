@@ -738,6 +738,29 @@ def test_every_page_of_a_fetch_goes_back_on_the_connection_the_fetch_came_on(sta
         (0, [encode_entry("a")]), (1, [encode_entry("b")]), (2, [encode_entry("c")]), (3, [])]
 
 
+def test_a_refused_fetch_does_not_take_the_pages_of_the_fetch_being_answered(start_secondary, monkeypatch,
+                                                                             ctx):
+    # A forger (plain mode) names the recovering primary in a FETCH the core
+    # refuses (a term it cannot have): the pages still to come are the
+    # primary's, and go where its fetch came from.
+    monkeypatch.setattr(frames, "MAX_BATCH_BYTES", 1)  # a page an entry
+    node, primary = start_secondary()
+    HandMadePrimary(primary.peer, cluster="c1").append(0, *(f"m{n}" for n in range(16)), commit=16)
+    fetcher, forger = RawPeer(ctx, node.endpoint), RawPeer(ctx, node.endpoint)
+    try:
+        for peer in (fetcher, forger):  # both connected before the fetch
+            assert isinstance(peer.request(StateRequest("primary", 0)), StateReply)
+        fetcher.send(FetchRequest("primary", 0, 0, 0, 16))
+        forger.send(FetchRequest("primary", 1 << 40, 0, 0, 1))
+        pages = [fetcher.receive()[0] for _ in range(16)]
+        assert [page.prev_length for page in pages] == list(range(16))
+        assert forger.silent_for(0.2)
+        wait_until(lambda: node.state.bad_frames == 1, what="the forged fetch counted as a bad frame")
+    finally:
+        fetcher.close()
+        forger.close()
+
+
 def test_junk_is_dropped_with_one_warning_and_the_next_frame_is_taken(start_secondary, caplog):
     node, primary = start_secondary()
     beat = frames.encode(Heartbeat("primary", 1, 5, 0), ENVELOPE)
