@@ -24,8 +24,8 @@ A subclass implements, all run on the I/O thread:
 - ``_quiet_until()``, optional: a time until which its sockets may wait;
 - ``_close()``: close its sockets and release whoever waits on it.
 
-Thread: ``start``, ``stop``, ``wake`` and ``running`` from any thread;
-everything else on the I/O thread only.
+Thread: ``start``, ``stop``, ``wake``, ``running`` and ``wake_pending`` from
+any thread; everything else on the I/O thread only.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ class IoThread:
     def running(self) -> bool:
         """True from ``start`` until ``stop``, or until the thread dies of a bug."""
         return self._thread.is_alive() and not self._stopping.is_set()
+
+    @property
+    def wake_pending(self) -> bool:
+        """A ``wake`` the loop has not taken yet. An unsynchronised reading, for tests."""
+        return self._wake_pending
 
     @property
     def stopping(self) -> bool:

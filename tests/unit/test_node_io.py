@@ -568,6 +568,9 @@ def test_while_appends_gather_the_answers_of_the_secondaries_wait_for_the_pass_t
     assert node.showing_answers(timeout=10).length == 1  # a reader: "a" went out at once
     requests = [secondary.next(AppendEntries, carries_entries) for secondary in raw_secondaries]
     assert node.propose(Proposal([encode_entry("b")], None, 1), at_once=True)  # gathers for a minute
+    # Answers that came with the wake-up would be read with it (a pass it did
+    # not wake alone): they are sent once node-io has taken the wake-up.
+    wait_until(lambda: not node.wake_pending, what="node-io woken by b, which it lets gather")
     for secondary, request in zip(raw_secondaries, requests):
         secondary.answer(secondary.accept(request))
     assert raw_secondaries[0].silent_for(0.3)  # a while for the answers to be read, were they
