@@ -46,6 +46,10 @@ class Compacted(LookupError):
     """The entries asked for lie before the log's start: retention dropped them."""
 
 
+#: What an entry costs beside its body and key (Entry.size, cut_to_size).
+ENTRY_OVERHEAD = 16
+
+
 class Entry(NamedTuple):
     """One log entry: the term of the primary that appended it, and the append
     it holds: ``count`` messages, their JSON string literals joined by commas
@@ -68,7 +72,7 @@ class Entry(NamedTuple):
     @property
     def size(self) -> int:
         """Bytes it costs to send and store, roughly: what batches are cut by."""
-        return len(self.body) + (len(self.key) if self.key else 0) + 16
+        return len(self.body) + (len(self.key) if self.key else 0) + ENTRY_OVERHEAD
 
 
 #: Makes an Entry of a (term, body, count, key) tuple, in C: a named tuple's own
@@ -314,9 +318,9 @@ def cut_to_size(entries: list[Entry], max_bytes: int) -> list[Entry]:
     (a page is thousands of entries, and keyed appends are few)."""
     if any(map(ENTRY_KEY, entries)):
         sizes = list(itertools.accumulate(entry.size for entry in entries))
-    else:  # each costs its body and 16
+    else:  # each costs its body and ENTRY_OVERHEAD
         sizes = list(map(add, itertools.accumulate(map(len, map(ENTRY_BODY, entries))),
-                         range(16, 16 * len(entries) + 1, 16)))
+                         itertools.count(ENTRY_OVERHEAD, ENTRY_OVERHEAD)))
     kept = bisect.bisect_right(sizes, max_bytes)
     return entries if kept >= len(entries) else entries[:max(1, kept)]
 
