@@ -714,8 +714,10 @@ class RaftNode:
             raise Refused(f"term {message.term} is implausibly far above this node's {self._term}")
 
     def _keeps_another_cluster(self, message: Message) -> bool:
-        cluster = getattr(message, "cluster", None)
-        return cluster is not None and self._cluster not in (None, cluster)
+        """A primary's frame of another cluster than the one this node keeps. (A
+        StateReply names its sender's cluster too, for a recovery to count.)"""
+        return (isinstance(message, (AppendEntries, Heartbeat, InstallSnapshot))
+                and message.cluster is not None and self._cluster not in (None, message.cluster))
 
     def _may_join_another_cluster(self, message: Message) -> bool:
         """A fixed secondary that never held an entry has no log to keep: it may

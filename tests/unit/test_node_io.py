@@ -203,6 +203,22 @@ def test_a_primary_without_a_log_asks_each_secondary_what_it_holds_before_its_fi
     assert f"leading history {cluster} as run 1 from id 0" in caplog.text
 
 
+def test_a_late_answer_naming_another_cluster_leaves_the_primary_running(start_primary, raw_secondaries):
+    """s1 answers the recovery's question once the run has begun, with another
+    cluster's log (it kept it while the primary began a new one; or a forger,
+    in plain mode). The core took it for a frame of another cluster's
+    primary and raised AttributeError answering it: node-io stopped, and the
+    primary with it."""
+    node = start_primary()
+    begin_run(raw_secondaries)
+    s1, s2 = raw_secondaries
+    s1.answer(StateReply("s1", 1, 1, 9, LogStart(), "another-cluster"))
+    proposal = proposed(node, "after", w=3)  # s1 acknowledges it after its answer, on one connection
+    for secondary in (s1, s2):
+        secondary.answer(secondary.accept(secondary.next(AppendEntries, carries_entries)))
+    assert proposal.wait(5.0) and node.running
+
+
 def test_a_primary_that_kept_its_log_begins_a_new_term_at_once(start_primary, raw_secondaries, tmp_path):
     first = start_primary(str(tmp_path))
     begin_run(raw_secondaries)

@@ -902,6 +902,20 @@ def test_a_fixed_primary_never_steps_down():
     assert "newer primary" in primary.progress()["b"].diverged
 
 
+def test_a_late_answer_naming_another_cluster_changes_nothing_on_a_fixed_primary():
+    """A secondary that keeps another cluster's log answers the question of a
+    recovery that has ended (it was silent, and a new cluster began): the
+    answer is stale, and ignored. It was taken for a primary's frame of
+    another cluster, to be refused with an answer it has no number for: the
+    core raised AttributeError, which would stop node-io."""
+    primary = new_node("a", peers=("a", "b"), mode=Mode.FIXED_PRIMARY,
+                       hard_state=HardState(4, "a", cluster="k2"), entries=(message(4, "x"),))
+    primary.tick(0.0)
+    ready = primary.step(StateReply("b", 3, 3, 9, LogStart(), "k1"), 0.0)
+    assert ready.messages == () and ready.refusal is None
+    assert (primary.role, primary.term, primary.cluster) == (Role.PRIMARY, 5, "k2")
+
+
 def fixed_secondary(**options) -> object:
     return new_node("s", peers=("s",), mode=Mode.FIXED_SECONDARY, **options)
 
