@@ -456,6 +456,15 @@ class RaftNode:
         that whoever wins holds every committed entry."""
         return (last_log_term, log_length) >= (self._log.last_term, len(self._log))
 
+    def _takes_page(self, page: FetchReply) -> bool:
+        """A recovering fixed primary takes a page (entries, or the news that the
+        source's log ends there) only where the source's log before it is the
+        one recovered so far: same length, last term and checksum (§5.3's check
+        of AppendEntries). Else the source restarted without its log since it
+        answered, or holds another log than the one taken, and is passed over."""
+        return page.prev_term is not None and self._log.holds(page.prev_length, page.prev_term,
+                                                              page.prev_digest)
+
     def _commit_point(self) -> int:
         """The longest prefix of the log that a majority holds, this node included."""
         lengths = sorted([len(self._log), *self.match_lengths().values()], reverse=True)
@@ -834,7 +843,7 @@ class RaftNode:
         else:
             self._role = Role.RECOVERING
             self._recovery = Recovery(self.name, self._others, now, self._heartbeat_interval,
-                                      self._recovery_timeout)
+                                      self._recovery_timeout, self._takes_page)
             self._step_recovery(now)
 
     def _begin_fixed_term(self, term: int, now: float) -> None:
@@ -884,7 +893,10 @@ class RaftNode:
             self._pages_lent = None
             return
         entries = self._log.batch(start, self._max_batch, self._max_batch_bytes)
-        self._send(requester, FetchReply(self.name, self._term, start, tuple(entries)))
+        holds = start <= len(self._log)
+        self._send(requester, FetchReply(self.name, self._term, start, tuple(entries),
+                                         prev_term=self._log.term_at(start) if holds else None,
+                                         prev_digest=self._log.digest_at(start) if holds else 0))
         more = entries and pages > 1
         self._pages_lent = (requester, start + len(entries), pages - 1) if more else None
 

@@ -224,8 +224,11 @@ MAX_FETCH_PAGES = 16
 
 @dataclass(frozen=True, slots=True)
 class FetchReply:
-    """Entries from ``prev_length`` on; or, when ``prev_length`` lay before the
-    log's start, the start and a chunk of its keys (as InstallSnapshot)."""
+    """Entries from ``prev_length`` on, and what the source's log holds before
+    them: ``prev_term`` and ``prev_digest`` at ``prev_length`` (None: it holds
+    fewer entries); no entry says the log ends there. Or, when ``prev_length``
+    lay before the log's start, the start and a chunk of its keys (as
+    InstallSnapshot)."""
 
     sender: str
     term: int
@@ -235,6 +238,8 @@ class FetchReply:
     keys: tuple[KeyRecord, ...] = ()
     keys_offset: int = 0
     keys_total: int = 0
+    prev_term: int | None = None
+    prev_digest: int = 0
 
 
 Request = Union[PreVoteRequest, VoteRequest, AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow,

@@ -25,10 +25,20 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   of those that came (at most MAX_FETCH_PAGES): each round trip leaves one
   side idle for a page's time, so a log of small messages comes in few
   fetches, while one of large messages never has much more than FETCH_BYTES
-  on its way. A fetch left unanswered is sent again; a source silent for
-  ``timeout`` is replaced by another member whose log ends in the same term
-  (their logs agree as far as the shorter goes), and with none left, recovery
-  ends with what it has.
+  on its way. A page is taken only if the source's log before it is the one
+  recovered so far (its length, last term and checksum, the check
+  AppendEntries makes: RaftNode._takes_page); a source whose page is not
+  taken is passed over. The sources are the members whose log ends in the
+  best one's term, longest first (their logs agree as far as the shorter
+  goes); once none is left, those of the next term. A source whose log ends
+  is passed over too while a candidate said it held more (one that
+  restarted without its log ends short of what it said), and recovery ends
+  once what was taken is as long as the longest candidate said, or once
+  every member was passed over, with what it took. A source silent for
+  ``timeout`` is not given up: the next candidate is asked meanwhile, and it
+  again in its turn, for as long as it takes. Ending with part of the log,
+  the primary would begin a run that truncates the rest on every secondary
+  once they answer again, acknowledged entries included.
 
 Then the primary begins a term above every term it heard, and replicates as
 usual: a secondary's entries past the recovered log are truncated by log
@@ -45,7 +55,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from shared.consensus.raft_log import ENTRY_BODY, ENTRY_COUNT, Entry, KeyRecord, LogStart, Snapshot
 from shared.consensus.raft_messages import (
@@ -83,21 +93,28 @@ class _Fetch:
 
 class Recovery:
     def __init__(self, name: str, secondaries: Sequence[str], now: float, heartbeat_interval: float,
-                 timeout: float) -> None:
+                 timeout: float, takes_page: Callable[[FetchReply], bool]) -> None:
+        """``takes_page(page)``: whether a page continues the log recovered so
+        far (the owner's log, which ``take_recovered`` fills)."""
         self._name = name
+        self._takes_page = takes_page
         self._secondaries = tuple(secondaries)
         self._interval = min(heartbeat_interval, ASK_AGAIN_S)
         self._fresh_grace = 2 * heartbeat_interval
-        #: A source silent this long on a fetch is passed over.
+        #: A fetch unanswered this long is sent again (to the next candidate,
+        #: once its source was silent for ``timeout``).
         self._fetch_timeout = max(1.0, 2 * heartbeat_interval)
         self._started = now
         self._timeout = timeout
         self._deadline = now + timeout
-        self._source_deadline = 0.0  # when the current source is given up, if it stays silent
+        self._source_deadline = 0.0  # when the next candidate is asked, if the source stays silent
         self._next_ask = now
         self._first_answer: float | None = None
         self._answers: dict[str, StateReply] = {}
-        self._sources: list[str] = []  # best first
+        #: The members to fetch from, best first, as each answered: none can lose
+        #: an entry while no primary writes, but by restarting without its log.
+        self._sources: dict[str, StateReply] = {}
+        self._turn = 0  # which of the candidates to fetch from (``_candidates``)
         self._fetch: _Fetch | None = None
         self._pages = FETCH_PAGES  # what the next fetch asks for
         #: A start being received: it, its count of keys, and the keys so far.
@@ -184,9 +201,9 @@ class Recovery:
         longest = {c: max(r.log_length for r in holders.values() if r.cluster == c) for c in counts}
         self.cluster = max(counts, key=lambda c: (counts[c], longest[c]))
         members = {name: r for name, r in holders.items() if r.cluster == self.cluster}
-        best = max(members.values(), key=lambda r: (r.last_log_term, r.log_length))
-        same_ending = [r for r in members.values() if r.last_log_term == best.last_log_term]
-        self._sources = [r.sender for r in sorted(same_ending, key=lambda r: -r.log_length)]
+        ranked = sorted(members.values(), key=lambda r: (r.last_log_term, r.log_length), reverse=True)
+        best = ranked[0]
+        self._sources = {r.sender: r for r in ranked}
         self._source_deadline = now + self._timeout
         self.fetching = True
         silent = sorted(set(self._secondaries) - set(self._answers))
@@ -201,21 +218,54 @@ class Recovery:
                 return []
             self._fetch = None
             if now >= self._source_deadline:  # until then, a fetch or its answer may just be lost
-                log.warning("recovering: %s did not answer a fetch; trying the others", source)
-                self._sources.remove(source)
-                self._source_deadline = now + self._timeout
+                self._on_silent_source(source, now)
         if not self._sources:
             self._finish(self.cluster, now)
             return []
-        source = self._sources[0]
+        candidates = self._candidates()
+        source = candidates[self._turn % len(candidates)]
         keys_offset = len(self._snapshot[2]) if self._snapshot else 0
         self._fetch = _Fetch(source, self._length, keys_offset, now, self._pages)
         return [(source, FetchRequest(self._name, 0, self._length, keys_offset, self._pages))]
+
+    def _candidates(self) -> list[str]:
+        """The sources the log is taken from now: those whose log ends in the
+        term of the best one left, longest first. Their logs agree as far as
+        the shorter goes (one primary wrote that term), so each takes over
+        where another left; a source whose log ends in an older term may hold
+        entries that one overwrote, and is asked only once none is left."""
+        best_term = next(iter(self._sources.values())).last_log_term
+        return [name for name, answer in self._sources.items() if answer.last_log_term == best_term]
+
+    def _on_silent_source(self, silent: str, now: float) -> None:
+        """A source silent for ``timeout`` is not given up: silence proves
+        nothing (a partition, a pause), and ending with part of the log, the
+        new run would truncate the rest on every secondary that holds it once
+        they answer again, acknowledged entries included. The next candidate
+        is asked meanwhile, and it again in its turn, for as long as it takes."""
+        self._turn += 1
+        candidates = self._candidates()
+        following = candidates[self._turn % len(candidates)]
+        log.warning("recovering: %s did not answer a fetch for %gs; %s", silent, self._timeout,
+                    f"asking {following}" if following != silent else "asking it again")
+        self._source_deadline = now + self._timeout
+
+    def _pass_over(self, source: str, why: str, now: float) -> None:
+        """``source`` has nothing more to give: it is not asked again."""
+        log.warning("recovering: %s %s", source, why)
+        del self._sources[source]
+        self._turn = 0
+        self._source_deadline = now + self._timeout
 
     def _take_fetched(self, reply: FetchReply, now: float) -> None:
         fetch = self._fetch
         if reply.prev_length != fetch.length:
             return  # an answer to an earlier fetch
+        if reply.start is None and not self._takes_page(reply):
+            self._fetch = None
+            self._pass_over(fetch.source, f"no longer holds what it was sending (entry {reply.prev_length} "
+                                          "on), or holds another log; trying the others", now)
+            return
         fetch.heard_at = now
         fetch.pages_left -= 1
         if reply.start is not None:
@@ -230,9 +280,24 @@ class Recovery:
             if not fetch.pages_left:
                 self._fetch = None
                 self._size_next_fetch(fetch)
-        else:
+        else:  # the source's log ends there
             self._fetch = None
-            self._finish(self.cluster, now)  # the best source has nothing more: all is taken
+            self._on_end_of(fetch.source, now)
+
+    def _on_end_of(self, source: str, now: float) -> None:
+        """``source`` gave all it holds. That is the log, unless a candidate said
+        it held more: one that restarted without its log answers so too, and
+        is passed over in its turn (while no primary writes, a log shrinks
+        only by a restart)."""
+        longest = self._sources[self._candidates()[0]]
+        if self._length >= longest.log_length:
+            self._finish(self.cluster, now)
+        elif self._length < self._sources[source].log_length:
+            self._pass_over(source, f"holds {self._length} entries, fewer than it said (it restarted "
+                                    "without its log?); trying the others", now)
+        else:
+            self._pass_over(source, f"gave all it holds; asking {longest.sender}, which holds more",
+                            now)
 
     def _size_next_fetch(self, fetch: _Fetch) -> None:
         """Ask next for about FETCH_BYTES of pages like those ``fetch`` brought."""

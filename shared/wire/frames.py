@@ -29,14 +29,15 @@ sent to it stays within). Beside them, by kind:
     STATE          (nothing more)                               a recovering fixed
     STATED         last_log_term, log_length, start, cluster    primary's questions
     FETCH          prev_length, keys_offset, pages
-    FETCHED        prev_length, start, keys, keys_offset,       entries one per line
-                   keys_total, terms
+    FETCHED        prev_length, prev_term, prev_digest, start,  entries one per line
+                   keys, keys_offset, keys_total, terms
 
 - "terms" gives the entries' terms as runs ``[[term, count], ...]``: a batch
   is almost always of one term. "start" is a log's start
   ``[index, term, digest, first_id, offset]`` (REPLICATE and BEAT carry
   only its index); "keys" the Idempotency-Keys in force there,
-  ``[[key, index, first_id, count, digest], ...]``.
+  ``[[key, index, first_id, count, digest], ...]``. FETCHED's "prev_term"
+  is null where the source holds fewer than "prev_length" entries.
 - An entry's line is ``[@<key> ][#<count> ]<messages>``: the messages'
   JSON string literals joined by commas, as ``encode_entry`` writes each
   (ensure_ascii, so none holds a raw newline); ``#<count>`` when there is
@@ -103,7 +104,8 @@ _FIELDS = {
     b"STATE": (),
     b"STATED": ("last_log_term", "log_length", "start", "cluster"),
     b"FETCH": ("prev_length", "keys_offset", "pages"),
-    b"FETCHED": ("prev_length", "start", "keys", "keys_offset", "keys_total", "terms"),
+    b"FETCHED": ("prev_length", "prev_term", "prev_digest", "start", "keys", "keys_offset", "keys_total",
+                 "terms"),
 }
 _WITH_ENTRIES = (b"REPLICATE", b"FETCHED")
 #: The header fields of each kind of message, as a set (what a header is checked against).
@@ -208,7 +210,8 @@ def _parts(message: Message) -> tuple[bytes, dict, tuple[Entry, ...] | None]:
                               "pages": message.pages}, None
         case FetchReply():
             return b"FETCHED", {
-                "prev_length": message.prev_length,
+                "prev_length": message.prev_length, "prev_term": message.prev_term,
+                "prev_digest": message.prev_digest,
                 "start": None if message.start is None else _start(message.start),
                 "keys": _keys(message.keys), "keys_offset": message.keys_offset,
                 "keys_total": message.keys_total, "terms": _term_runs(message.entries)}, message.entries
@@ -313,8 +316,10 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
         case _:  # FETCHED
             entries = _entries(h.terms(), raw_entries if newline else None)
             start = None if h.raw["start"] is None else h.start("start")
+            prev_term = None if h.raw["prev_term"] is None else h.count("prev_term", maximum=MAX_TERM)
             message = FetchReply(sender, term, h.count("prev_length"), entries, start, h.keys(),
-                                 h.count("keys_offset"), h.count("keys_total"))
+                                 h.count("keys_offset"), h.count("keys_total"), prev_term,
+                                 h.digest("prev_digest"))
     return message, envelope
 
 

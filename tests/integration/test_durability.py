@@ -350,6 +350,81 @@ def test_with_every_secondary_up_recovery_keeps_what_only_one_held(make_cluster)
     assert all("truncated" not in node.log() for node in cluster.secondaries.values())
 
 
+def heard_from(url: str, secondary: str) -> bool:
+    """Whether the primary at ``url`` heard ``secondary`` since it started."""
+    health = get_health(url)
+    return any(peer["name"] == secondary and peer["last_heard_s_ago"] is not None
+               for peer in health["secondaries"])
+
+
+def restart_in_memory_primary_heard_by_s1_first(cluster):
+    """Every node in memory, both secondaries relayed: m0..m4 on every node, m5
+    on the primary and s1 only (s1 holds the longest log: it is fetched from
+    first). The primary is killed and restarted; returns once s1 has answered
+    its recovery's question, with s2's answer held back by its relay."""
+    url, to_s2 = cluster.primary.url, cluster.relays["s2"]
+    for i in range(5):
+        assert post_message(url, f"m{i}", w=3).status == 201
+    to_s2.set_faults(drop=1.0)
+    assert post_message(url, "m5", w=2).status == 201
+    cluster.primary.kill()
+    to_s2.set_faults(drop=0.0)
+    to_s2.pause()
+    cluster.primary.restart()
+    wait_until(lambda: heard_from(url, "s1"), what="s1 to answer the recovering primary")
+
+
+def assert_recovered_and_appends_after(cluster, recovered: int) -> None:
+    """The recovery took m0..m<recovered - 1>: the next append gets the next id,
+    and every node converges on them and it."""
+    after = post_message(cluster.primary.url, "after", w=3)
+    assert after.status == 201 and after.json["id"] == recovered, after.json
+    expected = [*(f"m{i}" for i in range(recovered)), "after"]
+    final = wait_for_convergence(cluster.urls, 20)
+    assert all(messages == expected for messages in final.values()), final
+    cluster.primary.wait_for_log(f"recovered {recovered} messages")
+
+
+def test_a_source_that_restarts_without_its_log_before_the_fetch_is_passed_over(make_cluster):
+    """Every node in memory. s1 answers the recovering primary (6 messages),
+    then restarts empty before the primary, which waits for s2's answer,
+    fetches from it. Its empty page is no "the log ends here": the primary
+    takes the log from s2, and m0..m4, acknowledged by every node, survive
+    (m5, which only the old primary and s1 held, is gone with them). Before,
+    the recovery ended with nothing, and the new run wiped s2's log."""
+    cluster = make_cluster({"s1": {}, "s2": {}}, relayed=("s1", "s2"),
+                           primary_env={**FAST_HEARTBEAT_ENV, "RECOVERY_TIMEOUT": "30"})
+    restart_in_memory_primary_heard_by_s1_first(cluster)
+    cluster["s1"].kill()
+    cluster["s1"].restart()
+    cluster.relays["s2"].resume()
+    assert_recovered_and_appends_after(cluster, 5)
+    assert "s1 holds 0 entries, fewer than it said" in cluster.primary.log()
+
+
+def test_a_primary_cut_off_from_every_source_while_it_fetches_waits_and_loses_nothing(make_cluster):
+    """Both secondaries answer the recovering primary, then hear nothing from it
+    (and it nothing from them) for several RECOVERY_TIMEOUTs while it fetches
+    the log. It asks each again in turn, and once they are back takes the
+    whole log. Before, it gave each up after RECOVERY_TIMEOUT and began its
+    run with nothing: its first append truncated m0..m5 on both."""
+    cluster = make_cluster({"s1": {}, "s2": {}}, relayed=("s1", "s2"),
+                           primary_env={**FAST_HEARTBEAT_ENV, "RECOVERY_TIMEOUT": "0.5"})
+    url, to_s1, to_s2 = cluster.primary.url, cluster.relays["s1"], cluster.relays["s2"]
+    restart_in_memory_primary_heard_by_s1_first(cluster)
+    to_s1.set_faults(drop=1.0)
+    to_s2.resume()  # the primary decides on s2's answer, and fetches from s1
+    wait_until(lambda: heard_from(url, "s2"), what="s2 to answer the recovering primary")
+    to_s2.set_faults(drop=1.0)
+    # Twice RECOVERY_TIMEOUT without an answer: where it used to give up.
+    cluster.primary.wait_for_log(re.compile(r"s2 did not answer a fetch for 0\.5s; asking s1|recovered \d+ "))
+    assert get_health(url)["recovering"], "it ended its recovery without the log"
+    to_s1.set_faults(drop=0.0)
+    to_s2.set_faults(drop=0.0)
+    wait_until(lambda: not get_health(url)["recovering"], what="the recovery to end")
+    assert_recovered_and_appends_after(cluster, 6)
+
+
 def test_an_in_memory_primary_recovers_its_idempotency_keys_from_the_secondaries(make_cluster):
     """The keys travel with their entries, so the log a primary takes over
     from its secondaries brings them back."""

@@ -22,6 +22,8 @@ run):
   the committed log, has held every entry committed so far: a broken rule
   under test may make the node believe the first too early;
 - a forger injects frames no node sent (``Forger``);
+- a fixed primary is cut off from every secondary while it fetches its log
+  (``cut_off_fetching``);
 - the primary compacts its log now and then, and some writes carry an
   Idempotency-Key, so lagging secondaries are sent snapshots with keys;
 - the primary hands its role over (``transfer_leadership``).
@@ -31,7 +33,9 @@ appends and reads are recorded in simulated time (``ClientHistory``).
 
 The fixed configuration runs n0 as a FIXED_PRIMARY and the others as
 FIXED_SECONDARY; ``primary_in_memory`` wipes n0's disk at each of its
-restarts, so it recovers its log from the secondaries (raft_recovery).
+restarts, so it recovers its log from the secondaries (raft_recovery), and
+``secondaries_in_memory`` the secondaries' at each of theirs, a recovery's
+sources mid-fetch included.
 With ``connections``, the harness tells nodes when a connection comes up
 (``peer_connected``), as a shell does: at each start, both ways, and
 across a partition that heals.
@@ -99,6 +103,8 @@ class Faults:
     compact: float = 0.0  # per step: the primary compacts to a random committed length
     keyed: float = 0.0  # per entry written: it carries an Idempotency-Key
     transfer: float = 0.0  # per step: the primary hands its role over
+    #: Per step while a fixed primary fetches its log: it is cut off alone, for partition_for.
+    cut_off_fetching: float = 0.0
     read: float = 0.0  # per step: a client reads (read_index) on a random node
 
 
@@ -305,7 +311,7 @@ class Checker:
         if recovered is not None:
             self._check_recovery(node, recovered)
         if self._forgets_commit(node, mirror, ready.committed):
-            mirror.commit_length = ready.committed
+            mirror.commit_length = node.log_start.index  # what it learns again is checked next
         if ready.committed != mirror.commit_length:
             self._check_commit(node, mirror, ready.committed)
         mirror.term = node.term
@@ -349,8 +355,9 @@ class Checker:
 
     @staticmethod
     def _forgets_commit(node: RaftNode, mirror: _Mirror, committed: int) -> bool:
-        return (node.mode is Mode.FIXED_SECONDARY and node.term > mirror.term
-                and committed == node.log_start.index < mirror.commit_length)
+        """A fixed secondary that a newer run reached: it forgot its commit
+        length, and may have learned the new run's, lower, in the same call."""
+        return node.mode is Mode.FIXED_SECONDARY and node.term > mirror.term and committed < mirror.commit_length
 
     def _check_recovery(self, primary: RaftNode, promised: int) -> None:
         kept = self.agreement(primary.name)
@@ -526,6 +533,8 @@ class ClientHistory:
         for request, read in list(pending.items()):
             if read.index is not None and node.commit_length >= read.index:
                 del pending[request]
+                if node.commit_length > len(self._committed):
+                    continue  # it still counts entries a recovery forgave (Checker): not judged
                 length = self._committed.first_ids[node.commit_length]
                 page = tuple(self._committed.messages[length - 1:length])
                 self.reads.append(Read(read.start, now, max(length - 1, 0), page, length, node.name))
@@ -638,6 +647,9 @@ class Counts:
     snapshots_installed: int = 0
     transfers: int = 0
     recoveries: int = 0  # a fixed primary took its log over from its secondaries
+    lost_logs: int = 0  # fixed secondaries in memory that lost their log
+    lost_while_fetched_from: int = 0  # of them, while their primary recovered its log
+    cut_off_fetching: int = 0  # a fixed primary cut off while it fetched its log
     #: fixed secondaries left keeping another cluster's log after the faults (an
     #: in-memory primary that recovered without them: the documented limit)
     diverged: int = 0
@@ -649,12 +661,13 @@ class SimCluster:
 
     def __init__(self, seed: int, size: int, faults: Faults = Faults(),
                  node_class: type[RaftNode] = RaftNode, new_disks_caught_up: bool = True,
-                 fixed: bool = False, primary_in_memory: bool = False, connections: bool = False,
-                 **node_options) -> None:
+                 fixed: bool = False, primary_in_memory: bool = False, secondaries_in_memory: bool = False,
+                 connections: bool = False, **node_options) -> None:
         self.seed, self.faults = seed, faults
         self.rng = random.Random(seed)
         self.names = tuple(f"n{i}" for i in range(size))
         self.fixed, self.primary_in_memory, self.connections = fixed, primary_in_memory, connections
+        self.secondaries_in_memory = secondaries_in_memory
         self.now, self.step_count = 0.0, 0
         # A window of 8 frames unless told, not the product's 64: the simulation's
         # loads are light, and a small window meets flow control's limits often.
@@ -813,6 +826,15 @@ class SimCluster:
             self._restoring.add(name)
         elif self.primary_in_memory and name == self.names[0]:
             self.disks[name] = Disk(incarnation=incarnation)
+        elif self.secondaries_in_memory and name != self.names[0] and self._may_lose_log(name):
+            # What a shell does for a log in memory. What it answered a
+            # recovery no longer holds: that recovery promises none of it.
+            self.disks[name] = Disk(caught_up=False, incarnation=incarnation)
+            self._answers.pop(name, None)
+            self._restoring.add(name)
+            self.counts.lost_logs += 1
+            if self.nodes[self.names[0]].role is Role.RECOVERING:
+                self.counts.lost_while_fetched_from += 1
         else:
             return
         self.checker.lost_disk(name)
@@ -826,6 +848,20 @@ class SimCluster:
             self.disks[other].hard_state.caught_up and other not in self._restoring
             and self.disks[other].hard_state.term > 0
             for other in self.names if other != name)
+
+    def _may_lose_log(self, secondary: str) -> bool:
+        """A fixed secondary in memory loses its log with a crash only where no
+        committed entry can be lost with it: no other node is restoring its
+        log, every other secondary holds every committed entry, and the
+        primary is up and not deciding what to recover (an empty secondary
+        that answers it looks like a new cluster's: with the others silent
+        for two heartbeats, it would begin a new one, the documented limit).
+        Otherwise it crashes as if it had a disk. The primary, in memory too,
+        does not crash until the secondary is restored (``_crash_for_a_while``)."""
+        primary, committed = self.nodes[self.names[0]], len(self.checker.committed)
+        return (primary is not None and (primary.role is not Role.RECOVERING or primary.recovery.fetching)
+                and not self._restoring and all(self.checker.agreement(other) == committed
+                                                for other in self.names[1:] if other != secondary))
 
     def partition(self, *groups: tuple[str, ...]) -> None:
         for number, group in enumerate(groups):
@@ -887,13 +923,24 @@ class SimCluster:
         elif self._heal_at is None and rng.random() < faults.partition:
             self.groups = {name: rng.randrange(2) for name in self.names}
             self._heal_at = self.now + rng.uniform(*faults.partition_for)
+        elif (faults.cut_off_fetching and self._heal_at is None and self._fixed_primary_fetching()
+              and rng.random() < faults.cut_off_fetching):
+            self.groups = {name: int(name == self.names[0]) for name in self.names}
+            self._heal_at = self.now + rng.uniform(*faults.partition_for)
+            self.counts.cut_off_fetching += 1
         elif (self._heal_at is None and rng.random() < faults.isolate_primary
               and (primary := self.primary()) is not None):
             self.groups = {name: int(name == primary.name) for name in self.names}
             self._heal_at = self.now + rng.uniform(*faults.partition_for)
 
+    def _fixed_primary_fetching(self) -> bool:
+        primary = self.nodes[self.names[0]]
+        return self.fixed and primary is not None and primary.role is Role.RECOVERING and primary.recovery.fetching
+
     def _crash_for_a_while(self, name: str) -> None:
         rng, faults = self.rng, self.faults
+        if self.secondaries_in_memory and name == self.names[0] and self._restoring:
+            return  # what was committed since may be held by it and that secondary alone
         lose_disk = bool(faults.lose_disk) and self.may_lose_disk(name) and rng.random() < faults.lose_disk
         self.crash(name, lose_disk)
         self._restart_at[name] = self.now + rng.uniform(*faults.down_for)

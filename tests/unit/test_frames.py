@@ -79,9 +79,10 @@ MESSAGES = [
     FetchRequest("p", 4, 40),
     FetchRequest("p", 4, 0, 10_000),
     FetchRequest("p", 4, 40, 0, MAX_FETCH_PAGES),
-    FetchReply("s1", 4, 40, ENTRIES),
+    FetchReply("s1", 4, 40, ENTRIES, prev_term=3, prev_digest=1234),
     FetchReply("s1", 4, 0, (), START, KEYS, 0, 2),  # before the start: the start and keys
-    FetchReply("s1", 4, 40, ()),
+    FetchReply("s1", 4, 40, (), prev_term=3, prev_digest=1234),  # the log ends there
+    FetchReply("s1", 4, 40, ()),  # the source holds fewer entries
 ]
 
 
@@ -242,8 +243,10 @@ APPEND = AppendEntries("n1", 4, 9, 3, 2, 7, (Entry(4, body("x"), 1),) * 2, 3, 1,
     (ReadIndexReply("n1", 4, 77, 31), "index", MAX_SEQ),
     (FetchRequest("p", 4, 40), "keys_offset", MAX_SEQ),
     (FetchRequest("p", 4, 40), "pages", MAX_FETCH_PAGES),
+    (FetchReply("s1", 4, 40, (), prev_term=3), "prev_term", MAX_TERM),
+    (FetchReply("s1", 4, 40, (), prev_term=3), "prev_digest", 2**32 - 1),
 ], ids=["pre-vote-term", "term", "seq", "commit", "limit", "prev_digest", "prev_length", "index",
-        "keys_offset", "pages"])
+        "keys_offset", "pages", "fetched-prev_term", "fetched-prev_digest"])
 def test_numbers_are_taken_up_to_their_bound_and_no_further(message, field, largest):
     decode(with_header(message, **{field: largest}))
     refused(with_header(message, **{field: largest + 1}), "must be an integer|largest index")
@@ -577,7 +580,7 @@ messages = st.one_of(
     st.builds(StateReply, names, message_terms, counts, counts, log_starts, clusters),
     st.builds(FetchRequest, names, message_terms, counts, counts),
     st.builds(FetchReply, names, message_terms, counts, entry_tuples, st.none() | log_starts, key_tuples,
-              counts, counts),
+              counts, counts, st.none() | start_terms, digests),
 )
 envelopes = st.builds(Envelope, urls, st.integers(1, MAX_SEQ), urls)
 

@@ -9,7 +9,8 @@ cluster recovers and that what its clients saw is linearizable. Each also
 checks that its fault happened, so a passing run means the fault was met.
 
 The demos switch one fix of the rewritten core off, by overriding one
-method, and show that a kept seed finds the violation the fix prevents,
+method (of RaftNode, or of the Recovery a fixed primary without its log
+runs), and show that a kept seed finds the violation the fix prevents,
 which the intact core passes (raft_sim.assert_caught). The other new fixes
 are shown by hand in test_raft_rules.py.
 
@@ -26,16 +27,26 @@ from dataclasses import replace
 
 import pytest
 
+from shared.consensus import raft, raft_recovery
 from shared.consensus.raft import RaftNode
 from tests.support.raft_sim import (
     COMPACTING, CRASHY, FORGED, FORGERIES, LATE, LOST_DISKS, READS, WHOLE_RESTARTS, Faults, assert_caught,
-    simulate,
+    first_violation, simulate,
 )
 
 STEPS = 2000  # 10 s of simulated time
 #: Every crash loses the disk, and the node is back within a round trip,
 #: while the votes of the term it left are still in flight.
 QUICK_LOST_DISKS = replace(CRASHY, lose_disk=1.0, late=0.5)
+#: The fixed roles with every log in memory.
+IN_MEMORY = {"fixed": True, "primary_in_memory": True, "secondaries_in_memory": True, "connections": True}
+#: A fixed primary cut off from every secondary while it fetches its log,
+#: with RECOVERY_TIMEOUT 0.3 s, and pages of 4 entries (safety only: what a
+#: secondary cut off before the decision held is forgiven, which the clients'
+#: history would not be).
+CUT_OFF_FETCHING = (Faults(read=0.1, cut_off_fetching=0.1),
+                    {"fixed": True, "primary_in_memory": True, "connections": True,
+                     "recovery_timeout": 0.3, "max_batch": 4})
 
 
 def seeds(count: int, first: int = 0) -> range:
@@ -129,6 +140,23 @@ def test_a_fixed_primary_in_memory_takes_its_log_over_at_each_restart(seed, size
     assert set(cluster.checker.primaries.values()) == {"n0"} and cluster.counts.recoveries > 1
 
 
+@pytest.mark.parametrize("size", [3, 5])
+@pytest.mark.parametrize("seed", seeds(4))
+def test_fixed_secondaries_in_memory_that_restart_while_the_primary_recovers_lose_nothing(seed, size):
+    """Every node's log in memory: a secondary's crash loses its log too, a
+    recovery's source mid-fetch included, wherever no committed entry can
+    go with it (raft_sim: the others hold them all)."""
+    cluster = simulate(seed, size, STEPS, Faults(read=0.1), **IN_MEMORY)
+    assert cluster.counts.recoveries > 1 and cluster.counts.lost_logs
+
+
+@pytest.mark.parametrize("seed", seeds(6))
+def test_a_fixed_primary_cut_off_while_it_fetches_its_log_keeps_what_its_sources_held(seed):
+    faults, options = CUT_OFF_FETCHING
+    cluster = simulate(seed, 3, STEPS, faults, recovers=False, **options)
+    assert cluster.counts.recoveries and cluster.counts.cut_off_fetching
+
+
 # -- Each new fix switched off is caught ------------------------------------------------------
 
 class CaughtUpByAnyCommitLength(RaftNode):
@@ -199,3 +227,54 @@ def test_an_empty_fixed_secondary_that_keeps_its_first_cluster_never_follows_a_r
     refusing that cluster, with nothing to keep, leaves it out for good."""
     assert_caught(KeepsAnEmptyLogsCluster, [48], 3, STEPS, Faults(read=0.1), ("no primary",), recovers=True,
                   fixed=True, primary_in_memory=True, connections=True)
+
+
+# -- The recovery's rules switched off (raft_recovery, in the core's place) ------------------
+
+class EndsAtAnyEmptyPage(raft_recovery.Recovery):
+    """Takes a source's empty page as the log's end, as it did, though a
+    candidate said it held more."""
+
+    def _on_end_of(self, source, now):
+        self._finish(self.cluster, now)
+
+
+class GivesUpSilentSources(raft_recovery.Recovery):
+    """Passes a source silent for RECOVERY_TIMEOUT over for good, as it did,
+    and with none left ends with what it took."""
+
+    def _on_silent_source(self, silent, now):
+        self._pass_over(silent, "did not answer a fetch", now)
+
+
+def assert_recovery_rule_caught(monkeypatch, broken: type, kept_seeds: list[int], faults: Faults,
+                                **options) -> int:
+    """assert_caught for a rule of raft_recovery: some kept seed's run loses what
+    a secondary that answered the recovery held with ``broken`` in the core,
+    and is safe with the rule intact."""
+    for seed in kept_seeds:
+        if first_violation([seed], 3, STEPS, RaftNode, faults, **options) is not None:
+            continue
+        with monkeypatch.context() as patched:
+            patched.setattr(raft, "Recovery", broken)
+            found = first_violation([seed], 3, STEPS, RaftNode, faults, **options)
+        if found and "which a secondary that answered it held" in found[1]:
+            return seed
+    raise AssertionError(f"no seed caught {broken.__name__}")
+
+
+def test_a_recovery_that_ends_at_any_empty_page_loses_what_the_others_held(monkeypatch):
+    """The source restarts in memory mid-fetch (a secondary in memory comes back
+    empty) and answers the next fetch with an empty page: taken as the log's
+    end, the recovery lacked what the other secondary held, acknowledged
+    entries included."""
+    seed = assert_recovery_rule_caught(monkeypatch, EndsAtAnyEmptyPage, [33, 41, 59], Faults(read=0.1),
+                                       **IN_MEMORY)
+    assert simulate(seed, 3, STEPS, Faults(read=0.1), **IN_MEMORY).counts.lost_while_fetched_from
+
+
+def test_a_recovery_that_gives_up_silent_sources_loses_what_they_held(monkeypatch):
+    """Every source falls silent mid-fetch (the primary is cut off): ending with
+    what it took, the new run truncated the rest on the secondaries."""
+    faults, options = CUT_OFF_FETCHING
+    assert_recovery_rule_caught(monkeypatch, GivesUpSilentSources, [0, 1, 8], faults, **options)

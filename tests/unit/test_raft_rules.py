@@ -1152,6 +1152,63 @@ def test_a_recovering_primary_sizes_each_later_fetch_by_the_pages_that_came(monk
     assert primary.disk.storage.length() == 21  # and its run's no-op
 
 
+HELD = tuple(message(1, f"m{n}") for n in range(7))
+
+
+def holding(name: str, entries: tuple[Entry, ...] = HELD):
+    """A fixed secondary that took ``entries`` (of cluster k1), in pages of two."""
+    source = new_node(name, peers=(name,), mode=Mode.FIXED_SECONDARY, max_batch=2)
+    if entries:
+        source.step(append("x", 1, entries=entries, commit=len(entries), cluster="k1"), 0.0)
+    return source
+
+
+@pytest.mark.parametrize("restarted_s1", [
+    lambda: holding("s1", ()),  # in memory: it came back empty
+    lambda: holding("s1", tuple(message(1, f"other {n}") for n in range(7))),  # another log, same term
+], ids=["empty", "another-log"])
+def test_a_recovering_primary_passes_over_a_source_that_no_longer_holds_the_log_it_was_sending(
+        monkeypatch, restarted_s1):
+    """s1 restarts after the first page it sent: its answer to the next fetch
+    begins where no log it holds does. Taken as it was (an empty page said the
+    log ends there), the recovery ended with two entries, and the new run
+    would have truncated the five more that s2 held, acknowledged or not."""
+    monkeypatch.setattr(raft_recovery, "FETCH_PAGES", 1)
+    monkeypatch.setattr(raft_recovery, "FETCH_BYTES", 1)  # a page a fetch
+    primary = new_node("p", peers=("p", "s1", "s2"), mode=Mode.FIXED_PRIMARY)
+    nodes = {"p": primary, "s1": holding("s1"), "s2": holding("s2")}
+
+    def s1_restarts_after_its_first_page(to, message):
+        if isinstance(message, FetchReply) and message.sender == "s1" and message.prev_length == 0:
+            nodes["s1"] = restarted_s1()
+
+    deliver(nodes, primary.tick(0.0).messages, 0.0, before=s1_restarts_after_its_first_page)
+    assert primary.role is Role.PRIMARY
+    assert [entry.body for entry in primary.entries[:-1]] == [entry.body for entry in HELD]
+
+
+def test_a_less_up_to_date_member_takes_over_where_its_log_agrees_with_what_was_taken(monkeypatch):
+    """s1 ends in term 2, s2 in term 1, a prefix of s1's log. s1 restarts after
+    its first page: s2 holds what was taken, and gives the rest of its log.
+    Only members ending in s1's term took over before: the recovery ended
+    with two entries, and s2's m2..m4 (acknowledged, with w=2) were lost."""
+    monkeypatch.setattr(raft_recovery, "FETCH_PAGES", 1)
+    monkeypatch.setattr(raft_recovery, "FETCH_BYTES", 1)
+    s1 = holding("s1", HELD[:5])
+    s1.step(append("y", 2, prev=HELD[:5], entries=(message(2, "n5"), message(2, "n6")), commit=5,
+                   cluster="k1"), 0.0)
+    primary = new_node("p", peers=("p", "s1", "s2"), mode=Mode.FIXED_PRIMARY)
+    nodes = {"p": primary, "s1": s1, "s2": holding("s2", HELD[:5])}
+
+    def s1_restarts_after_its_first_page(to, message):
+        if isinstance(message, FetchReply) and message.sender == "s1" and message.prev_length == 0:
+            nodes["s1"] = holding("s1", ())
+
+    deliver(nodes, primary.tick(0.0).messages, 0.0, before=s1_restarts_after_its_first_page)
+    assert primary.role is Role.PRIMARY
+    assert [entry.body for entry in primary.entries[:-1]] == [entry.body for entry in HELD[:5]]
+
+
 def compacted_fixed_secondary():
     """A fixed secondary that took KEYED (after a no-op) and compacted them away,
     following its primary: its start counts 5 messages before it."""
