@@ -30,12 +30,13 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   AppendEntries makes: RaftNode._takes_page); a source whose page is not
   taken is passed over. The sources are the members whose log ends in the
   best one's term, longest first (their logs agree as far as the shorter
-  goes); once none is left, those of the next term. A source whose log ends
-  is passed over too while a candidate said it held more (one that
-  restarted without its log ends short of what it said), and recovery ends
-  once what was taken is as long as the longest candidate said, or once
-  every member was passed over, with what it took. A source silent for
-  ``timeout`` is not given up: the next candidate is asked meanwhile, and it
+  goes); once none is left, those of the next term (a member that answers
+  after the decision joins them in its rank). A source whose log ends is
+  passed over too while a candidate said it held more (one that restarted
+  without its log ends short of what it said), and recovery ends once what
+  was taken is as long as the longest candidate said, or once every source
+  was passed over, with what it took. A source silent for ``timeout`` is
+  not given up: the next candidate is asked meanwhile, and it
   again in its turn, for as long as it takes. Ending with part of the log,
   the primary would begin a run that truncates the rest on every secondary
   once they answer again, acknowledged entries included.
@@ -114,7 +115,8 @@ class Recovery:
         #: The members to fetch from, best first, as each answered: none can lose
         #: an entry while no primary writes, but by restarting without its log.
         self._sources: dict[str, StateReply] = {}
-        self._turn = 0  # which of the candidates to fetch from (``_candidates``)
+        #: The candidate fetched from (``_candidates``); None: the first.
+        self._source: str | None = None
         self._fetch: _Fetch | None = None
         self._pages = FETCH_PAGES  # what the next fetch asks for
         #: A start being received: it, its count of keys, and the keys so far.
@@ -160,9 +162,12 @@ class Recovery:
         return [(peer, StateRequest(self._name, 0)) for peer in self._secondaries if peer not in self._answers]
 
     def ask_again(self, peer: str) -> None:
-        """``peer`` just became reachable: ask it now, or fetch from it now."""
+        """``peer`` just became reachable: ask it now if it has not answered; if
+        it is the source being fetched from, fetch again now."""
         if self._fetch is not None and self._fetch.source == peer:
-            self._fetch = None  # it may have gone before the connection was up: fetch again
+            # It may have gone before the connection was up: fetch again, now
+            # (as if it timed out: a source that only ever reconnects is silent).
+            self._fetch.heard_at = float("-inf")
         if peer not in self._answers:
             self._next_ask = self._started  # ask every silent one again, now
 
@@ -170,8 +175,11 @@ class Recovery:
         if isinstance(reply, StateReply):
             if reply.sender not in self._answers and self._first_answer is None:
                 self._first_answer = now
+            late = self.fetching and reply.sender not in self._answers
             self._answers[reply.sender] = reply
             self.highest_term = max(self.highest_term, reply.term)
+            if late and reply.cluster == self.cluster:
+                self._add_source(reply)
         elif self._fetch is not None and reply.sender == self._fetch.source:
             self._source_deadline = now + self._timeout
             self._take_fetched(reply, now)
@@ -201,32 +209,43 @@ class Recovery:
         longest = {c: max(r.log_length for r in holders.values() if r.cluster == c) for c in counts}
         self.cluster = max(counts, key=lambda c: (counts[c], longest[c]))
         members = {name: r for name, r in holders.items() if r.cluster == self.cluster}
-        ranked = sorted(members.values(), key=lambda r: (r.last_log_term, r.log_length), reverse=True)
-        best = ranked[0]
-        self._sources = {r.sender: r for r in ranked}
+        for member in members.values():
+            self._add_source(member)
         self._source_deadline = now + self._timeout
         self.fetching = True
         silent = sorted(set(self._secondaries) - set(self._answers))
         log.info("recovering history %s from %s (%d entries in the longest log)%s",
-                 self.cluster, ", ".join(self._sources), best.log_length,
+                 self.cluster, ", ".join(self._sources), next(iter(self._sources.values())).log_length,
                  f"; no answer from {', '.join(silent)}" if silent else "")
+
+    def _add_source(self, answer: StateReply) -> None:
+        """A member of the cluster taken over becomes a source, in its rank (an
+        answer that came after the decision too: each of its pages is checked
+        as any other's, so it can only bring what agrees with what was taken)."""
+        ranked = sorted([*self._sources.values(), answer], key=lambda r: (r.last_log_term, r.log_length),
+                        reverse=True)
+        self._sources = {r.sender: r for r in ranked}
 
     def _next_fetch(self, now: float) -> list[tuple[str, FetchRequest]]:
         if self._fetch is not None:
-            source = self._fetch.source
             if now < self._fetch.heard_at + self._fetch_timeout:
                 return []
-            self._fetch = None
+            silent, self._fetch = self._fetch.source, None
             if now >= self._source_deadline:  # until then, a fetch or its answer may just be lost
-                self._on_silent_source(source, now)
+                self._on_silent_source(silent, now)
         if not self._sources:
             self._finish(self.cluster, now)
             return []
-        candidates = self._candidates()
-        source = candidates[self._turn % len(candidates)]
+        source = self._current_source()
         keys_offset = len(self._snapshot[2]) if self._snapshot else 0
         self._fetch = _Fetch(source, self._length, keys_offset, now, self._pages)
         return [(source, FetchRequest(self._name, 0, self._length, keys_offset, self._pages))]
+
+    def _current_source(self) -> str:
+        candidates = self._candidates()
+        if self._source not in candidates:  # none yet, or passed over, or outranked
+            self._source = candidates[0]
+        return self._source
 
     def _candidates(self) -> list[str]:
         """The sources the log is taken from now: those whose log ends in the
@@ -243,10 +262,12 @@ class Recovery:
         new run would truncate the rest on every secondary that holds it once
         they answer again, acknowledged entries included. The next candidate
         is asked meanwhile, and it again in its turn, for as long as it takes."""
-        self._turn += 1
         candidates = self._candidates()
-        following = candidates[self._turn % len(candidates)]
-        log.warning("recovering: %s did not answer a fetch for %gs; %s", silent, self._timeout,
+        if silent in candidates:
+            self._source = candidates[(candidates.index(silent) + 1) % len(candidates)]
+        following = self._current_source()
+        log.warning("recovering: %s did not answer a fetch for %.1fs; %s", silent,
+                    now - (self._source_deadline - self._timeout),
                     f"asking {following}" if following != silent else "asking it again")
         self._source_deadline = now + self._timeout
 
@@ -254,7 +275,6 @@ class Recovery:
         """``source`` has nothing more to give: it is not asked again."""
         log.warning("recovering: %s %s", source, why)
         del self._sources[source]
-        self._turn = 0
         self._source_deadline = now + self._timeout
 
     def _take_fetched(self, reply: FetchReply, now: float) -> None:
@@ -263,8 +283,9 @@ class Recovery:
             return  # an answer to an earlier fetch
         if reply.start is None and not self._takes_page(reply):
             self._fetch = None
-            self._pass_over(fetch.source, f"no longer holds what it was sending (entry {reply.prev_length} "
-                                          "on), or holds another log; trying the others", now)
+            holds = "fewer entries than" if reply.prev_term is None else "another log than"
+            self._pass_over(fetch.source, f"holds {holds} the {reply.prev_length} taken; trying the others",
+                            now)
             return
         fetch.heard_at = now
         fetch.pages_left -= 1

@@ -37,7 +37,8 @@ sent to it stays within). Beside them, by kind:
   ``[index, term, digest, first_id, offset]`` (REPLICATE and BEAT carry
   only its index); "keys" the Idempotency-Keys in force there,
   ``[[key, index, first_id, count, digest], ...]``. FETCHED's "prev_term"
-  is null where the source holds fewer than "prev_length" entries.
+  is null where the source holds fewer than "prev_length" entries, and on
+  a page of its start.
 - An entry's line is ``[@<key> ][#<count> ]<messages>``: the messages'
   JSON string literals joined by commas, as ``encode_entry`` writes each
   (ensure_ascii, so none holds a raw newline); ``#<count>`` when there is

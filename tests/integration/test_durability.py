@@ -417,7 +417,7 @@ def test_a_primary_cut_off_from_every_source_while_it_fetches_waits_and_loses_no
     wait_until(lambda: heard_from(url, "s2"), what="s2 to answer the recovering primary")
     to_s2.set_faults(drop=1.0)
     # Twice RECOVERY_TIMEOUT without an answer: where it used to give up.
-    cluster.primary.wait_for_log(re.compile(r"s2 did not answer a fetch for 0\.5s; asking s1|recovered \d+ "))
+    cluster.primary.wait_for_log(re.compile(r"s2 did not answer a fetch for [\d.]+s; asking s1|recovered \d+ "))
     assert get_health(url)["recovering"], "it ended its recovery without the log"
     to_s1.set_faults(drop=0.0)
     to_s2.set_faults(drop=0.0)

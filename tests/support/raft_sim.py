@@ -648,7 +648,7 @@ class Counts:
     transfers: int = 0
     recoveries: int = 0  # a fixed primary took its log over from its secondaries
     lost_logs: int = 0  # fixed secondaries in memory that lost their log
-    lost_while_fetched_from: int = 0  # of them, while their primary recovered its log
+    lost_while_primary_fetched: int = 0  # of them, while their primary recovered its log
     cut_off_fetching: int = 0  # a fixed primary cut off while it fetched its log
     #: fixed secondaries left keeping another cluster's log after the faults (an
     #: in-memory primary that recovered without them: the documented limit)
@@ -834,7 +834,7 @@ class SimCluster:
             self._restoring.add(name)
             self.counts.lost_logs += 1
             if self.nodes[self.names[0]].role is Role.RECOVERING:
-                self.counts.lost_while_fetched_from += 1
+                self.counts.lost_while_primary_fetched += 1
         else:
             return
         self.checker.lost_disk(name)
@@ -935,7 +935,8 @@ class SimCluster:
 
     def _fixed_primary_fetching(self) -> bool:
         primary = self.nodes[self.names[0]]
-        return self.fixed and primary is not None and primary.role is Role.RECOVERING and primary.recovery.fetching
+        return (self.fixed and primary is not None and primary.role is Role.RECOVERING
+                and primary.recovery.fetching)
 
     def _crash_for_a_while(self, name: str) -> None:
         rng, faults = self.rng, self.faults

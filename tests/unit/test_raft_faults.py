@@ -28,7 +28,7 @@ from dataclasses import replace
 import pytest
 
 from shared.consensus import raft, raft_recovery
-from shared.consensus.raft import RaftNode
+from shared.consensus.raft import RaftNode, Role
 from tests.support.raft_sim import (
     COMPACTING, CRASHY, FORGED, FORGERIES, LATE, LOST_DISKS, READS, WHOLE_RESTARTS, Faults, assert_caught,
     first_violation, simulate,
@@ -142,19 +142,25 @@ def test_a_fixed_primary_in_memory_takes_its_log_over_at_each_restart(seed, size
 
 @pytest.mark.parametrize("size", [3, 5])
 @pytest.mark.parametrize("seed", seeds(4))
-def test_fixed_secondaries_in_memory_that_restart_while_the_primary_recovers_lose_nothing(seed, size):
-    """Every node's log in memory: a secondary's crash loses its log too, a
-    recovery's source mid-fetch included, wherever no committed entry can
-    go with it (raft_sim: the others hold them all)."""
+def test_fixed_secondaries_in_memory_that_restart_lose_nothing_committed(seed, size):
+    """Every node's log in memory: a secondary's crash loses its log too,
+    wherever no committed entry can go with it (raft_sim: the others hold
+    them all), in some runs while the primary fetches its log from it (a
+    kept seed below meets that for certain)."""
     cluster = simulate(seed, size, STEPS, Faults(read=0.1), **IN_MEMORY)
     assert cluster.counts.recoveries > 1 and cluster.counts.lost_logs
 
 
 @pytest.mark.parametrize("seed", seeds(6))
 def test_a_fixed_primary_cut_off_while_it_fetches_its_log_keeps_what_its_sources_held(seed):
+    """Safety throughout; and once the network heals, the recovery ends (it
+    waits for silent sources, however long: not for ever once they answer)."""
     faults, options = CUT_OFF_FETCHING
     cluster = simulate(seed, 3, STEPS, faults, recovers=False, **options)
     assert cluster.counts.recoveries and cluster.counts.cut_off_fetching
+    cluster.quiet()
+    primary = cluster.nodes["n0"]
+    cluster.run_until(lambda: primary.role is Role.PRIMARY, 15.0, "the primary's recovery ended")
 
 
 # -- Each new fix switched off is caught ------------------------------------------------------
@@ -233,7 +239,9 @@ def test_an_empty_fixed_secondary_that_keeps_its_first_cluster_never_follows_a_r
 
 class EndsAtAnyEmptyPage(raft_recovery.Recovery):
     """Takes a source's empty page as the log's end, as it did, though a
-    candidate said it held more."""
+    candidate said it held more. (Of a source that restarted empty, only the
+    page that answers the first fetch is empty and taken: later ones begin
+    where it holds nothing, and the page check passes it over.)"""
 
     def _on_end_of(self, source, now):
         self._finish(self.cluster, now)
@@ -252,25 +260,26 @@ def assert_recovery_rule_caught(monkeypatch, broken: type, kept_seeds: list[int]
     """assert_caught for a rule of raft_recovery: some kept seed's run loses what
     a secondary that answered the recovery held with ``broken`` in the core,
     and is safe with the rule intact."""
+    tried = []
     for seed in kept_seeds:
-        if first_violation([seed], 3, STEPS, RaftNode, faults, **options) is not None:
-            continue
+        intact = first_violation([seed], 3, STEPS, RaftNode, faults, **options)
         with monkeypatch.context() as patched:
             patched.setattr(raft, "Recovery", broken)
             found = first_violation([seed], 3, STEPS, RaftNode, faults, **options)
-        if found and "which a secondary that answered it held" in found[1]:
+        if intact is None and found and "which a secondary that answered it held" in found[1]:
             return seed
-    raise AssertionError(f"no seed caught {broken.__name__}")
+        tried.append(f"{seed}: {intact[1] if intact else found[1] if found else 'no violation'}")
+    raise AssertionError(f"no seed caught {broken.__name__} ({'; '.join(tried)})")
 
 
 def test_a_recovery_that_ends_at_any_empty_page_loses_what_the_others_held(monkeypatch):
-    """The source restarts in memory mid-fetch (a secondary in memory comes back
-    empty) and answers the next fetch with an empty page: taken as the log's
-    end, the recovery lacked what the other secondary held, acknowledged
-    entries included."""
+    """The source restarts in memory before the first fetch (a secondary in
+    memory comes back empty) and answers it with an empty page: taken as the
+    log's end, the recovery lacked what the other secondary held,
+    acknowledged entries included."""
     seed = assert_recovery_rule_caught(monkeypatch, EndsAtAnyEmptyPage, [33, 41, 59], Faults(read=0.1),
                                        **IN_MEMORY)
-    assert simulate(seed, 3, STEPS, Faults(read=0.1), **IN_MEMORY).counts.lost_while_fetched_from
+    assert simulate(seed, 3, STEPS, Faults(read=0.1), **IN_MEMORY).counts.lost_while_primary_fetched
 
 
 def test_a_recovery_that_gives_up_silent_sources_loses_what_they_held(monkeypatch):

@@ -1209,6 +1209,24 @@ def test_a_less_up_to_date_member_takes_over_where_its_log_agrees_with_what_was_
     assert [entry.body for entry in primary.entries[:-1]] == [entry.body for entry in HELD[:5]]
 
 
+def test_a_member_that_answers_after_the_decision_takes_over_from_a_silent_source(monkeypatch):
+    """The recovery decides on s1's answer alone (s2 silent for RECOVERY_TIMEOUT),
+    and s1 falls silent at the first fetch. s2 answers then, with more of the
+    same term's log: it is fetched from. Before, only the members heard by the
+    decision were ever asked, and s2's m5 and m6 would have been truncated."""
+    monkeypatch.setattr(raft_recovery, "FETCH_PAGES", 1)
+    monkeypatch.setattr(raft_recovery, "FETCH_BYTES", 1)
+    primary = new_node("p", peers=("p", "s1", "s2"), mode=Mode.FIXED_PRIMARY, recovery_timeout=1.0)
+    s1, s2 = holding("s1", HELD[:5]), holding("s2")
+    asked = primary.tick(0.0).messages
+    deliver({"p": primary, "s1": s1}, [(to, m) for to, m in asked if to == "s1"], 0.0)
+    assert sent(primary.tick(1.0), FetchRequest) and not primary.recovery.done  # to s1, lost
+    deliver({"p": primary, "s2": s2}, [(to, m) for to, m in asked if to == "s2"], 1.0)  # s2's answer
+    deliver({"p": primary, "s2": s2}, primary.tick(2.0).messages, 2.0)  # s1 silent: s2 is asked
+    assert primary.role is Role.PRIMARY
+    assert [entry.body for entry in primary.entries[:-1]] == [entry.body for entry in HELD]
+
+
 def compacted_fixed_secondary():
     """A fixed secondary that took KEYED (after a no-op) and compacted them away,
     following its primary: its start counts 5 messages before it."""
