@@ -426,7 +426,7 @@ class RaftNode:
             progress.reprobe(self._seq + 1)
             self._send_to(peer, progress, now)
         elif self._role is Role.RECOVERING:
-            self._recovery.ask_again(peer)
+            self._recovery.ask_again(peer, now)
             self._step_recovery(now)
         else:
             if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and peer not in self._votes:

@@ -161,13 +161,13 @@ class Recovery:
         self._next_ask = now + self._interval
         return [(peer, StateRequest(self._name, 0)) for peer in self._secondaries if peer not in self._answers]
 
-    def ask_again(self, peer: str) -> None:
+    def ask_again(self, peer: str, now: float) -> None:
         """``peer`` just became reachable: ask it now if it has not answered; if
         it is the source being fetched from, fetch again now."""
         if self._fetch is not None and self._fetch.source == peer:
             # It may have gone before the connection was up: fetch again, now
             # (as if it timed out: a source that only ever reconnects is silent).
-            self._fetch.heard_at = float("-inf")
+            self._fetch.heard_at = now - self._fetch_timeout
         if peer not in self._answers:
             self._next_ask = self._started  # ask every silent one again, now
 

@@ -1227,6 +1227,22 @@ def test_a_member_that_answers_after_the_decision_takes_over_from_a_silent_sourc
     assert [entry.body for entry in primary.entries[:-1]] == [entry.body for entry in HELD]
 
 
+def test_a_source_whose_connection_keeps_coming_up_without_a_page_counts_as_silent():
+    """Each connection that comes up sends the fetch again at once; a source
+    that never answers one is still silent, and s2 is asked after
+    RECOVERY_TIMEOUT (before, each new connection forgot the fetch in flight,
+    and with it how long the source had been silent)."""
+    primary = new_node("p", peers=("p", "s1", "s2"), mode=Mode.FIXED_PRIMARY, recovery_timeout=1.0)
+    sources = {"s1": holding("s1"), "s2": holding("s2", HELD[:5])}
+    fetches = []
+    for to, question in primary.tick(0.0).messages:
+        for _, answer in sources[to].step(question, 0.0).messages:
+            fetches += sent(primary.step(answer, 0.0), FetchRequest)  # to s1, which never answers
+    for now in (0.5, 0.9, 1.2):  # the last past RECOVERY_TIMEOUT
+        fetches += sent(primary.peer_connected("s1", now), FetchRequest)
+    assert [to for to, _ in fetches] == ["s1", "s1", "s1", "s2"]
+
+
 def compacted_fixed_secondary():
     """A fixed secondary that took KEYED (after a no-op) and compacted them away,
     following its primary: its start counts 5 messages before it."""
