@@ -36,10 +36,10 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   without its log ends short of what it said), and recovery ends once what
   was taken is as long as the longest candidate said, or once every source
   was passed over, with what it took. A source silent for ``timeout`` is
-  not given up: the next candidate is asked meanwhile, and it
-  again in its turn, for as long as it takes. Ending with part of the log,
-  the primary would begin a run that truncates the rest on every secondary
-  once they answer again, acknowledged entries included.
+  not given up: the next candidate is asked meanwhile, and it again in its
+  turn, for as long as it takes. Ending with part of the log, the primary
+  would begin a run that truncates the rest on every secondary once they
+  answer again, acknowledged entries included.
 
 Then the primary begins a term above every term it heard, and replicates as
 usual: a secondary's entries past the recovered log are truncated by log
