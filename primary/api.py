@@ -28,7 +28,7 @@ from shared.web.append_request import (
     BadRequest, check_content_type, parse_append, parse_idempotency_key, read_body,
 )
 from shared.web.dashboard import dashboard_response
-from shared.web.http import LogReads, json_error, json_response, new_app
+from shared.web.http import LogReads, json_error, json_response, new_app, raw_header
 from shared.web.metrics import exposition
 from shared.web.reads import Reads
 
@@ -47,10 +47,9 @@ def make_app(config: PrimaryConfig, node: NodeIo, appends: Appends) -> bottle.Bo
         started = time.monotonic()
         try:
             media_type = check_content_type(bottle.request.content_type)
-            # The header as sent (latin-1), not through Bottle's UTF-8
-            # decoding, which raises on bytes such as 0xe9: the validator
-            # then answers 400 for anything but visible ASCII.
-            key = parse_idempotency_key(bottle.request.headers.raw("Idempotency-Key"))
+            # As sent (raw_header): the validator answers 400 for anything
+            # but visible ASCII, bytes such as 0xe9 included.
+            key = parse_idempotency_key(raw_header("Idempotency-Key"))
             body = read_body(config.max_body_bytes)
             request = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
         except BadRequest as exc:
@@ -70,7 +69,7 @@ def make_app(config: PrimaryConfig, node: NodeIo, appends: Appends) -> bottle.Bo
 
     @app.get("/metrics")
     def prometheus_metrics():
-        return exposition(metrics.registry, bottle.request.get_header("Accept", ""))
+        return exposition(metrics.registry)
 
     @app.get("/")
     def dashboard():

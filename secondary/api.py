@@ -68,7 +68,7 @@ def make_app(node: NodeIo, config: SecondaryConfig) -> bottle.Bottle:
 
     @app.get("/metrics")
     def prometheus_metrics():
-        return exposition(registry, bottle.request.get_header("Accept", ""))
+        return exposition(registry)
 
     @app.get("/")
     def home_route():

@@ -37,7 +37,7 @@ from shared.web.append_request import (
 )
 from shared.web.api_token import protect
 from shared.web.dashboard import dashboard_response
-from shared.web.http import JSON, LogReads, json_response, new_app
+from shared.web.http import JSON, LogReads, json_response, new_app, raw_header
 from shared.web.metrics import PREFIX, exposition, gauge, new_registry
 from shared.web.reads import LEVELS, Reads
 
@@ -101,7 +101,7 @@ def make_app(config: FailoverConfig, node: NodeIo, appends: Appends) -> bottle.B
 
     @app.get("/metrics")
     def prometheus_metrics():
-        return exposition(registry, bottle.request.get_header("Accept", ""))
+        return exposition(registry)
 
     @app.get("/")
     def dashboard():
@@ -114,13 +114,14 @@ def _append(config: FailoverConfig, appends: Appends) -> Answer:
     request = bottle.request
     try:
         media_type = check_content_type(request.content_type)
-        key = parse_idempotency_key(request.headers.raw("Idempotency-Key"))
+        key = parse_idempotency_key(raw_header("Idempotency-Key"))
         body = read_body(config.max_body_bytes)
         append = parse_append(body, config.cluster_size, media_type, config.max_batch_messages)
     except BadRequest as exc:
         return Answer(exc.status, {"error": exc.message}, outcome=Outcome.BAD_REQUEST)
-    headers = {name: request.headers[name] for name in PASSED_HEADERS if name in request.headers}
-    return appends.append(append, key, body, headers, request.headers.get(FORWARDED_BY))
+    # As they came (raw_header): passed on byte for byte, whatever they hold.
+    headers = {name: value for name in PASSED_HEADERS if (value := raw_header(name)) is not None}
+    return appends.append(append, key, body, headers, raw_header(FORWARDED_BY))
 
 
 class _Collector:

@@ -2,7 +2,8 @@
 
 A secondary that takes ``POST /messages`` sends it on to the primary's
 ADVERTISED_URL with the client's body and the headers that matter
-(Content-Type, Authorization, Idempotency-Key), marked with FORWARDED_BY
+(Content-Type, Authorization, Idempotency-Key, byte for byte as they came:
+latin-1 text, as WSGI hands them over), marked with FORWARDED_BY
 so that the primary never forwards it again, and hands the answer back
 as it came. What the client is told when the forward fails depends on
 whether the request may have reached the primary:
@@ -104,6 +105,11 @@ class Forwarder:
             timed_out = isinstance(exc, socket.timeout)
             raise Unknown(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                           timed_out) from None
+        except BaseException:
+            # A request cut off half-written must not be followed by the next
+            # one on the same connection: that one would fail as unknown, sent or not.
+            self._drop(url)
+            raise
         self._local.connections[url] = (connection, time.monotonic())
         if response.will_close:
             self._drop(url)

@@ -22,7 +22,7 @@ from typing import Callable
 import bottle
 
 from shared.runtime.bearer import ApiToken
-from shared.web.http import json_error
+from shared.web.http import json_error, raw_header
 
 #: Routes that answer without a token: they hold no data.
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/"})
@@ -43,7 +43,7 @@ class RequireToken:
             return callback
 
         def checked(*args, **kwargs):
-            refusal = self._refusal(bottle.request.get_header("Authorization", ""))
+            refusal = self._refusal(raw_header("Authorization") or "")
             return refusal if refusal is not None else callback(*args, **kwargs)
 
         return checked
@@ -55,7 +55,7 @@ class RequireToken:
                 401, "this node needs a bearer token: send Authorization: Bearer <API_TOKEN>",
                 {"WWW-Authenticate": f'Bearer realm="{REALM}"'},
             )
-        # WSGI hands headers over as latin-1 text; compare the bytes that came.
+        # The header as latin-1 text (raw_header): these are the bytes that came.
         if not self._token.matches(offered.strip().encode("latin-1")):
             return json_error(
                 401, "wrong bearer token",

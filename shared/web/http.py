@@ -34,6 +34,14 @@ _REASONS = {
 }
 
 
+def raw_header(name: str) -> str | None:
+    """A request header as it came (None if it did not): its bytes as latin-1
+    text, as WSGI hands them over, whatever they are. Bottle's ``get_header``
+    decodes them again as UTF-8 and raises on any other byte: a client's junk
+    header would be a 500 instead of the answer a bad value gets."""
+    return bottle.request.headers.raw(name)
+
+
 def json_response(status: int, payload: dict, headers: dict | None = None) -> bottle.HTTPResponse:
     """A complete response; return it or raise it from a route."""
     return bottle.HTTPResponse(
@@ -126,6 +134,7 @@ def new_app(openapi_document: dict) -> bottle.Bottle:
     serving ``openapi_document`` at ``GET /openapi.json``."""
     app = bottle.Bottle()
     app.default_error_handler = _json_error_page
+    app.add_hook("before_request", _refuse_undecodable_path)
     document = json.dumps(openapi_document, indent=2).encode()
 
     @app.get("/openapi.json")
@@ -133,6 +142,15 @@ def new_app(openapi_document: dict) -> bottle.Bottle:
         return bottle.HTTPResponse(body=document, headers={"Content-Type": JSON})
 
     return app
+
+
+def _refuse_undecodable_path() -> None:
+    """404 for a path that is not UTF-8: Bottle would drop the bytes it cannot
+    decode and route what is left ("/messages%ff" as "/messages")."""
+    try:
+        bottle.request.environ["bottle.raw_path"].encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise bottle.HTTPError(404) from None
 
 
 def _json_error_page(error: bottle.HTTPError) -> bytes:

@@ -30,6 +30,8 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
 
+from shared.web.http import raw_header
+
 PREFIX = "replog_"
 
 
@@ -46,10 +48,15 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
-def exposition(registry: CollectorRegistry, accept: str) -> bottle.HTTPResponse:
-    """The registry's metrics in the format ``accept`` asks for: OpenMetrics
-    when it names it, else Prometheus' text format (as Prometheus negotiates)."""
-    encode, content_type = choose_encoder(accept)
+def exposition(registry: CollectorRegistry) -> bottle.HTTPResponse:
+    """The registry's metrics in the format the request's Accept header asks
+    for: OpenMetrics when it names it, else Prometheus' text format (as
+    Prometheus negotiates), which is also the answer to a header the library
+    cannot read (it raises on a version such as ``1..0``)."""
+    try:
+        encode, content_type = choose_encoder(raw_header("Accept") or "")
+    except (TypeError, ValueError):
+        encode, content_type = choose_encoder("")
     return bottle.HTTPResponse(body=encode(registry), headers={"Content-Type": content_type})
 
 

@@ -46,11 +46,16 @@ def refused(response, error_word: str) -> None:
     ({"Authorization": f"Bearer {TOKEN}x"}, "wrong bearer token"),
     ({"Authorization": f"Basic {TOKEN}"}, "needs a bearer token"),
     ({"Authorization": "Bearer "}, "needs a bearer token"),
+    # Bytes that are not UTF-8, and UTF-8 beyond latin-1 (WSGI hands both over as latin-1 text).
+    ({"Authorization": "Bearer \xff"}, "wrong bearer token"),
+    ({"Authorization": "Bearer " + "€".encode().decode("latin-1")}, "wrong bearer token"),
 ])
 def test_an_append_without_the_right_token_is_401_and_appends_nothing(guarded, headers, error_word):
-    cluster, _ = guarded
+    cluster, secondary = guarded
     refused(cluster.post({"message": "m", "w": 1}, headers=headers), error_word)
     refused(cluster.app.get("/messages", headers=headers, expect_errors=True), error_word)
+    refused(cluster.app.get("/metrics", headers=headers, expect_errors=True), error_word)
+    refused(secondary.get("/metrics", headers=headers, expect_errors=True), error_word)
     assert cluster.message_count == 0
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import uuid
 
 import pytest
+import waitress
 import webtest
 import zmq
 import zmq.auth
 
 from shared.consensus.raft_messages import VoteRequest
 from shared.log.node_log import open_log
+from shared.node.forwarding import FORWARDED_BY
 from shared.node.config import FailoverConfig, Peer
 from shared.node.main import build
 from shared.node.node_io import NodeIo
@@ -33,7 +36,7 @@ class Node:
 
     def __init__(self, ctx, config: FailoverConfig, stands_at_once: bool) -> None:
         self.config = config
-        service = build(config, ctx, stands_at_once)
+        self.service = service = build(config, ctx, stands_at_once)
         self.io = service.io_thread
         self.app = webtest.TestApp(service.app)
         self.io.start()
@@ -51,7 +54,9 @@ class Cluster:
     generous: they share this process, and a test that asserts the term must
     not see an election that a busy machine provoked."""
 
-    def __init__(self, ctx, tmp_path, running=NAMES, **settings) -> None:
+    def __init__(self, ctx, tmp_path, running=NAMES, advertised: dict[str, str] | None = None,
+                 **settings) -> None:
+        """``advertised``: a node's ADVERTISED_URL, where the default's (never reached) will not do."""
         run = uuid.uuid4().hex
         peers = tuple(Peer(name, f"inproc://{name}-{run}") for name in NAMES)
         self.nodes: dict[str, Node] = {}
@@ -60,7 +65,7 @@ class Cluster:
             config = dataclasses.replace(
                 FailoverConfig(), node_name=name, peers=peers, data_dir=str(tmp_path / name),
                 replication_bind=peers[NAMES.index(name)].endpoint, election_timeout=1.0,
-                heartbeat_interval=0.05, advertised_url=f"http://{name}:8000",
+                heartbeat_interval=0.05, advertised_url=(advertised or {}).get(name, f"http://{name}:8000"),
                 public_url=f"http://localhost:800{NAMES.index(name)}", **settings)
             self.nodes[name] = Node(ctx, config, stands_at_once=name == "n1")
 
@@ -115,6 +120,33 @@ def test_a_replayed_key_gets_the_original_id_and_another_message_under_it_409(cl
     assert (first.status_int, again.status_int, again.json["id"], again.json["duplicate"]) == (201, 200, 0, True)
     assert (other.status_int, other.json["id"]) == (409, 0)
     assert primary.app.get("/messages").json["messages"] == ["once"]
+
+
+def test_headers_that_are_not_utf8_are_taken_and_forwarded_as_they_came(ctx, tmp_path):
+    """A header's bytes that are not UTF-8, or UTF-8 beyond latin-1, as WSGI hands
+    them over (latin-1 text): the primary takes the append, and a secondary
+    forwards it, byte for byte, over HTTP to the primary served on 127.0.0.1."""
+    cluster = Cluster(ctx, tmp_path, advertised={"n1": "http://127.0.0.1:0"})
+    n1 = cluster.nodes["n1"]
+    server = waitress.create_server(n1.service.app, host="127.0.0.1", port=0)
+    n1.service.http_bound(f"http://127.0.0.1:{server.effective_port}")
+    threading.Thread(target=server.run, name="n1-http", daemon=True).start()
+    utf8_beyond_latin1 = "application/json; charset=" + "€".encode().decode("latin-1")
+    try:
+        assert cluster.primary() is n1
+        direct = n1.app.post("/messages", b'{"message": "direct"}', expect_errors=True, headers={
+            "Content-Type": "application/json; charset=\xe9", "Authorization": "\xff", FORWARDED_BY: "\xff"})
+        assert direct.status_int == 201, direct.text
+        n2 = cluster.nodes["n2"]
+        wait_until(lambda: n2.health()["peers"]["n1"]["url"], 5, what="n2 to learn n1's URL")
+        for message, content_type in (("forwarded", utf8_beyond_latin1), ("next", "application/json")):
+            answer = n2.app.post("/messages", json.dumps({"message": message}).encode(), expect_errors=True,
+                                 headers={"Content-Type": content_type, "Authorization": "\xff"})
+            assert (answer.status_int, answer.headers["Served-By"]) == (201, "n1"), answer.text
+        assert n1.app.get("/messages").json["messages"] == ["direct", "forwarded", "next"]
+    finally:
+        server.close()
+        cluster.stop()
 
 
 def test_committed_reads_take_only_true_or_false(cluster):

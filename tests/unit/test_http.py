@@ -46,3 +46,17 @@ def test_the_app_serves_its_openapi_document():
     document = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {}}
     resp = webtest.TestApp(new_app(document)).get("/openapi.json")
     assert resp.content_type == "application/json" and resp.json == document
+
+
+def test_a_path_that_is_not_utf8_is_no_endpoint():
+    """Bottle would drop the bytes it cannot decode, and route "/messages%ff" as "/messages"."""
+    app = new_app({"openapi": "3.0.3"})
+    calls = []
+    app.post("/messages", callback=lambda: calls.append("appended"))
+    client = webtest.TestApp(app)
+    for path in ("/messages%ff", "/messages%e9", "/openapi.json%ff"):
+        resp = client.request(path, method="POST" if path.startswith("/messages") else "GET",
+                              expect_errors=True)
+        assert (resp.status_int, resp.json) == (404, {"error": "no such endpoint"}), path
+    assert calls == []
+    assert client.get("/openapi.json%C3%A9", expect_errors=True).status_int == 404  # é, valid UTF-8

@@ -150,6 +150,19 @@ def test_openmetrics_is_served_when_asked_for(cluster):
     assert [s.value for s in ok] == [1]
 
 
+@pytest.mark.parametrize("accept", [
+    "application/openmetrics-text; version=x",  # versions prometheus_client cannot compare
+    "text/plain; version=1..0",
+    "\xff",  # a byte that is not UTF-8, as WSGI hands it over
+])
+def test_an_accept_header_that_cannot_be_read_gets_the_text_format(cluster, accept):
+    cluster.post({"message": "m", "w": 1})
+    for app in (cluster.app, cluster.secondaries["s1"].app):
+        response = app.get("/metrics", headers={"Accept": accept})
+        assert response.content_type == "text/plain"
+        assert "replog_log_length" in Scrape(response.text).families
+
+
 def test_each_app_counts_only_its_own_appends(make_inprocess_cluster):
     first, second = make_inprocess_cluster(), make_inprocess_cluster()
     first.post({"message": "m", "w": 1})
