@@ -225,10 +225,15 @@ class Appends:
 
     def _answer(self, request: AppendRequest, proposal: Proposal, released: bool,
                 started: float) -> Answer:
+        if proposal.first_id is None and not released:
+            # Its request gave up before node-io took it, which then appends nothing.
+            rejections_log.warning("timed out after %gs before the primary took the append; answering "
+                                   "504, nothing appended", request.timeout)
+            return Answer(504, {"error": f"timed out after {request.timeout:g}s before the primary took "
+                                         "the append; nothing was appended, retry"},
+                          RETRY, Outcome.TIMEOUT)
         if proposal.first_id is None or proposal.ended == NOT_PRIMARY:
-            return _no_primary("this node stopped being the primary before it took the append"
-                               if released else
-                               f"the append was not taken within its {request.timeout:g}s timeout")
+            return _no_primary("this node stopped being the primary before it took the append")
         first, count = proposal.first_id, len(request.messages)
         ids = ({"first_id": first, "last_id": first + count - 1, "count": count}
                if request.batch else {"id": first})

@@ -94,8 +94,14 @@ def append_operation(keys_remembered: int, unavailable: str, extra: dict | None 
             "415": error_response_object(f"the Content-Type is neither JSON nor {CURL_FORM_MEDIA_TYPE}"),
             "503": error_response_object(unavailable, RETRY_AFTER),
             "504": json_response_object(
-                {"allOf": [{"$ref": "#/components/schemas/AppendResult"}, {"$ref": "#/components/schemas/Error"}]},
-                "the timeout ran out first; the message stays appended and still replicates",
+                {"anyOf": [
+                    {"allOf": [{"$ref": "#/components/schemas/AppendResult"}, {"$ref": "#/components/schemas/Error"}]},
+                    {"$ref": "#/components/schemas/Error"},
+                ]},
+                "the timeout ran out first: with an id, the message stays appended and still replicates; "
+                "without one (and with Retry-After), it ran out before the primary took the append, "
+                "and nothing was appended",
+                RETRY_AFTER,
             ),
             **(extra or {}),
         },

@@ -53,6 +53,30 @@ def test_timeout_answers_504_and_keeps_the_message(lonely):
     assert lonely.app.get("/messages").json == {"messages": ["m"], "first_id": 0}
 
 
+def test_a_timeout_that_runs_out_before_the_primary_takes_the_append_is_504_and_appends_nothing(
+        cluster, monkeypatch):
+    monkeypatch.setattr(cluster.node, "propose", lambda proposal, at_once=False: False)  # never taken
+    resp = cluster.post({"message": "m", "w": 2, "timeout": 0.05})
+    assert resp.status_int == 504 and "id" not in resp.json, resp.text
+    assert "before the primary took the append; nothing was appended" in resp.json["error"]
+    assert resp.headers["Retry-After"] == "1"
+    assert cluster.message_count == 0
+
+
+def test_the_smallest_timeout_gets_504_whether_or_not_the_primary_took_the_append(
+        make_inprocess_cluster, tmp_path):
+    """A durable primary: every append waits for node-io, which may or may not
+    take it before its timeout of 5e-324 s runs out."""
+    cluster = make_inprocess_cluster(data_dir=str(tmp_path))
+    cluster.wait_recovered()
+    answers = [cluster.post({"message": f"m{n}", "w": 1, "timeout": 5e-324}) for n in range(10)]
+    assert {a.status_int for a in answers} == {504}, [a.text for a in answers]
+    taken = [a.json["id"] for a in answers if "id" in a.json]
+    assert taken == list(range(len(taken)))
+    after = cluster.post({"message": "after", "w": 1})
+    assert after.json["id"] == len(taken), "an append answered without an id was appended"
+
+
 @pytest.mark.parametrize(
     "names, error",
     [
