@@ -152,11 +152,13 @@ class RaftNode:
                  heartbeat_interval: float, mode: Mode = Mode.ELECTED, max_batch: int = MAX_BATCH,
                  max_batch_bytes: int = MAX_BATCH_BYTES, window: int = WINDOW,
                  window_bytes: int = WINDOW_BYTES, max_rto: float = 10.0, stands_at_once: bool = False,
-                 recovery_timeout: float = 10.0, incarnation: str = "") -> None:
+                 recovery_timeout: float = 10.0, incarnation: str = "", run_floor: int = 0) -> None:
         """``peers`` names every node, this one included (a fixed secondary: only
         itself). ``stands_at_once``: the first tick starts a ballot instead of
         the election timer, and until a first term begins the node asks again
-        at every heartbeat interval (the node a fresh cluster should elect first)."""
+        at every heartbeat interval (the node a fresh cluster should elect first).
+        ``run_floor``: the lowest term a fixed primary begins a run in once it
+        recovered its log (the shell passes its clock: ``_run_after_recovery``)."""
         if name not in peers or len(set(peers)) != len(peers):
             raise ValueError(f"peers {peers!r} must name {name!r} once, and every node once")
         if not 0 < heartbeat_interval < election_timeout:
@@ -169,6 +171,7 @@ class RaftNode:
         self._election_timeout = election_timeout
         self._heartbeat_interval = heartbeat_interval
         self._recovery_timeout = recovery_timeout
+        self._run_floor = run_floor
         # How long a primary holds a read it cannot confirm before it fails it: at
         # least as long as its own shell waits for one (shared.node.linearizable).
         self._read_timeout = 2 * election_timeout
@@ -356,6 +359,9 @@ class RaftNode:
             self._on_recovery_reply(message, now)
         elif self.mode is Mode.FIXED_PRIMARY and message.term > self._term:
             self._on_newer_term_as_fixed_primary(message)
+        elif (self.mode is Mode.FIXED_PRIMARY and message.term < self._term
+              and isinstance(message, AppendReply) and message.diverged is not None):
+            self._on_other_cluster_kept(message)
         elif message.term > self._term and self._adopts_term_of(message, now):
             self._become_secondary(message.term, now)
             self._dispatch_current(message, now)
@@ -375,6 +381,14 @@ class RaftNode:
             self._progress[message.sender].diverged = f"it follows a newer primary (term {message.term})"
         elif isinstance(message, ReadIndexRequest):
             self._send(message.sender, ReadIndexReply(self.name, self._term, message.request, None))
+
+    def _on_other_cluster_kept(self, reply: AppendReply) -> None:
+        """A secondary that keeps another cluster's log answers in its own term,
+        which may be below this run's (a run after a recovery that did not hear
+        it is numbered by the clock): not stale for that, it is written to no
+        more. (In this run's term, ``_on_reply`` says the same.)"""
+        if self._role is Role.PRIMARY and reply.sender in self._progress:
+            self._progress[reply.sender].diverged = reply.diverged
 
     def propose(self, entries: Sequence[Entry], now: float) -> Ready:
         """Appends ``entries`` (their terms are set here) to this primary's log;
@@ -866,7 +880,18 @@ class RaftNode:
             self._recovery = None
             self._cluster = recovery.cluster or self._cluster
             self._log.commit_to(len(self._log))  # what it took over is what the cluster holds
-            self._begin_fixed_term(max(self._term, recovery.highest_term) + 1, now)
+            self._begin_fixed_term(self._run_after_recovery(recovery), now)
+
+    def _run_after_recovery(self, recovery: Recovery) -> int:
+        """The term of the run a fixed primary begins after recovering its log,
+        above every run before it, which the next recovery's choice of a log
+        rests on (shared.consensus.raft_recovery): above every term it heard,
+        which, once every secondary answered, is every run any of them heard
+        of; otherwise at least ``run_floor`` too, its clock, since a run that
+        only a silent secondary heard of would not be above the terms heard.
+        (A fresh cluster, every secondary empty, begins at 1.)"""
+        floor = 0 if recovery.heard_everyone else self._run_floor
+        return max(self._term + 1, recovery.highest_term + 1, floor)
 
     def _answer_recovery(self, message: StateRequest | FetchRequest) -> None:
         """A recovering fixed primary asks what this node holds: tell it."""

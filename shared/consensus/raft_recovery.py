@@ -13,10 +13,11 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   did, or after ``timeout`` if none does, recovery ends with nothing; the
   primary's first append names the new cluster.
 - **Some do:** it waits until every secondary has answered, or ``timeout``.
-  It takes the cluster most of them keep (ties: the longest log), and of
-  its members, the most up-to-date log by Raft's order (last term, then
-  length): every entry acknowledged by any answering member is in it, since
-  one primary wrote every term and log matching holds. It fetches that log
+  It takes the cluster of the newest run any member holds an entry of
+  (``_choose_cluster``), and of its members, the most up-to-date log by
+  Raft's order (last term, then length): every entry acknowledged by any
+  answering member is in it, since one primary wrote every term and log
+  matching holds. It fetches that log
   (a FetchRequest answered by several FetchReplies, back to back, one a
   tick of the source's core, so that the source cuts and sends a page while
   this node takes the one before; a start and its keys first, a page per
@@ -41,7 +42,9 @@ heartbeat, or ASK_AGAIN_S if sooner, until answered), then:
   would begin a run that truncates the rest on every secondary once they
   answer again, acknowledged entries included.
 
-Then the primary begins a term above every term it heard, and replicates as
+Then the primary begins a term above every term it heard, and unless every
+secondary answered, at least its clock (RaftNode._run_after_recovery), so
+that its runs are numbered in the order it began them; it replicates as
 usual: a secondary's entries past the recovered log are truncated by log
 matching. A secondary that was silent all along and held more loses what
 it alone held: the documented limit of recovery without a disk.
@@ -128,9 +131,11 @@ class Recovery:
         self.fetching = False
         self.done = False
         #: Once done: the cluster whose log it took over (None: a new cluster),
-        #: and the highest term any secondary spoke in.
+        #: the highest term any secondary spoke in, and whether every one of
+        #: them had answered when it decided (it then knows every run any heard of).
         self.cluster: str | None = None
         self.highest_term = 0
+        self.heard_everyone = False
         log.info("recovering: asking %d secondaries for their logs (for up to %gs)",
                  len(self._secondaries), timeout)
 
@@ -197,7 +202,7 @@ class Recovery:
 
     def _decide(self, now: float) -> None:
         holders = self._holders()
-        everyone = len(self._answers) == len(self._secondaries)
+        everyone = self.heard_everyone = len(self._answers) == len(self._secondaries)
         if not holders:
             grace_over = self._first_answer is not None and now >= self._first_answer + self._fresh_grace
             if everyone or grace_over or now >= self._deadline:
@@ -205,9 +210,7 @@ class Recovery:
             return
         if not everyone and now < self._deadline:
             return
-        counts = Counter(reply.cluster for reply in holders.values())
-        longest = {c: max(r.log_length for r in holders.values() if r.cluster == c) for c in counts}
-        self.cluster = max(counts, key=lambda c: (counts[c], longest[c]))
+        self.cluster = self._choose_cluster(holders)
         members = {name: r for name, r in holders.items() if r.cluster == self.cluster}
         for member in members.values():
             self._add_source(member)
@@ -217,6 +220,17 @@ class Recovery:
         log.info("recovering history %s from %s (%d entries in the longest log)%s",
                  self.cluster, ", ".join(self._sources), next(iter(self._sources.values())).log_length,
                  f"; no answer from {', '.join(silent)}" if silent else "")
+
+    @staticmethod
+    def _choose_cluster(holders: dict[str, StateReply]) -> str:
+        """The cluster of the newest run any member holds an entry of (then the
+        one most members keep, then the longest log): every run is this
+        primary's, so that is the log it last led, with whatever it acknowledged
+        since it left another (RaftNode._run_after_recovery)."""
+        counts = Counter(reply.cluster for reply in holders.values())
+        newest = {c: max(r.last_log_term for r in holders.values() if r.cluster == c) for c in counts}
+        longest = {c: max(r.log_length for r in holders.values() if r.cluster == c) for c in counts}
+        return max(counts, key=lambda c: (newest[c], counts[c], longest[c]))
 
     def _add_source(self, answer: StateReply) -> None:
         """A member of the cluster taken over becomes a source, in its rank (an

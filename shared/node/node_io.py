@@ -187,6 +187,10 @@ class NodeIo(IoThread):
             mode=settings.mode, recovery_timeout=settings.recovery_timeout, max_rto=settings.max_rto,
             incarnation=node_log.incarnation,
             max_batch_bytes=frames.MAX_BATCH_BYTES,
+            # Seconds since 1970: a run begun after recovering the log outranks
+            # this primary's earlier ones (RaftNode._run_after_recovery), and
+            # stays within the jump a secondary takes (MAX_TERM_JUMP).
+            run_floor=int(time.time()),
             # Only a fresh cluster's first election: later, a restarted `primary`
             # waits like any node, so that it does not depose a healthy primary.
             stands_at_once=settings.stands_at_once and node_log.hard_state.term == 0 and not node_log.length(),

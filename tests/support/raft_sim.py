@@ -791,12 +791,17 @@ class SimCluster:
         self.nodes[name] = self._node_class(
             name, peers, random.Random(self.rng.random()), election_timeout=ELECTION_TIMEOUT,
             heartbeat_interval=HEARTBEAT_INTERVAL, storage=disk.storage, hard_state=disk.hard_state,
-            mode=mode, incarnation=disk.incarnation, **self._node_options)
+            mode=mode, incarnation=disk.incarnation, run_floor=self._run_floor(), **self._node_options)
         self.checker.restarted(name, disk.storage.start().index)
         if mode is Mode.FIXED_PRIMARY:
             self._answers = {}
         if self.connections and self.step_count:
             self._connect([(name, other) for other in self.names if other != name])
+
+    def _run_floor(self) -> int:
+        """The fixed primary's clock, which node-io passes in seconds: here in
+        milliseconds of simulated time, since a node may be down for 5 ms."""
+        return int(self.now * 1000)
 
     def _connect(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Connections came up between these nodes: each end is told of the other."""

@@ -902,6 +902,17 @@ def test_a_fixed_primary_never_steps_down():
     assert "newer primary" in primary.progress()["b"].diverged
 
 
+def test_a_fixed_primary_writes_no_more_to_a_secondary_of_another_cluster_whatever_its_term():
+    """Its refusal comes in its own term, below this run's (numbered by the
+    clock after a recovery that did not hear it): it was dropped as stale, and
+    the primary kept writing to it, never saying why it held nothing."""
+    primary = new_node("a", mode=Mode.FIXED_PRIMARY, hard_state=HardState(1_000, "a", cluster="k2"))
+    primary.tick(0.0)
+    primary.step(AppendReply("b", 3, 1, False, diverged="it keeps the log of cluster k1"), 0.0)
+    assert primary.progress()["b"].diverged == "it keeps the log of cluster k1"
+    assert (primary.role, primary.term) == (Role.PRIMARY, 1_001)
+
+
 def test_a_late_answer_naming_another_cluster_changes_nothing_on_a_fixed_primary():
     """A secondary that keeps another cluster's log answers the question of a
     recovery that has ended (it was silent, and a new cluster began): the
@@ -914,6 +925,33 @@ def test_a_late_answer_naming_another_cluster_changes_nothing_on_a_fixed_primary
     ready = primary.step(StateReply("b", 3, 3, 9, LogStart(), "k1"), 0.0)
     assert ready.messages == () and ready.refusal is None
     assert (primary.role, primary.term, primary.cluster) == (Role.PRIMARY, 5, "k2")
+
+
+def test_a_recovering_primary_takes_the_cluster_of_its_newest_run_over_one_more_members_keep():
+    """a and b keep a cluster the primary left (a recovery that heard neither
+    began another, which c joined): their longer log is the older one. Taken
+    back, it lost what the newer cluster had committed."""
+    primary = new_node("p", peers=("p", "a", "b", "c"), mode=Mode.FIXED_PRIMARY)
+    primary.tick(0.0)
+    primary.step(StateReply("a", 5, 5, 20, LogStart(), "old"), 0.0)
+    primary.step(StateReply("b", 5, 5, 20, LogStart(), "old"), 0.0)
+    ready = primary.step(StateReply("c", 7, 7, 3, LogStart(), "new"), 0.0)
+    assert [to for to, _ in sent(ready, FetchRequest)] == ["c"]
+
+
+@pytest.mark.parametrize("answering, first_run", [
+    (("a", "b"), 4),  # every secondary answered: above every term they heard, whatever the clock
+    (("a",), 1_000),  # b is silent: a run only b heard of may be above a's terms, not above the clock
+])
+def test_a_run_begun_after_a_recovery_is_above_the_clock_unless_every_secondary_answered(
+        answering, first_run):
+    primary = new_node("p", peers=("p", "a", "b"), mode=Mode.FIXED_PRIMARY, run_floor=1_000,
+                       recovery_timeout=1.0)
+    primary.tick(0.0)
+    for secondary in answering:
+        primary.step(StateReply(secondary, 3, 0, 0, LogStart(), None), 0.0)  # empty: no cluster
+    primary.tick(1.0)  # the recovery's timeout
+    assert (primary.role, primary.term) == (Role.PRIMARY, first_run)
 
 
 def fixed_secondary(**options) -> object:
