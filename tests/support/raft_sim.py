@@ -268,6 +268,8 @@ class Checker:
         self._committed_by_term: dict[int, int] = {}  # reporter's term -> longest commit length
         self.forgiven = 0  # committed entries a recovery dropped, as it may
         self._holds_forgiven: set[str] = set()  # nodes whose commit length covers some of them
+        #: Told the first message id a recovery forgave, before the committed log forgets it.
+        self.on_forgiven: Callable[[int], None] = lambda first_id: None
 
     def fail(self, what: str) -> None:
         raise Violation(f"{self._where()}: {what}")
@@ -366,6 +368,7 @@ class Checker:
                       f"secondary that answered it held ({promised} committed entries)")
         if kept < len(self.committed):
             self.forgiven += len(self.committed) - kept
+            self.on_forgiven(self.committed.first_ids[kept])
             self.committed.cut(kept)
             for term, length in self._committed_by_term.items():
                 self._committed_by_term[term] = min(length, kept)
@@ -509,6 +512,16 @@ class ClientHistory:
     def end_all_unknown(self) -> None:
         for name in list(self._pending_appends):
             self.crashed(name)
+
+    def forgive(self, first_id: int) -> None:
+        """A recovery forgave the committed messages from ``first_id`` on (only
+        silent secondaries held them: the documented limit, Checker): the
+        appends answered there so far may be lost, and the reads that saw them
+        are not judged. Later appends may get those ids again, and are judged."""
+        self.appends = [replace(append, end=None, outcome=UNKNOWN)
+                        if append.outcome == OK and append.id >= first_id else append
+                        for append in self.appends]
+        self.reads = [read for read in self.reads if read.length <= first_id]
 
     def _settle_appends(self, node: RaftNode, life: int, committed: int, now: float) -> None:
         pending = self._pending_appends.get(node.name)
@@ -680,6 +693,7 @@ class SimCluster:
         self.checker = Checker(self.names, self.where, self.up_nodes, lambda name: self.disks[name].storage,
                                terms_name_one_writer=not primary_in_memory)
         self.history = ClientHistory(self.checker.committed)
+        self.checker.on_forgiven = self.history.forgive
         self.forger = Forger(self.rng, self.names, self.checker.primaries)
         self.counts = Counts()
         self._in_flight: list[tuple[float, int, _InFlight]] = []  # a heap: (when due, order, ...)
@@ -881,6 +895,13 @@ class SimCluster:
         if self.connections:
             self._connect(split)
 
+    def empty(self, name: str) -> None:
+        """Stops a node, empties its log, and starts it again."""
+        self.crash(name)
+        self.disks[name] = Disk(caught_up=False, incarnation=f"{name}.{self.lives[name]}")
+        self.checker.lost_disk(name)
+        self.start(name)
+
     def quiet(self) -> None:
         """Stops the faults: heals the network and restarts every node that is down."""
         self.faults = replace(QUIET, latency=self.faults.latency)
@@ -1002,8 +1023,9 @@ class SimCluster:
     def diverged(self, primary: RaftNode) -> list[RaftNode]:
         """Fixed secondaries that keep the log of a cluster other than ``primary``'s:
         an in-memory primary that recovered without hearing them named a new
-        one. They refuse it, and rightly: what they hold was never committed
-        (the checker's committed log and the clients' history say so)."""
+        one, or took back the one it led last. They refuse it, and rightly:
+        what they hold was never committed, or was committed in a cluster the
+        primary left (the checker forgave it then: the documented limit)."""
         if not self.primary_in_memory:
             return []
         return [node for node in self.up_nodes() if node is not primary and node.log_length
@@ -1030,7 +1052,10 @@ class SimCluster:
         # Settled for a while, so the primary's check quorum counts only replies
         # sent since the faults stopped: it will not step down under the writes.
         primary = self.run_until_settled(within, settled_for=2 * ELECTION_TIMEOUT)
-        self.counts.diverged = len(self.diverged(primary))
+        diverged = self.diverged(primary)
+        self.counts.diverged = len(diverged)
+        for node in diverged:  # the README's remedy: an operator empties it, and it joins
+            self.empty(node.name)
         messages = self.propose(primary, 3)
         self.run_until(lambda: self.has_converged(messages), within, "converged")
         for name, node in self.nodes.items():
