@@ -386,9 +386,17 @@ class RaftNode:
         """A secondary that keeps another cluster's log answers in its own term,
         which may be below this run's (a run after a recovery that did not hear
         it is numbered by the clock): not stale for that, it is written to no
-        more. (In this run's term, ``_on_reply`` says the same.)"""
-        if self._role is Role.PRIMARY and reply.sender in self._progress:
-            self._progress[reply.sender].diverged = reply.diverged
+        more. (In this run's term, ``_on_reply`` says the same.) Unless the
+        refusal comes from a life of it that has ended: emptied, it may have
+        joined this cluster since."""
+        progress = self._progress.get(reply.sender)
+        if self._role is not Role.PRIMARY or progress is None:
+            return
+        if reply.incarnation in progress.retired_incarnations:
+            return
+        if reply.incarnation != progress.incarnation:
+            self._new_life(progress, reply)  # so that a later life retires this one
+        progress.diverged = reply.diverged
 
     def propose(self, entries: Sequence[Entry], now: float) -> Ready:
         """Appends ``entries`` (their terms are set here) to this primary's log;
@@ -763,7 +771,8 @@ class RaftNode:
         why = (f"it keeps the log of cluster {self._cluster} ({len(self._log)} entries), "
                f"not {message.cluster}'s")
         self._refusal = f"a frame of {message.sender}, primary of another cluster: {why}"
-        self._send(message.sender, AppendReply(self.name, self._term, message.seq, False, diverged=why))
+        self._send(message.sender, AppendReply(self.name, self._term, message.seq, False, diverged=why,
+                                               incarnation=self._incarnation))
 
     def _check_sender(self, message: Message) -> None:
         if message.sender == self.name:

@@ -182,7 +182,8 @@ class Recovery:
                 self._first_answer = now
             late = self.fetching and reply.sender not in self._answers
             self._answers[reply.sender] = reply
-            self.highest_term = max(self.highest_term, reply.term)
+            # Its log's last term too: under FSYNC=off, a stored term may lag the log.
+            self.highest_term = max(self.highest_term, reply.term, reply.last_log_term)
             if late and reply.cluster == self.cluster:
                 self._add_source(reply)
         elif self._fetch is not None and reply.sender == self._fetch.source:

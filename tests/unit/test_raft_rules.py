@@ -913,6 +913,19 @@ def test_a_fixed_primary_writes_no_more_to_a_secondary_of_another_cluster_whatev
     assert (primary.role, primary.term) == (Role.PRIMARY, 1_001)
 
 
+def test_a_refusal_from_a_life_of_the_secondary_that_has_ended_marks_nothing():
+    """b kept cluster k1 and refused; emptied, it came back (b.2) and follows.
+    A copy of its first life's refusal, late, must not cut it off again."""
+    primary = new_node("a", mode=Mode.FIXED_PRIMARY, hard_state=HardState(1_000, "a", cluster="k2"))
+    primary.tick(0.0)
+    refusal = AppendReply("b", 3, 1, False, diverged="it keeps the log of cluster k1", incarnation="b.1")
+    primary.step(refusal, 0.0)
+    primary.step(HeartbeatReply("b", 1_001, 1, 0, False, "b.2"), 0.0)  # emptied: a new life
+    assert primary.progress()["b"].diverged is None
+    primary.step(refusal, 0.0)
+    assert primary.progress()["b"].diverged is None
+
+
 def test_a_late_answer_naming_another_cluster_changes_nothing_on_a_fixed_primary():
     """A secondary that keeps another cluster's log answers the question of a
     recovery that has ended (it was silent, and a new cluster began): the
@@ -976,11 +989,12 @@ def test_a_fixed_secondary_follows_whoever_is_primary_of_the_newest_term():
 
 
 def test_a_fixed_secondary_of_another_cluster_answers_diverged_and_changes_nothing():
-    secondary = fixed_secondary()
+    secondary = fixed_secondary(incarnation="s.1")
     secondary.step(append("x", 2, entries=(Entry(2),), cluster="k1"), 0.0)
     ready = secondary.step(append("z", 9, entries=(Entry(9),), cluster="k2"), 0.0)
     reply = sent(ready, AppendReply)[0][1]
     assert not reply.success and "k1" in reply.diverged and "z" in ready.refusal
+    assert reply.incarnation == "s.1", "which life refused: a later one may follow"
     assert (secondary.term, secondary.primary, secondary.cluster, secondary.entries, ready.hard_state) == (
         2, "x", "k1", (Entry(2),), None)
 
