@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.consensus import raft, raft_progress, raft_recovery
+from shared.consensus import raft, raft_recovery
 from shared.consensus.raft import (
     MAX_TERM, MAX_TERM_JUMP, AppendEntries, AppendReply, Entry, HardState, Mode, NotPrimary,
     PreVoteRequest, RaftNode, Refused, Role, VoteReply, VoteRequest,
