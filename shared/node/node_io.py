@@ -787,7 +787,7 @@ class NodeIo(IoThread):
         primary_url = self._envelope.url if primary == node.name else heard and heard.url
         progress = node.progress()
         peers = {}
-        for name in (p for p in self._settings.peers if p != node.name) or self._envelopes:
+        for name in (p for p in self._settings.peers if p != node.name):
             envelope = self._envelopes.get(name)
             on_primary = self._peers.watching(name)
             peers[name] = PeerView(
