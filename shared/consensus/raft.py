@@ -347,6 +347,7 @@ class RaftNode:
         for a message that claims what cannot be true."""
         self._check_sender(message)
         self._check_term(message)
+        self._check_entry_terms(message)
         self._heard = self._refusal = None
         self._check_no_committed_conflict(message)
         if self._keeps_another_cluster(message) and self._may_join_another_cluster(message):
@@ -743,6 +744,23 @@ class RaftNode:
             raise Refused(f"term {message.term} is out of range")
         if message.term > self._term + MAX_TERM_JUMP:
             raise Refused(f"term {message.term} is implausibly far above this node's {self._term}")
+
+    @staticmethod
+    def _check_entry_terms(message: Message) -> None:
+        """Entries as a log holds them: their terms never fall, the first is at least
+        the term of the entry before it, and (from a primary) none is above the
+        frame's term, since a node takes a term before it holds an entry of it.
+        Anything else is a forgery or a broken node, and taken it would leave this
+        log's last term, which elections compare, wrong for good (one entry of a
+        term far above every real one outranks every log)."""
+        if not isinstance(message, (AppendEntries, FetchReply)) or not message.entries:
+            return
+        terms = [entry.term for entry in message.entries]
+        ceiling = message.term if isinstance(message, AppendEntries) else MAX_TERM
+        if terms != sorted(terms) or terms[0] < (message.prev_term or 0) or terms[-1] > ceiling:
+            raise Refused(f"{message.sender}'s entries are not as a log holds them: terms from "
+                          f"{terms[0]} to {terms[-1]} after term {message.prev_term}, in a frame of term "
+                          f"{message.term}")
 
     def _keeps_another_cluster(self, message: Message) -> bool:
         """A primary's frame of another cluster than the one this node keeps. (A

@@ -215,7 +215,8 @@ class NodeIo(IoThread):
         self._envelopes: dict[str, frames.Envelope] = {}  # what each peer last said of itself
         self._delayed: list[tuple[float, int, AppendEntries, bytes | None]] = []
         self._delayed_order = itertools.count()
-        self._delayed_upto = (0, 0)  # the term and log length the held-back entries reach
+        #: Per sender, the term and log length its held-back entries reach (while any are held).
+        self._delayed_upto: dict[str, tuple[int, int]] = {}
         self._last_due = 0.0
         self._peers = PeerWatch(settings, node_log)
         self._elections: list[Election] = []
@@ -350,6 +351,8 @@ class NodeIo(IoThread):
         while self._delayed and self._delayed[0][0] <= now:
             _, _, message, identity = heapq.heappop(self._delayed)
             self._step(message, identity, now)
+            if not self._delayed:
+                self._delayed_upto.clear()
         self._take(self._node.tick(now))
         if self._hand_over.is_set():
             self._hand_over_now(now)
@@ -471,7 +474,7 @@ class NodeIo(IoThread):
         self.received += sum(entry.count for entry in message.entries)
         held = min(self._log.length(), message.prev_length + len(message.entries)) - message.prev_length
         again = message.entries[:max(0, held)]
-        if self._delayed and (message.term, message.prev_length + len(message.entries)) <= self._delayed_upto:
+        if self._held_back_already(message):
             again = message.entries
         self.duplicates += sum(entry.count for entry in again)
 
@@ -488,12 +491,20 @@ class NodeIo(IoThread):
 
     def _hold_back(self, message: AppendEntries, identity: bytes | None, now: float) -> None:
         """Keep the entries for REPLICATION_DELAY, in order; a resend of what is held already is dropped."""
-        reaches = message.prev_length + len(message.entries)
-        if self._delayed and (message.term, reaches) <= self._delayed_upto:
+        if self._held_back_already(message):
             return
-        self._delayed_upto = (message.term, reaches)
+        self._delayed_upto[message.sender] = (message.term, message.prev_length + len(message.entries))
         self._last_due = max(self._last_due, now + self._settings.replication_delay.draw(self._rng))
         heapq.heappush(self._delayed, (self._last_due, next(self._delayed_order), message, identity))
+
+    def _held_back_already(self, message: AppendEntries) -> bool:
+        """Whether the sender's entries held back reach as far already: a resend.
+        Per sender as the frame names it, since the core has not judged it
+        yet: a forger's frame under any other name, however far it claims to
+        reach, does not make the primary's own frames look held. (One under
+        the primary's name is the impersonation plain mode cannot stop.)"""
+        reach = self._delayed_upto.get(message.sender)
+        return reach is not None and (message.term, message.prev_length + len(message.entries)) <= reach
 
     def _step(self, message: Message, identity: bytes | None, now: float,
               envelope: frames.Envelope | None = None) -> bool:

@@ -50,10 +50,13 @@ class PeerWatch:
         #: When a frame last came from each peer (the silence a primary judges
         #: its secondaries' health by), stalls of this node excused.
         self._heard_at: dict[str, float] = {}
+        #: Only these are noted as heard: a frame may claim any name (plain mode).
+        self._members = frozenset(settings.peers) - {settings.name}
         self._watches: dict[str, _Watch] = {}
 
     def heard(self, peer: str, now: float) -> None:
-        self._heard_at[peer] = now
+        if peer in self._members:
+            self._heard_at[peer] = now
 
     def heard_at(self, peer: str) -> float | None:
         return self._heard_at.get(peer)

@@ -3,7 +3,10 @@
 A peer can send malformed frames as fast as the network carries them;
 one WARNING each would fill the disk (100,000 frames wrote 18 MB in a
 second). This logs the first bad frame of each peer, then at most one line
-per peer per interval, which counts the frames dropped in between.
+per peer per interval, which counts the frames dropped in between. A
+peer is named by what its frame claims, which a forger picks afresh for
+each frame: so over all peers at most MAX_LINES lines are written per
+interval, and the next line written counts the frames left out meanwhile.
 
 Thread: the I/O thread that owns the socket the frames arrive on.
 """
@@ -18,6 +21,8 @@ from typing import Callable
 INTERVAL_S = 5.0
 #: Peers remembered at once; the oldest is forgotten beyond it.
 MAX_PEERS = 1024
+#: Lines per interval about all peers together.
+MAX_LINES = 20
 
 
 class BadFrameLog:
@@ -27,6 +32,9 @@ class BadFrameLog:
         self._interval_s = interval_s
         self._clock = clock
         self._peers: dict[str, tuple[float, int]] = {}  # peer -> (next line due, dropped since)
+        self._lines_until = 0.0  # the end of the interval ``_lines`` counts the lines of
+        self._lines = 0
+        self._left_out = 0  # frames dropped without a line: the interval's lines were spent
         #: Frames dropped since start, logged or not (for /health).
         self.count = 0
 
@@ -41,9 +49,18 @@ class BadFrameLog:
         if now < due:
             self._peers[peer] = (due, held_back + 1)
             return
+        if now >= self._lines_until:
+            self._lines_until, self._lines = now + self._interval_s, 0
+        if self._lines >= MAX_LINES:
+            self._left_out += 1
+            return
+        self._lines += 1
         self._peers.pop(peer, None)
         if len(self._peers) >= MAX_PEERS:
             self._peers.pop(next(iter(self._peers)))
         self._peers[peer] = (now + self._interval_s, 0)
         suffix = f" ({held_back} more dropped from {peer} since the last line)" if held_back else ""
+        if self._left_out:
+            suffix += f" ({self._left_out} more dropped meanwhile without a line: too many senders)"
+            self._left_out = 0
         self._log.log(level, "dropped a bad frame from %s: " + what + suffix, peer, *args)

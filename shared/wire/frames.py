@@ -269,9 +269,9 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
     message: Message
     match kind:
         case b"PREVOTE":
-            message = PreVoteRequest(sender, term, h.count("last_log_term"), h.count("log_length"))
+            message = PreVoteRequest(sender, term, h.term("last_log_term"), h.count("log_length"))
         case b"VOTE":
-            message = VoteRequest(sender, term, h.count("last_log_term"), h.count("log_length"),
+            message = VoteRequest(sender, term, h.term("last_log_term"), h.count("log_length"),
                                   h.flag("transfer"))
         case b"VOTED":
             message = VoteReply(sender, term, h.flag("granted"), h.flag("pre_vote"))
@@ -280,7 +280,7 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
             prev_length = h.count("prev_length")
             if prev_length + len(entries) > MAX_SEQ:
                 raise ProtocolError("the entries run past the largest index")
-            message = AppendEntries(sender, term, h.count("seq"), prev_length, h.count("prev_term"),
+            message = AppendEntries(sender, term, h.count("seq"), prev_length, h.term("prev_term"),
                                     h.digest("prev_digest"), entries, h.count("commit"), h.count("start"),
                                     h.cluster(), h.optional_name("vouch"))
         case b"REPLICATED":
@@ -309,7 +309,7 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
         case b"STATE":
             message = StateRequest(sender, term)
         case b"STATED":
-            message = StateReply(sender, term, h.count("last_log_term"), h.count("log_length"),
+            message = StateReply(sender, term, h.term("last_log_term"), h.count("log_length"),
                                  h.start("start"), h.cluster())
         case b"FETCH":
             message = FetchRequest(sender, term, h.count("prev_length"), h.count("keys_offset"),
@@ -317,7 +317,7 @@ def _decode(parts: list[bytes]) -> tuple[Message, Envelope]:
         case _:  # FETCHED
             entries = _entries(h.terms(), raw_entries if newline else None)
             start = None if h.raw["start"] is None else h.start("start")
-            prev_term = None if h.raw["prev_term"] is None else h.count("prev_term", maximum=MAX_TERM)
+            prev_term = None if h.raw["prev_term"] is None else h.term("prev_term")
             message = FetchReply(sender, term, h.count("prev_length"), entries, start, h.keys(),
                                  h.count("keys_offset"), h.count("keys_total"), prev_term,
                                  h.digest("prev_digest"))
@@ -359,6 +359,10 @@ class _Header:
         if type(value) is not int or not minimum <= value <= maximum:  # True is no count
             raise ProtocolError(f"{field!r} must be an integer in [{minimum}, {maximum}]")
         return value
+
+    def term(self, field: str) -> int:
+        """A term a log may hold (a message's own term may be one more: see MAX_TERM)."""
+        return self.count(field, maximum=MAX_TERM)
 
     def digest(self, field: str) -> int:
         return self.count(field, maximum=(1 << 32) - 1)
@@ -410,7 +414,7 @@ class _Header:
         if not isinstance(value, list) or len(value) != 5:
             raise ProtocolError(f"{field!r} must be [index, term, digest, first_id, offset]")
         checked = _Header(dict(zip(("index", "term", "digest", "first_id", "offset"), value)))
-        return LogStart(checked.count("index"), checked.count("term", maximum=MAX_TERM),
+        return LogStart(checked.count("index"), checked.term("term"),
                         checked.digest("digest"), checked.count("first_id"), checked.count("offset"))
 
     def keys(self) -> tuple[KeyRecord, ...]:

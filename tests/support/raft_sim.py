@@ -81,6 +81,10 @@ HEARTBEAT_INTERVAL = 0.02
 WIRE_MAX_TERM = MAX_SEQ
 
 
+#: The kinds of frames the forger (``Forger``) sends by default.
+FORGERIES = ("huge term", "another sender", "unasked reply")
+
+
 @dataclass(frozen=True)
 class Faults:
     """What goes wrong, as chances per message, per step or per crash, and how long it lasts."""
@@ -100,6 +104,7 @@ class Faults:
     lose_disk: float = 0.0
     restart_all: float = 0.0  # per step: every node crashes, and each restarts in down_for
     forge: float = 0.0  # per step: the forger injects one frame
+    forgeries: tuple[str, ...] = FORGERIES  # the kinds of frames the forger picks from
     compact: float = 0.0  # per step: the primary compacts to a random committed length
     keyed: float = 0.0  # per entry written: it carries an Idempotency-Key
     transfer: float = 0.0  # per step: the primary hands its role over
@@ -129,6 +134,8 @@ LOST_DISKS = Faults(crash=0.01, down_for=(0.005, 0.3), propose=0.4, partition=0.
 LATE = Faults(crash=0.02, down_for=(0.001, 0.05), latency=(0.001, 0.04), late=0.5, propose=0.2)
 #: The forger at work, on top of the default faults.
 FORGED = Faults(forge=0.05)
+#: The forger sends, in its primary's name, entries no log could hold.
+FORGED_ENTRIES = Faults(forge=0.05, forgeries=("implausible entries",))
 #: Compaction under a busy writer whose writes often carry keys, and partitions
 #: long enough for a secondary to fall behind the primary's start.
 COMPACTING = Faults(compact=0.05, keyed=0.3, propose=0.3, partition=0.01)
@@ -560,7 +567,6 @@ class ClientHistory:
 
 # -- The forger ---------------------------------------------------------------------------
 
-FORGERIES = ("huge term", "another sender", "unasked reply")
 
 
 class Forger:
@@ -573,7 +579,12 @@ class Forger:
     - **another sender**: a heartbeat or AppendEntries in the receiver's
       term from a node that is not that term's primary;
     - **unasked reply**: an AppendReply or HeartbeatReply to a primary
-      answering a seq it never sent, or claiming entries it never sent.
+      answering a seq it never sent, or claiming entries it never sent;
+    - **implausible entries** (a profile of its own, FORGED_ENTRIES): in the
+      name of the receiver's primary, right after the receiver's log, one
+      entry of a term above the frame's (up to MAX_TERM) or below the last
+      it holds: taken, a term far above every real one would let the node
+      outrank every log in elections.
 
     Plain mode cannot tell a lie that is possible from the truth: a forged
     heartbeat of the receiver's primary may commit its whole log, a forged
@@ -584,17 +595,20 @@ class Forger:
     is that no forged frame crashes a node or bricks the cluster, and that
     the safety checks hold for what the real nodes sent."""
 
-    def __init__(self, rng: random.Random, names: tuple[str, ...], primaries: dict[int, str]) -> None:
-        self._rng, self._names, self._primaries = rng, names, primaries
+    def __init__(self, rng: random.Random, names: tuple[str, ...], primaries: dict[int, str],
+                 kinds: tuple[str, ...]) -> None:
+        self._rng, self._names, self._primaries, self._kinds = rng, names, primaries, kinds
 
     def forge(self, target: RaftNode) -> tuple[str, Message]:
-        kind = self._rng.choice(FORGERIES)
+        kind = self._rng.choice(self._kinds)
         if kind == "unasked reply" and target.role is not Role.PRIMARY:
             kind = "another sender"
         if kind == "huge term":
             return kind, self._huge_term(target)
         if kind == "another sender":
             return kind, self._another_sender(target)
+        if kind == "implausible entries":
+            return kind, self._implausible_entries(target)
         return kind, self._unasked_reply(target)
 
     def _someone_else(self, target: RaftNode, but: str | None = None) -> str:
@@ -622,6 +636,16 @@ class Forger:
     def _rejected_append(sender: str, term: int, target: RaftNode) -> AppendEntries:
         """Entries after a prefix the target lacks: it can only reject them."""
         return AppendEntries(sender, term, 1 << 40, target.log_length + 1, term, 0, (), 0)
+
+    def _implausible_entries(self, target: RaftNode) -> Message:
+        rng, log = self._rng, target._log
+        length, last_term = len(log), log.last_term
+        term = rng.choice([target.term + 1 + rng.randrange(100), MAX_TERM]
+                          + ([rng.randrange(last_term)] if last_term > 1 else []))
+        sender = self._primaries.get(target.term) or self._someone_else(target)
+        return AppendEntries(sender, target.term, 1 << 40, length, log.term_at(length), log.digest_at(length),
+                             (Entry(max(term, 1), json.dumps("forged").encode(), 1),), 0,
+                             log.start.index, target.cluster)
 
     def _unasked_reply(self, target: RaftNode) -> Message:
         rng = self._rng
@@ -694,7 +718,7 @@ class SimCluster:
                                terms_name_one_writer=not primary_in_memory)
         self.history = ClientHistory(self.checker.committed)
         self.checker.on_forgiven = self.history.forgive
-        self.forger = Forger(self.rng, self.names, self.checker.primaries)
+        self.forger = Forger(self.rng, self.names, self.checker.primaries, faults.forgeries)
         self.counts = Counts()
         self._in_flight: list[tuple[float, int, _InFlight]] = []  # a heap: (when due, order, ...)
         self._order = itertools.count()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from shared.consensus.raft_log import Entry, KeyRecord, LogStart
 from shared.consensus.raft_messages import AppendEntries, FetchReply, Heartbeat, InstallSnapshot
-from shared.wire.bad_frames import BadFrameLog
+from shared.wire.bad_frames import MAX_LINES, BadFrameLog
 from shared.wire.frames import ProtocolError, decode, encode, encode_entry
 from tests.support.documents import messages_of
 from tests.support.raw_peer import ENVELOPE
@@ -36,6 +36,24 @@ def test_one_line_per_peer_per_interval_then_a_count(caplog):
         "dropped a bad frame from peer a: junk 3 (999 more dropped from peer a since the last line)",
     ]
 
+
+
+def test_a_sender_that_claims_a_new_name_each_frame_cannot_drive_the_lines_up(caplog):
+    """The name is the frame's claim: 10,000 frames, each under a name of its
+    own, write MAX_LINES lines per interval, and the next line counts the rest."""
+    clock = SimpleNamespace(now=100.0)
+    frames = BadFrameLog(logging.getLogger("test.frames"), interval_s=5.0, clock=lambda: clock.now)
+    with caplog.at_level(logging.WARNING, logger="test.frames"):
+        for n in range(10_000):
+            frames.dropped(f"forger {n}", "junk")
+        assert len(caplog.records) == MAX_LINES
+        clock.now += 5.0
+        frames.dropped("peer b", "junk")
+    assert len(caplog.records) == MAX_LINES + 1
+    assert caplog.records[-1].getMessage() == (
+        f"dropped a bad frame from peer b: junk ({10_000 - MAX_LINES} more dropped meanwhile "
+        "without a line: too many senders)")
+    assert frames.count == 10_001
 
 #: Frames a primary could send, to be damaged: entries, keys, a start.
 VALID_FRAMES = [encode(message, ENVELOPE) for message in (

@@ -245,8 +245,14 @@ APPEND = AppendEntries("n1", 4, 9, 3, 2, 7, (Entry(4, body("x"), 1),) * 2, 3, 1,
     (FetchRequest("p", 4, 40), "pages", MAX_FETCH_PAGES),
     (FetchReply("s1", 4, 40, (), prev_term=3), "prev_term", MAX_TERM),
     (FetchReply("s1", 4, 40, (), prev_term=3), "prev_digest", 2**32 - 1),
+    # Terms a log holds: a recovery or a vote that took a larger one would stand above MAX_TERM.
+    (APPEND, "prev_term", MAX_TERM),
+    (PreVoteRequest("n1", 4, 3, 10), "last_log_term", MAX_TERM),
+    (VoteRequest("n1", 4, 3, 10), "last_log_term", MAX_TERM),
+    (StateReply("s1", 4, 3, 10, LogStart(), None), "last_log_term", MAX_TERM),
 ], ids=["pre-vote-term", "term", "seq", "commit", "limit", "prev_digest", "prev_length", "index",
-        "keys_offset", "pages", "fetched-prev_term", "fetched-prev_digest"])
+        "keys_offset", "pages", "fetched-prev_term", "fetched-prev_digest", "prev_term",
+        "pre-vote-last_log_term", "vote-last_log_term", "stated-last_log_term"])
 def test_numbers_are_taken_up_to_their_bound_and_no_further(message, field, largest):
     decode(with_header(message, **{field: largest}))
     refused(with_header(message, **{field: largest + 1}), "must be an integer|largest index")
@@ -561,10 +567,10 @@ lives = short_texts
 message_terms = st.integers(0, MAX_TERM + 1)
 
 messages = st.one_of(
-    st.builds(PreVoteRequest, names, message_terms, counts, counts),
-    st.builds(VoteRequest, names, message_terms, counts, counts, st.booleans()),
+    st.builds(PreVoteRequest, names, message_terms, start_terms, counts),
+    st.builds(VoteRequest, names, message_terms, start_terms, counts, st.booleans()),
     st.builds(VoteReply, names, message_terms, st.booleans(), st.booleans()),
-    st.builds(AppendEntries, names, message_terms, counts, st.integers(0, MAX_SEQ - 6), counts, digests,
+    st.builds(AppendEntries, names, message_terms, counts, st.integers(0, MAX_SEQ - 6), start_terms, digests,
               entry_tuples, counts, counts, clusters, st.none() | short_texts),
     st.builds(AppendReply, names, message_terms, counts, st.booleans(), counts, counts,
               st.none() | st.text(max_size=1000), st.booleans(), lives),
@@ -577,7 +583,7 @@ messages = st.one_of(
     st.builds(ReadIndexRequest, names, message_terms, counts),
     st.builds(ReadIndexReply, names, message_terms, counts, st.none() | counts),
     st.builds(StateRequest, names, message_terms),
-    st.builds(StateReply, names, message_terms, counts, counts, log_starts, clusters),
+    st.builds(StateReply, names, message_terms, start_terms, counts, log_starts, clusters),
     st.builds(FetchRequest, names, message_terms, counts, counts),
     st.builds(FetchReply, names, message_terms, counts, entry_tuples, st.none() | log_starts, key_tuples,
               counts, counts, st.none() | start_terms, digests),

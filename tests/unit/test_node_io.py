@@ -29,8 +29,8 @@ from primary.config import PrimaryConfig, ReplicationSettings, SecondarySpec
 from secondary.config import SecondaryConfig, node_settings
 from shared.consensus.health import Health
 from shared.consensus import raft_progress
-from shared.consensus.raft import WINDOW, Ready
-from shared.consensus.raft_log import HardState, LogStart, Unsaved
+from shared.consensus.raft import MAX_TERM, WINDOW, Mode, Ready
+from shared.consensus.raft_log import Entry, HardState, LogStart, Unsaved
 from shared.consensus.raft_messages import (
     AppendEntries, AppendReply, FetchReply, FetchRequest, Heartbeat, HeartbeatReply, Message,
     PreVoteRequest, ReadIndexReply, ReadIndexRequest, StateReply, StateRequest, TimeoutNow, VoteReply,
@@ -41,6 +41,8 @@ from shared.log.sqlite_log import StoreError
 from shared.node import node_io, proposals
 from shared.node.config import FailoverConfig, Peer
 from shared.node.node_io import NodeIo
+from shared.node.peer_watch import PeerWatch
+from shared.node.settings import NodeSettings
 from shared.node.requests import STEPPED_DOWN, STOPPING, Proposal, ReadIndexWait
 from shared.runtime.config import DelayRange
 from shared.runtime.logging_setup import RateLimitFilter
@@ -707,6 +709,26 @@ def test_replication_delay_holds_entries_back_in_order_but_answers_heartbeats_at
     assert messages_of(node.log) == ["a", "b"] and node.waiting_count == 0
 
 
+
+def test_a_forger_s_frame_held_back_does_not_make_the_primary_s_look_held_already(start_secondary, ctx):
+    """REPLICATION_DELAY drops a resend of what is held back already. A frame
+    under another name, claiming to reach past everything, held back until
+    the core refuses it, must not make the primary's own frames look like
+    resends: a forger repeating it once a delay would keep the secondary
+    from taking any entry."""
+    node, primary = start_secondary(replication_delay=DelayRange(0.3, 0.3))
+    forger = RawPeer(ctx, node.endpoint)
+    try:
+        forger.send(AppendEntries("forger", MAX_TERM + 1, 1, 2**53 - 2, 1, 0,
+                                  (Entry(1, encode_entry("x"), 1),), 0))
+        wait_until(lambda: node.waiting_count == 1, what="the forged frame held back")
+        answer = primary.append(0, "a")
+        assert answer.success and answer.match_length == 1
+        assert messages_of(node.log) == ["a"]
+        assert node.state.bad_frames == 1, "the forged frame, refused once its delay was over"
+    finally:
+        forger.close()
+
 def test_random_delays_never_reorder_what_is_stored(start_secondary):
     node, primary = start_secondary(replication_delay=DelayRange(0.0, 0.2))
     requests = [sent_ahead(primary, n, f"m{n}") for n in range(20)]
@@ -1064,3 +1086,15 @@ def test_fault_drop_acks_still_answers_heartbeats(start_secondary):
     answer = primary.peer.request(Heartbeat("primary", 1, 1, 0), timeout=1.0)
     assert isinstance(answer, HeartbeatReply)
 
+
+
+def test_only_the_cluster_s_members_are_noted_as_heard():
+    """Plain mode: a frame may claim any name. Noting each name heard would let
+    a forger grow the node's memory by one entry a frame, without bound."""
+    settings = NodeSettings("n1", Mode.ELECTED, ("n1", "n2", "n3"), (), None, 1.0, 0.1, 1 << 20,
+                            "http://n1:8000", "http://n1:8000")
+    watch = PeerWatch(settings, open_log("", "failover", True, 100))
+    for name in ("n2", "n1", "forger 1", "forger 2"):
+        watch.heard(name, 5.0)
+    assert [watch.heard_at(name) for name in ("n2", "n3", "n1", "forger 1")] == [5.0, None, None, None]
+    assert len(watch._heard_at) == 1

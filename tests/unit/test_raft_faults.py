@@ -30,7 +30,7 @@ import pytest
 from shared.consensus import raft, raft_recovery
 from shared.consensus.raft import RaftNode, Role
 from tests.support.raft_sim import (
-    COMPACTING, CRASHY, FORGED, FORGERIES, LATE, LOST_DISKS, READS, WHOLE_RESTARTS, Faults, assert_caught,
+    COMPACTING, CRASHY, FORGED, FORGED_ENTRIES, FORGERIES, LATE, LOST_DISKS, READS, WHOLE_RESTARTS, Faults, assert_caught,
     first_violation, simulate,
 )
 
@@ -99,6 +99,13 @@ def test_messages_from_a_previous_life_keep_raft_safe(seed, size):
 def test_forged_frames_are_refused_or_harmless_and_the_cluster_still_recovers(seed, size):
     cluster = simulate(seed, size, STEPS, FORGED, connections=True)
     assert cluster.counts.forged and cluster.counts.refused
+
+
+@pytest.mark.parametrize("size", [3, 5])
+@pytest.mark.parametrize("seed", seeds(3))
+def test_entries_no_log_could_hold_are_refused_and_the_cluster_still_recovers(seed, size):
+    cluster = simulate(seed, size, STEPS, FORGED_ENTRIES, connections=True)
+    assert cluster.counts.refused["implausible entries"]
 
 
 def test_every_kind_of_forgery_is_met_and_refused():
@@ -233,6 +240,14 @@ class RunsAboveWhatItHeardOnly(RaftNode):
         return max(self._term, recovery.highest_term) + 1
 
 
+class TakesAnyEntryTerms(RaftNode):
+    """Takes entries whatever their terms, as long as §5.3's check passes."""
+
+    @staticmethod
+    def _check_entry_terms(message):
+        pass
+
+
 class WithoutTermBound(RaftNode):
     """Takes any term a frame carries."""
 
@@ -257,6 +272,13 @@ def test_without_the_term_bound_a_forged_huge_term_leaves_the_cluster_unable_to_
     """The nodes take a term past what the wire carries (2**53): their next
     ballot cannot be sent, and once the faults stop no primary is elected."""
     assert_caught(WithoutTermBound, [0, 1], 3, STEPS, FORGED, ("no primary",), recovers=True)
+
+
+def test_entries_taken_whatever_their_terms_let_a_forged_term_overwrite_committed_entries():
+    """One forged entry of a term far above every real one: its holder's log
+    outranks every other, so it is elected without entries committed before."""
+    assert_caught(TakesAnyEntryTerms, [0, 1], 3, STEPS, FORGED_ENTRIES,
+                  ("committed entry", "leader completeness"), connections=True)
 
 
 def test_reads_answered_without_confirmation_are_not_linearizable():

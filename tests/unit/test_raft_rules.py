@@ -862,6 +862,34 @@ def test_a_term_within_the_jump_is_taken_and_a_pre_vote_may_ask_one_past_the_lar
     assert granted(top.step(PreVoteRequest("a", MAX_TERM + 1, 0, 0), 0.0)) == [True]
 
 
+
+@pytest.mark.parametrize("terms", [(3, 2), (2, 4), (MAX_TERM,)], ids=["falling", "above the frame's", "far above"])
+def test_entries_whose_terms_no_log_could_hold_are_refused_and_change_nothing(terms):
+    """Terms never fall along a log, and no entry is of a term above the frame's
+    (its primary took that term before it wrote the entry). Taken, one entry of
+    term MAX_TERM would make this node's log outrank every other in elections
+    for good, and a falling term would leave its store's runs of terms wrong."""
+    node = new_node("c", hard_state=HardState(2), entries=(message(2, "x"),))
+    entries = [message(term, f"m{n}") for n, term in enumerate(terms)]
+    with pytest.raises(Refused, match="not as a log holds them"):
+        node.step(append("a", 3, prev=(message(2, "x"),), entries=entries, commit=2), 0.0)
+    assert (node.entries, node.commit_length, node.term, node.primary) == ((message(2, "x"),), 0, 2, None)
+
+
+def test_entries_below_the_term_of_the_entry_they_follow_are_refused():
+    node = new_node("c", hard_state=HardState(2), entries=(message(2, "x"),))
+    with pytest.raises(Refused, match="not as a log holds them"):
+        node.step(append("a", 3, prev=(message(2, "x"),), entries=(message(1, "y"),)), 0.0)
+    assert node.entries == (message(2, "x"),)
+
+
+def test_a_recovery_page_whose_terms_fall_is_refused():
+    primary = new_node("a", mode=Mode.FIXED_PRIMARY, peers=("a", "b"))
+    primary.tick(0.0)  # recovering: it asks b what it holds
+    with pytest.raises(Refused, match="not as a log holds them"):
+        primary.step(FetchReply("b", 1, 0, (message(2, "x"), message(1, "y"))), 0.0)
+    assert primary.role is Role.RECOVERING
+
 def test_a_second_primary_in_a_term_is_refused():
     secondary = new_node("c")
     secondary.step(Heartbeat("a", 1, 1, 0), 0.0)
