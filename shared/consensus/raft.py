@@ -1009,8 +1009,11 @@ class RaftNode:
         """An entry or a start that contradicts what this node knows to be committed
         is another node's lie (or broken state): refuse the frame before anything
         changes, its term included. (A fixed secondary's commit length does not
-        outlive its primary's run: see RaftLog.forget_commit.)"""
-        if self.mode is Mode.FIXED_SECONDARY and message.term > self._term:
+        outlive its primary's run: see RaftLog.forget_commit.) A frame of an
+        earlier term is not judged: it is answered as stale and changes nothing,
+        and a primary deposed while paused sends such frames, whose entries the
+        next primary may well have committed otherwise."""
+        if message.term < self._term or (self.mode is Mode.FIXED_SECONDARY and message.term > self._term):
             return
         if isinstance(message, InstallSnapshot):
             start = message.start

@@ -348,6 +348,17 @@ def test_an_entry_of_the_right_term_with_other_content_is_found_and_replaced():
     assert resent.messages[0][1].match_length == 2 and node.entries == (X, real)
 
 
+
+def test_a_deposed_primary_s_stale_frame_below_the_commit_length_is_answered_as_stale():
+    """Not a lie: a primary paused while the next one committed other entries
+    in its place sends its frames when it resumes, of its old term. They are
+    answered with the current term (which deposes it), not refused as a bad frame."""
+    node = new_node("c", hard_state=HardState(2), entries=(X, message(2, "y")))
+    node.step(append("a", 2, prev=(X, message(2, "y")), commit=2), 0.0)
+    ready = node.step(append("b", 1, prev=(X,), entries=(message(1, "lost"),), seq=9), 0.0)
+    assert ready.messages == (("b", AppendReply("c", 2, 9, False, retry_length=2)),)
+    assert (node.entries, node.commit_length, node.term, node.primary) == ((X, message(2, "y")), 2, 2, "a")
+
 def test_a_checksum_that_differs_below_the_commit_length_is_refused():
     """Changed: Refused (another node's claim, or a corrupted frame), no longer a SafetyViolation."""
     forged = message(1, "forged")
