@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 from shared.consensus.raft_log import (
-    Entry, HardState, KeyRecord, LogStart, LogStorage, RaftLog, SafetyViolation, Snapshot,
+    ENTRY_TERM, Entry, HardState, KeyRecord, LogStart, LogStorage, RaftLog, SafetyViolation, Snapshot,
     Unsaved, digests_after,
 )
 from shared.consensus.raft_messages import (
@@ -755,11 +755,12 @@ class RaftNode:
         term far above every real one outranks every log)."""
         if not isinstance(message, (AppendEntries, FetchReply)) or not message.entries:
             return
-        terms = [entry.term for entry in message.entries]
+        terms = list(map(ENTRY_TERM, message.entries))
+        first, last = terms[0], terms[-1]
         ceiling = message.term if isinstance(message, AppendEntries) else MAX_TERM
-        if terms != sorted(terms) or terms[0] < (message.prev_term or 0) or terms[-1] > ceiling:
+        if terms != sorted(terms) or first < (message.prev_term or 0) or last > ceiling:
             raise Refused(f"{message.sender}'s entries are not as a log holds them: terms from "
-                          f"{terms[0]} to {terms[-1]} after term {message.prev_term}, in a frame of term "
+                          f"{first} to {last} after term {message.prev_term}, in a frame of term "
                           f"{message.term}")
 
     def _keeps_another_cluster(self, message: Message) -> bool:
