@@ -812,10 +812,16 @@ class RaftNode:
 
     def _answer_stale(self, message: Message) -> None:
         """A message of an earlier term: tell its sender the current term, so that a
-        deposed primary or a lagging candidate catches up. Replies need no answer."""
+        deposed primary or a lagging candidate catches up. Replies need no answer.
+        An answer names this node's life, as every answer does: the same node
+        may be primary again in this term by the time it comes (re-elected, the
+        frame held back by REPLICATION_DELAY or queued while a link was down),
+        and an answer naming no life would look like a new one, retiring the
+        real life, whose answers that primary would then ignore all term."""
         if isinstance(message, AppendEntries):
             self._send(message.sender, AppendReply(self.name, self._term, message.seq, False,
-                                                   retry_length=len(self._log)))
+                                                   retry_length=len(self._log), caught_up=self._caught_up,
+                                                   incarnation=self._incarnation))
         elif isinstance(message, (Heartbeat, InstallSnapshot)):
             self._send(message.sender, HeartbeatReply(self.name, self._term, message.seq, len(self._log),
                                                       self._caught_up, self._incarnation))

@@ -8,6 +8,8 @@ purpose with the rewritten core, the test's docstring names the change.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from shared.consensus import raft, raft_recovery
@@ -358,6 +360,24 @@ def test_a_deposed_primary_s_stale_frame_below_the_commit_length_is_answered_as_
     ready = node.step(append("b", 1, prev=(X,), entries=(message(1, "lost"),), seq=9), 0.0)
     assert ready.messages == (("b", AppendReply("c", 2, 9, False, retry_length=2)),)
     assert (node.entries, node.commit_length, node.term, node.primary) == ((X, message(2, "y")), 2, 2, "a")
+
+
+def test_a_stale_frame_is_answered_in_the_node_s_life_and_its_primary_keeps_hearing_it():
+    """The answer to a frame of an earlier term may reach the same node primary
+    again in this term: answered with no life, it retired the node's real one
+    there, and that primary ignored every later answer of the node all term."""
+    secondary = new_node("b", hard_state=HardState(3), incarnation="life-1")
+    ((_, stale),) = secondary.step(append("a", 2, seq=1), 0.0).messages
+    assert (stale.term, stale.success, stale.incarnation) == (3, False, "life-1")
+    primary = new_node("a")
+    _, now = elect(primary)
+    success(primary, "b", 0, now, incarnation="life-1")
+    success(primary, "b", 1, now, incarnation="life-1")  # b streams, heard in its life "life-1"
+    primary.step(replace(stale, term=primary.term), now)  # as if a had been primary in term 3 again
+    assert primary.progress()["b"].retired_incarnations == set()
+    primary.propose([message(0, "new")], now)
+    success(primary, "b", 2, now, incarnation="life-1")
+    assert primary.progress()["b"].match == 2, "b's answers still count"
 
 def test_a_checksum_that_differs_below_the_commit_length_is_refused():
     """Changed: Refused (another node's claim, or a corrupted frame), no longer a SafetyViolation."""
