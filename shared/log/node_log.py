@@ -360,6 +360,12 @@ class NodeLog:
         pending.rows = [row for row in pending.rows if row[0] < index]
         pending.runs = [run for run in pending.runs if run[0] < index]
         pending.keyed = [record for record in pending.keyed if record.index < index]
+        if self._store is not None and self._runs and self._runs[-1][0] < self._start.index:
+            # The log now ends in a run that began before its start: retention may
+            # have dropped that run's row on disk (it keeps the row of the run the
+            # start is in), and this truncation the row of the run after it. Noted
+            # again at the start, so that a reopen finds the terms there.
+            pending.runs.append((self._start.index, self._runs[-1][1]))
         if self._durable > index:
             self._durable, self._durable_id = index, self._window.next_id
         if self._committed > index:  # a fixed secondary whose primary lost its log: see the core
@@ -378,8 +384,16 @@ class NodeLog:
     def _rebuild_keys(self, below: int) -> None:
         """After a truncation at ``below``: the keys in force are the newest of the
         appends still in the log (and of those retention dropped)."""
+        pending = self._pending
         if self._store is not None:
-            records = self._store.keys_before(below) + self._pending.keyed
+            # What the store will hold once the pass is written, not what it holds
+            # now: an install staged in this pass replaces its keys, and the lowest
+            # truncation staged in it (this one, or an earlier one) removes some.
+            if pending.install is not None:
+                stored = [record for record in pending.install_keys if record.index < below]
+            else:
+                stored = self._store.keys_before(pending.truncate_from)
+            records = stored + pending.keyed
         else:
             self._keyed = [record for record in self._keyed if record.index < below]
             records = self._keyed[-self._key_capacity:]

@@ -606,6 +606,53 @@ def test_a_start_and_the_entries_after_it_staged_in_one_ready_are_written_togeth
 
 
 @on_disk
+@pytest.mark.parametrize("tail, terms", [([1, 3], [1, 1, 3]), ([1], [1, 1])])
+def test_a_truncation_at_the_start_leaves_the_terms_after_it_on_disk(open_node_log, tail, terms):
+    """Retention keeps on disk only the row of the term run the start is in. A
+    truncation at the start (a primary deposed just after it compacted to its
+    commit length) removed that row, and entries appended there in the run
+    before the start had none: a reopen read a later run's term for them, or
+    none at all (the node could not tick). The differential fuzz of the
+    eighth session found it."""
+    log = open_node_log(role="secondary", fsync=True)
+    follow(log, [message("a", 1), message("b", 2)], term=2)
+    log.stage(Ready(None, Unsaved(compact=1), 0, ()))
+    log.persist()
+    follow(log, [message(f"t{n}", term) for n, term in enumerate(tail)], truncate_from=1, term=3)
+    assert [log.term_at(n) for n in range(1, len(terms) + 1)] == terms
+    log.close()
+    again = open_node_log(role="secondary", fsync=True)
+    assert [again.term_at(n) for n in range(1, len(terms) + 1)] == terms
+
+
+@on_disk
+def test_a_second_truncation_in_one_pass_does_not_bring_back_the_keys_of_the_first(open_node_log):
+    """The keys in force after a truncation are rebuilt from the store as the
+    pass will leave it: a lower truncation staged earlier in the pass removes
+    keys the store still holds until the pass is written."""
+    log = open_node_log(role="secondary")
+    follow(log, [message("a"), message("b"), message("c", key="A"), message("d")], term=1)
+    follow(log, [message(x, 2) for x in "efg"], truncate_from=1, term=2, persist=False)
+    follow(log, [message("h", 3)], truncate_from=3, term=3, persist=False)
+    assert log.lookup("A") is None, "a retry of A would be told it is entry 2, now another's"
+    log.persist()
+    assert log.lookup("A") is None
+
+
+@on_disk
+def test_a_truncation_in_the_pass_of_an_install_keeps_the_snapshot_s_keys(open_node_log):
+    """An install staged earlier in the pass replaces the store's keys: the keys in
+    force after a truncation are the snapshot's, not those the store held."""
+    log = open_node_log(role="secondary")
+    follow(log, [message("a"), message("b", key="OLD"), message("c")], term=1)
+    snapshot = Snapshot(LogStart(10, 2, 12345, 10, 50), (KeyRecord("SNAP", 4, 4, 1, 99),))
+    follow(log, [message(x, 2) for x in "xyz"], install=snapshot, term=2, persist=False)
+    follow(log, [message("w", 3)], truncate_from=11, term=3, persist=False)
+    assert (log.lookup("SNAP"), log.lookup("OLD")) == (KeyRecord("SNAP", 4, 4, 1, 99), None)
+    log.persist()
+    assert (log.lookup("SNAP"), log.lookup("OLD")) == (KeyRecord("SNAP", 4, 4, 1, 99), None)
+
+@on_disk
 def test_everything_comes_back_after_a_reopen(open_node_log):
     shell = Shell(open_node_log(fsync=True, key_capacity=5))
     for n in range(12):
