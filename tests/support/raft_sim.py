@@ -696,6 +696,9 @@ class Counts:
 class SimCluster:
     """``size`` nodes, n0, n1, ..., on one simulated network, driven by one seed."""
 
+    #: What each node's disk is (tests/support/mirrored_log.py mirrors it into the real log).
+    disk_class: type[Disk] = Disk
+
     def __init__(self, seed: int, size: int, faults: Faults = Faults(),
                  node_class: type[RaftNode] = RaftNode, new_disks_caught_up: bool = True,
                  fixed: bool = False, primary_in_memory: bool = False, secondaries_in_memory: bool = False,
@@ -711,7 +714,7 @@ class SimCluster:
         self._node_class, self._node_options = node_class, {"window": 8, **node_options}
         # Disks as a new cluster's nodes find them: empty, and maybe marked as
         # not caught up (what a shell does for a DATA_DIR it has just created).
-        self.disks = {name: Disk(new_disks_caught_up, f"{name}.0") for name in self.names}
+        self.disks = {name: self.disk_class(new_disks_caught_up, f"{name}.0") for name in self.names}
         self.lives = dict.fromkeys(self.names, 0)  # raised at each crash and restart
         self.nodes: dict[str, RaftNode | None] = dict.fromkeys(self.names)
         self.checker = Checker(self.names, self.where, self.up_nodes, lambda name: self.disks[name].storage,
@@ -864,15 +867,15 @@ class SimCluster:
         incarnation = f"{name}.{self.lives[name]}"
         if lose_disk:
             # What a shell does for a DATA_DIR it has just created.
-            self.disks[name] = Disk(caught_up=False, incarnation=incarnation)
+            self.disks[name] = self.disk_class(caught_up=False, incarnation=incarnation)
             self.counts.lost_disks += 1
             self._restoring.add(name)
         elif self.primary_in_memory and name == self.names[0]:
-            self.disks[name] = Disk(incarnation=incarnation)
+            self.disks[name] = self.disk_class(incarnation=incarnation)
         elif self.secondaries_in_memory and name != self.names[0] and self._may_lose_log(name):
             # What a shell does for a log in memory. What it answered a
             # recovery no longer holds: that recovery promises none of it.
-            self.disks[name] = Disk(caught_up=False, incarnation=incarnation)
+            self.disks[name] = self.disk_class(caught_up=False, incarnation=incarnation)
             self._answers.pop(name, None)
             self._restoring.add(name)
             self.counts.lost_logs += 1
@@ -922,7 +925,7 @@ class SimCluster:
     def empty(self, name: str) -> None:
         """Stops a node, empties its log, and starts it again."""
         self.crash(name)
-        self.disks[name] = Disk(caught_up=False, incarnation=f"{name}.{self.lives[name]}")
+        self.disks[name] = self.disk_class(caught_up=False, incarnation=f"{name}.{self.lives[name]}")
         self.checker.lost_disk(name)
         self.start(name)
 
