@@ -123,7 +123,7 @@ def differences(reference: MemoryStorage, log: NodeLog, keys_seen: set[str], rng
             expected = (reference.term_at(index), reference.digest_at(index))
             if index < length:
                 answers += (log.run_start(index),)
-                expected += (_run_start(reference, index),)
+                expected += (reference.run_start(index),)
         except Exception as exc:  # noqa: BLE001 - any exception is a difference to report
             found.append(f"reading index {index} raised {exc!r}")
             continue
@@ -145,14 +145,6 @@ def _all_entries(log: NodeLog, start: int, stop: int) -> list:
     while start + len(entries) < stop and (more := log.entries(start + len(entries), stop, 1 << 40)):
         entries += more
     return entries
-
-
-def _run_start(reference: MemoryStorage, index: int) -> int:
-    """Where the run of entry ``index``'s term begins, or the log's start."""
-    term, first = reference.term_at(index + 1), index
-    while first > reference.start().index and reference.term_at(first) == term:
-        first -= 1
-    return first
 
 
 def _keys_in_force(reference: MemoryStorage) -> dict[str, KeyRecord]:

@@ -567,8 +567,6 @@ class ClientHistory:
 
 # -- The forger ---------------------------------------------------------------------------
 
-
-
 class Forger:
     """Frames no node sent, of three kinds, each one a node must refuse or
     take harmlessly:
@@ -596,8 +594,9 @@ class Forger:
     the safety checks hold for what the real nodes sent."""
 
     def __init__(self, rng: random.Random, names: tuple[str, ...], primaries: dict[int, str],
-                 kinds: tuple[str, ...]) -> None:
+                 kinds: tuple[str, ...], storage_of: Callable[[str], MemoryStorage]) -> None:
         self._rng, self._names, self._primaries, self._kinds = rng, names, primaries, kinds
+        self._storage_of = storage_of  # each node's log as persisted: what the forger reads to fit in
 
     def forge(self, target: RaftNode) -> tuple[str, Message]:
         kind = self._rng.choice(self._kinds)
@@ -638,14 +637,15 @@ class Forger:
         return AppendEntries(sender, term, 1 << 40, target.log_length + 1, term, 0, (), 0)
 
     def _implausible_entries(self, target: RaftNode) -> Message:
-        rng, log = self._rng, target._log
-        length, last_term = len(log), log.last_term
+        rng, log = self._rng, self._storage_of(target.name)
+        length = log.length()
+        last_term = log.term_at(length)
         term = rng.choice([target.term + 1 + rng.randrange(100), MAX_TERM]
                           + ([rng.randrange(last_term)] if last_term > 1 else []))
         sender = self._primaries.get(target.term) or self._someone_else(target)
-        return AppendEntries(sender, target.term, 1 << 40, length, log.term_at(length), log.digest_at(length),
+        return AppendEntries(sender, target.term, 1 << 40, length, last_term, log.digest_at(length),
                              (Entry(max(term, 1), json.dumps("forged").encode(), 1),), 0,
-                             log.start.index, target.cluster)
+                             log.start().index, target.cluster)
 
     def _unasked_reply(self, target: RaftNode) -> Message:
         rng = self._rng
@@ -721,7 +721,8 @@ class SimCluster:
                                terms_name_one_writer=not primary_in_memory)
         self.history = ClientHistory(self.checker.committed)
         self.checker.on_forgiven = self.history.forgive
-        self.forger = Forger(self.rng, self.names, self.checker.primaries, faults.forgeries)
+        self.forger = Forger(self.rng, self.names, self.checker.primaries, faults.forgeries,
+                             lambda name: self.disks[name].storage)
         self.counts = Counts()
         self._in_flight: list[tuple[float, int, _InFlight]] = []  # a heap: (when due, order, ...)
         self._order = itertools.count()
